@@ -1,0 +1,107 @@
+"""Batched generation on the shared Hugging Face weights (greedy or sampled), with input checks.
+
+Generation goes through HF `generate` with a KV cache: TransformerBridge's cached generation gave
+wrong tokens on the organism (DESIGN.md), and the tests compare this path with an uncached greedy loop.
+Interventions registered as forward hooks on the HF modules (which is what the Bridge's and nnsight's
+hooks are) stay active during generation.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from interp.organism.tokenizer import check_known_tokens
+
+
+def context_length(model: PreTrainedModel) -> int:
+    cfg = model.config
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    raise ValueError(f"cannot tell the context length of {type(model).__name__}")
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_len: int
+) -> list[list[int]]:
+    """Token ids of each prompt (with BOS); errors name unknown words and over-long prompts."""
+    out = []
+    for i, p in enumerate(prompts):
+        check_known_tokens(tokenizer, p)  # type: ignore[arg-type]
+        ids = tokenizer(p)["input_ids"]
+        if len(ids) >= max_len:
+            raise ValueError(
+                f"prompt {i} has {len(ids)} tokens, but the model's context is {max_len} tokens "
+                f"and generation needs at least one free position: shorten it to < {max_len} tokens"
+            )
+        out.append(ids)
+    return out
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def generate_ids(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: list[list[int]],
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> list[list[int]]:
+    """Completions (token ids, up to but excluding EOS) for already-encoded prompts."""
+    ctx = context_length(model)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if pad is None:
+        pad = eos
+    was_training = model.training
+    model.eval()
+    out: list[list[int]] = []
+    device = next(model.parameters()).device
+    try:
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+            torch.manual_seed(seed)
+            for start in range(0, len(prompt_ids), batch_size):
+                chunk = prompt_ids[start:start + batch_size]
+                ids, mask = left_pad(chunk, pad)
+                new = max(1, min(max_new_tokens, ctx - ids.shape[1]))
+                kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 \
+                    else dict(do_sample=False)
+                seqs = model.generate(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
+                    eos_token_id=eos, pad_token_id=pad, **kwargs,
+                )
+                for row in seqs[:, ids.shape[1]:].tolist():
+                    out.append(row[: row.index(eos)] if eos in row else row)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> list[str]:
+    """Generate a completion for each prompt; greedy when `temperature == 0`, seeded sampling otherwise."""
+    ids = encode_prompts(tokenizer, prompts, context_length(model))
+    outs = generate_ids(model, tokenizer, ids, max_new_tokens, temperature, seed, batch_size)
+    return [tokenizer.decode(o, skip_special_tokens=False) for o in outs]
+
+
+__all__ = ["generate", "generate_ids", "encode_prompts", "left_pad", "context_length"]

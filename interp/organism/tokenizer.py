@@ -1,0 +1,48 @@
+"""The organism's tokenizer: one WordLevel token per task word, wrapped as a Hugging Face fast tokenizer.
+
+A `<bos> $A` post-processor makes `tok(text)`, TransformerBridge's `to_tokens` and nnsight agree on
+the token ids; padding is on the left so batched generation continues every row from its last token.
+"""
+
+from __future__ import annotations
+
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+from interp.organism.task import vocabulary
+
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
+PAD, BOS, EOS, UNK = SPECIAL_TOKENS
+
+
+def build_tokenizer(model_max_length: int = 128) -> PreTrainedTokenizerFast:
+    """Build the task tokenizer; ids are fixed by the word list, so every build is identical."""
+    words = list(SPECIAL_TOKENS) + vocabulary()
+    vocab = {w: i for i, w in enumerate(words)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    core.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
+    )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
+        model_max_length=model_max_length, padding_side="left",
+    )
+    return tok
+
+
+def check_known_tokens(tokenizer: PreTrainedTokenizerFast, text: str) -> None:
+    """Raise if `text` holds a word the tokenizer would map to `<unk>`, naming it and the vocabulary."""
+    core = getattr(tokenizer, "backend_tokenizer", None)
+    if core is None or type(core.model).__name__ != "WordLevel":
+        return  # subword tokenizers can spell any text; only word-level vocabularies have gaps
+    vocab = tokenizer.get_vocab()
+    pre = core.pre_tokenizer
+    words = [w for w, _ in pre.pre_tokenize_str(text)] if pre is not None else text.split()
+    unknown = [w for w in words if w not in vocab]
+    if unknown:
+        known = " ".join(sorted((w for w in vocab if not w.startswith("<")), key=lambda w: (len(w), w)))
+        raise ValueError(f"token(s) {unknown} are not in the tokenizer's vocabulary; known words: {known}")
+
+
+__all__ = ["build_tokenizer", "check_known_tokens", "SPECIAL_TOKENS", "PAD", "BOS", "EOS", "UNK"]
