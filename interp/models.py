@@ -1,0 +1,375 @@
+"""Load a checkpoint once and see it three ways: Hugging Face, TransformerBridge (TL hook names), nnsight.
+
+`load(name_or_path)` accepts an organism name (`organism/base-s`), a local checkpoint folder, or a
+Hugging Face hub id that is already in the local cache; nothing is ever downloaded. The Bridge and
+the nnsight wrapper hold the very same parameter tensors as `Model.hf`, so an edit through one is
+seen by the others (fused-QKV models such as GPT-NeoX are the exception: see `Model`). `load_pair(base, tuned)` loads two models and refuses pairs whose activations
+cannot be compared (architecture, sizes, vocabulary, parameter shapes), naming every difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from interp.generate import context_length
+from interp.generate import generate as _generate
+from interp.hooks import validate_hook_names
+from interp.organism.tokenizer import check_known_tokens
+from interp.organism.zoo_paths import ORGANISM_PREFIX, ZOO_NAMES, organism_path
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
+MAX_LISTED_PARAMETER_DIFFERENCES = 25
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A name that is neither a checkpoint folder, an organism, nor a cached hub model."""
+
+
+class IncompatiblePairError(ValueError):
+    """Base and tuned models whose activations cannot be compared; `.differences` lists why."""
+
+    def __init__(self, message: str, differences: list[str]):
+        super().__init__(message)
+        self.differences = differences
+
+
+# ----------------------------------------------------------------------------------------- paths
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name or not _HUB_ID.match(name)
+
+
+def _hub_cache_dir() -> str | None:
+    """The hub cache as the environment says now (HF_HUB_CACHE, then HF_HOME/hub), else the library default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return None
+
+
+def _check_checkpoint_dir(path: Path, shown: str) -> Path:
+    if not path.is_dir():
+        raise ModelNotFoundError(f"{shown!r} is not a directory ({path})")
+    if not (path / "config.json").is_file():
+        present = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+        raise ModelNotFoundError(
+            f"{path} is not a Hugging Face checkpoint: it has no config.json (it holds: {present}). "
+            f"Point at the folder written by `save_pretrained` (config.json, weights, tokenizer files)"
+        )
+    return path
+
+
+def resolve_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """Checkpoint folder for an organism name, a local folder or a cached hub id; never downloads."""
+    if isinstance(name_or_path, os.PathLike):
+        path = Path(name_or_path).expanduser()
+        if not path.exists():
+            raise ModelNotFoundError(f"no such directory: {path}")
+        return _check_checkpoint_dir(path, str(name_or_path))
+    name = str(name_or_path)
+    if name.startswith(ORGANISM_PREFIX):
+        return organism_path(name)
+    path = Path(name).expanduser()
+    if path.exists():
+        return _check_checkpoint_dir(path, name)
+    if _looks_like_path(name):
+        raise ModelNotFoundError(f"no such directory: {path.resolve() if not name.startswith('~') else path}")
+    return _resolve_hub_id(name)
+
+
+def _resolve_hub_id(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    cache = _hub_cache_dir()
+    try:
+        snapshot = Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=True))  # type: ignore[arg-type]
+    except Exception as e:  # LocalEntryNotFoundError, HFValidationError, ...: all mean "not usable here"
+        from huggingface_hub import constants
+
+        zoo_hint = (f" (the organism zoo member is spelled {ORGANISM_PREFIX}{repo_id})"
+                    if repo_id in ZOO_NAMES else "")
+        raise ModelNotFoundError(
+            f"{repo_id!r} is neither a local directory, an organism name ({ORGANISM_PREFIX}<name>: "
+            f"{', '.join(ZOO_NAMES)}), nor a model in the local Hugging Face cache "
+            f"({cache or constants.HF_HUB_CACHE}){zoo_hint}. Nothing is downloaded here: on a machine "
+            f"with network run `hf download {repo_id}` into the same cache (or copy the checkpoint folder "
+            f"here and pass its path), and set HF_HOME or HF_HUB_CACHE if the cache lives elsewhere. "
+            f"[{type(e).__name__}]"
+        ) from e
+    return _check_checkpoint_dir(snapshot, repo_id)
+
+
+# ----------------------------------------------------------------------------------------- model
+
+def weights_checksum(weights: torch.nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """sha256 over every state_dict tensor (name, dtype, shape, bytes) in name order."""
+    items = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
+    h = hashlib.sha256()
+    for name, t in sorted(items.items()):
+        t = t.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(memoryview(t.view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+def _weights_state(weights: Mapping[str, torch.Tensor]) -> tuple[tuple[int, int], ...]:
+    """Cheap fingerprint that changes on any in-place write or tensor swap (not on writes via `.data`)."""
+    return tuple((t.data_ptr(), t._version) for t in weights.values())
+
+
+@dataclass(eq=False, repr=False)
+class Model:
+    """One set of Hugging Face weights seen as `hf`, as a TransformerBridge (`bridge`) and via nnsight (`nn`).
+
+    Booting the Bridge rewires `hf` in place: its submodules become Bridge components wrapping the
+    originals (so Bridge hooks also fire in `hf(...)` and `hf.generate`), and `hf.state_dict()` names
+    gain `._original_component.` plus Bridge-only tensors. `weights` keeps the checkpoint's tensors
+    under their Hugging Face names (the same tensor objects); checksum, n_params and `compare` use it.
+    `bridge_params` are parameters the Bridge made that share no storage with the checkpoint: a zero
+    unembedding bias, and for fused-QKV models such as GPT-NeoX, *copies* of the q/k/v slices, which
+    the forward then uses instead of the fused checkpoint tensor (edit those, not `weights[...qkv...]`).
+    """
+
+    name: str
+    path: Path
+    hf: PreTrainedModel
+    bridge: Any  # transformer_lens.model_bridge.TransformerBridge
+    tokenizer: PreTrainedTokenizerBase
+    weights: dict[str, torch.Tensor] = field(repr=False)
+    bridge_params: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _nn: Any = field(default=None, init=False)
+    _checksum: tuple[Any, str] | None = field(default=None, init=False)
+    _bridge_params_at_load: tuple[tuple[int, int], ...] = field(default=(), init=False)
+
+    def __post_init__(self) -> None:
+        self._bridge_params_at_load = _weights_state(self.bridge_params)
+
+    @property
+    def nn(self) -> Any:
+        """nnsight wrapper around `hf` (built on first use; same parameter tensors)."""
+        if self._nn is None:
+            try:
+                from nnsight.modeling.transformers import TransformersModel
+            except ImportError:  # nnsight < 0.8
+                from nnsight import LanguageModel
+
+                self._nn = LanguageModel(self.hf, tokenizer=self.tokenizer)
+            else:
+                self._nn = TransformersModel(self.hf, task="text-generation", tokenizer=self.tokenizer)
+        return self._nn
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.bridge.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.bridge.cfg.d_model)
+
+    @property
+    def d_vocab(self) -> int:
+        return int(self.bridge.cfg.d_vocab)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.bridge.cfg.n_heads)
+
+    @property
+    def d_mlp(self) -> int | None:
+        d = getattr(self.bridge.cfg, "d_mlp", None)
+        return int(d) if d is not None else None
+
+    @property
+    def n_ctx(self) -> int:
+        return context_length(self.hf)
+
+    @property
+    def hook_names(self) -> list[str]:
+        """TransformerLens hook names the Bridge exposes, sorted."""
+        return sorted(self.bridge.hook_dict.keys())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def n_params(self) -> int:
+        """Parameters of the checkpoint (tied tensors once; not the Bridge's additions)."""
+        unique = {id(t): t for t in self.weights.values() if isinstance(t, torch.nn.Parameter)}
+        return sum(t.numel() for t in unique.values())
+
+    @property
+    def checksum(self) -> str:
+        """sha256 of the checkpoint tensors (a plain HF load of the same files gives the same value);
+        cached, and recomputed after any in-place write to a weight (writes through `.data` go unseen).
+        Once a Bridge-made parameter is written to, it is hashed too, so the checksum changes."""
+        extra = _weights_state(self.bridge_params)
+        state = (_weights_state(self.weights), extra)
+        if self._checksum is None or self._checksum[0] != state:
+            items = dict(self.weights)
+            if extra != self._bridge_params_at_load:
+                items.update({f"bridge:{n}": t for n, t in self.bridge_params.items()})
+            self._checksum = (state, weights_checksum(items))
+        return self._checksum[1]
+
+    def check_hooks(self, names: str | Sequence[str]) -> None:
+        """Raise UnknownHookError (with suggestions) unless every name is a hook of this model."""
+        validate_hook_names(names, self.hook_names)
+
+    def encode(
+        self, text: str | Sequence[str]
+    ) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
+        """Token ids and attention mask, padded on the tokenizer's padding side, with the tokenizer's own BOS rule."""
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts:
+            raise ValueError("no text to tokenize")
+        for t in texts:
+            check_known_tokens(self.tokenizer, t)  # type: ignore[arg-type]
+        enc = self.tokenizer(texts, padding=True, return_tensors="pt")
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        lengths = mask.sum(-1).tolist()
+        too_long = [(i, n) for i, n in enumerate(lengths) if n > self.n_ctx]
+        if too_long:
+            i, n = too_long[0]
+            raise ValueError(
+                f"text {i} has {n} tokens, more than the model's context length of {self.n_ctx} tokens "
+                f"({len(too_long)} text(s) too long): shorten it to at most {self.n_ctx} tokens"
+            )
+        return ids.to(self.device), mask.to(self.device)
+
+    def to_tokens(self, text: str | Sequence[str]) -> Int[torch.Tensor, "batch pos"]:
+        """Token ids `[batch, pos]` (see `encode` for the mask of a padded batch)."""
+        return self.encode(text)[0]
+
+    def generate(self, prompts: str | Sequence[str], **kw: Any) -> list[str]:
+        """Completions from `interp.generate.generate` on `hf` (greedy by default); forward hooks stay active."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        return _generate(self.hf, self.tokenizer, prompts, **kw)
+
+    def __repr__(self) -> str:
+        return (f"Model({self.name!r}, {type(self.hf).__name__}, n_layers={self.n_layers}, "
+                f"d_model={self.d_model}, n_params={self.n_params:,}, device={self.device})")
+
+
+def load(
+    name_or_path: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+) -> Model:
+    """Load a checkpoint (organism name, local folder, or cached hub id) in eval mode, with its Bridge."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    path = resolve_path(name_or_path)
+    hf = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, trust_remote_code=trust_remote_code, local_files_only=True
+    )
+    hf = hf.to(device).eval()
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    weights = dict(hf.state_dict(keep_vars=True))  # before the Bridge renames hf's modules
+    bridge = TransformerBridge.boot_transformers(
+        str(path), hf_model=hf, tokenizer=tok, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+    )
+    bridge.eval()
+    storages = {t.untyped_storage().data_ptr() for t in weights.values()}
+    made = {n: p for n, p in hf.named_parameters() if p.untyped_storage().data_ptr() not in storages}
+    return Model(name=str(name_or_path), path=path, hf=hf, bridge=bridge, tokenizer=tok, weights=weights,
+                 bridge_params=made)
+
+
+# ------------------------------------------------------------------------------------------ pair
+
+@dataclass(frozen=True)
+class ModelPair:
+    """A base model and its post-trained variant; `differences` is empty unless loaded with `check=False`."""
+
+    base: Model
+    tuned: Model
+    differences: tuple[str, ...] = ()
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _vocab_differences(base: dict[str, int], tuned: dict[str, int], max_examples: int = 5) -> str | None:
+    differ = sorted((t for t in base.keys() | tuned.keys() if base.get(t) != tuned.get(t)),
+                    key=lambda t: (min(base.get(t, 1 << 62), tuned.get(t, 1 << 62)), t not in base, t))
+    if not differ:
+        return None
+
+    def where(t: str, vocab: dict[str, int], side: str) -> str:
+        return f"id {vocab[t]} in {side}" if t in vocab else f"absent in {side}"
+
+    examples = ", ".join(f"{t!r} ({where(t, base, 'base')}, {where(t, tuned, 'tuned')})" for t in differ[:max_examples])
+    return f"vocabulary: {len(differ)} token{'s' if len(differ) != 1 else ''} differ, e.g. {examples}"
+
+
+def compare(base: Model, tuned: Model) -> list[str]:
+    """Every difference that makes activations of `base` and `tuned` incomparable, one line each."""
+    out: list[str] = []
+
+    def field_(label: str, a: Any, b: Any) -> None:
+        if a != b:
+            out.append(f"{label}: base {a}, tuned {b}")
+
+    field_("architecture", type(base.hf).__name__, type(tuned.hf).__name__)
+    field_("model_type", getattr(base.hf.config, "model_type", None), getattr(tuned.hf.config, "model_type", None))
+    for attr in ("n_layers", "d_model", "n_heads", "d_mlp", "d_vocab"):
+        a, b = getattr(base.bridge.cfg, attr, None), getattr(tuned.bridge.cfg, attr, None)
+        if a is not None and b is not None:
+            field_(attr, a, b)
+    vocab = _vocab_differences(base.tokenizer.get_vocab(), tuned.tokenizer.get_vocab())
+    if vocab:
+        out.append(vocab)
+    bp = {n: tuple(p.shape) for n, p in base.weights.items()}
+    tp = {n: tuple(p.shape) for n, p in tuned.weights.items()}
+    for n in list(bp) + [n for n in tp if n not in bp]:
+        if n not in tp:
+            out.append(f"parameter {n}: base {_shape(bp[n])}, absent in tuned")
+        elif n not in bp:
+            out.append(f"parameter {n}: absent in base, tuned {_shape(tp[n])}")
+        elif bp[n] != tp[n]:
+            out.append(f"parameter {n}: base {_shape(bp[n])}, tuned {_shape(tp[n])}")
+    return out
+
+
+def _pair_message(base: Model, tuned: Model, differences: list[str]) -> str:
+    params = [d for d in differences if d.startswith("parameter ")]
+    shown = [d for d in differences if not d.startswith("parameter ")] + params[:MAX_LISTED_PARAMETER_DIFFERENCES]
+    more = len(params) - MAX_LISTED_PARAMETER_DIFFERENCES
+    lines = "\n".join(f"  - {d}" for d in shown)
+    if more > 0:
+        lines += f"\n  - ... and {more} more parameter differences (all in the error's .differences)"
+    return (f"base {base.name!r} and tuned {tuned.name!r} cannot be compared as a pair "
+            f"({len(differences)} difference{'s' if len(differences) != 1 else ''}):\n{lines}")
+
+
+def load_pair(base: str | os.PathLike[str] | Model, tuned: str | os.PathLike[str] | Model,
+              check: bool = True, **kw: Any) -> ModelPair:
+    """Load base and tuned (`**kw` go to `load`); raise IncompatiblePairError naming every difference."""
+    b = base if isinstance(base, Model) else load(base, **kw)
+    t = tuned if isinstance(tuned, Model) else load(tuned, **kw)
+    differences = compare(b, t)
+    if differences and check:
+        raise IncompatiblePairError(_pair_message(b, t, differences), differences)
+    return ModelPair(b, t, tuple(differences))
+
+
+__all__ = [
+    "Model", "ModelPair", "load", "load_pair", "compare", "resolve_path", "weights_checksum",
+    "IncompatiblePairError", "ModelNotFoundError",
+]
