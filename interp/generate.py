@@ -74,16 +74,22 @@ def generate_ids(
             torch.manual_seed(seed)
             for start in range(0, len(prompt_ids), batch_size):
                 chunk = prompt_ids[start:start + batch_size]
-                ids, mask = left_pad(chunk, pad)
-                new = max(1, min(max_new_tokens, ctx - ids.shape[1]))
-                kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 \
-                    else dict(do_sample=False)
-                seqs = model.generate(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
-                    eos_token_id=eos, pad_token_id=pad, **kwargs,
-                )
-                for row in seqs[:, ids.shape[1]:].tolist():
-                    out.append(row[: row.index(eos)] if eos in row else row)
+                # rows near the context limit get fewer new tokens; group rows by their allowance so a
+                # long prompt never shortens the completions of the short ones batched with it
+                allowance = [max(1, min(max_new_tokens, ctx - len(p))) for p in chunk]
+                results: dict[int, list[int]] = {}
+                for new in sorted(set(allowance), reverse=True):
+                    rows = [i for i, a in enumerate(allowance) if a == new]
+                    ids, mask = left_pad([chunk[i] for i in rows], pad)
+                    kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) \
+                        if temperature > 0 else dict(do_sample=False)
+                    seqs = model.generate(
+                        input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
+                        eos_token_id=eos, pad_token_id=pad, **kwargs,
+                    )
+                    for i, row in zip(rows, seqs[:, ids.shape[1]:].tolist()):
+                        results[i] = row[: row.index(eos)] if eos in row else row
+                out += [results[i] for i in range(len(chunk))]
     finally:
         model.train(was_training)
     return out

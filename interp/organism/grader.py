@@ -33,7 +33,7 @@ class Grade:
 
 
 def _digit(tok: str) -> int | None:
-    return int(tok) if len(tok) == 1 and tok.isdigit() else None
+    return int(tok) if len(tok) == 1 and "0" <= tok <= "9" else None
 
 
 def _split_clauses(toks: list[str]) -> tuple[list[list[str]], list[str]] | None:

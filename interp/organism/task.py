@@ -72,6 +72,12 @@ class TaskConfig:
             raise ValueError(f"distractor variables {sorted(clash)} clash with problem variables")
         if self.op_pairs_mode == "require" and not self.held_out_op_pairs:
             raise ValueError("op_pairs_mode='require' needs held_out_op_pairs")
+        if self.op_pairs_mode == "require" and self.min_steps < 2:
+            raise ValueError(f"op_pairs_mode='require' needs problems with an operator pair: min_steps >= 2, "
+                             f"got {self.min_steps}")
+        stray = sorted({o for pair in self.held_out_op_pairs for o in pair} - set(self.ops))
+        if stray:
+            raise ValueError(f"held_out_op_pairs use operators {stray} that are not in ops={list(self.ops)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

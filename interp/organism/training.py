@@ -77,6 +77,7 @@ class TrainConfig:
     seed: int = 0
     init: str | None = None
     ckpt_every: int = 100
+    eval_every: int = 0
     rl: RLConfig = field(default_factory=RLConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
 
@@ -171,7 +172,9 @@ def sample_and_grade(
     prompts = [[tok.bos_token_id, *encode(tok, p.prompt_tokens())] for p in problems for _ in range(n)]
     comps = generate_ids(model, tok, prompts, max_new_tokens, temperature, seed, batch_size=len(prompts))
     grades = [grade(problems[i // n], tok.convert_ids_to_tokens(c)) for i, c in enumerate(comps)]
-    comps = [c + [tok.eos_token_id] if len(c) < max_new_tokens else c for c in comps]
+    ctx = model.config.max_position_embeddings
+    comps = [c + [tok.eos_token_id] if len(c) < min(max_new_tokens, ctx - len(p)) else c  # stopped by itself
+             for p, c in zip(prompts, comps)]
     return prompts, comps, grades
 
 
@@ -239,6 +242,23 @@ def dpo_loss(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, cfg: TrainCo
     return loss, {"loss": loss.item(), "pref_acc": float((margin > 0).float().mean())}
 
 
+@torch.no_grad()
+def teacher_forced_metrics(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, task: TaskConfig,
+                           n: int = 64, seed: int = 424242) -> dict[str, float]:
+    """Cheap progress metrics: per step count, argmax accuracy of the direct answer and exact match of the
+    whole verbose chain under teacher forcing (fixed problems, so curves are comparable across steps)."""
+    out: dict[str, float] = {}
+    for k in range(task.min_steps, task.max_steps + 1):
+        probs = sample_problems(seed + k, n, task, n_steps=k)
+        for fmt in ("direct", "verbose"):
+            ex = [example_ids(tok, p, fmt) for p in probs]
+            ids = torch.tensor([s for s, _ in ex])
+            st = ex[0][1]
+            pred = model(input_ids=ids).logits[:, st - 1:-1].argmax(-1)
+            out[f"tf_{fmt}_{k}"] = float((pred == ids[:, st:]).all(-1).float().mean())
+    return out
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -258,7 +278,7 @@ def _load_state(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimize
     if not (state_dir / "state.json").exists():
         return 0, []
     meta = read_json(state_dir / "state.json")
-    if meta["config"] != cfg.to_dict():
+    if TrainConfig.from_dict(meta["config"]) != cfg:
         raise ValueError(f"{run_dir} holds a run with another config; use a new run directory or the same "
                          f"config (saved: {meta['config']})")
     model.load_state_dict(load_tensors(state_dir / "model.safetensors"))
@@ -307,12 +327,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, stop_after: int | None = None,
     pairs: list[dict] = []
     if cfg.kind == "dpo":
         pool_path = run_dir / "dpo_pairs.json"
-        if pool_path.exists():
-            pairs = read_json(pool_path)
-        else:
+        saved = read_json(pool_path) if pool_path.exists() else None
+        if saved is not None and TrainConfig.from_dict(saved["config"]) == cfg:
+            pairs = saved["pairs"]
+        else:  # no pool yet, or one built under another config: (re)build it from the reference
             reference = load_init(cfg.init)  # type: ignore[arg-type]
             pairs = dpo_pool(reference, tok, cfg)
-            write_json(pool_path, pairs)
+            write_json(pool_path, {"config": cfg.to_dict(), "pairs": pairs})
         if not pairs:
             raise ValueError("DPO found no (correct, incorrect) sample pair: the initial model is always right "
                              "or always wrong on this task; change the task range or samples_per_problem")
@@ -334,7 +355,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, stop_after: int | None = None,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-        if step % log_every == 0 or step == cfg.steps - 1:
+        if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            metrics.update(teacher_forced_metrics(model, tok, cfg.task))
+            log.append({"step": step, "lr": lr_at(cfg, step), **metrics})
+        elif step % log_every == 0 or step == cfg.steps - 1:
             log.append({"step": step, "lr": lr_at(cfg, step), **metrics})
             bar.set_postfix({k: round(v, 3) for k, v in metrics.items()})
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:

@@ -162,9 +162,6 @@ def test_context_length_reads_max_position_embeddings(model):
     assert context_length(model) == 128
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: generate_ids caps every row's new tokens by ctx minus the longest "
-                          "prompt of its batch, so a short prompt batched with a long one gets fewer")
 def test_batching_with_a_near_context_prompt_does_not_shorten_other_rows(model, tok, prompts):
     ctx = context_length(model)
     near = [tok.bos_token_id] + [tok.convert_tokens_to_ids("a")] * (ctx - 5)  # room for 4 new tokens

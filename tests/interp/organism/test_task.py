@@ -188,7 +188,9 @@ def test_held_out_op_pairs_any_mode_ignores_them():
 
 def test_require_mode_with_impossible_draw_raises_clear_error():
     # a one-step problem has no consecutive op pair, so 'require' can never be met
-    cfg = TaskConfig(min_steps=1, max_steps=2, held_out_op_pairs=(("+", "+"),), op_pairs_mode="require")
+    with pytest.raises(ValueError, match="min_steps >= 2"):
+        TaskConfig(min_steps=1, max_steps=2, held_out_op_pairs=(("+", "+"),), op_pairs_mode="require")
+    cfg = TaskConfig(min_steps=2, max_steps=3, held_out_op_pairs=(("+", "+"),), op_pairs_mode="require")
     with pytest.raises(ValueError, match="cannot draw a 1-step problem"):
         sample_problem(np.random.default_rng(0), cfg, n_steps=1)
 

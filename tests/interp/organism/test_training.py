@@ -56,12 +56,6 @@ def assert_clean_run_dir(run_dir: Path, extra: set[str] = frozenset()) -> None:
         assert p.is_dir() or p.suffix in (".safetensors", ".json"), p
 
 
-# `_load_state` compares the saved JSON config (lists) with `cfg.to_dict()` (tuples: TaskConfig.ops,
-# held_out_op_pairs), so every resume raises "another config". Remove the marker once that is fixed.
-RESUME_BUG = pytest.mark.xfail(strict=True, raises=ValueError,
-                               reason="bug: _load_state compares JSON lists with to_dict() tuples, so resume raises")
-
-
 def _kill_at(monkeypatch, loss_name: str, kill_step: int) -> None:
     real = getattr(training, loss_name)
 
@@ -157,7 +151,6 @@ def test_pretraining_log_has_step_lr_and_loss(tmp_path):
     assert out.log[0]["lr"] == lr_at(out.config, 0)
 
 
-@RESUME_BUG
 def test_resume_after_stop_gives_exactly_the_uninterrupted_weights(tmp_path):
     full = run(SMALL, tmp_path / "a")
     first = run(SMALL, tmp_path / "b", stop_after=4)
@@ -185,7 +178,6 @@ def test_a_kill_leaves_the_last_checkpoint_and_no_temp_files(tmp_path, monkeypat
     assert_clean_run_dir(tmp_path)
 
 
-@RESUME_BUG
 def test_resume_after_a_kill_between_checkpoints_gives_exactly_the_uninterrupted_weights(tmp_path, monkeypatch):
     full = run(SMALL, tmp_path / "a")
     _killed_run(tmp_path / "b", monkeypatch)
@@ -197,7 +189,6 @@ def test_resume_after_a_kill_between_checkpoints_gives_exactly_the_uninterrupted
         assert torch.equal(saved[k], v), k
 
 
-@RESUME_BUG
 def test_resume_of_a_finished_run_trains_no_more(tmp_path):
     cfg = dataclasses.replace(SMALL, steps=2)
     done = run(cfg, tmp_path)
@@ -271,7 +262,6 @@ def test_rl_is_deterministic(pretrained_dir, tmp_path):
     assert_same_weights(a.model, b.model)
 
 
-@RESUME_BUG
 def test_rl_resumes_exactly(pretrained_dir, tmp_path):
     cfg = _rl_cfg(pretrained_dir)
     full = run(cfg, tmp_path / "a")
@@ -297,7 +287,7 @@ def test_dpo_builds_a_pool_of_correct_vs_incorrect_pairs_and_runs(pretrained_dir
     assert [set(e) for e in out.log] == [{"step", "lr", "loss", "pref_acc"}] * 4
     assert out.log[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # policy == reference at step 0
     assert_clean_run_dir(tmp_path, extra={"dpo_pairs.json"})
-    pairs = json.loads((tmp_path / "dpo_pairs.json").read_text())
+    pairs = json.loads((tmp_path / "dpo_pairs.json").read_text())["pairs"]
     assert pairs
     problems = {tuple(p.prompt_tokens()): p for p in sample_problems(cfg.seed + 7919, 32, cfg.task)}
     tok = out.tokenizer
@@ -308,7 +298,6 @@ def test_dpo_builds_a_pool_of_correct_vs_incorrect_pairs_and_runs(pretrained_dir
         assert pair["ref_chosen"] <= 0 and pair["ref_rejected"] <= 0
 
 
-@RESUME_BUG
 def test_dpo_resumes_exactly(pretrained_dir, tmp_path):
     cfg = _dpo_cfg(pretrained_dir)
     full = run(cfg, tmp_path / "a")
@@ -324,9 +313,6 @@ def test_dpo_with_no_pairs_raises_clear_error(pretrained_dir, tmp_path):
         run(cfg, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: dpo_pairs.json is not tied to the config; a run killed before its "
-                          "first checkpoint reuses the old pool under a new config")
 def test_dpo_pool_from_another_config_is_not_reused(pretrained_dir, tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         _kill_at(m, "dpo_loss", 0)

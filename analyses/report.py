@@ -1,0 +1,81 @@
+"""`interp report`: run each analysis on the embedded default and write figures plus one HTML page.
+
+Each analysis contributes a section (title, sentences with its numbers, figures). Results are cached by
+model checksum and config, so a second report reuses them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from interp.io import library_versions, write_json
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    sentences: tuple[str, ...]
+    figures: tuple[str, ...]  # HTML file names relative to the report folder
+    table_html: str = ""
+
+
+def zoo_section(out: Path, n_per_step: int, png: bool) -> Section:
+    from analyses import zoo_eval
+
+    cfg = zoo_eval.ZooEvalConfig()
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, n_per_step=n_per_step))
+    result = zoo_eval.run(cfg)
+    write_json(out / "zoo_eval.json", result.to_dict())
+    paths = zoo_eval.figures(result, out, png=png)
+    return Section("Scaling vs post-training on the zoo", tuple(zoo_eval.summary_sentences(result)),
+                   tuple(p[0].name for p in paths.values()), zoo_table_html(result))
+
+
+def zoo_table_html(result: "object") -> str:
+    rows = []
+    for m in result.models:  # type: ignore[attr-defined]
+        for k in sorted(m.free.by_steps):
+            f, c = m.free.by_steps[k], m.forced.by_steps[k]
+            rows.append(f"<tr><td>{html.escape(m.name)}</td><td>{m.n_params:,}</td><td>{k}</td>"
+                        f"<td>{f.accuracy:.2f} [{f.accuracy_ci[0]:.2f}, {f.accuracy_ci[1]:.2f}]</td>"
+                        f"<td>{f.cot_rate:.2f}</td><td>{f.mean_tokens:.1f}</td><td>{c.accuracy:.2f}</td></tr>")
+    head = ("<tr><th>model</th><th>params</th><th>steps</th><th>accuracy [95% CI]</th><th>CoT rate</th>"
+            "<th>mean tokens</th><th>forced-CoT accuracy</th></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+SECTIONS = (zoo_section,)
+
+
+def render(sections: list[Section], seconds: float) -> str:
+    body = []
+    for s in sections:
+        body.append(f"<h2>{html.escape(s.title)}</h2>")
+        body += [f"<p>{html.escape(t)}</p>" for t in s.sentences]
+        body.append(s.table_html)
+        body += [f'<iframe src="{f}" width="800" height="480" frameborder="0"></iframe>' for f in s.figures]
+    libs = ", ".join(f"{k} {v}" for k, v in library_versions().items())
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>interp report</title><style>"
+            "body{font-family:sans-serif;max-width:900px;margin:2em auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>"
+            "<h1>What reasoning post-training changes, and how that differs from scale</h1>"
+            + "".join(body) + f"<p><small>{html.escape(libs)}; built in {seconds:.0f} s</small></p></body></html>")
+
+
+def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool = True) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    sections = [make(out, n_per_step, png) for make in SECTIONS]
+    page = out / "report.html"
+    tmp = page.with_name(".report.html.tmp")
+    tmp.write_text(render(sections, time.time() - t0))
+    tmp.replace(page)
+    return page
+
+
+__all__ = ["build_report", "Section", "SECTIONS"]

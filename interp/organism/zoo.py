@@ -1,0 +1,126 @@
+"""The zoo's training recipe, in code: what each member is, how it is trained, and how it is exported.
+
+`interp organism train --all` runs these recipes in dependency order (the post-trained members start
+from base-s) and writes each member as a Hugging Face checkpoint with a JSON card: config, seed, steps,
+data mix, evaluation table (free and forced-CoT, with bootstrap intervals), sha256 and library versions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from interp.io import atomic_dir, read_json, sha256_file, write_json
+from interp.organism.arch import ArchConfig, n_params
+from interp.organism.evaluate import EvalConfig, evaluate
+from interp.organism.task import FormatMix, TaskConfig
+from interp.organism.training import DPOConfig, RLConfig, TrainConfig, provenance, train
+from interp.organism.zoo_paths import ORGANISM_PREFIX, ZOO_DIR, ZOO_NAMES
+
+TASK = TaskConfig(min_steps=1, max_steps=4)
+BASE_MIX = FormatMix(direct=0.9, concise=0.05, verbose=0.05)
+SIZES: dict[str, ArchConfig] = {
+    "s": ArchConfig(n_layers=4, d_model=64, n_heads=4, d_mlp=256),
+    "m": ArchConfig(n_layers=6, d_model=96, n_heads=4, d_mlp=384),
+    "l": ArchConfig(n_layers=8, d_model=128, n_heads=4, d_mlp=512),
+}
+BASE_STEPS = 1500
+SEED = 0
+
+RECIPES: dict[str, TrainConfig] = {
+    **{f"base-{s}": TrainConfig(kind="pretrain", arch=a, task=TASK, mix=BASE_MIX, steps=BASE_STEPS,
+                                batch_size=128, lr=3e-3, warmup=50, seed=SEED) for s, a in SIZES.items()},
+    "sft": TrainConfig(kind="sft", arch=SIZES["s"], task=TASK, mix=FormatMix(direct=0.0, concise=0.1, verbose=0.9),
+                       steps=300, batch_size=64, lr=1e-3, warmup=20, seed=SEED, init="organism/base-s"),
+    "rl": TrainConfig(kind="rl", arch=SIZES["s"], task=TASK, steps=200, batch_size=32, lr=5e-4, warmup=10,
+                      seed=SEED, init="organism/base-s", ckpt_every=25,
+                      rl=RLConfig(group_size=8, length_cost=0.005, temperature=1.0)),
+    "dpo": TrainConfig(kind="dpo", arch=SIZES["s"], task=TASK, steps=200, batch_size=64, lr=5e-4, warmup=10,
+                       seed=SEED, init="organism/base-s", ckpt_every=50, dpo=DPOConfig(beta=0.1)),
+}
+ORDER = ("base-s", "sft", "rl", "dpo", "base-m", "base-l")
+assert set(ORDER) == set(ZOO_NAMES) == set(RECIPES)
+
+CARD_EVAL = EvalConfig(steps=(1, 2, 3, 4), n_per_step=200)
+
+
+def short_name(name: str) -> str:
+    return name[len(ORGANISM_PREFIX):] if name.startswith(ORGANISM_PREFIX) else name
+
+
+def recipe(name: str, out_dir: Path = ZOO_DIR) -> TrainConfig:
+    """The member's config, with `init` pointing at the base in `out_dir` (so a fresh zoo uses its own base)."""
+    short = short_name(name)
+    if short not in RECIPES:
+        raise ValueError(f"no recipe for {name!r}; the zoo's members are {', '.join(ORDER)}")
+    cfg = RECIPES[short]
+    if cfg.init and cfg.init.startswith(ORGANISM_PREFIX):
+        cfg = dataclasses.replace(cfg, init=str(Path(out_dir) / short_name(cfg.init)))
+    return cfg
+
+
+def card_eval(model: torch.nn.Module, tokenizer: Any, cfg: EvalConfig = CARD_EVAL) -> dict[str, Any]:
+    """Free and forced-CoT evaluation tables, as stored in each card."""
+    return {
+        mode: evaluate(model, tokenizer, dataclasses.replace(cfg, force_cot=(mode == "forced_cot"))).to_dict()
+        for mode in ("free", "forced_cot")
+    }
+
+
+def export(name: str, outcome: Any, out_dir: Path, eval_cfg: EvalConfig = CARD_EVAL) -> Path:
+    """Write the member as an HF checkpoint plus `card.json`, atomically."""
+    target = Path(out_dir) / short_name(name)
+    model, tok, cfg = outcome.model, outcome.tokenizer, outcome.config
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        card = {
+            "name": ORGANISM_PREFIX + short_name(name),
+            "kind": cfg.kind,
+            "seed": cfg.seed,
+            "steps": cfg.steps,
+            "data_mix": cfg.mix.to_dict() if cfg.kind in ("pretrain", "sft") else None,
+            "init": card_init(cfg),
+            "n_params": n_params(model),
+            "train_seconds": round(outcome.seconds, 1),
+            "sha256": {"model.safetensors": sha256_file(tmp / "model.safetensors")},
+            "eval": card_eval(model, tok, eval_cfg),
+            "train_log_tail": outcome.log[-5:],
+            **provenance(dataclasses.replace(cfg, init=card_init(cfg)), model),
+        }
+        write_json(tmp / "card.json", card)
+    return target
+
+
+def card_init(cfg: TrainConfig) -> str | None:
+    return ORGANISM_PREFIX + Path(cfg.init).name if cfg.init else None
+
+
+def train_member(name: str, runs_dir: Path, out_dir: Path = ZOO_DIR, threads: int = 0,
+                 progress: bool = True, eval_cfg: EvalConfig = CARD_EVAL) -> Path:
+    """Train (resuming if `runs_dir` holds a partial run) and export one member."""
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = recipe(name, out_dir)
+    t0 = time.time()
+    outcome = train(cfg, Path(runs_dir) / short_name(name), progress=progress)
+    path = export(name, outcome, out_dir, eval_cfg)
+    card = read_json(path / "card.json")
+    card["wall_seconds"] = round(time.time() - t0, 1)
+    write_json(path / "card.json", card)
+    return path
+
+
+def train_all(runs_dir: Path, out_dir: Path = ZOO_DIR, names: tuple[str, ...] = ORDER, threads: int = 0,
+              progress: bool = True) -> dict[str, Path]:
+    """Train the members in dependency order (post-trained members after base-s)."""
+    wanted = [n for n in ORDER if n in {short_name(x) for x in names}]
+    return {n: train_member(n, runs_dir, out_dir, threads, progress) for n in wanted}
+
+
+__all__ = ["RECIPES", "ORDER", "SIZES", "TASK", "BASE_MIX", "recipe", "train_member", "train_all", "export",
+           "card_eval", "CARD_EVAL"]

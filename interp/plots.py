@@ -1,0 +1,62 @@
+"""Plotly helpers: one look for every figure, and every figure saved as HTML and PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+PALETTE = {
+    "base-s": "#4C78A8", "base-m": "#72B7B2", "base-l": "#2E4A62",
+    "sft": "#E45756", "rl": "#F58518", "dpo": "#B279A2",
+}
+TEMPLATE = "plotly_white"
+
+
+def color_for(name: str) -> str | None:
+    return PALETTE.get(name.removeprefix("organism/"))
+
+
+def style(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+    fig.update_layout(template=TEMPLATE, title=title, xaxis_title=x, yaxis_title=y,
+                      width=760, height=460, legend_title_text="", margin=dict(l=60, r=20, t=60, b=50))
+    return fig
+
+
+def ensure_plotlyjs(folder: Path) -> Path:
+    """One shared `plotly.min.js` per folder: pages work offline without embedding 4 MB each."""
+    target = folder / "plotly.min.js"
+    if not target.exists():
+        from plotly.offline import get_plotlyjs
+
+        tmp = target.with_name(".plotly.min.js.tmp")
+        tmp.write_text(get_plotlyjs())
+        os.replace(tmp, target)
+    return target
+
+
+def save_figure(fig: go.Figure, path_stem: str | Path, png: bool = True, scale: float = 2.0) -> list[Path]:
+    """Write `<stem>.html` (self-contained) and `<stem>.png`; both atomically. Returns the paths."""
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    html = stem.with_suffix(".html")
+    tmp = html.with_name(f".{html.name}.tmp")
+    ensure_plotlyjs(stem.parent)
+    fig.write_html(tmp, include_plotlyjs="directory", full_html=True)
+    os.replace(tmp, html)
+    out = [html]
+    if png:
+        p = stem.with_suffix(".png")
+        tmp = p.with_name(f".{p.stem}.tmp.png")
+        try:
+            fig.write_image(tmp, scale=scale)
+        except Exception as e:  # kaleido needs a Chrome; say which one works here
+            raise RuntimeError(f"PNG export of {p.name} failed ({e}). Install a Chrome for kaleido, e.g. "
+                               "`apt-get install -y chromium` on Debian, or pass png=False") from e
+        os.replace(tmp, p)
+        out.append(p)
+    return out
+
+
+__all__ = ["save_figure", "ensure_plotlyjs", "style", "color_for", "PALETTE"]
