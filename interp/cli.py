@@ -39,7 +39,8 @@ def organism_train(
     all_: Annotated[bool, typer.Option("--all", help="train the whole zoo in dependency order")] = False,
     out: Annotated[Path, typer.Option(help="where the checkpoints go (default: the shipped zoo)")] = None,  # type: ignore[assignment]
     runs_dir: Annotated[Path, typer.Option(help="checkpoints for resuming")] = Path("runs/organism"),
-    threads: Annotated[int, typer.Option(help="torch threads (0: torch's default)")] = 0,
+    threads: Annotated[int, typer.Option(help="torch threads per process (0: cores / jobs)")] = 0,
+    jobs: Annotated[int, typer.Option(help="parallel training processes (lanes)")] = 1,
 ) -> None:
     """Train zoo members (resumes from RUNS_DIR after a kill, with identical results)."""
     from interp.organism.zoo import ORDER, train_all
@@ -51,12 +52,21 @@ def organism_train(
         raise typer.BadParameter(f"name members to train ({', '.join(ORDER)}) or pass --all")
     t0 = time.time()
     try:
-        paths = train_all(runs_dir, out or ZOO_DIR, tuple(names), threads)
+        paths = train_all(runs_dir, out or ZOO_DIR, tuple(names), threads, jobs=jobs)
     except (ValueError, FileNotFoundError) as e:
         _fail(e)
     for n, p in paths.items():
         console.print(f"{n}: {p}")
     console.print(f"trained {len(paths)} member(s) in {time.time() - t0:.0f} s")
+
+
+@organism_app.command("table")
+def organism_table(out: Annotated[Path, typer.Option(help="zoo folder")] = None) -> None:  # type: ignore[assignment]
+    """Print the zoo's measured numbers (from the cards) as a markdown table."""
+    from interp.organism.zoo import card_table
+    from interp.organism.zoo_paths import ZOO_DIR
+
+    print(card_table(out or ZOO_DIR))
 
 
 @organism_app.command("sample")

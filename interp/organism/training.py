@@ -245,8 +245,9 @@ def dpo_loss(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, cfg: TrainCo
 @torch.no_grad()
 def teacher_forced_metrics(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, task: TaskConfig,
                            n: int = 64, seed: int = 424242) -> dict[str, float]:
-    """Cheap progress metrics: per step count, argmax accuracy of the direct answer and exact match of the
-    whole verbose chain under teacher forcing (fixed problems, so curves are comparable across steps)."""
+    """Cheap progress metrics on fixed problems, per step count, under teacher forcing: argmax accuracy of
+    the direct answer digit, and exact match of a verbose chain's content (the two format-choice tokens,
+    first token and first source variable, are excluded: they measure preference, not ability)."""
     out: dict[str, float] = {}
     for k in range(task.min_steps, task.max_steps + 1):
         probs = sample_problems(seed + k, n, task, n_steps=k)
@@ -254,8 +255,15 @@ def teacher_forced_metrics(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast
             ex = [example_ids(tok, p, fmt) for p in probs]
             ids = torch.tensor([s for s, _ in ex])
             st = ex[0][1]
-            pred = model(input_ids=ids).logits[:, st - 1:-1].argmax(-1)
-            out[f"tf_{fmt}_{k}"] = float((pred == ids[:, st:]).all(-1).float().mean())
+            logits = model(input_ids=ids).logits[:, st - 1:-1]
+            if fmt == "direct":  # the digit, among digits only
+                digits = torch.tensor(tok.convert_tokens_to_ids([str(d) for d in range(10)]))
+                pred = digits[logits[:, 0, digits].argmax(-1)]
+                out[f"tf_direct_{k}"] = float((pred == ids[:, st]).float().mean())
+            else:
+                hit = logits.argmax(-1) == ids[:, st:]
+                hit[:, [0, 2]] = True
+                out[f"tf_verbose_{k}"] = float(hit.all(-1).float().mean())
     return out
 
 

@@ -115,12 +115,73 @@ def train_member(name: str, runs_dir: Path, out_dir: Path = ZOO_DIR, threads: in
     return path
 
 
+def lanes(names: list[str], jobs: int) -> list[list[str]]:
+    """Split members into `jobs` sequential lanes that respect dependencies (post-trained after base-s),
+    balancing the recipes' cost (steps x parameters-ish) so parallel lanes finish together."""
+    if jobs <= 1:
+        return [names]
+    cost = {n: RECIPES[n].steps * RECIPES[n].arch.n_layers * RECIPES[n].arch.d_model ** 2
+            * (4 if RECIPES[n].kind == "rl" else 1) for n in names}
+    out: list[list[str]] = [[] for _ in range(jobs)]
+    load = [0.0] * jobs
+    dependent = [n for n in names if (RECIPES[n].init or "").startswith(ORGANISM_PREFIX)]
+    first = [n for n in names if n not in dependent]
+    for n in sorted(first, key=lambda n: -cost[n]):
+        i = load.index(min(load))
+        out[i].append(n)
+        load[i] += cost[n]
+    if dependent:  # after their base, in the lane that holds it (or the lightest)
+        i = next((j for j, lane in enumerate(out) if "base-s" in lane), load.index(min(load)))
+        out[i] += dependent
+    for lane in out:  # within a lane: base-s first so dependents can start
+        lane.sort(key=lambda n: ORDER.index(n))
+    return [lane for lane in out if lane]
+
+
+def _run_lane(lane: list[str], runs_dir: str, out_dir: str, threads: int, progress: bool) -> dict[str, str]:
+    return {n: str(train_member(n, Path(runs_dir), Path(out_dir), threads, progress)) for n in lane}
+
+
 def train_all(runs_dir: Path, out_dir: Path = ZOO_DIR, names: tuple[str, ...] = ORDER, threads: int = 0,
-              progress: bool = True) -> dict[str, Path]:
-    """Train the members in dependency order (post-trained members after base-s)."""
+              progress: bool = True, jobs: int = 1) -> dict[str, Path]:
+    """Train the members in dependency order; with `jobs > 1`, in parallel lanes of one process each."""
     wanted = [n for n in ORDER if n in {short_name(x) for x in names}]
-    return {n: train_member(n, runs_dir, out_dir, threads, progress) for n in wanted}
+    unknown = sorted({short_name(x) for x in names} - set(ORDER))
+    if unknown:
+        raise ValueError(f"unknown zoo members {unknown}; the zoo's members are {', '.join(ORDER)}")
+    if jobs <= 1:
+        return {n: train_member(n, runs_dir, out_dir, threads, progress) for n in wanted}
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    per_lane = threads or max(1, (torch.get_num_threads()) // jobs)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_lane, lane, str(runs_dir), str(out_dir), per_lane, progress)
+                   for lane in lanes(wanted, jobs)]
+        done: dict[str, Path] = {}
+        for f in futures:
+            done.update({k: Path(v) for k, v in f.result().items()})
+    return {n: done[n] for n in wanted}
 
 
-__all__ = ["RECIPES", "ORDER", "SIZES", "TASK", "BASE_MIX", "recipe", "train_member", "train_all", "export",
+def card_table(out_dir: Path = ZOO_DIR, hard: tuple[int, ...] = (3, 4)) -> str:
+    """Markdown table of the zoo's measured numbers, read from the cards."""
+    rows = ["| model | params | train s | acc 1/2/3/4 (free) | CoT rate 1/2/3/4 | acc 3-4 free | CoT 3-4 | acc 3-4 forced CoT |",
+            "|---|---:|---:|---|---|---:|---:|---:|"]
+    for n in ORDER:
+        path = Path(out_dir) / n / "card.json"
+        if not path.exists():
+            continue
+        c = read_json(path)
+        free, forced = c["eval"]["free"]["by_steps"], c["eval"]["forced_cot"]["by_steps"]
+        ks = sorted(free, key=int)
+        mean = lambda d, m: sum(d[str(k)][m] for k in hard) / len(hard)  # noqa: E731
+        rows.append(
+            f"| {n} | {c['n_params']:,} | {c.get('wall_seconds', c['train_seconds']):.0f} | "
+            f"{'/'.join(f'{free[k]['accuracy']:.2f}' for k in ks)} | {'/'.join(f'{free[k]['cot_rate']:.2f}' for k in ks)} | "
+            f"{mean(free, 'accuracy'):.2f} | {mean(free, 'cot_rate'):.2f} | {mean(forced, 'accuracy'):.2f} |")
+    return "\n".join(rows)
+
+
+__all__ = ["card_table", "lanes", "RECIPES", "ORDER", "SIZES", "TASK", "BASE_MIX", "recipe", "train_member", "train_all", "export",
            "card_eval", "CARD_EVAL"]

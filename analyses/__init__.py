@@ -1,0 +1,1 @@
+"""One module per claim: `run(config) -> Result`, a CLI subcommand and a report section each."""

@@ -1,0 +1,1 @@
+"""Linear probes on stored activations (sweeps, control tasks, save/load): see the activation-store issue."""

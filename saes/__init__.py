@@ -1,0 +1,1 @@
+"""Sparse autoencoders trained with sae-lens on harvested activations: see the SAE issue."""
