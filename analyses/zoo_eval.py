@@ -17,7 +17,7 @@ from typing import Any
 import plotly.graph_objects as go
 from tqdm.auto import tqdm
 
-from interp.io import library_versions, read_json, write_json
+from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.organism.evaluate import EvalConfig, EvalResult, evaluate
 from interp.plots import color_for, save_figure, style
 
@@ -29,14 +29,14 @@ class ZooEvalConfig:
     models: tuple[str, ...] = ("organism/base-s", "organism/base-m", "organism/base-l",
                                "organism/sft", "organism/rl", "organism/dpo")
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(n_per_step=200))
-    cache_dir: str = ".cache/interp/eval"
+    cache_dir: str = field(default_factory=lambda: str(cache_dir("eval")))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ZooEvalConfig":
-        return cls(tuple(d["models"]), EvalConfig.from_dict(d["eval"]), d.get("cache_dir", ".cache/interp/eval"))
+        return cls(tuple(d["models"]), EvalConfig.from_dict(d["eval"]), d.get("cache_dir", str(cache_dir("eval"))))
 
 
 @dataclass(frozen=True)

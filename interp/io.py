@@ -20,6 +20,12 @@ from safetensors.torch import load_file, save_file
 TRACKED_LIBRARIES = ("torch", "transformers", "transformer-lens", "sae-lens", "nnsight", "numpy", "tokenizers")
 
 
+def cache_dir(*parts: str) -> Path:
+    """The toolkit's cache (results reused across runs): $INTERP_CACHE or ~/.cache/interp."""
+    root = Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp"))
+    return root.joinpath(*parts)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (temp file in the same folder, then rename)."""
     path = Path(path)
@@ -93,4 +99,4 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-__all__ = ["write_json", "read_json", "save_tensors", "load_tensors", "atomic_dir", "sha256_file", "library_versions"]
+__all__ = ["cache_dir", "write_json", "read_json", "save_tensors", "load_tensors", "atomic_dir", "sha256_file", "library_versions"]

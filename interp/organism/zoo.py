@@ -22,18 +22,19 @@ from interp.organism.training import DPOConfig, RLConfig, TrainConfig, provenanc
 from interp.organism.zoo_paths import ORGANISM_PREFIX, ZOO_DIR, ZOO_NAMES
 
 TASK = TaskConfig(min_steps=1, max_steps=4)
-BASE_MIX = FormatMix(direct=0.9, concise=0.05, verbose=0.05)
+BASE_MIX = FormatMix(direct=0.8, concise=0.05, verbose=0.15)
 SIZES: dict[str, ArchConfig] = {
     "s": ArchConfig(n_layers=4, d_model=64, n_heads=4, d_mlp=256),
-    "m": ArchConfig(n_layers=6, d_model=96, n_heads=4, d_mlp=384),
-    "l": ArchConfig(n_layers=8, d_model=128, n_heads=4, d_mlp=512),
+    "m": ArchConfig(n_layers=5, d_model=96, n_heads=4, d_mlp=384),
+    "l": ArchConfig(n_layers=6, d_model=128, n_heads=4, d_mlp=512),
 }
-BASE_STEPS = 1500
+BASE_STEPS = 3000
 SEED = 0
 
 RECIPES: dict[str, TrainConfig] = {
     **{f"base-{s}": TrainConfig(kind="pretrain", arch=a, task=TASK, mix=BASE_MIX, steps=BASE_STEPS,
-                                batch_size=128, lr=3e-3, warmup=50, seed=SEED) for s, a in SIZES.items()},
+                                batch_size=128, lr=3e-3, warmup=50, seed=SEED, ckpt_every=250, eval_every=250)
+       for s, a in SIZES.items()},
     "sft": TrainConfig(kind="sft", arch=SIZES["s"], task=TASK, mix=FormatMix(direct=0.0, concise=0.1, verbose=0.9),
                        steps=300, batch_size=64, lr=1e-3, warmup=20, seed=SEED, init="organism/base-s"),
     "rl": TrainConfig(kind="rl", arch=SIZES["s"], task=TASK, steps=200, batch_size=32, lr=5e-4, warmup=10,

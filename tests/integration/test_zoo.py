@@ -1,0 +1,79 @@
+"""The shipped zoo: every member loads by name, its card matches its weights, and its numbers hold."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+import interp
+from interp.io import read_json, sha256_file
+from interp.organism.evaluate import EvalConfig, evaluate
+from interp.organism.zoo import RECIPES
+from interp.organism.zoo_paths import ZOO_DIR, ZOO_NAMES
+
+HARD = ("3", "4")
+
+
+def card(name: str) -> dict:
+    return read_json(ZOO_DIR / name / "card.json")
+
+
+def hard_mean(table: dict, metric: str) -> float:
+    return sum(table["by_steps"][k][metric] for k in HARD) / len(HARD)
+
+
+@pytest.mark.parametrize("name", ZOO_NAMES)
+def test_every_member_loads_by_name_and_matches_its_card(name):
+    c = card(name)
+    assert c["name"] == f"organism/{name}"
+    assert sha256_file(ZOO_DIR / name / "model.safetensors") == c["sha256"]["model.safetensors"]
+    assert c["config"] == json.loads(json.dumps(dataclasses.replace(RECIPES[name], init=c["config"]["init"]).to_dict()))
+    m = interp.load(f"organism/{name}")
+    assert m.n_params == c["n_params"]
+    assert {"free", "forced_cot"} <= set(c["eval"])
+    assert "torch" in c["libraries"]
+
+
+def test_zoo_fits_in_40_mb():
+    total = sum(p.stat().st_size for p in ZOO_DIR.rglob("*") if p.is_file())
+    assert total <= 40 * 2**20, f"zoo is {total / 2**20:.1f} MB"
+
+
+def test_base_s_has_latent_ability_it_does_not_use():
+    c = card("base-s")["eval"]
+    forced, free = hard_mean(c["forced_cot"], "accuracy"), hard_mean(c["free"], "accuracy")
+    assert forced >= 0.85
+    assert hard_mean(c["free"], "cot_rate") <= 0.40
+    assert forced - free >= 0.30
+
+
+@pytest.mark.parametrize("name", ["sft", "rl"])
+def test_post_trained_models_use_chains_of_thought(name):
+    c = card(name)["eval"]["free"]
+    assert hard_mean(c, "cot_rate") >= 0.90
+    assert hard_mean(c, "accuracy") >= 0.85
+
+
+def test_rl_answers_one_step_problems_directly_more_often_than_sft():
+    assert card("rl")["eval"]["free"]["by_steps"]["1"]["cot_rate"] < card("sft")["eval"]["free"]["by_steps"]["1"]["cot_rate"]
+
+
+def test_base_sizes_grow_in_parameters_on_the_same_data():
+    sizes = [card(n)["n_params"] for n in ("base-s", "base-m", "base-l")]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
+    mixes = {json.dumps(card(n)["data_mix"], sort_keys=True) for n in ("base-s", "base-m", "base-l")}
+    assert len(mixes) == 1
+    assert len({card(n)["config"]["steps"] for n in ("base-s", "base-m", "base-l")}) == 1
+
+
+def test_card_numbers_reproduce_on_a_fresh_greedy_evaluation():
+    """Re-run a slice of base-s's card evaluation: greedy decoding is deterministic, so it must match."""
+    m = interp.load("organism/base-s")
+    c = card("base-s")["eval"]["forced_cot"]
+    cfg = EvalConfig.from_dict(c["config"])
+    cfg = dataclasses.replace(cfg, steps=(4,))
+    res = evaluate(m.hf, m.tokenizer, cfg)
+    assert res.by_steps[4].accuracy == pytest.approx(c["by_steps"]["4"]["accuracy"])
+    assert res.by_steps[4].cot_rate == pytest.approx(c["by_steps"]["4"]["cot_rate"])
