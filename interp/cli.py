@@ -57,7 +57,18 @@ def organism_train(
         _fail(e)
     for n, p in paths.items():
         console.print(f"{n}: {p}")
-    console.print(f"trained {len(paths)} member(s) in {time.time() - t0:.0f} s")
+    seconds = time.time() - t0
+    console.print(f"trained {len(paths)} member(s) in {seconds:.0f} s")
+    if all_:
+        import os
+
+        from interp.io import library_versions, write_json
+        from interp.organism.zoo import lanes
+
+        write_json((out or ZOO_DIR) / "training.json", {
+            "command": f"interp organism train --all --jobs {jobs}" + (f" --threads {threads}" if threads else ""),
+            "wall_seconds": round(seconds, 1), "jobs": jobs, "lanes": lanes(list(ORDER), jobs),
+            "cpu_count": os.cpu_count(), "libraries": library_versions()})
 
 
 @organism_app.command("table")

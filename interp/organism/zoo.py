@@ -37,9 +37,9 @@ RECIPES: dict[str, TrainConfig] = {
        for s, a in SIZES.items()},
     "sft": TrainConfig(kind="sft", arch=SIZES["s"], task=TASK, mix=FormatMix(direct=0.0, concise=0.1, verbose=0.9),
                        steps=300, batch_size=64, lr=1e-3, warmup=20, seed=SEED, init="organism/base-s"),
-    "rl": TrainConfig(kind="rl", arch=SIZES["s"], task=TASK, steps=200, batch_size=32, lr=5e-4, warmup=10,
+    "rl": TrainConfig(kind="rl", arch=SIZES["s"], task=TASK, steps=300, batch_size=32, lr=5e-4, warmup=10,
                       seed=SEED, init="organism/base-s", ckpt_every=25,
-                      rl=RLConfig(group_size=8, length_cost=0.005, temperature=1.0)),
+                      rl=RLConfig(group_size=8, length_cost=0.002, temperature=1.0)),
     "dpo": TrainConfig(kind="dpo", arch=SIZES["s"], task=TASK, steps=200, batch_size=64, lr=5e-4, warmup=10,
                        seed=SEED, init="organism/base-s", ckpt_every=50, dpo=DPOConfig(beta=0.1)),
 }
