@@ -177,9 +177,10 @@ def card_table(out_dir: Path = ZOO_DIR, hard: tuple[int, ...] = (3, 4)) -> str:
         free, forced = c["eval"]["free"]["by_steps"], c["eval"]["forced_cot"]["by_steps"]
         ks = sorted(free, key=int)
         mean = lambda d, m: sum(d[str(k)][m] for k in hard) / len(hard)  # noqa: E731
+        acc = "/".join(f"{free[k]['accuracy']:.2f}" for k in ks)
+        cot = "/".join(f"{free[k]['cot_rate']:.2f}" for k in ks)
         rows.append(
-            f"| {n} | {c['n_params']:,} | {c.get('wall_seconds', c['train_seconds']):.0f} | "
-            f"{'/'.join(f'{free[k]['accuracy']:.2f}' for k in ks)} | {'/'.join(f'{free[k]['cot_rate']:.2f}' for k in ks)} | "
+            f"| {n} | {c['n_params']:,} | {c.get('wall_seconds', c['train_seconds']):.0f} | {acc} | {cot} | "
             f"{mean(free, 'accuracy'):.2f} | {mean(free, 'cot_rate'):.2f} | {mean(forced, 'accuracy'):.2f} |")
     return "\n".join(rows)
 
