@@ -123,7 +123,7 @@ def figures(result: ZooEvalResult, out_dir: str | Path, png: bool = True) -> dic
                 error_y=dict(type="data", symmetric=False, array=[c[1] - y for c, y in zip(ci, ys)],
                              arrayminus=[y - c[0] for c, y in zip(ci, ys)])))
         if metric == "accuracy":
-            base = result.models[0]
+            base = next((m for m in result.models if m.name.endswith("base-s")), result.models[0])
             steps = sorted(base.forced.by_steps)
             fig.add_trace(go.Scatter(x=steps, y=[base.forced.by_steps[k].accuracy for k in steps],
                                      name=f"{base.name.removeprefix('organism/')} forced CoT", mode="lines+markers",
@@ -134,17 +134,15 @@ def figures(result: ZooEvalResult, out_dir: str | Path, png: bool = True) -> dic
 
     fig = go.Figure()
     bases = [m for m in result.models if "base" in m.name]
-    tuned = [m for m in result.models if "base" not in m.name]
-    for group, mode, dash in ((bases, "lines+markers", "solid"), (tuned, "markers", None)):
-        for m in group:
-            acc = m.free.mean_over(HARD_STEPS, "accuracy")
-            fig.add_trace(go.Scatter(x=[m.n_params], y=[acc], name=m.name.removeprefix("organism/"), mode="markers+text",
-                                     text=[m.name.removeprefix("organism/")], textposition="top center",
-                                     marker=dict(size=12, color=color_for(m.name),
-                                                 symbol="circle" if "base" in m.name else "diamond")))
+    for m in result.models:
+        short = m.name.removeprefix("organism/")
+        fig.add_trace(go.Scatter(
+            x=[m.n_params], y=[m.free.mean_over(HARD_STEPS, "accuracy")], name=short, mode="markers+text",
+            text=[short], textposition="top center",
+            marker=dict(size=12, color=color_for(m.name), symbol="circle" if m in bases else "diamond")))
     if bases:
         fig.add_trace(go.Scatter(x=[m.n_params for m in bases], y=[m.free.mean_over(HARD_STEPS, "accuracy") for m in bases],
-                                 mode="lines", line=dict(color="#999", dash="dot"), name="base scaling", showlegend=True))
+                                 mode="lines", line=dict(color="#999", dash="dot"), name="base scaling"))
     style(fig, "Scaling vs post-training: accuracy on 3-4-step problems", "parameters", "accuracy (3-4 steps)")
     fig.update_xaxes(type="log")
     fig.update_yaxes(range=[0, 1.05])

@@ -3,12 +3,13 @@
 `load(name_or_path)` accepts an organism name (`organism/base-s`), a local checkpoint folder, or a
 Hugging Face hub id that is already in the local cache; nothing is ever downloaded. The Bridge and
 the nnsight wrapper hold the very same parameter tensors as `Model.hf`, so an edit through one is
-seen by the others (fused-QKV models such as GPT-NeoX are the exception: see `Model`). `load_pair(base, tuned)` loads two models and refuses pairs whose activations
-cannot be compared (architecture, sizes, vocabulary, parameter shapes), naming every difference.
+seen by the others (fused-QKV models such as GPT-NeoX are the exception: see `Model`).
+`load_pair(base, tuned)` loads two models and refuses pairs whose activations cannot be compared (architecture, sizes, vocabulary, parameter shapes), naming every difference.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import re
@@ -132,13 +133,14 @@ def _weights_state(weights: Mapping[str, torch.Tensor]) -> tuple[tuple[int, int]
 class Model:
     """One set of Hugging Face weights seen as `hf`, as a TransformerBridge (`bridge`) and via nnsight (`nn`).
 
-    Booting the Bridge rewires `hf` in place: its submodules become Bridge components wrapping the
-    originals (so Bridge hooks also fire in `hf(...)` and `hf.generate`), and `hf.state_dict()` names
-    gain `._original_component.` plus Bridge-only tensors. `weights` keeps the checkpoint's tensors
-    under their Hugging Face names (the same tensor objects); checksum, n_params and `compare` use it.
+    `hf` is a plain Hugging Face model (nnsight wraps it; generation runs on it with its KV cache). The
+    Bridge runs on its own module tree over the same parameter tensors, because booting rewires the
+    modules it is given and HF's cached generation through rewired modules gives wrong tokens. So a
+    weight edit is seen by all three views, while Bridge hooks fire only in Bridge calls. `weights` holds
+    the checkpoint's tensors under their HF names; checksum, n_params and `compare` use it.
     `bridge_params` are parameters the Bridge made that share no storage with the checkpoint: a zero
     unembedding bias, and for fused-QKV models such as GPT-NeoX, *copies* of the q/k/v slices, which
-    the forward then uses instead of the fused checkpoint tensor (edit those, not `weights[...qkv...]`).
+    the Bridge's forward uses instead of the fused checkpoint tensor (`hf` still uses the fused one).
     """
 
     name: str
@@ -279,13 +281,18 @@ def load(
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    weights = dict(hf.state_dict(keep_vars=True))  # before the Bridge renames hf's modules
+    weights = dict(hf.state_dict(keep_vars=True))
+    # The Bridge rewires the module it is given in place, and HF's cached generation through the rewired
+    # modules gives wrong tokens (measured on the organism). So it gets its own module tree over the very
+    # same parameter and buffer tensors, and `hf` stays a plain Hugging Face model.
+    shared = {id(t): t for t in [*hf.parameters(), *hf.buffers()]}
+    shadow = copy.deepcopy(hf, memo=shared)
     bridge = TransformerBridge.boot_transformers(
-        str(path), hf_model=hf, tokenizer=tok, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+        str(path), hf_model=shadow, tokenizer=tok, device=device, dtype=dtype, trust_remote_code=trust_remote_code
     )
     bridge.eval()
     storages = {t.untyped_storage().data_ptr() for t in weights.values()}
-    made = {n: p for n, p in hf.named_parameters() if p.untyped_storage().data_ptr() not in storages}
+    made = {n: p for n, p in shadow.named_parameters() if p.untyped_storage().data_ptr() not in storages}
     return Model(name=str(name_or_path), path=path, hf=hf, bridge=bridge, tokenizer=tok, weights=weights,
                  bridge_params=made)
 

@@ -120,22 +120,25 @@ def test_attention_hooks_have_tl_shapes(llama: Model) -> None:
     assert z.shape == (1, pos, llama.n_heads, llama.d_model // llama.n_heads)
 
 
-def test_bridge_hook_intervenes_in_hf_forward_and_generation(llama: Model) -> None:
-    """Bridge hook points live inside the rewired HF modules, so a Bridge hook also steers `hf` and generate."""
+def test_bridge_hooks_act_in_bridge_calls_and_leave_hf_generation_untouched(llama: Model) -> None:
+    """The Bridge runs its own module tree over the shared weights: its hooks change Bridge outputs only,
+    so HF's cached generation on `hf` stays exact while a Bridge intervention is active."""
     tokens = llama.to_tokens(PROMPTS[0])
     last = hooks.resid_post(llama.n_layers - 1)
     with torch.no_grad():
         clean = llama.hf(tokens).logits.clone()
+        clean_bridge = llama.bridge(tokens).clone()
         clean_text = llama.generate(PROMPTS[0], max_new_tokens=4)
-        llama.bridge.add_hook(last, lambda x, hook: x * 0.0)  # all logits 0: greedy picks id 0 (<pad>)
+        llama.bridge.add_hook(last, lambda x, hook: x * 0.0)
         try:
-            hooked = llama.hf(tokens).logits.clone()
+            hooked_hf = llama.hf(tokens).logits.clone()
             hooked_text = llama.generate(PROMPTS[0], max_new_tokens=4)
             hooked_bridge = llama.bridge(tokens)
         finally:
             llama.bridge.reset_hooks()
-        restored = llama.hf(tokens).logits
-    assert torch.all(hooked == 0) and not torch.allclose(clean, hooked)
-    torch.testing.assert_close(hooked, hooked_bridge)
-    torch.testing.assert_close(restored, clean)
-    assert hooked_text == [" ".join(["<pad>"] * 4)] != clean_text
+        restored = llama.bridge(tokens)
+    torch.testing.assert_close(clean_bridge, clean, atol=1e-5, rtol=0)
+    assert not torch.allclose(hooked_bridge, clean_bridge)
+    torch.testing.assert_close(hooked_hf, clean)
+    assert hooked_text == clean_text
+    torch.testing.assert_close(restored, clean_bridge)

@@ -81,7 +81,7 @@ def test_bridge_wraps_the_same_parameter_tensors(tiny_checkpoint: CheckpointFact
     checkpoint_params = [t for t in m.weights.values() if isinstance(t, torch.nn.Parameter)]
     assert checkpoint_params and all(id(p) in bridge_ids for p in checkpoint_params)
     assert {p.data_ptr() for p in checkpoint_params} <= {p.data_ptr() for p in m.hf.parameters()}
-    assert m.nn._module is m.hf  # nnsight wraps the very module the Bridge rewired
+    assert m.nn._module is m.hf  # nnsight wraps the plain HF model, over the same tensors
     # whatever else the Bridge holds either views checkpoint storage (GPT-2's split q/k/v) or is listed
     listed = {id(p) for p in m.bridge_params.values()}
     assert all(id(p) in listed for p in m.bridge.parameters() if id(p) not in {id(q) for q in checkpoint_params}
@@ -123,7 +123,6 @@ def test_bridge_splits_neox_fused_qkv_into_copies(tiny_checkpoint: CheckpointFac
         checksum_after_dead_edit = m.checksum
         m.bridge_params[copies[0]].mul_(5.0)
         after = m.bridge(tokens)
-        torch.testing.assert_close(after, m.hf(tokens).logits, atol=1e-5, rtol=0)
     assert not torch.allclose(before, after)
     assert len({original, checksum_after_dead_edit, m.checksum}) == 3
 
@@ -196,12 +195,29 @@ def test_to_tokens_rejects_text_longer_than_context(loaded: Callable[[str], Mode
         m.to_tokens(text)
 
 
-def test_generate_returns_greedy_completions(loaded: Callable[[str], Model]) -> None:
-    """generate delegates to interp.generate on the shared HF weights; greedy is deterministic."""
-    m = loaded("llama")
-    out = m.generate([PROMPT, "Q : a = 1 ; a ? A :"], max_new_tokens=3)
-    assert len(out) == 2 and out == m.generate([PROMPT, "Q : a = 1 ; a ? A :"], max_new_tokens=3)
-    assert m.generate(PROMPT, max_new_tokens=3) == out[:1]
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_generate_matches_plain_hugging_face_greedy_decoding(loaded: Callable[[str], Model], arch: str) -> None:
+    """generate on a loaded Model (Bridge booted) gives exactly the tokens of a plain HF model's greedy
+    loop without cache: booting the Bridge must not disturb HF's cached generation."""
+    from transformers import AutoModelForCausalLM
+
+    m = loaded(arch)
+    prompts = [PROMPT, "Q : a = 1 ; a ? A :"]
+    out = m.generate(prompts, max_new_tokens=6)
+    assert len(out) == 2 and out == m.generate(prompts, max_new_tokens=6)
+    assert m.generate(PROMPT, max_new_tokens=6) == out[:1]
+    plain = AutoModelForCausalLM.from_pretrained(m.path).eval()
+    for prompt, got in zip(prompts, out):
+        ids = m.tokenizer(prompt, return_tensors="pt")["input_ids"]
+        new: list[int] = []
+        with torch.no_grad():
+            for _ in range(6):
+                nxt = int(plain(ids).logits[0, -1].argmax())
+                if nxt == m.tokenizer.eos_token_id:
+                    break
+                new.append(nxt)
+                ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+        assert got == m.tokenizer.decode(new, skip_special_tokens=False)
 
 
 # ------------------------------------------------------------------------------------ resolving
