@@ -17,6 +17,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 TRACKED_LIBRARIES = ("torch", "transformers", "transformer-lens", "sae-lens", "nnsight", "numpy", "tokenizers")
 
 
@@ -32,6 +35,7 @@ def write_json(path: str | Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; artefacts get the usual mode
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=False)
             f.write("\n")
@@ -66,6 +70,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
         old = path.with_name(f".{path.name}.old")
