@@ -130,6 +130,7 @@ def figures(result: ZooEvalResult, out_dir: str | Path, png: bool = True) -> dic
                                      line=dict(color=color_for(base.name), dash="dash")))
         style(fig, title, "number of steps", metric.replace("_", " "))
         fig.update_yaxes(range=[-0.02, 1.02])
+        fig.update_xaxes(dtick=1)
         figs[f"zoo_{metric}_by_steps"] = fig
 
     fig = go.Figure()
