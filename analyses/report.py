@@ -39,12 +39,13 @@ def zoo_table_html(result: "object") -> str:
     rows = []
     for m in result.models:  # type: ignore[attr-defined]
         for k in sorted(m.free.by_steps):
-            f, c = m.free.by_steps[k], m.forced.by_steps[k]
+            f, c, d = m.free.by_steps[k], m.forced.by_steps[k], m.direct.by_steps[k]
             rows.append(f"<tr><td>{html.escape(m.name)}</td><td>{m.n_params:,}</td><td>{k}</td>"
                         f"<td>{f.accuracy:.2f} [{f.accuracy_ci[0]:.2f}, {f.accuracy_ci[1]:.2f}]</td>"
-                        f"<td>{f.cot_rate:.2f}</td><td>{f.mean_tokens:.1f}</td><td>{c.accuracy:.2f}</td></tr>")
+                        f"<td>{f.cot_rate:.2f}</td><td>{f.mean_tokens:.1f}</td><td>{c.accuracy:.2f}</td>"
+                        f"<td>{d.accuracy:.2f}</td></tr>")
     head = ("<tr><th>model</th><th>params</th><th>steps</th><th>accuracy [95% CI]</th><th>CoT rate</th>"
-            "<th>mean tokens</th><th>forced-CoT accuracy</th></tr>")
+            "<th>mean tokens</th><th>forced-CoT accuracy</th><th>forced-direct accuracy</th></tr>")
     return f"<table>{head}{''.join(rows)}</table>"
 
 

@@ -45,16 +45,17 @@ class ModelEval:
     n_params: int
     checksum: str
     free: EvalResult
-    forced: EvalResult
+    forced: EvalResult  # forced to start a chain of thought
+    direct: EvalResult  # forced to answer directly (most likely digit at the answer position)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "n_params": self.n_params, "checksum": self.checksum,
-                "free": self.free.to_dict(), "forced": self.forced.to_dict()}
+                "free": self.free.to_dict(), "forced": self.forced.to_dict(), "direct": self.direct.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelEval":
         return cls(d["name"], d["n_params"], d["checksum"], EvalResult.from_dict(d["free"]),
-                   EvalResult.from_dict(d["forced"]))
+                   EvalResult.from_dict(d["forced"]), EvalResult.from_dict(d["direct"]))
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ def run(config: ZooEvalConfig = ZooEvalConfig(), progress: bool = True) -> ZooEv
         model = load(name)
         free = evaluate_cached(model, dataclasses.replace(config.eval, force_cot=False), config.cache_dir)
         forced = evaluate_cached(model, dataclasses.replace(config.eval, force_cot=True), config.cache_dir)
-        out.append(ModelEval(name, model.n_params, model.checksum, free, forced))
+        direct = evaluate_cached(model, dataclasses.replace(config.eval, force_direct=True), config.cache_dir)
+        out.append(ModelEval(name, model.n_params, model.checksum, free, forced, direct))
     return ZooEvalResult(config, tuple(out), library_versions())
 
 
@@ -143,7 +145,10 @@ def figures(result: ZooEvalResult, out_dir: str | Path, png: bool = True) -> dic
             marker=dict(size=12, color=color_for(m.name), symbol="circle" if m in bases else "diamond")))
     if bases:
         fig.add_trace(go.Scatter(x=[m.n_params for m in bases], y=[m.free.mean_over(HARD_STEPS, "accuracy") for m in bases],
-                                 mode="lines", line=dict(color="#999", dash="dot"), name="base scaling"))
+                                 mode="lines", line=dict(color="#999", dash="dot"), name="base scaling (free)"))
+        fig.add_trace(go.Scatter(x=[m.n_params for m in bases], y=[m.direct.mean_over(HARD_STEPS, "accuracy") for m in bases],
+                                 mode="lines+markers", line=dict(color="#555", dash="dash"), marker=dict(symbol="x"),
+                                 name="base scaling (forced direct)"))
     style(fig, "Scaling vs post-training: accuracy on 3-4-step problems", "parameters", "accuracy (3-4 steps)")
     fig.update_xaxes(type="log")
     fig.update_yaxes(range=[0, 1.05])
@@ -174,6 +179,10 @@ def summary_sentences(result: ZooEvalResult) -> list[str]:
         parts = ", ".join(f"{m.name.removeprefix('organism/')} ({m.n_params / 1e6:.2f}M params) "
                           f"{pct(m.free.mean_over(HARD_STEPS, 'accuracy'))}" for m in bases)
         lines.append(f"Scaling the base on the same data: accuracy on 3-4-step problems {parts}.")
+        direct = ", ".join(f"{m.name.removeprefix('organism/')} {pct(m.direct.mean_over(HARD_STEPS, 'accuracy'))}"
+                           for m in bases)
+        lines.append(f"Forced to answer directly (the best digit at the answer position, i.e. what the model "
+                     f"composes internally), accuracy on 3-4-step problems is {direct}; chance is about 10%.")
     return lines
 
 

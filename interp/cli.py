@@ -100,6 +100,7 @@ def eval_cmd(
     model: Annotated[str, typer.Argument(help="organism name, local HF folder or cached hub id")],
     steps: Annotated[str, typer.Option(help="comma-separated step counts")] = "1,2,3,4",
     force_cot: Annotated[bool, typer.Option("--force-cot", help="end each prompt with the first CoT token")] = False,
+    force_direct: Annotated[bool, typer.Option("--force-direct", help="answer with the most likely digit")] = False,
     n: Annotated[int, typer.Option(help="problems per step count")] = 200,
     seed: int = 1_000_003,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -111,14 +112,15 @@ def eval_cmd(
     try:
         m = load(model)
         st = _steps(steps)
-        cfg = EvalConfig(steps=st, n_per_step=n, force_cot=force_cot, seed=seed)
+        cfg = EvalConfig(steps=st, n_per_step=n, force_cot=force_cot, force_direct=force_direct, seed=seed)
         res = evaluate(m.hf, m.tokenizer, cfg, name=model, checksum=m.checksum)
     except (ValueError, FileNotFoundError, OSError) as e:
         _fail(e)
     if as_json:
         print(json.dumps(res.summary()))
         return
-    table = Table(title=f"{model}{' (forced CoT)' if force_cot else ''}")
+    mode = " (forced CoT)" if force_cot else " (forced direct)" if force_direct else ""
+    table = Table(title=f"{model}{mode}")
     for col in ("steps", "n", "accuracy [95% CI]", "CoT rate [95% CI]", "mean tokens", "invalid"):
         table.add_column(col, justify="right")
     for k, s in res.by_steps.items():

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from interp.generate import generate_ids
+from interp.generate import generate_ids, left_pad
 from interp.organism.grader import Grade, grade
 from interp.organism.task import Problem, TaskConfig, sample_problems
 
@@ -23,6 +24,7 @@ class EvalConfig:
     steps: tuple[int, ...] = (1, 2, 3, 4)
     n_per_step: int = 200
     force_cot: bool = False
+    force_direct: bool = False
     temperature: float = 0.0
     seed: int = EVAL_SEED
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -39,6 +41,10 @@ class EvalConfig:
         d["steps"] = tuple(d.get("steps", (1, 2, 3, 4)))
         d["task"] = TaskConfig.from_dict(d.get("task", {}))
         return cls(**d)
+
+    def __post_init__(self) -> None:
+        if self.force_cot and self.force_direct:
+            raise ValueError("force_cot and force_direct exclude each other: pick one (or neither for free answers)")
 
     def problems(self, n_steps: int) -> list[Problem]:
         top = max(self.task.max_steps, n_steps)
@@ -125,6 +131,21 @@ def cot_prefix(problem: Problem) -> list[str]:
     return [problem.steps[0].target]
 
 
+@torch.no_grad()
+def best_digits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
+                batch_size: int = 400) -> list[list[int]]:
+    """Forced direct answers: the most likely digit at the answer position (what the model computed
+    internally, whatever format it would have chosen)."""
+    digits = torch.tensor(tokenizer.convert_tokens_to_ids([str(d) for d in range(10)]))
+    out: list[list[int]] = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = left_pad(prompts[start:start + batch_size], tokenizer.pad_token_id)
+        dev = next(model.parameters()).device
+        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits[:, -1].cpu()
+        out += [[int(d)] for d in digits[logits[:, digits].argmax(-1)]]
+    return out
+
+
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: EvalConfig = EvalConfig(),
              name: str = "", checksum: str = "") -> EvalResult:
     """Greedy (or sampled) answers to `cfg.n_per_step` problems per step count, graded."""
@@ -136,7 +157,10 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: Ev
         pre = cot_prefix(p) if cfg.force_cot else []
         prefixes.append(pre)
         prompts.append([tokenizer.bos_token_id, *tokenizer.convert_tokens_to_ids(p.prompt_tokens() + pre)])
-    comps = generate_ids(model, tokenizer, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size)
+    if cfg.force_direct:
+        comps = best_digits(model, tokenizer, prompts, cfg.batch_size)
+    else:
+        comps = generate_ids(model, tokenizer, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size)
     grades = [grade(p, pre + tokenizer.convert_ids_to_tokens(c)) for p, pre, c in zip(problems, prefixes, comps)]
     by_steps = {}
     for i, k in enumerate(cfg.steps):
@@ -145,4 +169,4 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: Ev
     return EvalResult(name, cfg, by_steps, checksum)
 
 
-__all__ = ["EvalConfig", "EvalResult", "StepStats", "evaluate", "bootstrap_ci", "cot_prefix", "EVAL_SEED"]
+__all__ = ["EvalConfig", "EvalResult", "StepStats", "evaluate", "bootstrap_ci", "cot_prefix", "best_digits", "EVAL_SEED"]

@@ -63,3 +63,17 @@ def test_report_writes_html_and_png_figures(tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert "Scaling vs post-training" in page and "base-s on 3-4-step problems" in page
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_eval_force_direct_answers_one_digit_and_never_a_chain_of_thought():
+    r = runner.invoke(app, ["eval", "organism/sft", "--steps", "1", "--n", "30", "--force-direct", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout.strip().splitlines()[-1])["by_steps"]["1"]
+    assert s["cot_rate"] == 0.0 and s["mean_tokens"] == 1.0
+    assert s["accuracy"] > 0.5  # sft always writes a CoT, yet 1-step answers are decodable directly
+
+
+def test_eval_rejects_forcing_both_formats():
+    r = runner.invoke(app, ["eval", "organism/base-s", "--force-cot", "--force-direct"])
+    assert r.exit_code == 2
+    assert "exclude each other" in r.output

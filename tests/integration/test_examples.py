@@ -1,0 +1,25 @@
+"""The percent-format example scripts run top to bottom as plain scripts."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_script_runs(script: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    assert script.read_text().startswith("# %%"), "examples are percent-format notebooks"
+    monkeypatch.setenv("TOUR_N", "20")
+    monkeypatch.setenv("TOUR_OUT", str(tmp_path))
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "forced CoT" in out and "logit-lens accuracy by layer" in out
+    assert (tmp_path / "logit_lens_base_s.html").exists()
+
+
+def test_there_is_at_least_one_example():
+    assert EXAMPLES
