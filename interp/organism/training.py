@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -284,8 +285,6 @@ def _save_state(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimize
 def _load_state(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig) -> tuple[int, list[dict]]:
     state_dir = run_dir / "state"
     for stale in run_dir.glob(".state.*.tmp"):  # a checkpoint write cut short by a kill
-        import shutil
-
         shutil.rmtree(stale, ignore_errors=True)
     if not (state_dir / "state.json").exists():
         return 0, []

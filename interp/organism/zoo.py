@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from interp.io import atomic_dir, read_json, sha256_file, write_json
-from interp.organism.arch import ArchConfig, n_params
+from interp.organism.arch import ArchConfig
 from interp.organism.evaluate import EvalConfig, evaluate
 from interp.organism.task import FormatMix, TaskConfig
 from interp.organism.training import DPOConfig, RLConfig, TrainConfig, provenance, train
@@ -87,7 +87,6 @@ def export(name: str, outcome: Any, out_dir: Path, eval_cfg: EvalConfig = CARD_E
             "steps": cfg.steps,
             "data_mix": cfg.mix.to_dict() if cfg.kind in ("pretrain", "sft") else None,
             "init": card_init(cfg),
-            "n_params": n_params(model),
             "train_seconds": round(outcome.seconds, 1),
             "sha256": {"model.safetensors": sha256_file(tmp / "model.safetensors")},
             "eval": card_eval(model, tok, eval_cfg),
@@ -99,6 +98,7 @@ def export(name: str, outcome: Any, out_dir: Path, eval_cfg: EvalConfig = CARD_E
 
 
 def card_init(cfg: TrainConfig) -> str | None:
+    """The card names the init model as an organism, not as the local path it was trained from."""
     return ORGANISM_PREFIX + Path(cfg.init).name if cfg.init else None
 
 
