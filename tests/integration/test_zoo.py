@@ -69,11 +69,13 @@ def test_base_sizes_grow_in_parameters_on_the_same_data():
 
 
 def test_card_numbers_reproduce_on_a_fresh_greedy_evaluation():
-    """Re-run a slice of base-s's card evaluation: greedy decoding is deterministic, so it must match."""
+    """Re-run a slice of base-s's card evaluation. Greedy decoding is deterministic for a fixed thread count;
+    the card was written with one thread, and another reduction order may flip a near-tie (measured: up to
+    1 point on free answers), hence the 2-point tolerance."""
     m = interp.load("organism/base-s")
     c = card("base-s")["eval"]["forced_cot"]
     cfg = EvalConfig.from_dict(c["config"])
     cfg = dataclasses.replace(cfg, steps=(4,))
     res = evaluate(m.hf, m.tokenizer, cfg)
-    assert res.by_steps[4].accuracy == pytest.approx(c["by_steps"]["4"]["accuracy"])
-    assert res.by_steps[4].cot_rate == pytest.approx(c["by_steps"]["4"]["cot_rate"])
+    assert res.by_steps[4].accuracy == pytest.approx(c["by_steps"]["4"]["accuracy"], abs=0.02)
+    assert res.by_steps[4].cot_rate == pytest.approx(c["by_steps"]["4"]["cot_rate"], abs=0.02)
