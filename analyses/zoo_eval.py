@@ -22,6 +22,7 @@ from interp.organism.evaluate import EvalConfig, EvalResult, evaluate
 from interp.plots import color_for, save_figure, style
 
 HARD_STEPS = (3, 4)
+LABEL_SIDE = {"sft": "top right", "rl": "middle right", "dpo": "bottom right"}  # they share one x
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def figures(result: ZooEvalResult, out_dir: str | Path, png: bool = True) -> dic
         short = m.name.removeprefix("organism/")
         fig.add_trace(go.Scatter(
             x=[m.n_params], y=[m.free.mean_over(HARD_STEPS, "accuracy")], name=short, mode="markers+text",
-            text=[short], textposition="top center",
+            text=[short], textposition="top center" if m in bases else LABEL_SIDE.get(short, "middle right"),
             marker=dict(size=12, color=color_for(m.name), symbol="circle" if m in bases else "diamond")))
     if bases:
         fig.add_trace(go.Scatter(x=[m.n_params for m in bases], y=[m.free.mean_over(HARD_STEPS, "accuracy") for m in bases],
@@ -151,7 +152,7 @@ def figures(result: ZooEvalResult, out_dir: str | Path, png: bool = True) -> dic
                                  name="base scaling (forced direct)"))
     style(fig, "Scaling vs post-training: accuracy on 3-4-step problems", "parameters", "accuracy (3-4 steps)")
     fig.update_xaxes(type="log")
-    fig.update_yaxes(range=[0, 1.05])
+    fig.update_yaxes(range=[0, 1.12])
     figs["zoo_accuracy_vs_params"] = fig
     return {name: save_figure(f, out_dir / name, png=png) for name, f in figs.items()}
 
