@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from analyses.zoo_eval import ZooEvalResult
 from interp.io import library_versions, write_json
 
 
@@ -35,9 +36,9 @@ def zoo_section(out: Path, n_per_step: int, png: bool) -> Section:
                    tuple(p[0].name for p in paths.values()), zoo_table_html(result))
 
 
-def zoo_table_html(result: "object") -> str:
+def zoo_table_html(result: ZooEvalResult) -> str:
     rows = []
-    for m in result.models:  # type: ignore[attr-defined]
+    for m in result.models:
         for k in sorted(m.free.by_steps):
             f, c, d = m.free.by_steps[k], m.forced.by_steps[k], m.direct.by_steps[k]
             rows.append(f"<tr><td>{html.escape(m.name)}</td><td>{m.n_params:,}</td><td>{k}</td>"

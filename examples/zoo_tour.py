@@ -13,6 +13,7 @@ import torch
 import interp
 from interp.organism.evaluate import EvalConfig, evaluate
 from interp.organism.task import TaskConfig, sample_problems
+from interp.organism.tokenizer import digit_ids
 from interp.plots import color_for, save_figure, style
 
 N = int(os.environ.get("TOUR_N", "100"))  # problems per step count
@@ -40,7 +41,7 @@ names = [f"blocks.{layer}.hook_resid_post" for layer in range(base.n_layers)]
 with torch.no_grad():
     _, cache = base.bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
 answers = torch.tensor(base.tokenizer.convert_tokens_to_ids([str(p.answer) for p in problems]))
-digits = torch.tensor(base.tokenizer.convert_tokens_to_ids([str(d) for d in range(10)]))
+digits = digit_ids(base.tokenizer)
 lens = []
 for name in names:
     resid = base.bridge.ln_final(cache[name][:, -1])

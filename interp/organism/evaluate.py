@@ -13,6 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from interp.generate import generate_ids, left_pad
 from interp.organism.grader import Grade, grade
 from interp.organism.task import Problem, TaskConfig, sample_problems
+from interp.organism.tokenizer import digit_ids
 
 EVAL_SEED = 1_000_003  # problems for evaluation come from their own seed stream
 
@@ -136,7 +137,7 @@ def best_digits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prom
                 batch_size: int = 400) -> list[list[int]]:
     """Forced direct answers: the most likely digit at the answer position (what the model computed
     internally, whatever format it would have chosen)."""
-    digits = torch.tensor(tokenizer.convert_tokens_to_ids([str(d) for d in range(10)]))
+    digits = digit_ids(tokenizer)
     out: list[list[int]] = []
     for start in range(0, len(prompts), batch_size):
         ids, mask = left_pad(prompts[start:start + batch_size], tokenizer.pad_token_id)

@@ -7,7 +7,8 @@ the token ids; padding is on the left so batched generation continues every row 
 from __future__ import annotations
 
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
+import torch
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from interp.organism.task import vocabulary
 
@@ -31,6 +32,11 @@ def build_tokenizer(model_max_length: int = 128) -> PreTrainedTokenizerFast:
     return tok
 
 
+def digit_ids(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """Token ids of the ten digits 0..9, in order (the direct answers)."""
+    return torch.tensor(tokenizer.convert_tokens_to_ids([str(d) for d in range(10)]))
+
+
 def check_known_tokens(tokenizer: PreTrainedTokenizerFast, text: str) -> None:
     """Raise if `text` holds a word the tokenizer would map to `<unk>`, naming it and the vocabulary."""
     core = getattr(tokenizer, "backend_tokenizer", None)
@@ -45,4 +51,4 @@ def check_known_tokens(tokenizer: PreTrainedTokenizerFast, text: str) -> None:
         raise ValueError(f"token(s) {unknown} are not in the tokenizer's vocabulary; known words: {known}")
 
 
-__all__ = ["build_tokenizer", "check_known_tokens", "SPECIAL_TOKENS", "PAD", "BOS", "EOS", "UNK"]
+__all__ = ["build_tokenizer", "check_known_tokens", "digit_ids", "SPECIAL_TOKENS", "PAD", "BOS", "EOS", "UNK"]

@@ -28,7 +28,7 @@ from interp.io import atomic_dir, library_versions, load_tensors, read_json, sav
 from interp.organism.arch import ArchConfig, init_model, n_params
 from interp.organism.grader import grade
 from interp.organism.task import FormatMix, Problem, TaskConfig, sample_problems
-from interp.organism.tokenizer import build_tokenizer
+from interp.organism.tokenizer import build_tokenizer, digit_ids
 
 Kind = Literal["pretrain", "sft", "rl", "dpo"]
 
@@ -258,7 +258,7 @@ def teacher_forced_metrics(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast
             st = ex[0][1]
             logits = model(input_ids=ids).logits[:, st - 1:-1]
             if fmt == "direct":  # the digit, among digits only
-                digits = torch.tensor(tok.convert_tokens_to_ids([str(d) for d in range(10)]))
+                digits = digit_ids(tok)
                 pred = digits[logits[:, 0, digits].argmax(-1)]
                 out[f"tf_direct_{k}"] = float((pred == ids[:, st]).float().mean())
             else:
@@ -366,10 +366,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, stop_after: int | None = None,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-        if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+        evaluating = cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps)
+        if evaluating:
             metrics.update(teacher_forced_metrics(model, tok, cfg.task))
-            log.append({"step": step, "lr": lr_at(cfg, step), **metrics})
-        elif step % log_every == 0 or step == cfg.steps - 1:
+        if evaluating or step % log_every == 0 or step == cfg.steps - 1:
             log.append({"step": step, "lr": lr_at(cfg, step), **metrics})
             bar.set_postfix({k: round(v, 3) for k, v in metrics.items()})
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:

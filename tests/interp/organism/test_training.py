@@ -262,15 +262,6 @@ def test_rl_is_deterministic(pretrained_dir, tmp_path):
     assert_same_weights(a.model, b.model)
 
 
-def test_rl_resumes_exactly(pretrained_dir, tmp_path):
-    cfg = _rl_cfg(pretrained_dir)
-    full = run(cfg, tmp_path / "a")
-    run(cfg, tmp_path / "b", stop_after=2)
-    resumed = run(cfg, tmp_path / "b")
-    assert_same_weights(resumed.model, full.model)
-    assert resumed.log == full.log
-
-
 def test_rl_changes_the_weights(pretrained_dir, pretrained, tmp_path):
     out = run(_rl_cfg(pretrained_dir, steps=2), tmp_path)
     assert any(not torch.equal(a, b) for a, b in zip(out.model.state_dict().values(),
@@ -298,8 +289,9 @@ def test_dpo_builds_a_pool_of_correct_vs_incorrect_pairs_and_runs(pretrained_dir
         assert pair["ref_chosen"] <= 0 and pair["ref_rejected"] <= 0
 
 
-def test_dpo_resumes_exactly(pretrained_dir, tmp_path):
-    cfg = _dpo_cfg(pretrained_dir)
+@pytest.mark.parametrize("make_cfg", [_rl_cfg, _dpo_cfg], ids=["rl", "dpo"])
+def test_posttraining_resumes_exactly(make_cfg, pretrained_dir, tmp_path):
+    cfg = make_cfg(pretrained_dir)
     full = run(cfg, tmp_path / "a")
     run(cfg, tmp_path / "b", stop_after=2)
     resumed = run(cfg, tmp_path / "b")
