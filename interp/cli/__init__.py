@@ -1,0 +1,17 @@
+"""`interp ...`: the command line. Each subcommand is a thin layer over the Python API.
+
+Subcommands live in one module each and register on the apps in `interp.cli.common`; importing this
+package imports them all.
+"""
+
+from __future__ import annotations
+
+from interp.cli import core, organism  # noqa: F401  (registers the subcommands)
+from interp.cli.common import analyze_app, app, bench_app, organism_app
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+__all__ = ["app", "analyze_app", "bench_app", "organism_app", "main"]
