@@ -1,0 +1,241 @@
+"""Where fine-tuning acts, for one base/tuned pair: weight change, representation change, logit lens,
+grafting, ablation and emulated fine-tuning, in one `run(config) -> LayerChangesResult`, cached by the
+models' checksums and the config."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from analyses.layer_changes.ablation import AblationCell, ablation_sweep, mean_block_deltas
+from analyses.layer_changes.anatomy import check_block, point_labels
+from analyses.layer_changes.behaviour import (
+    KL,
+    Behaviour,
+    check_task_tokenizer,
+    grade_behaviour,
+    hf_generator,
+    kl_to_tuned,
+    measure,
+    problems_of,
+    prompt_ids,
+    reference,
+)
+from analyses.layer_changes.eft import EFTResult, check_shared_tokenizer, mixed_generate
+from analyses.layer_changes.grafting import GraftCell, all_blocks, graft_sweep
+from analyses.layer_changes.logit_lens import LogitLens, logit_lens
+from analyses.layer_changes.representations import RepChange, representation_change
+from analyses.layer_changes.weights import WeightChange, weight_change
+from interp.generate import generate_ids
+from interp.io import cache_dir, library_versions, read_json, write_json
+from interp.organism.evaluate import EvalConfig
+
+PARTS = ("weights", "representations", "logit_lens", "grafting", "ablation", "eft")
+BEHAVIOUR_PARTS = ("logit_lens", "grafting", "ablation", "eft")
+
+
+@dataclass(frozen=True)
+class LayerChangesConfig:
+    """Which pair, which parts, how many problems. `large` is the base whose scale EFT borrows (up-scaling);
+    `tuned_large`, when given, is a post-trained large model for down-scaling."""
+
+    base: str = "organism/base-s"
+    tuned: str = "organism/sft"
+    large: str | None = "organism/base-l"
+    tuned_large: str | None = None
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(n_per_step=40, n_boot=1000))
+    blocks: tuple[tuple[int, int], ...] | None = None  # None: every contiguous block
+    parts: tuple[str, ...] = PARTS
+    cache_dir: str = field(default_factory=lambda: str(cache_dir("layers")))
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.parts if p not in PARTS]
+        if bad:
+            raise ValueError(f"unknown parts {bad}; valid parts: {', '.join(PARTS)}")
+        if self.tuned_large is not None and self.large is None:
+            raise ValueError("down-scaling EFT needs both `large` (the large base) and `tuned_large`")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["blocks"] = None if self.blocks is None else [list(b) for b in self.blocks]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LayerChangesConfig":
+        d = dict(d)
+        d["eval"] = EvalConfig.from_dict(d["eval"])
+        d["blocks"] = None if d.get("blocks") is None else tuple(tuple(b) for b in d["blocks"])
+        d["parts"] = tuple(d.get("parts", PARTS))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class LayerChangesResult:
+    """Everything measured for one pair, with checksums, config and library versions."""
+
+    config: LayerChangesConfig
+    checksums: dict[str, str]  # model name -> sha256 of its weights
+    n_layers: int
+    points: tuple[str, ...]
+    weights: WeightChange | None
+    representations: dict[str, RepChange]  # "prompt", "generation"
+    lens: dict[str, LogitLens]  # "base", "tuned"
+    baselines: dict[str, Behaviour]  # "base", "tuned", "base_forced_cot", "tuned_forced_cot"
+    kl_base: KL | None  # KL(tuned || base) along the tuned model's completions: what grafting closes
+    grafts: tuple[GraftCell, ...]
+    ablations: tuple[AblationCell, ...]
+    eft: tuple[EFTResult, ...]
+    libraries: dict[str, str]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "checksums": self.checksums, "n_layers": self.n_layers,
+                "points": list(self.points), "weights": self.weights.to_dict() if self.weights else None,
+                "representations": {k: v.to_dict() for k, v in self.representations.items()},
+                "lens": {k: v.to_dict() for k, v in self.lens.items()},
+                "baselines": {k: v.to_dict() for k, v in self.baselines.items()},
+                "kl_base": self.kl_base.to_dict() if self.kl_base else None,
+                "grafts": [g.to_dict() for g in self.grafts], "ablations": [a.to_dict() for a in self.ablations],
+                "eft": [e.to_dict() for e in self.eft], "libraries": self.libraries, "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LayerChangesResult":
+        return cls(LayerChangesConfig.from_dict(d["config"]), d["checksums"], d["n_layers"], tuple(d["points"]),
+                   WeightChange.from_dict(d["weights"]) if d.get("weights") else None,
+                   {k: RepChange.from_dict(v) for k, v in d["representations"].items()},
+                   {k: LogitLens.from_dict(v) for k, v in d["lens"].items()},
+                   {k: Behaviour.from_dict(v) for k, v in d["baselines"].items()},
+                   KL.from_dict(d["kl_base"]) if d.get("kl_base") else None,
+                   tuple(GraftCell.from_dict(g) for g in d["grafts"]),
+                   tuple(AblationCell.from_dict(a) for a in d["ablations"]),
+                   tuple(EFTResult.from_dict(e) for e in d["eft"]), d["libraries"], d["seconds"])
+
+    def graft(self, direction: str, block: tuple[int, int] | str) -> GraftCell:
+        for g in self.grafts:
+            if g.direction == direction and g.block == block:
+                return g
+        raise KeyError(f"no graft {direction} {block}")
+
+
+def cache_key(checksums: dict[str, str], config: LayerChangesConfig) -> str:
+    d = config.to_dict()
+    d.pop("cache_dir")
+    blob = json.dumps({"checksums": checksums, "config": d}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True, use_cache: bool = True) -> LayerChangesResult:
+    """Load the pair (clear error if incompatible), then measure each requested part on the same problems."""
+    from interp.models import load, load_pair
+
+    t0 = time.perf_counter()
+    pair = load_pair(config.base, config.tuned)
+    base, tuned = pair.base, pair.tuned
+    extra = {}
+    if "eft" in config.parts and config.large is not None:
+        extra["large"] = load(config.large)
+        if config.tuned_large is not None:
+            extra["tuned_large"] = load(config.tuned_large)
+        check_shared_tokenizer({config.base: base.tokenizer, config.tuned: tuned.tokenizer,
+                                **{getattr(config, k): m.tokenizer for k, m in extra.items()}})
+    if any(p in config.parts for p in BEHAVIOUR_PARTS):
+        check_task_tokenizer(base.tokenizer)
+    n_layers = base.n_layers
+    blocks = [check_block(b, n_layers) for b in config.blocks] if config.blocks is not None else all_blocks(n_layers)
+    checksums = {config.base: base.checksum, config.tuned: tuned.checksum,
+                 **{getattr(config, k): m.checksum for k, m in extra.items()}}
+    path = Path(config.cache_dir) / f"{cache_key(checksums, config)}.json"
+    if use_cache and path.exists():
+        return LayerChangesResult.from_dict(read_json(path))
+
+    cfg, tok, pad = config.eval, base.tokenizer, base.tokenizer.pad_token_id
+    points = point_labels(n_layers)
+    weights = weight_change(base.path, tuned.path) if "weights" in config.parts else None
+    problems = problems_of(cfg)
+    prompts = prompt_ids(tok, problems)
+    needs_ref = any(p in config.parts for p in ("representations", *BEHAVIOUR_PARTS))
+    ref = reference(tuned.hf, tok, problems, cfg) if needs_ref else None
+    reps: dict[str, RepChange] = {}
+    if "representations" in config.parts:
+        assert ref is not None
+        reps["prompt"] = representation_change(base.hf, tuned.hf, prompts, [range(1, len(p)) for p in prompts], pad,
+                                               points, "prompt", cfg.n_boot)
+        reps["generation"] = representation_change(base.hf, tuned.hf, ref.seqs,
+                                                   [range(pl, len(s)) for s, pl in zip(ref.seqs, ref.prompt_lens)],
+                                                   pad, points, "generation", cfg.n_boot)
+    baselines: dict[str, Behaviour] = {}
+    lens: dict[str, LogitLens] = {}
+    kl_base = None
+    grafts: tuple[GraftCell, ...] = ()
+    ablations: tuple[AblationCell, ...] = ()
+    efts: list[EFTResult] = []
+    if any(p in config.parts for p in BEHAVIOUR_PARTS):
+        assert ref is not None
+        comps = {"base": generate_ids(base.hf, tok, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size),
+                 "tuned": [list(s[pl:]) for s, pl in zip(ref.seqs, ref.prompt_lens)]}
+        if cfg.temperature > 0:
+            comps["tuned"] = generate_ids(tuned.hf, tok, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size)
+        models = {"base": base, "tuned": tuned}
+        for role, m in models.items():
+            baselines[role] = grade_behaviour(tok, problems, comps[role], cfg.n_boot)
+            baselines[f"{role}_forced_cot"] = measure(hf_generator(m.hf, tok, cfg), tok, problems, cfg, force_cot=True)
+        kl_base = kl_to_tuned(base.hf, ref, pad, cfg.n_boot)
+        if "logit_lens" in config.parts:
+            greedy = {r: c for r, c in comps.items()} if cfg.temperature == 0 else {
+                r: generate_ids(m.hf, tok, prompts, cfg.max_new_tokens, 0.0, cfg.seed, cfg.batch_size)
+                for r, m in models.items()}
+            lens = {r: logit_lens(m.hf, tok, problems, prompts, greedy[r], points, m.name, cfg.n_boot)
+                    for r, m in models.items()}
+        if "grafting" in config.parts:
+            grafts = graft_sweep(base.hf, tuned.hf, blocks,
+                                 lambda hf: (measure(hf_generator(hf, tok, cfg), tok, problems, cfg),
+                                             kl_to_tuned(hf, ref, pad, cfg.n_boot)), progress)
+        if "ablation" in config.parts:
+            own = {r: [p + c for p, c in zip(prompts, comps[r])] for r in models}
+            means = {r: mean_block_deltas(m.hf, own[r], pad) for r, m in models.items()}
+            ablations = ablation_sweep({r: m.hf for r, m in models.items()}, means,
+                                       lambda hf: (measure(hf_generator(hf, tok, cfg), tok, problems, cfg),
+                                                   measure(hf_generator(hf, tok, cfg), tok, problems, cfg, force_cot=True)),
+                                       progress)
+        if "eft" in config.parts and "large" in extra:
+            efts = _eft(config, base, tuned, extra, problems, prompts, baselines, progress)
+    for m in (base, tuned, *extra.values()):  # every intervention restores the weights: prove it
+        if m.checksum != checksums[m.name]:
+            raise RuntimeError(f"{m.name}'s weights changed during the analysis (checksum differs): a bug")
+    result = LayerChangesResult(config, checksums, n_layers, points, weights, reps, lens, baselines, kl_base, grafts,
+                                ablations, tuple(efts), library_versions(), time.perf_counter() - t0)
+    if use_cache:
+        write_json(path, result.to_dict())
+    return result
+
+
+def _eft(config: LayerChangesConfig, base: Any, tuned: Any, extra: dict[str, Any], problems: list, prompts: list,
+         baselines: dict[str, Behaviour], progress: bool) -> list[EFTResult]:
+    cfg, tok = config.eval, base.tokenizer
+    large = extra["large"]
+    refs = {config.base: baselines["base"], config.tuned: baselines["tuned"],
+            config.large: measure(hf_generator(large.hf, tok, cfg), tok, problems, cfg)}
+    jobs = [("up", {"scale": large, "tuned": tuned, "base": base})]
+    if "tuned_large" in extra:
+        tl = extra["tuned_large"]
+        refs[config.tuned_large] = measure(hf_generator(tl.hf, tok, cfg), tok, problems, cfg)
+        jobs.append(("down", {"scale": base, "tuned": tl, "base": large}))
+    out = []
+    for direction, roles in tqdm(jobs, desc="emulated fine-tuning", disable=not progress):
+        gen = lambda p, r=roles: mixed_generate([r["scale"].hf, r["tuned"].hf, r["base"].hf], [1.0, 1.0, -1.0], tok, p,  # noqa: E731
+                                                cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size)
+        eft = measure(gen, tok, problems, cfg)
+        names = {k: m.name for k, m in roles.items()}
+        out.append(EFTResult(direction, names, eft, {m.name: refs[m.name] for m in roles.values()}))
+    return out
+
+
+__all__ = ["LayerChangesConfig", "LayerChangesResult", "run", "PARTS", "cache_key"]

@@ -1,0 +1,128 @@
+"""Representation change per layer: linear CKA and mean cosine between base and tuned residual streams on the
+same tokens, with bootstrap intervals over problems and a shuffled-token control (CKA when the token
+correspondence is broken, the floor a real similarity is read against)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from transformers import PreTrainedModel
+
+from analyses.layer_changes.anatomy import residual_streams
+from interp.generate import left_pad
+from interp.organism.evaluate import bootstrap_ci
+
+MAX_STATS_BYTES = 2 << 30  # per-problem d x d statistics for the exact bootstrap
+
+
+def linear_cka(x: Float[torch.Tensor, "n d"], y: Float[torch.Tensor, "n e"]) -> float:
+    """Linear CKA of two sets of row vectors (centred): ||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F), in float64."""
+    x = x.double() - x.double().mean(0)
+    y = y.double() - y.double().mean(0)
+    num = (y.T @ x).square().sum()
+    den = (x.T @ x).norm() * (y.T @ y).norm()
+    return float(num / den) if den > 0 else float("nan")
+
+
+def _cka_from_stats(n: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, xx: torch.Tensor, yy: torch.Tensor,
+                    xy: torch.Tensor) -> torch.Tensor:
+    """CKA from (batched) sums: token count, sums of x and y, and the uncentred products x'x, y'y, x'y."""
+    xxc = xx - torch.einsum("...i,...j->...ij", sx, sx) / n[..., None, None]
+    yyc = yy - torch.einsum("...i,...j->...ij", sy, sy) / n[..., None, None]
+    xyc = xy - torch.einsum("...i,...j->...ij", sx, sy) / n[..., None, None]
+    return xyc.square().sum((-1, -2)) / (xxc.flatten(-2).norm(dim=-1) * yyc.flatten(-2).norm(dim=-1))
+
+
+@dataclass(frozen=True)
+class RepChange:
+    """Per residual point: CKA and mean cosine (with 95% CIs over problems) and the shuffled-token CKA control."""
+
+    points: tuple[str, ...]
+    positions: str  # "prompt" or "generation"
+    n_problems: int
+    n_tokens: int
+    cka: tuple[float, ...]
+    cka_ci: tuple[tuple[float, float], ...]
+    cosine: tuple[float, ...]
+    cosine_ci: tuple[tuple[float, float], ...]
+    cka_shuffled: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RepChange":
+        return cls(tuple(d["points"]), d["positions"], d["n_problems"], d["n_tokens"], tuple(d["cka"]),
+                   tuple(tuple(c) for c in d["cka_ci"]), tuple(d["cosine"]), tuple(tuple(c) for c in d["cosine_ci"]),
+                   tuple(d["cka_shuffled"]))
+
+
+@torch.no_grad()
+def _streams(hf: PreTrainedModel, seqs: Sequence[Sequence[int]], pad_id: int,
+             keep: Sequence[Sequence[int]], batch_size: int) -> list[torch.Tensor]:
+    """Per problem, the residual streams `[point, kept positions, d]` (positions index the unpadded sequence)."""
+    out: list[torch.Tensor] = []
+    dev = next(hf.parameters()).device
+    for s in range(0, len(seqs), batch_size):
+        chunk = [list(x) for x in seqs[s:s + batch_size]]
+        ids, mask = left_pad(chunk, pad_id)
+        streams, _ = residual_streams(hf, ids.to(dev), mask.to(dev))
+        width = ids.shape[1]
+        for row, (seq, k) in enumerate(zip(chunk, keep[s:s + batch_size])):
+            idx = torch.tensor([width - len(seq) + i for i in k], dtype=torch.long)
+            out.append(streams[:, row, idx].float().cpu())
+    return out
+
+
+def representation_change(base: PreTrainedModel, tuned: PreTrainedModel, seqs: Sequence[Sequence[int]],
+                          keep: Sequence[Sequence[int]], pad_id: int, points: Sequence[str], positions: str,
+                          n_boot: int = 1000, seed: int = 0, batch_size: int = 256) -> RepChange:
+    """CKA and cosine between the two models' residual streams at the kept positions of each sequence."""
+    keep = [list(k) for k in keep]
+    use = [i for i, k in enumerate(keep) if k]
+    if not use:
+        raise ValueError(f"no {positions} positions to compare (every sequence kept zero tokens)")
+    seqs, keep = [seqs[i] for i in use], [keep[i] for i in use]
+    xb, xt = _streams(base, seqs, pad_id, keep, batch_size), _streams(tuned, seqs, pad_id, keep, batch_size)
+    n_points, d = xb[0].shape[0], xb[0].shape[-1]
+    n_prob = len(seqs)
+    if (n_prob + n_boot) * 3 * d * d * 8 > MAX_STATS_BYTES:
+        raise ValueError(f"the exact CKA bootstrap needs ({n_prob} problems + {n_boot} resamples) x 3 x {d}^2 "
+                         f"float64 statistics per layer (> {MAX_STATS_BYTES >> 30} GiB): use fewer problems or "
+                         f"resamples")
+    rng = np.random.default_rng(seed)
+    boot = torch.from_numpy(np.stack([np.bincount(rng.integers(0, n_prob, n_prob), minlength=n_prob)
+                                      for _ in range(n_boot)])).double()  # [boot, problem] resampling counts
+    counts = torch.tensor([x.shape[1] for x in xb], dtype=torch.float64)
+    cka, cka_ci, cos, cos_ci, shuffled = [], [], [], [], []
+    perm = torch.from_numpy(np.random.default_rng(seed + 1).permutation(int(counts.sum())))
+    for p in range(n_points):
+        xs = [x[p].double() for x in xb]
+        ys = [y[p].double() for y in xt]
+        X, Y = torch.cat(xs), torch.cat(ys)
+        cka.append(linear_cka(X, Y))
+        shuffled.append(linear_cka(X, Y[perm]))
+        sx = torch.stack([x.sum(0) for x in xs])
+        sy = torch.stack([y.sum(0) for y in ys])
+        xx = torch.stack([x.T @ x for x in xs])
+        yy = torch.stack([y.T @ y for y in ys])
+        xy = torch.stack([x.T @ y for x, y in zip(xs, ys)])
+        b = _cka_from_stats(boot @ counts, boot @ sx, boot @ sy, torch.einsum("bp,pij->bij", boot, xx),
+                            torch.einsum("bp,pij->bij", boot, yy), torch.einsum("bp,pij->bij", boot, xy)).numpy()
+        lo, hi = np.quantile(b, [0.025, 0.975])
+        cka_ci.append((float(lo), float(hi)))
+        per = np.array([float(F.cosine_similarity(x, y, dim=-1).mean()) for x, y in zip(xs, ys)])
+        cos.append(float(per.mean()))
+        cos_ci.append(bootstrap_ci(per, n_boot, seed))
+    return RepChange(tuple(points), positions, n_prob, int(counts.sum()), tuple(cka), tuple(cka_ci), tuple(cos),
+                     tuple(cos_ci), tuple(shuffled))
+
+
+__all__ = ["RepChange", "linear_cka", "representation_change"]
