@@ -1,0 +1,178 @@
+"""Which token positions of each example to keep: all, the last, given indices, matching tokens, or names.
+
+A selector maps one example to a list of (label, index) pairs; the label says which kind of position a
+stored row is (`last`, `answer`, `step2.value`, `=`, `-1`), so one store can hold several and a probe
+picks one. Selectors are frozen dataclasses with `to_dict`/`from_dict` (they go into the manifest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from transformers import PreTrainedTokenizerBase
+
+from interp.activations.dataset import Example
+
+
+class PositionError(ValueError):
+    """A requested position that is not in the example."""
+
+
+@dataclass(frozen=True)
+class Selector:
+    kind: ClassVar[str] = ""
+
+    def select(self, example: Example, index: int, tokenizer: PreTrainedTokenizerBase | None = None
+               ) -> list[tuple[str, int]]:
+        raise NotImplementedError
+
+    def labels(self) -> tuple[str, ...]:
+        """Every label this selector can give, in a fixed order (stored rows refer to them by index)."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "Selector":
+        d = dict(d)
+        kind = d.pop("kind")
+        classes = {c.kind: c for c in (AllTokens, LastToken, Indices, TokenMatch, Named)}
+        if kind not in classes:
+            raise ValueError(f"unknown position selector {kind!r}; known: {', '.join(classes)}")
+        return classes[kind](**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class AllTokens(Selector):
+    """Every token of the prompt (label `all`)."""
+
+    kind: ClassVar[str] = "all"
+
+    def labels(self) -> tuple[str, ...]:
+        return ("all",)
+
+    def select(self, example: Example, index: int, tokenizer: PreTrainedTokenizerBase | None = None
+               ) -> list[tuple[str, int]]:
+        return [("all", i) for i in range(len(example.ids))]
+
+
+@dataclass(frozen=True)
+class LastToken(Selector):
+    """The prompt's last token (label `last`): where the next token is predicted."""
+
+    kind: ClassVar[str] = "last"
+
+    def labels(self) -> tuple[str, ...]:
+        return ("last",)
+
+    def select(self, example: Example, index: int, tokenizer: PreTrainedTokenizerBase | None = None
+               ) -> list[tuple[str, int]]:
+        return [("last", len(example.ids) - 1)]
+
+
+@dataclass(frozen=True)
+class Indices(Selector):
+    """Fixed indices, negative ones counted from the end (label: the index as written)."""
+
+    kind: ClassVar[str] = "indices"
+    indices: tuple[int, ...] = (-1,)
+
+    def labels(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(str(i) for i in self.indices))
+
+    def select(self, example: Example, index: int, tokenizer: PreTrainedTokenizerBase | None = None
+               ) -> list[tuple[str, int]]:
+        n = len(example.ids)
+        out = []
+        for i in self.indices:
+            j = i + n if i < 0 else i
+            if not 0 <= j < n:
+                raise PositionError(f"position {i} is outside example {index}, which has {n} tokens "
+                                    f"(valid: {-n}..{n - 1})")
+            out.append((str(i), j))
+        return out
+
+
+@dataclass(frozen=True)
+class TokenMatch(Selector):
+    """Every position whose token is one of `tokens` (label: the token)."""
+
+    kind: ClassVar[str] = "tokens"
+    tokens: tuple[str, ...] = ()
+
+    def labels(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.tokens))
+
+    def select(self, example: Example, index: int, tokenizer: PreTrainedTokenizerBase | None = None
+               ) -> list[tuple[str, int]]:
+        if tokenizer is None:
+            raise ValueError("TokenMatch needs the tokenizer to read token strings")
+        toks = tokenizer.convert_ids_to_tokens(list(example.ids))
+        wanted = set(self.tokens)
+        return [(t, i) for i, t in enumerate(toks) if t in wanted]
+
+
+@dataclass(frozen=True)
+class Named(Selector):
+    """Positions by name from the example (e.g. the task's `answer` or `step2.value`).
+
+    `missing="error"` refuses an example without one of the names; `"skip"` leaves that row out
+    (a 2-step problem has no `step3.value`)."""
+
+    kind: ClassVar[str] = "named"
+    names: tuple[str, ...] = ()
+    missing: Literal["error", "skip"] = "error"
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise ValueError("Named needs at least one position name")
+        if self.missing not in ("error", "skip"):
+            raise ValueError(f"missing must be 'error' or 'skip', got {self.missing!r}")
+
+    def labels(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.names))
+
+    def select(self, example: Example, index: int, tokenizer: PreTrainedTokenizerBase | None = None
+               ) -> list[tuple[str, int]]:
+        out = []
+        n = len(example.ids)
+        for name in self.names:
+            if name not in example.positions:
+                if self.missing == "skip":
+                    continue
+                have = ", ".join(sorted(example.positions)) or "none"
+                raise PositionError(f"example {index} has no position named {name!r} (it has: {have}); "
+                                    f"pass missing='skip' to leave such rows out")
+            j = int(example.positions[name])
+            if not 0 <= j < n:
+                raise PositionError(f"position {name!r}={j} is outside example {index}, which has {n} tokens")
+            out.append((name, j))
+        return out
+
+
+def parse_selector(text: str) -> Selector:
+    """CLI form: `all`, `last`, `indices:-1,-2`, `tokens:=,;`, `named:answer,step1.value[:skip]`."""
+    kind, _, rest = text.partition(":")
+    if kind == "all":
+        return AllTokens()
+    if kind == "last":
+        return LastToken()
+    if kind == "indices":
+        try:
+            return Indices(tuple(int(x) for x in rest.split(",") if x))
+        except ValueError:
+            raise ValueError(f"indices take integers, e.g. indices:-1,-2; got {text!r}") from None
+    if kind == "tokens":
+        return TokenMatch(tuple(t for t in rest.split(",") if t))
+    if kind == "named":
+        names, _, missing = rest.partition(":")
+        return Named(tuple(n for n in names.split(",") if n), missing or "error")  # type: ignore[arg-type]
+    raise ValueError(f"unknown positions {text!r}; use all, last, indices:I,J, tokens:T,U or named:NAME,NAME[:skip]")
+
+
+__all__ = ["Selector", "AllTokens", "LastToken", "Indices", "TokenMatch", "Named", "PositionError",
+           "parse_selector"]
