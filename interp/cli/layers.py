@@ -1,0 +1,99 @@
+"""`interp analyze layers BASE TUNED` (where fine-tuning acts) and `interp bench layers` (memory and time)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from interp.cli.common import analyze_app, bench_app, console, fail, parse_steps
+
+
+def parse_blocks(text: str) -> tuple[tuple[int, int], ...]:
+    """`0:2,2:4` -> ((0, 2), (2, 4)): half-open layer blocks [start, end)."""
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            a, b = part.split(":")
+            out.append((int(a), int(b)))
+        except ValueError:
+            raise typer.BadParameter(f"--blocks takes half-open layer ranges START:END separated by commas, "
+                                     f"like 0:2,3:4; got {part!r}") from None
+    if not out:
+        raise typer.BadParameter("--blocks needs at least one START:END range")
+    return tuple(out)
+
+
+@analyze_app.command("layers")
+def layers(
+    base: Annotated[str, typer.Argument(help="base model: organism name, local HF folder or cached hub id")],
+    tuned: Annotated[str, typer.Argument(help="post-trained model of the same shape and vocabulary")],
+    large: Annotated[str, typer.Option(help="large base for emulated fine-tuning ('' to skip EFT)")] = "organism/base-l",
+    tuned_large: Annotated[str, typer.Option(help="post-trained large model, for down-scaling EFT")] = "",
+    steps: Annotated[str, typer.Option(help="comma-separated step counts")] = "1,2,3,4",
+    n: Annotated[int, typer.Option(help="problems per step count")] = 40,
+    blocks: Annotated[str, typer.Option(help="grafting blocks START:END,... (default: every contiguous block)")] = "",
+    parts: Annotated[str, typer.Option(help="comma-separated parts to run")] = ",".join(
+        ("weights", "representations", "logit_lens", "grafting", "ablation", "eft")),
+    out: Annotated[Path, typer.Option(help="folder for the result JSON and figures")] = Path("figures/layers"),
+    png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
+    cache: Annotated[bool, typer.Option(help="reuse a cached result for the same weights and config")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary sentences as one JSON object")] = False,
+) -> None:
+    """Weight and representation change per layer, logit lens, grafting, ablation and EFT for one pair."""
+    import torch
+
+    from analyses.layer_changes.analysis import LayerChangesConfig, run
+    from analyses.layer_changes.figures import figures, short, summary_sentences
+    from interp.io import write_json
+    from interp.organism.evaluate import EvalConfig
+
+    torch.set_num_threads(1)
+    try:
+        cfg = LayerChangesConfig(
+            base=base, tuned=tuned, large=large or None, tuned_large=tuned_large or None,
+            eval=EvalConfig(steps=parse_steps(steps), n_per_step=n),
+            blocks=parse_blocks(blocks) if blocks else None,
+            parts=tuple(p.strip() for p in parts.split(",") if p.strip()))
+        result = run(cfg, progress=True, use_cache=cache)
+        stem = f"layers_{short(base)}_{short(tuned)}"
+        write_json(out / f"{stem}.json", result.to_dict())
+        paths = figures(result, out, png=png, prefix=stem)
+    except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
+        fail(e)
+    sentences = summary_sentences(result)
+    if as_json:
+        print(json.dumps({"base": base, "tuned": tuned, "checksums": result.checksums, "seconds": result.seconds,
+                          "summary": sentences, "result": str(out / f"{stem}.json")}))
+        return
+    for s in sentences:
+        Console().print(f"- {s}", soft_wrap=True)
+    console.print(f"result: {out / f'{stem}.json'}; figures: {', '.join(p[0].name for p in paths.values())}")
+
+
+@bench_app.command("layers")
+def bench_layers_cmd(
+    zoo_pair: Annotated[str, typer.Option(help="tuned zoo model whose whole analysis is timed ('' to skip)")] = "organism/sft",
+    workdir: Annotated[Path | None, typer.Option(help="where the temporary 1.5B pair is written (~6 GiB)")] = None,
+) -> None:
+    """Peak memory of the streamed weight change on a local random-init Qwen2-1.5B-shaped pair, and zoo-pair time."""
+    from analyses.layer_changes.bench import bench_layers
+
+    try:
+        rows, figures = bench_layers(zoo_tuned=zoo_pair or None, workdir=workdir)
+    except (ValueError, OSError, RuntimeError) as e:
+        fail(e)
+    table = Table(title="interp bench layers")
+    table.add_column("measurement")
+    table.add_column("value", justify="right")
+    for r in rows:
+        table.add_row(r.what, r.value)
+    Console().print(table)
+    print(json.dumps(figures))
+
+
+__all__ = ["layers", "bench_layers_cmd", "parse_blocks"]
