@@ -114,7 +114,8 @@ class ActivationStore:
 
             validate_hook_names(hook, self.hooks)
 
-    def _label_ids(self, label: str | Sequence[str] | None) -> list[int] | None:
+    def label_ids(self, label: str | Sequence[str] | None) -> list[int] | None:
+        """Label ids of position labels (None for all); unknown labels are an error naming the stored ones."""
         if label is None:
             return None
         wanted = [label] if isinstance(label, str) else list(label)
@@ -138,7 +139,7 @@ class ActivationStore:
                 for c in INDEX_COLUMNS:
                     cols[c].append(f.get_tensor(c).numpy())
         out = {c: (np.concatenate(v) if v else np.zeros(0, np.int64)) for c, v in cols.items()}
-        ids = self._label_ids(label)
+        ids = self.label_ids(label)
         if ids is not None:
             keep = np.isin(out["label"], ids)
             out = {c: v[keep] for c, v in out.items()}
@@ -148,7 +149,7 @@ class ActivationStore:
                      ) -> Iterator[tuple[Float[torch.Tensor, "rows ..."], dict[str, np.ndarray]]]:
         """Stream one shard at a time: (activations, index columns) of the rows with the given labels."""
         self._check_hook(hook)
-        ids = self._label_ids(label)
+        ids = self.label_ids(label)
         for path in self._shard_paths():
             with safe_open(str(path), "pt") as f:
                 idx = {c: f.get_tensor(c).numpy() for c in INDEX_COLUMNS}

@@ -4,7 +4,8 @@ Probes, patching and steering address the task's structure by name instead of by
 `answer` is the prompt's last token (`:` of `A :`, where the first answer token is predicted),
 `step{i}.value` is the i-th step's value token in a written chain of thought (1-based), and
 `step{i}.before_value` the token just before it (where that value is predicted). Prompt-side names
-(`prompt.start_value`, `prompt.step{i}.operand`, `prompt.query`) locate what the model reads.
+(`prompt.start_value`, `prompt.step{i}.operand`, `prompt.step{i}.end` (the separator closing step i's
+clause), `prompt.query`) locate what the model reads.
 Indices count the BOS token, matching the ids the organism tokenizer produces.
 """
 
@@ -27,10 +28,12 @@ def prompt_positions(problem: Problem) -> dict[str, int]:
         name = toks[j]
         if name == problem.start_var:
             out["prompt.start_value"] = 1 + j + 2
+            out["prompt.start.end"] = 1 + j + 3
         elif name in targets:
             i = targets[name]
             out[f"prompt.step{i}.op"] = 1 + j + 3
             out[f"prompt.step{i}.operand"] = 1 + j + 4
+            out[f"prompt.step{i}.end"] = 1 + j + 5  # the separator closing the clause
     out["prompt.query"] = 1 + len(toks) - 4
     out[ANSWER] = len(toks)  # the last prompt token, `:`
     return out

@@ -24,6 +24,8 @@ def test_positions_name_the_right_tokens(cfg, fmt):
         for i, s in enumerate(p.steps, 1):
             assert toks[pos[f"prompt.step{i}.op"]] == s.op
             assert toks[pos[f"prompt.step{i}.operand"]] == str(s.operand)
+            assert toks[pos[f"prompt.step{i}.end"]] == p.separator
+            assert toks[pos[f"prompt.step{i}.end"] - 5] == s.target
             if fmt != "direct":
                 assert toks[pos[f"step{i}.value"]] == str(s.value)
                 assert toks[pos[f"step{i}.before_value"]] == "="

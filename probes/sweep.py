@@ -1,0 +1,256 @@
+"""A probe job: every (hook, position label, target) cell of a store, with control task and intervals.
+
+`run(ProbeJobConfig(...))` fits one probe and one control probe per cell, scores both on held-out
+problems, and writes each cell (its probe and its metrics) as it finishes, so a killed job resumes
+where it stopped and gives the same numbers. `score` is the single place a probe is scored against
+labels, for the job and for transfer (a probe applied to another model's activations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from interp.activations.store import ActivationStore
+from interp.hooks import layer_of
+from interp.io import library_versions, read_json, write_json
+from probes.linear import Kind, Probe, fit, infer_kind
+from probes.splits import control_labels, group_bootstrap, split_by_group
+
+
+@dataclass(frozen=True)
+class ProbeJobConfig:
+    """What to probe: a store, its hooks x position labels (empty: all), and meta targets."""
+
+    store: str
+    targets: tuple[str, ...]
+    out: str
+    hooks: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    kind: Kind | None = None  # None: logistic for discrete targets, ridge for real ones
+    where: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # keep examples with meta[k] in values
+    test_fraction: float = 0.3
+    c: float = 1.0
+    alpha: float = 1.0
+    n_boot: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise ValueError("name at least one target (a metadata key of the dataset, e.g. intermediate.step1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["where"] = {k: list(v) for k, v in self.where.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ProbeJobConfig":
+        d = dict(d)
+        for k in ("targets", "hooks", "labels"):
+            d[k] = tuple(d.get(k, ()))
+        d["where"] = {k: tuple(v) for k, v in d.get("where", {}).items()}
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown probe job keys {sorted(unknown)}; known: {[f.name for f in dataclasses.fields(cls)]}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Score:
+    """A probe's score on labelled rows with a bootstrap interval over problems."""
+
+    metric: str  # "accuracy" or "r2"
+    value: float
+    ci: tuple[float, float]
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Score":
+        return cls(d["metric"], d["value"], tuple(d["ci"]), d["n"])  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """One probe and its control on held-out problems; selectivity = score - control score."""
+
+    hook: str
+    layer: int | None
+    label: str
+    target: str
+    kind: str
+    n_train: int
+    n_test: int
+    n_classes: int
+    score: Score
+    control: Score
+    selectivity: float
+    selectivity_ci: tuple[float, float]
+    majority: float  # share of the most common training label among test rows (logistic); 0 for ridge
+    probe_path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["score"], d["control"] = self.score.to_dict(), self.control.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CellResult":
+        d = dict(d)
+        d["score"], d["control"] = Score.from_dict(d["score"]), Score.from_dict(d["control"])
+        d["selectivity_ci"] = tuple(d["selectivity_ci"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    config: ProbeJobConfig
+    model_name: str
+    model_checksum: str
+    cells: tuple[CellResult, ...]
+    libraries: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "model_name": self.model_name, "model_checksum": self.model_checksum,
+                "cells": [c.to_dict() for c in self.cells], "libraries": dict(self.libraries)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SweepResult":
+        return cls(ProbeJobConfig.from_dict(d["config"]), d["model_name"], d["model_checksum"],
+                   tuple(CellResult.from_dict(c) for c in d["cells"]), d["libraries"])
+
+    def cell(self, hook: str, label: str, target: str) -> CellResult:
+        for c in self.cells:
+            if (c.hook, c.label, c.target) == (hook, label, target):
+                return c
+        raise KeyError(f"no cell ({hook}, {label}, {target}) in this sweep")
+
+
+def _metric(kind: str, pred: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray | float:
+    """Accuracy (logistic) or R^2 (ridge); with weights [n_boot, rows], one value per bootstrap replicate."""
+    if w is None:
+        return float(_metric(kind, pred, y, np.ones((1, len(y))))[0])
+    if kind == "ridge":
+        mean = (w @ y) / w.sum(1)
+        sst = (w * (y[None, :] - mean[:, None]) ** 2).sum(1)
+        sse = w @ ((y - pred) ** 2)
+        return np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), 0.0)
+    return (w @ (pred == y).astype(float)) / w.sum(1)
+
+
+def score(probe: Probe, x: torch.Tensor, y: Sequence[Any], groups: Sequence[str], n_boot: int = 1000,
+          seed: int = 0, checksum: str | None = None, allow_other_model: bool = False,
+          ) -> tuple[Score, np.ndarray]:
+    """Score `probe` on rows (x, y) with a bootstrap over problems; returns the score and the
+    bootstrap replicates (paired with any other score made with the same groups and seed)."""
+    y_arr = np.array(list(y), dtype=object if probe.kind == "logistic" else float)
+    pred = probe.predict(x, checksum, allow_other_model)
+    if probe.kind == "ridge":
+        pred = pred.astype(float)
+    value = float(_metric(probe.kind, pred, y_arr))
+    boots = np.asarray(_metric(probe.kind, pred, y_arr, group_bootstrap(groups, n_boot, seed))) if n_boot else np.zeros(0)
+    ci = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))) if n_boot else (value, value)
+    return Score("r2" if probe.kind == "ridge" else "accuracy", value, ci, len(y_arr)), boots
+
+
+def _slug(*parts: str) -> str:
+    return "__".join(re.sub(r"[^A-Za-z0-9_.-]+", "-", p) for p in parts)
+
+
+def rows_for(store: ActivationStore, hook: str, label: str, target: str,
+             where: Mapping[str, Sequence[Any]] | None = None, dataset: Any = None
+             ) -> tuple[torch.Tensor, list[Any], list[str], np.ndarray]:
+    """Activations, target values, problem groups and example ids of the rows that have the target."""
+    dataset = dataset if dataset is not None else store.dataset()
+    x = store.get(hook, label)
+    ex = store.index(label)["example"]
+    meta = [dataset[int(e)].meta for e in ex]
+    keep = np.array([target in m and m[target] is not None
+                     and all(m.get(k) in tuple(v) for k, v in (where or {}).items()) for m in meta], dtype=bool)
+    groups_all = dataset.groups()
+    y = [meta[i][target] for i in np.flatnonzero(keep)]
+    groups = [groups_all[int(e)] for e in ex[keep]]
+    return x[torch.from_numpy(keep)], y, groups, ex[keep]
+
+
+def fit_cell(store: ActivationStore, hook: str, label: str, target: str, cfg: ProbeJobConfig,
+             dataset: Any = None, probe_path: Path | None = None) -> CellResult:
+    """Fit the probe and its control for one cell and score both on held-out problems."""
+    x, y, groups, _ = rows_for(store, hook, label, target, cfg.where, dataset)
+    if len(y) == 0:
+        have = sorted({k for e in (dataset or store.dataset()) for k in e.meta})
+        raise ValueError(f"no rows of label {label!r} have target {target!r}; the dataset's metadata keys are {have}")
+    kind = cfg.kind or infer_kind(y)
+    train, test = split_by_group(groups, cfg.test_fraction, cfg.seed)
+    y_ctrl = control_labels(y, groups, cfg.seed)
+    tr, te = torch.from_numpy(train), torch.from_numpy(test)
+    y_tr, y_te = [v for v, t in zip(y, train) if t], [v for v, t in zip(y, test) if t]
+    c_tr, c_te = [v for v, t in zip(y_ctrl, train) if t], [v for v, t in zip(y_ctrl, test) if t]
+    g_te = [g for g, t in zip(groups, test) if t]
+    info = {"hook": hook, "label": label, "target": target, "model_name": store.model_name,
+            "model_checksum": store.model_checksum, "dataset_hash": store.manifest["dataset_hash"],
+            "config": cfg.to_dict()}
+    probe = fit(x[tr], y_tr, kind, cfg.c, cfg.alpha, info)
+    ctrl = fit(x[tr], c_tr, kind, cfg.c, cfg.alpha, {**info, "control": True})
+    s, boots = score(probe, x[te], y_te, g_te, cfg.n_boot, cfg.seed, store.model_checksum)
+    cs, cboots = score(ctrl, x[te], c_te, g_te, cfg.n_boot, cfg.seed, store.model_checksum)
+    diff = boots - cboots
+    sel_ci = (float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))) if cfg.n_boot else (0.0, 0.0)
+    majority = 0.0
+    if kind == "logistic":
+        values, counts = np.unique(np.array(y_tr, dtype=str), return_counts=True)
+        top = values[counts.argmax()]
+        majority = float(np.mean(np.array(y_te, dtype=str) == top))
+    if probe_path is not None:
+        probe.info["metrics"] = {"score": s.to_dict(), "control": cs.to_dict(), "selectivity": s.value - cs.value}
+        probe.save(probe_path)
+    return CellResult(hook, layer_of(hook), label, target, kind, int(train.sum()), int(test.sum()),
+                      len(probe.classes), s, cs, s.value - cs.value, sel_ci, majority,
+                      str(probe_path.with_suffix(".json")) if probe_path else "")
+
+
+def run(cfg: ProbeJobConfig, progress: Callable[[int, int, str], None] | None = None) -> SweepResult:
+    """Fit every cell (resuming from `cfg.out`), write `result.json`, and return the sweep."""
+    store = ActivationStore.open(cfg.store)
+    hooks = list(cfg.hooks) or store.hooks
+    for h in hooks:
+        store.shape(h)  # unknown hook -> error with the closest names
+    labels = list(cfg.labels) or store.labels
+    store.label_ids(labels)
+    out = Path(cfg.out)
+    if (out / "config.json").is_file():
+        old = read_json(out / "config.json")
+        if old != json.loads(json.dumps(cfg.to_dict())):
+            raise ValueError(f"{out} holds a probe job with another configuration; use another folder")
+    write_json(out / "config.json", cfg.to_dict())
+    dataset = store.dataset()
+    cells = [(h, lab, t) for h in hooks for lab in labels for t in cfg.targets]
+    results = []
+    for i, (h, lab, t) in enumerate(cells):
+        slug = _slug(h, lab, t)
+        done = out / "cells" / f"{slug}.json"
+        if done.is_file():
+            results.append(CellResult.from_dict(read_json(done)))
+        else:
+            r = fit_cell(store, h, lab, t, cfg, dataset, out / "probes" / slug)
+            write_json(done, r.to_dict())
+            results.append(r)
+        if progress is not None:
+            progress(i + 1, len(cells), slug)
+    result = SweepResult(cfg, store.model_name, store.model_checksum, tuple(results), library_versions())
+    write_json(out / "result.json", result.to_dict())
+    return result
+
+
+__all__ = ["ProbeJobConfig", "CellResult", "SweepResult", "Score", "run", "fit_cell", "score", "rows_for"]
