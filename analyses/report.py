@@ -81,3 +81,13 @@ def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool =
 
 
 __all__ = ["build_report", "Section", "SECTIONS"]
+
+
+def layers_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Where fine-tuning acts, for sft, rl and dpo against base-s (analyses.layer_changes)."""
+    from analyses.layer_changes.section import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
+SECTIONS = (*SECTIONS, layers_section)

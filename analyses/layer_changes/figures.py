@@ -243,3 +243,34 @@ def _rank(drops: list[float]) -> str:
 
 
 __all__ = ["figures", "summary_sentences", "gap_closed"]
+
+
+def pair_table_html(results: list[LayerChangesResult]) -> str:
+    """One row per pair: where weights changed most, lowest CKA, the single-layer graft that moves CoT most, EFT."""
+    import html
+
+    rows = []
+    for r in results:
+        t = short(r.config.tuned)
+        w = r.weights
+        rep = r.representations.get("prompt")
+        singles = [g for g in r.grafts if g.direction == "tuned_into_base" and g.block != ENDS
+                   and g.block[1] - g.block[0] == 1]  # type: ignore[index]
+        best = max(singles, key=lambda g: g.behaviour.cot_rate) if singles else None
+        kl0 = r.kl_base.mean if r.kl_base else math.nan
+        e = r.eft[0] if r.eft else None
+        cells = [
+            html.escape(f"{t} vs {short(r.config.base)}"),
+            " / ".join(f"{x:.3f}" for x in w.per_layer) if w else "",
+            f"{min(rep.cka):.3f} at {_point_axis(r.points)[int(np.argmin(rep.cka))]}" if rep else "",
+            (f"L{best.block[0]}: {best.behaviour.cot_rate:.2f} / {best.behaviour.accuracy:.2f}, "
+             f"{100 * (1 - best.kl.mean / kl0):.0f}%") if best else "",
+            f"{r.baselines['base'].cot_rate:.2f} / {r.baselines['tuned'].cot_rate:.2f}" if r.baselines else "",
+            f"{e.eft.accuracy:.2f} / {e.eft.cot_rate:.2f}" if e else "",
+            f"{r.seconds:.0f} s",
+        ]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = ("<tr><th>pair</th><th>rel. weight change per layer</th><th>lowest CKA (prompts)</th>"
+            "<th>best single-layer graft into base: CoT rate / accuracy, KL closed</th><th>CoT rate base / tuned</th>"
+            "<th>EFT accuracy / CoT rate</th><th>analysis time</th></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"

@@ -1,0 +1,278 @@
+"""Layer-change metrics on constructed cases: identical models, one perturbed layer, full grafts, EFT identities,
+ablation and logit-lens identities, and the errors bad input must give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from analyses.layer_changes import weights as weights_mod
+from analyses.layer_changes.ablation import ablated, mean_block_deltas
+from analyses.layer_changes.anatomy import (
+    check_block,
+    decoder_layers,
+    kind_of_param,
+    layer_of_param,
+    lens_logits,
+    residual_streams,
+)
+from analyses.layer_changes.behaviour import hf_generator, measure, problems_of, prompt_ids
+from analyses.layer_changes.eft import check_shared_tokenizer, mixed_generate
+from analyses.layer_changes.grafting import ENDS, all_blocks, grafted
+from analyses.layer_changes.logit_lens import first_decodable
+from analyses.layer_changes.representations import linear_cka, representation_change
+from analyses.layer_changes.weights import weight_change
+from interp.generate import generate_ids
+from interp.models import IncompatiblePairError, load, weights_checksum
+from interp.organism.evaluate import EvalConfig, evaluate
+
+torch.set_num_threads(1)
+SHAPE = dict(n_layers=3, d_model=32, n_heads=4, d_mlp=64)
+
+
+def perturb_layer(src: Path, dst: Path, layer: int, scale: float = 0.05, only: str | None = None, seed: int = 1) -> Path:
+    """Copy a checkpoint with noise added to the parameters of one decoder layer (optionally one matrix)."""
+    model = AutoModelForCausalLM.from_pretrained(src, local_files_only=True)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in decoder_layers(model)[layer].named_parameters():
+            if only is None or only in name:
+                p.add_(scale * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src, local_files_only=True).save_pretrained(dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def base_ckpt(tiny_checkpoint) -> Path:
+    return tiny_checkpoint("llama", seed=0, **SHAPE)
+
+
+@pytest.fixture(scope="module")
+def tuned_ckpt(base_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return perturb_layer(base_ckpt, tmp_path_factory.mktemp("tuned-l1"), layer=1)
+
+
+def test_parameter_names_map_to_layers_and_matrix_kinds():
+    assert layer_of_param("model.layers.3.mlp.up_proj.weight") == 3
+    assert layer_of_param("transformer.h.11.attn.c_attn.bias") == 11
+    assert layer_of_param("model.embed_tokens.weight") is None
+    assert [kind_of_param(n) for n in ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.o_proj.weight",
+                                       "model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.down_proj.weight",
+                                       "model.layers.0.input_layernorm.weight", "model.norm.weight", "lm_head.weight",
+                                       "transformer.h.0.attn.c_proj.weight", "transformer.h.0.mlp.c_proj.weight",
+                                       "gpt_neox.layers.0.attention.query_key_value.weight")] == \
+        ["q", "o", "mlp_gate", "mlp_out", "norm_attn", "final_norm", "unembed", "o", "mlp_out", "qkv"]
+
+
+def test_identical_models_give_zero_weight_change(base_ckpt: Path):
+    wc = weight_change(base_ckpt, base_ckpt)
+    assert wc.per_layer == (0.0, 0.0, 0.0)
+    assert set(wc.per_tensor.values()) == {0.0}
+    assert set(wc.outside) >= {"embed", "final_norm", "unembed"} and set(wc.outside.values()) == {0.0}
+
+
+def test_one_perturbed_layer_shows_only_at_that_layer(base_ckpt: Path, tuned_ckpt: Path):
+    wc = weight_change(base_ckpt, tuned_ckpt)
+    assert wc.per_layer[1] > 0.01 and wc.per_layer[0] == 0.0 and wc.per_layer[2] == 0.0
+    assert set(wc.outside.values()) == {0.0}
+    assert wc.top_layer() == 1
+    # the relative change of one matrix matches a direct computation
+    b = AutoModelForCausalLM.from_pretrained(base_ckpt).state_dict()
+    t = AutoModelForCausalLM.from_pretrained(tuned_ckpt).state_dict()
+    name = "model.layers.1.mlp.up_proj.weight"
+    direct = float((t[name] - b[name]).norm() / ((t[name].norm() + b[name].norm()) / 2))
+    assert wc.per_tensor[name] == pytest.approx(direct, rel=1e-5)
+    assert wc.per_layer_kind["1"]["mlp_in"] == pytest.approx(direct, rel=1e-5)
+
+
+def test_one_perturbed_matrix_shows_only_in_that_cell(base_ckpt: Path, tmp_path: Path):
+    tuned = perturb_layer(base_ckpt, tmp_path / "t", layer=2, only="v_proj")
+    wc = weight_change(base_ckpt, tuned)
+    cells = {(layer, k): v for layer, kinds in wc.per_layer_kind.items() for k, v in kinds.items() if v > 0}
+    assert list(cells) == [("2", "v")]
+
+
+def test_streaming_in_small_chunks_over_shards_matches_whole_tensors(base_ckpt: Path, tuned_ckpt: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    whole = weight_change(base_ckpt, tuned_ckpt)
+    sharded = []
+    for src, name in ((base_ckpt, "b"), (tuned_ckpt, "t")):
+        m = AutoModelForCausalLM.from_pretrained(src)
+        m.save_pretrained(tmp_path / name, max_shard_size="20KB")
+        AutoTokenizer.from_pretrained(src).save_pretrained(tmp_path / name)
+        sharded.append(tmp_path / name)
+    assert len(list((tmp_path / "b").glob("*.safetensors"))) > 2
+    monkeypatch.setattr(weights_mod, "CHUNK_ELEMENTS", 97)
+    chunked = weight_change(*sharded)
+    assert chunked.per_tensor.keys() == whole.per_tensor.keys()
+    for k, v in whole.per_tensor.items():
+        assert chunked.per_tensor[k] == pytest.approx(v, rel=1e-9, abs=1e-12)
+
+
+def test_weight_change_refuses_pairs_with_different_shapes(tiny_checkpoint, base_ckpt: Path):
+    other = tiny_checkpoint("llama", seed=0, n_layers=3, d_model=32, n_heads=4, d_mlp=96)
+    with pytest.raises(IncompatiblePairError, match="mlp.up_proj.weight: base \\(64, 32\\), tuned \\(96, 32\\)"):
+        weight_change(base_ckpt, other)
+
+
+def test_weight_change_needs_safetensors(base_ckpt: Path, tmp_path: Path):
+    (tmp_path / "config.json").write_text((base_ckpt / "config.json").read_text())
+    (tmp_path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no .safetensors weights .*pytorch_model.bin"):
+        weight_change(tmp_path, base_ckpt)
+
+
+def test_cka_is_one_for_identical_and_invariant_to_rotation_and_scale():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 16, generator=g)
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=g))
+    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
+    assert linear_cka(x, 3.0 * x @ q) == pytest.approx(1.0, abs=1e-9)
+    assert linear_cka(x, torch.randn(200, 16, generator=g)) < 0.3
+
+
+def _seqs(ckpt: Path, n: int = 12) -> tuple[list[list[int]], int]:
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    problems = problems_of(EvalConfig(steps=(1, 2), n_per_step=n // 2))
+    return prompt_ids(tok, problems), tok.pad_token_id
+
+
+def test_identical_models_have_cka_and_cosine_one(base_ckpt: Path):
+    m = AutoModelForCausalLM.from_pretrained(base_ckpt).eval()
+    seqs, pad = _seqs(base_ckpt)
+    r = representation_change(m, m, seqs, [range(1, len(s)) for s in seqs], pad, ["p"] * 4, "prompt", n_boot=50)
+    assert r.cka == pytest.approx((1.0,) * 4, abs=1e-9)
+    assert r.cosine == pytest.approx((1.0,) * 4, abs=1e-6)
+    assert all(lo == pytest.approx(1.0, abs=1e-9) for lo, _ in r.cka_ci)
+    assert max(r.cka_shuffled) < 0.9  # the control breaks the token correspondence
+
+
+def test_perturbed_layer_changes_representations_from_that_layer_on(base_ckpt: Path, tuned_ckpt: Path):
+    b = AutoModelForCausalLM.from_pretrained(base_ckpt).eval()
+    t = AutoModelForCausalLM.from_pretrained(tuned_ckpt).eval()
+    seqs, pad = _seqs(base_ckpt)
+    r = representation_change(b, t, seqs, [range(1, len(s)) for s in seqs], pad, ["embed", "L0", "L1", "L2"], "prompt",
+                              n_boot=50)
+    assert r.cka[:2] == pytest.approx((1.0, 1.0), abs=1e-9)  # before the perturbed layer: identical streams
+    assert r.cka[2] < 1 - 1e-4 and r.cosine[2] < 1 - 1e-4
+
+
+def test_grafting_all_layers_reproduces_tuned_exactly_and_restores_base(base_ckpt: Path, tuned_ckpt: Path):
+    b = AutoModelForCausalLM.from_pretrained(base_ckpt).eval()
+    t = AutoModelForCausalLM.from_pretrained(tuned_ckpt).eval()
+    ids = torch.tensor([_seqs(base_ckpt)[0][0]])
+    before = weights_checksum(b)
+    with grafted(b, t, (0, 3)) as hybrid:
+        assert torch.equal(hybrid(ids).logits, t(ids).logits)
+    assert weights_checksum(b) == before
+    with grafted(b, t, (1, 2)) as hybrid:  # the only changed layer
+        assert torch.equal(hybrid(ids).logits, t(ids).logits)
+    with grafted(b, t, (0, 1)) as hybrid:
+        assert torch.equal(hybrid(ids).logits, b(ids).logits)
+
+
+def test_grafting_all_layers_and_the_ends_reproduces_a_zoo_model_exactly():
+    base, sft = load("organism/base-s"), load("organism/sft")
+    ids = base.to_tokens("Q : a = 3 ; b = a + 4 ; c = b * 2 ; c ? A :")
+    before = base.checksum
+    with grafted(base.hf, sft.hf, (0, base.n_layers)), grafted(base.hf, sft.hf, ENDS):
+        assert torch.equal(base.hf(ids).logits, sft.hf(ids).logits)
+    with grafted(base.hf, sft.hf, (0, base.n_layers)):  # the ends differ too, so the layers alone are not enough
+        assert not torch.equal(base.hf(ids).logits, sft.hf(ids).logits)
+    assert base.checksum == before
+
+
+def test_grafting_blocks_out_of_bounds_are_refused(base_ckpt: Path):
+    b = AutoModelForCausalLM.from_pretrained(base_ckpt)
+    for block in ((0, 4), (-1, 2), (2, 2), (3, 1)):
+        with pytest.raises(ValueError, match=r"out of range: the model has layers 0-2, so a block needs 0 <= start < end <= 3"):
+            with grafted(b, b, block):
+                pass
+    with pytest.raises(ValueError, match="a layer block is \\(start, end\\)"):
+        check_block((1,), 3)
+    assert all_blocks(3) == [(0, 1), (1, 2), (2, 3), (0, 2), (1, 3), (0, 3)]
+
+
+def test_zero_ablation_skips_the_block_and_mean_ablation_adds_the_mean(base_ckpt: Path):
+    m = AutoModelForCausalLM.from_pretrained(base_ckpt).eval()
+    seqs, pad = _seqs(base_ckpt)
+    ids, mask = torch.tensor(seqs[:1]), torch.ones(1, len(seqs[0]), dtype=torch.long)
+    with ablated(m, 1, "zero"):
+        streams, _ = residual_streams(m, ids, mask)
+    assert torch.equal(streams[2], streams[1])  # leaving block 1 = entering it
+    means = mean_block_deltas(m, seqs, pad)
+    with ablated(m, 1, "mean", means[1]):
+        streams, _ = residual_streams(m, ids, mask)
+    assert torch.allclose(streams[2], streams[1] + means[1], atol=1e-6)
+    with pytest.raises(ValueError, match="layer 3 is out of range: the model has layers 0-2"):
+        with ablated(m, 3, "zero"):
+            pass
+    with pytest.raises(ValueError, match="unknown ablation mode 'half'"):
+        with ablated(m, 0, "half"):
+            pass
+
+
+def test_ablation_acts_inside_generation_and_is_removed_after():
+    m = load("organism/base-s")
+    cfg = EvalConfig(steps=(1,), n_per_step=20, n_boot=50)
+    problems = problems_of(cfg)
+    gen = hf_generator(m.hf, m.tokenizer, cfg)
+    clean = measure(gen, m.tokenizer, problems, cfg)
+    with ablated(m.hf, 0, "zero"):
+        broken = measure(gen, m.tokenizer, problems, cfg)
+    assert clean.accuracy == 1.0 and broken.accuracy < 0.5
+    assert measure(gen, m.tokenizer, problems, cfg) == clean
+
+
+def test_pooled_behaviour_matches_evaluate():
+    m = load("organism/base-s")
+    cfg = EvalConfig(steps=(2, 4), n_per_step=15, n_boot=50)
+    ours = measure(hf_generator(m.hf, m.tokenizer, cfg), m.tokenizer, problems_of(cfg), cfg)
+    ref = evaluate(m.hf, m.tokenizer, cfg)
+    assert ours.accuracy == pytest.approx(ref.mean_over((2, 4), "accuracy"))
+    assert ours.cot_rate == pytest.approx(ref.mean_over((2, 4), "cot_rate"))
+    assert ours.subset((4,), "correct") == pytest.approx(ref.by_steps[4].accuracy)
+
+
+def test_eft_with_tuned_small_equal_to_base_small_reproduces_base_large():
+    small, large = load("organism/base-s"), load("organism/base-l")
+    prompts = prompt_ids(small.tokenizer, problems_of(EvalConfig(steps=(2, 4), n_per_step=10)))
+    want = generate_ids(large.hf, large.tokenizer, prompts, 60)
+    got = mixed_generate([large.hf, small.hf, small.hf], [1.0, 1.0, -1.0], small.tokenizer, prompts, 60)
+    assert got == want
+    assert mixed_generate([small.hf], [1.0], small.tokenizer, prompts, 60) == generate_ids(small.hf, small.tokenizer, prompts, 60)
+    a = mixed_generate([large.hf, small.hf], [1.0, 0.5], small.tokenizer, prompts, 30, temperature=1.0, seed=3)
+    assert a == mixed_generate([large.hf, small.hf], [1.0, 0.5], small.tokenizer, prompts, 30, temperature=1.0, seed=3)
+
+
+def test_eft_refuses_mismatched_tokenizers(tiny_checkpoint):
+    a = AutoTokenizer.from_pretrained(tiny_checkpoint("llama", seed=0, **SHAPE))
+    b = AutoTokenizer.from_pretrained(tiny_checkpoint("llama", seed=0, words=["x", "y", "zz"], **SHAPE))
+    check_shared_tokenizer({"a": a, "a2": a})
+    with pytest.raises(ValueError, match="one shared tokenizer, but a and b differ: vocabulary: .* differ"):
+        check_shared_tokenizer({"a": a, "b": b})
+    m = AutoModelForCausalLM.from_pretrained(tiny_checkpoint("llama", seed=0, **SHAPE))
+    other = AutoModelForCausalLM.from_pretrained(tiny_checkpoint("llama", seed=0, words=["x", "y", "zz"], **SHAPE))
+    with pytest.raises(ValueError, match="output vocabularies differ in size"):
+        mixed_generate([m, other], [1.0, 1.0], a, [[a.bos_token_id]], 3)
+    with pytest.raises(ValueError, match="one coefficient per model"):
+        mixed_generate([m], [1.0, -1.0], a, [[a.bos_token_id]], 3)
+
+
+def test_logit_lens_at_the_last_layer_is_the_model_output(base_ckpt: Path):
+    m = AutoModelForCausalLM.from_pretrained(base_ckpt).eval()
+    seqs, _ = _seqs(base_ckpt)
+    ids, mask = torch.tensor(seqs[:1]), torch.ones(1, len(seqs[0]), dtype=torch.long)
+    streams, logits = residual_streams(m, ids, mask)
+    assert streams.shape[0] == 4
+    assert torch.allclose(lens_logits(m, streams[-1]), logits, atol=1e-5)
+
+
+def test_first_decodable_point():
+    top = np.array([[1, 5, 5], [2, 5, 4], [3, 5, 4], [3, 5, 4]])  # [point, problem]
+    assert first_decodable(top, top[-1]).tolist() == [2, 0, 1]

@@ -1,0 +1,108 @@
+"""The whole layer-changes analysis on a zoo pair (few problems), its cache and figures, the CLI's errors, and the
+benchmark's machinery on a tiny Qwen2 pair."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from analyses.layer_changes.analysis import LayerChangesConfig, LayerChangesResult, run
+from analyses.layer_changes.bench import build_pair, injected_change, model_bytes, weight_change_subprocess
+from analyses.layer_changes.figures import figures, summary_sentences
+from interp.cli import app
+from interp.models import IncompatiblePairError
+from interp.organism.evaluate import EvalConfig
+
+torch.set_num_threads(1)
+TINY_QWEN2 = dict(vocab_size=500, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
+
+
+@pytest.fixture(scope="module")
+def small_config(tmp_path_factory: pytest.TempPathFactory) -> LayerChangesConfig:
+    return LayerChangesConfig(base="organism/base-s", tuned="organism/rl", large="organism/base-m",
+                              eval=EvalConfig(steps=(1, 4), n_per_step=6, n_boot=50), blocks=((0, 1), (3, 4), (0, 4)),
+                              cache_dir=str(tmp_path_factory.mktemp("layers-cache")))
+
+
+@pytest.fixture(scope="module")
+def result(small_config: LayerChangesConfig) -> LayerChangesResult:
+    return run(small_config, progress=False)
+
+
+def test_run_measures_every_part_with_provenance(result: LayerChangesResult, small_config: LayerChangesConfig):
+    assert set(result.checksums) == {"organism/base-s", "organism/rl", "organism/base-m"}
+    assert result.libraries["torch"] and result.config == small_config
+    assert result.points[0] == "blocks.0.hook_resid_pre" and len(result.points) == 5
+    assert result.weights is not None and len(result.weights.per_layer) == 4
+    assert set(result.representations) == {"prompt", "generation"}
+    assert set(result.lens) == {"base", "tuned"}
+    assert {(g.direction, g.block) for g in result.grafts} == {
+        (d, b) for d in ("tuned_into_base", "base_into_tuned") for b in ((0, 1), (3, 4), (0, 4), "ends")}
+    assert len(result.ablations) == 2 * 4 * 2
+    assert [e.direction for e in result.eft] == ["up"]
+    assert set(result.eft[0].references) == {"organism/base-m", "organism/rl", "organism/base-s"}
+    assert all(len(b.correct) == 12 for b in result.baselines.values())
+    assert result.kl_base is not None and result.kl_base.mean > 0
+
+
+def test_result_round_trips_and_is_cached(result: LayerChangesResult, small_config: LayerChangesConfig):
+    d = result.to_dict()
+    assert LayerChangesResult.from_dict(json.loads(json.dumps(d))).to_dict() == d
+    again = run(small_config, progress=False)
+    assert again.to_dict() == d  # read back from the cache: same numbers, same recorded time
+
+
+def test_figures_and_sentences(result: LayerChangesResult, tmp_path: Path):
+    paths = figures(result, tmp_path, png=False)
+    assert set(paths) == {f"layers_rl_{k}" for k in ("weights", "representations", "logit_lens", "grafting", "ablation", "eft")}
+    assert all(p[0].is_file() for p in paths.values())
+    text = " ".join(summary_sentences(result))
+    for needle in ("rl vs base-s, weights", "CKA", "decodable", "grafting rl's layers", "mean ablation", "Emulated fine-tuning"):
+        assert needle in text
+
+
+def test_run_refuses_incompatible_pairs_and_unknown_parts(tmp_path: Path):
+    with pytest.raises(IncompatiblePairError, match="cannot be compared as a pair"):
+        run(LayerChangesConfig(base="organism/base-s", tuned="organism/base-l", cache_dir=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match="unknown parts \\['weight'\\]"):
+        LayerChangesConfig(parts=("weight",))
+    with pytest.raises(ValueError, match="out of range"):
+        run(LayerChangesConfig(blocks=((2, 6),), parts=("grafting",), cache_dir=str(tmp_path)), progress=False)
+
+
+def test_eft_refuses_a_large_model_with_another_tokenizer(tiny_checkpoint, tmp_path: Path):
+    other = tiny_checkpoint("llama", seed=0, words=["x", "y", "zz"])
+    with pytest.raises(ValueError, match="one shared tokenizer"):
+        run(LayerChangesConfig(large=str(other), parts=("eft",), cache_dir=str(tmp_path)), progress=False)
+
+
+def test_cli_errors_are_clear():
+    runner = CliRunner()
+
+    def err(*args: str) -> str:
+        r = runner.invoke(app, ["analyze", "layers", *args, "--no-png"])
+        assert r.exit_code == 2
+        return " ".join(r.output.split())  # rich wraps long lines
+
+    out = err("organism/base-s", "organism/base-l")
+    assert "cannot be compared as a pair" in out and "d_model: base 64, tuned 128" in out
+    assert "layer block [0, 9) is out of range" in err("organism/base-s", "organism/sft", "--blocks", "0:9")
+    assert "START:END" in err("organism/base-s", "organism/sft", "--blocks", "0-2")
+
+
+def test_bench_machinery_on_a_tiny_qwen2_pair(tmp_path: Path):
+    base, tuned = build_pair(tmp_path, TINY_QWEN2, dtype=torch.float32)
+    out = weight_change_subprocess(base, tuned)
+    res = out["result"]
+    assert res["n_params"] == sum(p for p in [500 * 64 + 64 + 3 * (64 * 64 * 2 + 2 * (64 * 32 + 32) + 64 + 3 * 64 * 128 + 2 * 64)])
+    for name, measured in res["per_tensor"].items():  # the matrices: enough elements for the noise norm to be sharp
+        if name.endswith(("proj.weight")) and ".layers." in name:
+            assert measured == pytest.approx(injected_change(int(name.split(".")[2]), 3), rel=0.05), name
+    assert out["peak_rss_bytes"] >= out["rss_after_imports_bytes"] > 0
+    assert model_bytes(base) > 500 * 64 * 4
+    assert any("tied" in n for n in res["notes"])
