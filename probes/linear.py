@@ -79,19 +79,30 @@ class Probe:
             return np.array(self.classes, dtype=object)[(z[:, 0] > 0).long().numpy()]
         return np.array(self.classes, dtype=object)[z.argmax(-1).numpy()]
 
-    def save(self, path: str | Path) -> None:
-        """`path`.safetensors (weights) and `path`.json (what it reads, its metrics, provenance)."""
-        path = Path(path)
-        save_tensors(path.with_suffix(".safetensors"), {"weight": self.weight, "bias": self.bias})
-        write_json(path.with_suffix(".json"), {"kind": self.kind, "classes": list(self.classes), **self.info})
+    def save(self, path: str | Path) -> Path:
+        """`<path>.safetensors` (weights) and `<path>.json` (what it reads, its metrics, provenance);
+        returns the JSON path."""
+        stem = _stem(path)
+        save_tensors(f"{stem}.safetensors", {"weight": self.weight, "bias": self.bias})
+        write_json(f"{stem}.json", {"kind": self.kind, "classes": list(self.classes), **self.info})
+        return Path(f"{stem}.json")
 
     @classmethod
     def load(cls, path: str | Path) -> "Probe":
-        path = Path(path)
-        meta = read_json(path.with_suffix(".json"))
-        t = load_tensors(path.with_suffix(".safetensors"))
+        """Load from the stem, the .json or the .safetensors path."""
+        stem = _stem(path)
+        meta = read_json(f"{stem}.json")
+        t = load_tensors(f"{stem}.safetensors")
         kind, classes = meta.pop("kind"), tuple(meta.pop("classes"))
         return cls(t["weight"], t["bias"], kind, classes, meta)
+
+
+def _stem(path: str | Path) -> str:
+    s = str(path)
+    for suffix in (".json", ".safetensors"):
+        if s.endswith(suffix):
+            return s[: -len(suffix)]
+    return s
 
 
 def fit(x: Float[torch.Tensor, "rows ..."], y: Sequence[Any], kind: Kind | None = None, c: float = 1.0,

@@ -185,8 +185,9 @@ def rows_for(store: ActivationStore, hook: str, label: str, target: str,
 
 
 def fit_cell(store: ActivationStore, hook: str, label: str, target: str, cfg: ProbeJobConfig,
-             dataset: Any = None, probe_path: Path | None = None) -> CellResult:
-    """Fit the probe and its control for one cell and score both on held-out problems."""
+             dataset: Any = None, probe_path: Path | None = None, save_control: bool = False) -> CellResult:
+    """Fit the probe and its control for one cell and score both on held-out problems; saved at
+    `probe_path` (and the control at `<probe_path>.control`) if given."""
     x, y, groups, _ = rows_for(store, hook, label, target, cfg.where, dataset)
     if len(y) == 0:
         have = sorted({k for e in (dataset or store.dataset()) for k in e.meta})
@@ -212,12 +213,14 @@ def fit_cell(store: ActivationStore, hook: str, label: str, target: str, cfg: Pr
         values, counts = np.unique(np.array(y_tr, dtype=str), return_counts=True)
         top = values[counts.argmax()]
         majority = float(np.mean(np.array(y_te, dtype=str) == top))
+    saved = ""
     if probe_path is not None:
         probe.info["metrics"] = {"score": s.to_dict(), "control": cs.to_dict(), "selectivity": s.value - cs.value}
-        probe.save(probe_path)
+        saved = str(probe.save(probe_path))
+        if save_control:
+            ctrl.save(f"{probe_path}.control")
     return CellResult(hook, layer_of(hook), label, target, kind, int(train.sum()), int(test.sum()),
-                      len(probe.classes), s, cs, s.value - cs.value, sel_ci, majority,
-                      str(probe_path.with_suffix(".json")) if probe_path else "")
+                      len(probe.classes), s, cs, s.value - cs.value, sel_ci, majority, saved)
 
 
 def run(cfg: ProbeJobConfig, progress: Callable[[int, int, str], None] | None = None) -> SweepResult:

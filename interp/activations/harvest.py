@@ -10,6 +10,7 @@ give byte-identical files to one uninterrupted run.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,7 @@ def harvest(
         "seed": seed, "shard_of": [i_part, n_parts] if n_parts > 1 else None, "shards": {},
         "libraries": library_versions(),
     }
+    manifest = json.loads(json.dumps(manifest))  # the form it has on disk (tuples become lists)
     root = Path(out)
     if (root / "manifest.json").is_file() and not overwrite:
         old = read_json(root / "manifest.json")

@@ -104,6 +104,14 @@ def test_killed_harvest_resumes_to_byte_identical_shards(model, dataset, tmp_pat
     assert shard_bytes(tmp_path / "run") == shard_bytes(ref.root)
 
 
+def test_harvesting_a_finished_store_again_reuses_it(model, dataset, tmp_path):
+    first = harvest(model, dataset, HOOKS, Named(("answer", "step1.value")), tmp_path / "s")
+    calls = []
+    again = harvest(model, dataset, HOOKS, Named(("answer", "step1.value")), tmp_path / "s",
+                    progress=lambda d, t: calls.append(d))
+    assert calls == [] and again.manifest["shards"] == first.manifest["shards"]
+
+
 def test_parts_harvested_separately_merge_into_the_same_store(model, dataset, tmp_path):
     ref = harvest(model, dataset, HOOKS, Named(("answer",)), tmp_path / "ref", batch_size=4, shard_size=8)
     parts = [harvest(model, dataset, HOOKS, Named(("answer",)), tmp_path / f"p{i}", batch_size=4, shard_size=8,

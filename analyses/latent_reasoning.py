@@ -1,0 +1,458 @@
+"""Latent reasoning: do a base model's activations already hold the chain's intermediate values?
+
+For each model, linear probes read every value of the chain from the residual stream, per layer: at the
+answer position (the prompt's last token, before any answer token is written, so nothing of a chain of
+thought is visible) and at the separator that closes each step's clause (where the value could be
+computed as the prompt is read). Each probe has a control task; selectivity = accuracy - control.
+Probes trained on the base are applied to the post-trained models (transfer: the same directions?),
+and a probe reads "this model is about to write a chain of thought" from the answer position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+from tqdm.auto import tqdm
+
+from interp.activations import ActivationStore, Named, harvest
+from interp.generate import left_pad
+from interp.hooks import resid_post, resid_pre
+from interp.io import cache_dir, library_versions, read_json, write_json
+from interp.organism.dataset import problem_dataset
+from interp.organism.task import TaskConfig, sample_problems
+from interp.organism.tokenizer import digit_ids
+from interp.plots import color_for, save_figure, style
+from probes import CellResult, Probe, ProbeJobConfig, Score, fit_cell, rows_for, score, split_by_group
+
+ANSWER = "answer"
+WILL_COT = "will_cot"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A value of the chain read at one kind of position."""
+
+    name: str  # shown in figures
+    label: str  # position label in the store
+    target: str  # metadata key
+
+
+VARIABLES = (
+    Variable("step 1 @ answer", ANSWER, "intermediate.step1"),
+    Variable("step 2 @ answer", ANSWER, "intermediate.step2"),
+    Variable("step 3 @ answer", ANSWER, "intermediate.step3"),
+    Variable("answer @ answer", ANSWER, "answer"),
+    Variable("step 1 @ its clause", "prompt.step1.end", "value.step1"),
+    Variable("step 2 @ its clause", "prompt.step2.end", "value.step2"),
+    Variable("step 3 @ its clause", "prompt.step3.end", "value.step3"),
+)
+INTERMEDIATE_AT_ANSWER = tuple(v for v in VARIABLES if v.label == ANSWER and v.target.startswith("intermediate"))
+COT_VARIABLE = Variable("will write a CoT", ANSWER, WILL_COT)
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    models: tuple[str, ...] = ("organism/base-s", "organism/sft", "organism/rl", "organism/dpo",
+                               "organism/base-m", "organism/base-l")
+    base: str = "organism/base-s"
+    steps: tuple[int, ...] = (2, 3, 4)
+    n_per_step: int = 400
+    problem_seed: int = 2_000_003
+    probe_seed: int = 0
+    test_fraction: float = 0.3
+    c: float = 1.0
+    n_boot: int = 500
+    batch_size: int = 200
+    cache_dir: str = field(default_factory=lambda: str(cache_dir("latent_reasoning")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LatentConfig":
+        d = dict(d)
+        d["models"], d["steps"] = tuple(d["models"]), tuple(d["steps"])
+        return cls(**d)
+
+    def key(self) -> dict[str, Any]:
+        """What decides the numbers (not where they are cached)."""
+        return {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A cell that could not be fitted, and why (e.g. a model that always writes a CoT)."""
+
+    hook: str
+    variable: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelProbes:
+    name: str
+    checksum: str
+    n_layers: int
+    d_model: int
+    hooks: tuple[str, ...]
+    cot_rate: float  # share of the problems on which the greedy first token starts a chain of thought
+    cells: tuple[CellResult, ...]
+    direct_only: tuple[CellResult, ...]  # answer-position cells scored on problems it answers directly
+    skipped: tuple[Skipped, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "checksum": self.checksum, "n_layers": self.n_layers, "d_model": self.d_model,
+                "hooks": list(self.hooks), "cot_rate": self.cot_rate, "cells": [c.to_dict() for c in self.cells],
+                "direct_only": [c.to_dict() for c in self.direct_only], "skipped": [s.to_dict() for s in self.skipped]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelProbes":
+        return cls(d["name"], d["checksum"], d["n_layers"], d["d_model"], tuple(d["hooks"]), d["cot_rate"],
+                   tuple(CellResult.from_dict(c) for c in d["cells"]),
+                   tuple(CellResult.from_dict(c) for c in d["direct_only"]), tuple(Skipped(**s) for s in d["skipped"]))
+
+    def cell(self, hook: str, var: Variable, direct_only: bool = False) -> CellResult | None:
+        for c in (self.direct_only if direct_only else self.cells):
+            if (c.hook, c.label, c.target) == (hook, var.label, var.target):
+                return c
+        return None
+
+    def best(self, var: Variable) -> CellResult | None:
+        """The layer where the variable is read best (highest selectivity)."""
+        cells = [c for c in self.cells if (c.label, c.target) == (var.label, var.target)]
+        return max(cells, key=lambda c: c.selectivity) if cells else None
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A base probe applied to a post-trained model's activations, against that model's own probe."""
+
+    model: str
+    hook: str
+    label: str
+    target: str
+    own: Score
+    transfer: Score
+    control: Score
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "hook": self.hook, "label": self.label, "target": self.target,
+                "own": self.own.to_dict(), "transfer": self.transfer.to_dict(), "control": self.control.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Transfer":
+        return cls(d["model"], d["hook"], d["label"], d["target"], Score.from_dict(d["own"]),
+                   Score.from_dict(d["transfer"]), Score.from_dict(d["control"]))
+
+
+@dataclass(frozen=True)
+class LatentResult:
+    config: LatentConfig
+    models: tuple[ModelProbes, ...]
+    transfers: tuple[Transfer, ...]
+    seconds: float
+    libraries: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "models": [m.to_dict() for m in self.models],
+                "transfers": [t.to_dict() for t in self.transfers], "seconds": self.seconds,
+                "libraries": dict(self.libraries)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LatentResult":
+        return cls(LatentConfig.from_dict(d["config"]), tuple(ModelProbes.from_dict(m) for m in d["models"]),
+                   tuple(Transfer.from_dict(t) for t in d["transfers"]), d["seconds"], d["libraries"])
+
+    def get(self, name: str) -> ModelProbes:
+        for m in self.models:
+            if m.name in (name, f"organism/{name}"):
+                return m
+        raise KeyError(f"{name!r} was not probed; probed: {[m.name for m in self.models]}")
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+@torch.no_grad()
+def will_write_cot(model: Any, prompts: Sequence[Sequence[int]], batch_size: int = 200) -> list[bool]:
+    """Per prompt: is the greedy first answer token something other than a digit (a chain of thought)?"""
+    digits = set(digit_ids(model.tokenizer).tolist())
+    out: list[bool] = []
+    for i in range(0, len(prompts), batch_size):
+        ids, mask = left_pad([list(p) for p in prompts[i:i + batch_size]], model.tokenizer.pad_token_id)
+        logits = model.hf(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, -1]
+        out += [int(t) not in digits for t in logits.argmax(-1).tolist()]
+    return out
+
+
+def probe_hooks(n_layers: int) -> list[str]:
+    """The embedding (resid_pre of block 0) and every block's resid_post."""
+    return [resid_pre(0)] + [resid_post(layer) for layer in range(n_layers)]
+
+
+def layer_name(hook: str) -> str:
+    return "emb" if hook.endswith("hook_resid_pre") else f"L{hook.split('.')[1]}"
+
+
+def _job(cfg: LatentConfig, store: ActivationStore, out: Path) -> ProbeJobConfig:
+    targets = tuple(dict.fromkeys(v.target for v in (*VARIABLES, COT_VARIABLE)))
+    return ProbeJobConfig(store=str(store.root), targets=targets, out=str(out), kind="logistic",
+                          test_fraction=cfg.test_fraction, c=cfg.c, n_boot=cfg.n_boot, seed=cfg.probe_seed)
+
+
+def _direct_only(store: ActivationStore, cell: CellResult, job: ProbeJobConfig, dataset: Any) -> CellResult | None:
+    """Re-score an answer-position cell on the test problems the model answers directly."""
+    x, y, groups, ex = rows_for(store, cell.hook, cell.label, cell.target, None, dataset)
+    _, test = split_by_group(groups, job.test_fraction, job.seed)
+    direct = np.array([not dataset[int(e)].meta[WILL_COT] for e in ex])
+    keep = test & direct
+    if keep.sum() < 10:
+        return None
+    k = torch.from_numpy(keep)
+    sel = [v for v, t in zip(y, keep) if t]
+    g = [v for v, t in zip(groups, keep) if t]
+    probe = Probe.load(cell.probe_path)
+    s, boots = score(probe, x[k], sel, g, job.n_boot, job.seed, store.model_checksum)
+    cy = [v for v, t in zip(_control(y, groups, job.seed), keep) if t]
+    ctrl = Probe.load(cell.probe_path.removesuffix(".json") + ".control")
+    cs, cboots = score(ctrl, x[k], cy, g, job.n_boot, job.seed, store.model_checksum)
+    d = boots - cboots
+    return dataclasses.replace(cell, n_test=int(keep.sum()), score=s, control=cs, selectivity=s.value - cs.value,
+                               selectivity_ci=(float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))))
+
+
+def _control(y: Sequence[Any], groups: Sequence[str], seed: int) -> list[Any]:
+    from probes import control_labels
+
+    return control_labels(y, groups, seed)
+
+
+def probe_model(name: str, cfg: LatentConfig, progress: bool = True) -> tuple[ModelProbes, ActivationStore]:
+    """Harvest one model's activations (cached by checksum and dataset) and fit every cell."""
+    from interp.models import load
+
+    model = load(name)
+    problems = []
+    for k in cfg.steps:
+        problems += sample_problems(cfg.problem_seed + k, cfg.n_per_step, TaskConfig(min_steps=k, max_steps=k))
+    plain = problem_dataset(problems, model.tokenizer)
+    cot = will_write_cot(model, [e.ids for e in plain], cfg.batch_size)
+    dataset = problem_dataset(problems, model.tokenizer, extra_meta=[{WILL_COT: c} for c in cot])
+    hooks = probe_hooks(model.n_layers)
+    labels = tuple(dict.fromkeys(v.label for v in VARIABLES))
+    tag = f"{model.checksum[:16]}-{dataset.hash()[:16]}"
+    store = harvest(model, dataset, hooks, Named(labels, missing="skip"), Path(cfg.cache_dir) / "stores" / tag,
+                    batch_size=cfg.batch_size, seed=cfg.problem_seed)
+    out = Path(cfg.cache_dir) / "probes" / f"{tag}-{_digest(cfg.key())}"
+    job = _job(cfg, store, out)
+    cells, direct, skipped = [], [], []
+    todo = [(h, v) for h in hooks for v in (*VARIABLES, COT_VARIABLE)]
+    for h, v in tqdm(todo, desc=f"probing {name}", disable=not progress, leave=False):
+        try:
+            cell = _cached_cell(store, h, v, job, dataset, out)
+        except ValueError as e:
+            skipped.append(Skipped(h, v.name, str(e)))
+            continue
+        cells.append(cell)
+        if v in INTERMEDIATE_AT_ANSWER or v.target == "answer":
+            d = _direct_only(store, cell, job, dataset)
+            if d is not None:
+                direct.append(d)
+    probes = ModelProbes(name, model.checksum, model.n_layers, model.d_model, tuple(hooks), float(np.mean(cot)),
+                         tuple(cells), tuple(direct), tuple(skipped))
+    return probes, store
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _cached_cell(store: ActivationStore, hook: str, var: Variable, job: ProbeJobConfig, dataset: Any,
+                 out: Path) -> CellResult:
+    stem = out / f"{hook}__{var.label}__{var.target}"
+    done = Path(f"{stem}.cell.json")
+    if done.is_file():
+        return CellResult.from_dict(read_json(done))
+    cell = fit_cell(store, hook, var.label, var.target, job, dataset, stem, save_control=True)
+    write_json(done, cell.to_dict())
+    return cell
+
+
+def transfer(base: ModelProbes, tuned: ModelProbes, tuned_store: ActivationStore, cfg: LatentConfig) -> list[Transfer]:
+    """Base probes on the tuned model's activations at the same hook and position, on the same test problems."""
+    if base.d_model != tuned.d_model or base.hooks != tuned.hooks:
+        return []
+    dataset = tuned_store.dataset()
+    out = []
+    for cell in base.cells:
+        own = tuned.cell(cell.hook, Variable("", cell.label, cell.target))
+        if own is None or cell.target == WILL_COT:
+            continue
+        x, y, groups, _ = rows_for(tuned_store, cell.hook, cell.label, cell.target, None, dataset)
+        _, test = split_by_group(groups, cfg.test_fraction, cfg.probe_seed)
+        k = torch.from_numpy(test)
+        s, _ = score(Probe.load(cell.probe_path), x[k], [v for v, t in zip(y, test) if t],
+                     [g for g, t in zip(groups, test) if t], cfg.n_boot, cfg.probe_seed, tuned.checksum,
+                     allow_other_model=True)
+        out.append(Transfer(tuned.name, cell.hook, cell.label, cell.target, own.score, s, own.control))
+    return out
+
+
+def run(config: LatentConfig = LatentConfig(), progress: bool = True) -> LatentResult:
+    """Probe every model, then transfer the base's probes; cached by the config and model checksums."""
+    t0 = time.time()
+    results, stores = {}, {}
+    names = list(dict.fromkeys([config.base, *config.models]))
+    for name in tqdm(names, desc="latent reasoning", disable=not progress):
+        results[name], stores[name] = probe_model(name, config, progress)
+    base = results[config.base]
+    transfers = []
+    for name in names:
+        if name != config.base:
+            transfers += transfer(base, results[name], stores[name], config)
+    models = tuple(results[n] for n in names if n in config.models or n == config.base)
+    return LatentResult(config, models, tuple(transfers), round(time.time() - t0, 1), library_versions())
+
+
+def run_cached(config: LatentConfig = LatentConfig(), progress: bool = True) -> LatentResult:
+    """`run`, reusing the saved result when the config and every model's checksum are unchanged."""
+    from interp.models import load
+
+    checksums = [load(n).checksum for n in dict.fromkeys([config.base, *config.models])]
+    path = Path(config.cache_dir) / f"result-{_digest({'config': config.key(), 'models': checksums})}.json"
+    if path.is_file():
+        return LatentResult.from_dict(read_json(path))
+    result = run(config, progress)
+    write_json(path, result.to_dict())
+    return result
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+def _short(name: str) -> str:
+    return name.removeprefix("organism/")
+
+
+def figures(result: LatentResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
+    """Selectivity heatmaps (variable x layer) per model, transfer bars, and the CoT-decision curve."""
+    out_dir = Path(out_dir)
+    figs: dict[str, go.Figure] = {}
+    n = len(result.models)
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[_short(m.name) for m in result.models],
+                        horizontal_spacing=0.12, vertical_spacing=0.16)
+    for i, m in enumerate(result.models):
+        z, text = [], []
+        for v in VARIABLES:
+            row = [m.cell(h, v) for h in m.hooks]
+            z.append([c.selectivity if c else None for c in row])
+            text.append([f"acc {c.score.value:.2f}<br>ctrl {c.control.value:.2f}" if c else "" for c in row])
+        fig.add_trace(go.Heatmap(z=z, x=[layer_name(h) for h in m.hooks], y=[v.name for v in VARIABLES],
+                                 text=text, hovertemplate="%{y}, %{x}: selectivity %{z:.2f}<br>%{text}<extra></extra>",
+                                 zmin=0, zmax=1, colorscale="Viridis", showscale=i == 0,
+                                 colorbar=dict(title="selectivity")), row=i // cols + 1, col=i % cols + 1)
+    fig.update_layout(template="plotly_white", width=1100, height=330 * rows + 80,
+                      title="Which values of the chain a linear probe reads, per layer (selectivity = accuracy - control)",
+                      margin=dict(l=140, r=20, t=90, b=40))
+    fig.update_yaxes(autorange="reversed")
+    figs["latent_selectivity"] = fig
+
+    if result.transfers:
+        fig = go.Figure()
+        last = {m.name: m.hooks[-1] for m in result.models}
+        shown = [t for t in result.transfers if t.hook == last[t.model]]
+        names = [Variable("", t.label, t.target) for t in shown]
+        label_of = {(v.label, v.target): v.name for v in VARIABLES}
+        x = [[_short(t.model) for t in shown], [label_of.get((v.label, v.target), v.target) for v in names]]
+        for what, color in (("own", None), ("transfer", "#555"), ("control", "#bbb")):
+            ys = [getattr(t, what).value for t in shown]
+            cis = [getattr(t, what).ci for t in shown]
+            fig.add_trace(go.Bar(
+                x=x, y=ys, name={"own": "own probe", "transfer": "base-s probe (transfer)", "control": "control"}[what],
+                marker_color=[color_for(t.model) for t in shown] if color is None else color,
+                error_y=dict(type="data", symmetric=False, array=[c[1] - y for c, y in zip(cis, ys)],
+                             arrayminus=[y - c[0] for c, y in zip(cis, ys)])))
+        style(fig, "Do post-trained models use the base's directions? (last layer, held-out problems)", "", "accuracy")
+        fig.update_layout(barmode="group", width=1100, height=480)
+        figs["latent_transfer"] = fig
+
+    fig = go.Figure()
+    for m in result.models:
+        cells = [m.cell(h, COT_VARIABLE) for h in m.hooks]
+        if not any(cells):
+            continue
+        xs = [layer_name(h) for h, c in zip(m.hooks, cells) if c]
+        ys = [c.score.value for c in cells if c]
+        fig.add_trace(go.Scatter(x=xs, y=ys, name=f"{_short(m.name)} (CoT rate {m.cot_rate:.2f})",
+                                 mode="lines+markers", line=dict(color=color_for(m.name))))
+        fig.add_trace(go.Scatter(x=xs, y=[c.majority for c in cells if c], mode="lines", showlegend=False,
+                                 line=dict(color=color_for(m.name), dash="dot", width=1)))
+    style(fig, "Decoding 'about to write a chain of thought' at the answer position (dotted: majority)", "layer",
+          "probe accuracy (held-out)")
+    figs["latent_will_cot"] = fig
+    return {name: save_figure(f, out_dir / name, png=png) for name, f in figs.items()}
+
+
+def summary_sentences(result: LatentResult) -> list[str]:
+    """The numbers behind the figures, one sentence each."""
+    lines = []
+    fmt = lambda c: (f"{c.score.value:.2f} [{c.score.ci[0]:.2f}, {c.score.ci[1]:.2f}] vs control "  # noqa: E731
+                     f"{c.control.value:.2f} (selectivity {c.selectivity:+.2f})")
+    base = result.get(result.config.base)
+    for v in VARIABLES:
+        b = base.best(v)
+        if b is not None:
+            direct = base.cell(b.hook, v, direct_only=True)
+            extra = (f"; on the {direct.n_test} test problems it answers directly (no CoT): {direct.score.value:.2f} "
+                     f"vs control {direct.control.value:.2f}") if direct else ""
+            lines.append(f"{_short(base.name)}, {v.name}: best at {layer_name(b.hook)}, accuracy {fmt(b)}{extra}.")
+    for m in result.models:
+        if m.name == base.name:
+            continue
+        parts = []
+        for v in (*INTERMEDIATE_AT_ANSWER, VARIABLES[4]):
+            b = m.best(v)
+            if b is not None:
+                parts.append(f"{v.name} {b.score.value:.2f} (control {b.control.value:.2f}, {layer_name(b.hook)})")
+        if parts:
+            lines.append(f"{_short(m.name)} (CoT rate {m.cot_rate:.2f}), best layer per value: " + "; ".join(parts) + ".")
+    by_model: dict[str, list[Transfer]] = {}
+    for t in result.transfers:
+        by_model.setdefault(t.model, []).append(t)
+    for name, ts in by_model.items():
+        m = result.get(name)
+        last = [t for t in ts if t.hook == m.hooks[-1]]
+        own = np.mean([t.own.value for t in last])
+        tr = np.mean([t.transfer.value for t in last])
+        ctrl = np.mean([t.control.value for t in last])
+        lines.append(f"Base probes on {_short(name)}'s last layer: mean accuracy {tr:.2f} over the {len(last)} variables, "
+                     f"against {own:.2f} for {_short(name)}'s own probes and {ctrl:.2f} for the control.")
+    for m in result.models:
+        cells = [c for c in (m.cell(h, COT_VARIABLE) for h in m.hooks) if c]
+        if cells:
+            best = max(cells, key=lambda c: c.score.value - c.majority)
+            lines.append(f"{_short(m.name)}: whether it will write a CoT (rate {m.cot_rate:.2f}) is read at "
+                         f"{layer_name(best.hook)} with accuracy {best.score.value:.2f} against a majority baseline of "
+                         f"{best.majority:.2f} and a control of {best.control.value:.2f}.")
+        elif any(s.variable == COT_VARIABLE.name for s in m.skipped):
+            lines.append(f"{_short(m.name)}: its CoT decision cannot be probed, it always makes the same choice "
+                         f"(CoT rate {m.cot_rate:.2f}).")
+    return lines
+
+
+__all__ = ["LatentConfig", "LatentResult", "ModelProbes", "Transfer", "Variable", "VARIABLES", "run", "run_cached",
+           "figures", "summary_sentences", "will_write_cot", "probe_model", "transfer"]
