@@ -91,3 +91,20 @@ def layers_section(out: Path, n_per_step: int, png: bool) -> Section:
 
 
 SECTIONS = (*SECTIONS, layers_section)
+
+
+def latent_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Probes for the chain's values in each model's residual stream (2x the eval's problems per step)."""
+    import dataclasses as dc
+
+    from analyses import latent_reasoning as lr
+
+    cfg = dc.replace(lr.LatentConfig(), n_per_step=2 * n_per_step)
+    result = lr.run_cached(cfg)
+    write_json(out / "latent_reasoning.json", result.to_dict())
+    paths = lr.figures(result, out, png=png)
+    return Section("Latent reasoning: what a linear probe reads in each model", tuple(lr.summary_sentences(result)),
+                   tuple(p[0].name for p in paths.values()))
+
+
+SECTIONS = (*SECTIONS, latent_section)
