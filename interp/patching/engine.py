@@ -1,0 +1,408 @@
+"""Exact activation patching: a source (clean) run's activations into a target (corrupt) run, many cells per forward.
+
+A cell is (layer, position[, head]) at one hook kind. Every patched run is one row of a batch, and three
+facts make the batch cheap, all exact: a patch at position p cannot change positions before p (causal
+attention), so a row starts at p and reads the target's keys/values for the prefix; a patch at layer L
+cannot change layers before L, so a row joins the batch at layer L as a copy of the target's residual
+stream there (each layer's KV cache holds just its active rows); and the metric reads one position, so
+only it is unembedded. Runs on `Model.hf` with torch hooks on the modules behind the TransformerLens
+names (mapped through the Bridge's adapter), and is tested equal to TransformerLens' patching module.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+
+from interp import hooks as H
+from interp.patching.metrics import Metric, MetricFn, as_metric, check_metric
+
+HOOK_KINDS: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
+_TL_NAME: dict[str, Callable[[int], str]] = {
+    "resid_pre": H.resid_pre, "resid_mid": H.resid_mid, "resid_post": H.resid_post,
+    "attn_out": H.attn_out, "mlp_out": H.mlp_out, "z": H.attn_z,
+}
+
+
+def tl_hook_name(kind: str, layer: int) -> str:
+    """TransformerLens hook name of a hook kind at a layer (`z` -> `blocks.L.attn.hook_z`)."""
+    check_kind(kind)
+    return _TL_NAME[kind](layer)
+
+
+def check_kind(kind: str) -> None:
+    if kind not in HOOK_KINDS:
+        raise ValueError(f"unknown hook kind {kind!r}: patching supports {', '.join(HOOK_KINDS)}")
+
+
+# ------------------------------------------------------------------------------------ hook sites
+
+@dataclass(frozen=True)
+class Sites:
+    """The Hugging Face modules behind the TransformerLens hook names of one model."""
+
+    layers: tuple[torch.nn.Module, ...]
+    attn: tuple[torch.nn.Module, ...]
+    mlp: tuple[torch.nn.Module, ...]
+    ln2: tuple[torch.nn.Module | None, ...]
+    o: tuple[torch.nn.Module, ...]
+    n_heads: int
+    d_head: int
+
+
+def sites(model: Any) -> Sites:
+    """Map blocks/attn/mlp/ln2/attn.o of the Bridge's component mapping onto `model.hf`'s modules."""
+    cm = model.bridge.adapter.component_mapping
+    blocks = cm["blocks"]
+    subs = blocks.submodules
+    missing = [k for k in ("attn", "mlp") if k not in subs] + ([] if "o" in subs.get("attn").submodules else ["attn.o"])
+    if missing:
+        raise ValueError(f"{model.name}: the Bridge's block mapping has no {missing}; patching needs attn, mlp, attn.o")
+    hf = model.hf
+    n = model.n_layers
+
+    def get(path: str | None) -> torch.nn.Module | None:
+        return hf.get_submodule(path) if path else None
+
+    base = blocks.name
+    layers = tuple(hf.get_submodule(f"{base}.{i}") for i in range(n))
+    attn = tuple(hf.get_submodule(f"{base}.{i}.{subs['attn'].name}") for i in range(n))
+    mlp = tuple(hf.get_submodule(f"{base}.{i}.{subs['mlp'].name}") for i in range(n))
+    ln2 = tuple(get(f"{base}.{i}.{subs['ln2'].name}") if "ln2" in subs else None for i in range(n))
+    o = tuple(hf.get_submodule(f"{base}.{i}.{subs['attn'].name}.{subs['attn'].submodules['o'].name}") for i in range(n))
+    cfg = model.bridge.cfg
+    return Sites(layers, attn, mlp, ln2, o, int(cfg.n_heads), int(cfg.d_head))
+
+
+def _hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _with_hidden(args: tuple, kwargs: dict, h: torch.Tensor) -> tuple[tuple, dict]:
+    if args:
+        return (h, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": h}
+
+
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _replace_first(out: Any, new: torch.Tensor) -> Any:
+    return (new, *out[1:]) if isinstance(out, tuple) else new
+
+
+class _Hooks:
+    """Registered torch hooks, removed on exit even when the forward raises."""
+
+    def __init__(self) -> None:
+        self.handles: list[Any] = []
+
+    def pre(self, mod: torch.nn.Module, fn: Callable) -> None:
+        self.handles.append(mod.register_forward_pre_hook(fn, with_kwargs=True))
+
+    def post(self, mod: torch.nn.Module, fn: Callable) -> None:
+        self.handles.append(mod.register_forward_hook(fn))
+
+    def __enter__(self) -> "_Hooks":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def add_capture(hk: _Hooks, s: Sites, kind: str, layer: int, store: dict[int, torch.Tensor]) -> None:
+    """Record the activation of `kind` at `layer` (the very tensor the model uses, so grads flow through it)."""
+    if kind == "resid_pre":
+        hk.pre(s.layers[layer], lambda m, a, k: store.__setitem__(layer, _hidden_of(a, k)))
+    elif kind == "resid_post":
+        hk.post(s.layers[layer], lambda m, a, o: store.__setitem__(layer, _first(o)))
+    elif kind == "attn_out":
+        hk.post(s.attn[layer], lambda m, a, o: store.__setitem__(layer, _first(o)))
+    elif kind == "mlp_out":
+        hk.post(s.mlp[layer], lambda m, a, o: store.__setitem__(layer, _first(o)))
+    elif kind == "resid_mid":
+        if s.ln2[layer] is None:
+            raise ValueError("this architecture has no resid_mid (parallel attention and MLP)")
+        hk.pre(s.ln2[layer], lambda m, a, k: store.__setitem__(layer, _hidden_of(a, k)))
+    elif kind == "z":  # the output projection's input, [.., n_heads * d_head]: see `heads_view`
+        hk.pre(s.o[layer], lambda m, a, k: store.__setitem__(layer, _hidden_of(a, k)))
+    else:
+        check_kind(kind)
+
+
+def heads_view(x: torch.Tensor, s: Sites) -> torch.Tensor:
+    """`[.., n_heads * d_head]` -> `[.., n_heads, d_head]` (TransformerLens' hook_z layout)."""
+    return x.view(*x.shape[:-1], s.n_heads, s.d_head)
+
+
+def _forward_kwargs(model: Any) -> set[str]:
+    return set(inspect.signature(model.hf.forward).parameters)
+
+
+def capture(model: Any, ids: Int[torch.Tensor, "1 pos"], kind: str, layers: Sequence[int], use_cache: bool = False,
+            grad: bool = False) -> tuple[Float[torch.Tensor, "1 pos vocab"], dict[int, torch.Tensor], Any]:
+    """One forward of `ids` on `model.hf`: logits, the `kind` activations at `layers`, and the KV cache if asked."""
+    s = sites(model)
+    store: dict[int, torch.Tensor] = {}
+    with _Hooks() as hk, torch.set_grad_enabled(grad):
+        for layer in layers:
+            add_capture(hk, s, kind, layer, store)
+        out = model.hf(input_ids=ids, use_cache=use_cache)
+    if kind == "z" and not grad:
+        store = {k: heads_view(v, s) for k, v in store.items()}
+    return out.logits, store, (out.past_key_values if hasattr(out, "past_key_values") else out.get("cache"))
+
+
+# ------------------------------------------------------------------------------------ the engine
+
+@dataclass(frozen=True)
+class Cell:
+    """One patched run: the target `pos` at `layer` (and `head` for z) gets the source's value at `src_pos`."""
+
+    layer: int
+    pos: int
+    src_pos: int
+    head: int | None = None
+
+
+def _set_rows(act: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, heads: torch.Tensor | None,
+              vals: torch.Tensor) -> None:
+    if heads is None:
+        act[rows, pos] = vals.to(act.dtype)
+    else:
+        act[rows, pos, heads] = vals.to(act.dtype)
+
+
+def _run_group(model: Any, s: Sites, kind: str, target: torch.Tensor, target_cache: Any, src: dict[int, torch.Tensor],
+               cells: list[Cell], start: int, metric: Metric, kw: set[str]) -> torch.Tensor:
+    """Metric of every cell's patched run, all in one forward of the target suffix `target[start:]`."""
+    n_layers = len(s.layers)
+    cells = sorted(cells, key=lambda c: c.layer)
+    by_layer: dict[int, list[int]] = {}
+    for i, c in enumerate(cells):
+        by_layer.setdefault(c.layer, []).append(i)
+    active, count = [], 1  # row 0 carries the unpatched target run
+    for layer in range(n_layers):
+        count += len(by_layer.get(layer, []))
+        active.append(count)
+    cache = None
+    if start > 0:
+        cache = copy.copy(target_cache)
+        cache.layers = [copy.copy(lay) for lay in target_cache.layers]
+        for layer, lay in enumerate(cache.layers):
+            b = active[layer]
+            lay.keys = lay.keys[..., :start, :].expand(b, -1, -1, -1)
+            lay.values = lay.values[..., :start, :].expand(b, -1, -1, -1)
+    resid_in: dict[int, torch.Tensor] = {}
+
+    def index(layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        idx = by_layer[layer]
+        first = active[layer] - len(idx)
+        rows = torch.arange(first, first + len(idx))
+        pos = torch.tensor([cells[i].pos - start for i in idx])
+        sp = torch.tensor([cells[i].src_pos for i in idx])
+        if kind == "z":
+            heads = torch.tensor([cells[i].head for i in idx])
+            vals = src[layer][0, sp, heads]
+        else:
+            heads, vals = None, src[layer][0, sp]
+        return rows, pos, heads, vals
+
+    with _Hooks() as hk:
+        for layer in by_layer:
+            rows, pos, heads, vals = index(layer)
+
+            def grow(m: Any, a: tuple, k: dict, layer: int = layer, rows: torch.Tensor = rows, pos: torch.Tensor = pos,
+                     vals: torch.Tensor = vals) -> tuple[tuple, dict]:
+                h = _hidden_of(a, k)
+                h = torch.cat([h, h[:1].expand(len(rows), *h.shape[1:])], 0)
+                if kind == "resid_pre":
+                    _set_rows(h, rows, pos, None, vals)
+                resid_in[layer] = h
+                return _with_hidden(a, k, h)
+
+            hk.pre(s.layers[layer], grow)
+            if kind in ("resid_post", "attn_out", "mlp_out", "resid_mid"):
+                mod = {"resid_post": s.layers, "attn_out": s.attn, "mlp_out": s.mlp, "resid_mid": s.attn}[kind][layer]
+
+                def post(m: Any, a: tuple, o: Any, layer: int = layer, rows: torch.Tensor = rows, pos: torch.Tensor = pos,
+                         vals: torch.Tensor = vals) -> Any:
+                    x = _first(o).clone()
+                    if kind == "resid_mid":  # resid_mid = resid_pre + attn_out: set attn_out so the sum is the source's
+                        vals = vals - resid_in[layer][rows, pos]
+                    _set_rows(x, rows, pos, None, vals)
+                    return _replace_first(o, x)
+
+                hk.post(mod, post)
+            elif kind == "z":
+                def zpre(m: Any, a: tuple, k: dict, rows: torch.Tensor = rows, pos: torch.Tensor = pos,
+                         heads: torch.Tensor | None = heads, vals: torch.Tensor = vals) -> tuple[tuple, dict]:
+                    x = _hidden_of(a, k).clone()
+                    _set_rows(x.view(*x.shape[:-1], s.n_heads, s.d_head), rows, pos, heads, vals)
+                    return _with_hidden(a, k, x)
+
+                hk.pre(s.o[layer], zpre)
+        ids = target[:, start:]
+        fwd: dict[str, Any] = {"input_ids": ids}
+        if "position_ids" in kw:
+            fwd["position_ids"] = torch.arange(start, target.shape[1], device=ids.device)[None]
+        if "logits_to_keep" in kw:
+            fwd["logits_to_keep"] = 1
+        if cache is not None:
+            fwd["cache" if "cache" in kw else "past_key_values"] = cache
+            fwd["use_cache"] = True
+        logits = model.hf(**fwd).logits[:, -1]
+    if logits.shape[0] != active[-1]:
+        raise RuntimeError(f"{model.name}: expected {active[-1]} patched rows, the forward returned {logits.shape[0]}")
+    values = metric(logits[1:])
+    out = torch.empty(len(cells))
+    out[:] = values.detach().float().cpu()
+    return out, cells  # type: ignore[return-value]
+
+
+def plan_groups(positions: Sequence[int], n_rows_at: dict[int, float], n: int, n_layers: int,
+                overhead_tokens: float) -> list[list[int]]:
+    """Split sorted cell positions into runs that start at their first position, minimising estimated work.
+
+    A run starting at s costs `overhead_tokens` full-depth tokens plus, for every row, its layers x (n - s)
+    tokens; `n_rows_at[p]` is the summed depth fraction of the rows at position p. Dynamic programming."""
+    ps = sorted(set(positions))
+    best = [0.0] * (len(ps) + 1)
+    cut = [0] * (len(ps) + 1)
+    for j in range(1, len(ps) + 1):
+        best[j] = float("inf")
+        rows = 0.0
+        for i in range(j, 0, -1):
+            rows += n_rows_at[ps[i - 1]]
+            c = best[i - 1] + (overhead_tokens + (rows + 1.0) * (n - ps[i - 1])) * n_layers
+            if c < best[j]:
+                best[j], cut[j] = c, i - 1
+    groups, j = [], len(ps)
+    while j > 0:
+        groups.append(ps[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
+def as_ids(model: Any, x: str | torch.Tensor | Sequence[int]) -> Int[torch.Tensor, "1 pos"]:
+    """Token ids `[1, pos]` from text (model's tokenizer, with BOS), a 1-D/2-D tensor or a list of ids."""
+    if isinstance(x, str):
+        return model.to_tokens(x)
+    t = torch.as_tensor(x, dtype=torch.long)
+    if t.ndim == 1:
+        t = t[None]
+    if t.ndim != 2 or t.shape[0] != 1:
+        raise ValueError(f"patching takes one prompt per side: ids of shape [1, pos], got {list(t.shape)}")
+    return t.to(model.device)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A validated grid: hook kind, layers, target positions with their aligned source positions, heads."""
+
+    kind: str
+    layers: tuple[int, ...]
+    positions: tuple[int, ...]
+    src_positions: tuple[int, ...]
+    heads: tuple[int, ...] | None
+    readout: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.layers), len(self.positions)) + ((len(self.heads),) if self.heads is not None else ())
+
+    def cells(self) -> list[tuple[tuple[int, ...], Cell]]:
+        out = []
+        for i, layer in enumerate(self.layers):
+            for j, (p, sp) in enumerate(zip(self.positions, self.src_positions)):
+                if self.heads is None:
+                    out.append(((i, j), Cell(layer, p, sp)))
+                else:
+                    out += [((i, j, k), Cell(layer, p, sp, h)) for k, h in enumerate(self.heads)]
+        return out
+
+
+def make_grid(model: Any, source: torch.Tensor, target: torch.Tensor, kind: str, layers: Sequence[int] | None,
+              positions: Sequence[int] | None, heads: Sequence[int] | None, align: Sequence[int] | None,
+              readout: int | None) -> Grid:
+    """Check hooks, positions, heads and source/target alignment; every error says what is valid."""
+    check_kind(kind)
+    layers = tuple(range(model.n_layers)) if layers is None else tuple(int(x) for x in layers)
+    if not layers:
+        raise ValueError("no layers to patch")
+    model.check_hooks([tl_hook_name(kind, layer) for layer in layers])
+    n, n_src = target.shape[1], source.shape[1]
+    positions = tuple(range(n)) if positions is None else tuple(int(p) for p in positions)
+    if not positions:
+        raise ValueError("no positions to patch")
+    bad = [p for p in positions if not 0 <= p < n]
+    if bad:
+        raise ValueError(f"positions {bad} are outside the target sequence of {n} tokens (valid: 0..{n - 1}; "
+                         f"negative indices are not accepted, count from 0)")
+    if align is None:
+        if n_src != n:
+            raise ValueError(f"source has {n_src} tokens and target {n}: patched positions must align. Pass "
+                             f"prompts of equal length, or align=[source position for each target position]")
+        src_positions = positions
+    else:
+        src_positions = tuple(int(p) for p in align)
+        if len(src_positions) != len(positions):
+            raise ValueError(f"align has {len(src_positions)} entries but there are {len(positions)} target positions")
+        bad = [p for p in src_positions if not 0 <= p < n_src]
+        if bad:
+            raise ValueError(f"align positions {bad} are outside the source sequence of {n_src} tokens")
+    if kind == "z":
+        heads = tuple(range(model.n_heads)) if heads is None else tuple(int(h) for h in heads)
+        bad = [h for h in heads if not 0 <= h < model.n_heads]
+        if bad:
+            raise ValueError(f"heads {bad} do not exist: this model has heads 0..{model.n_heads - 1}")
+    elif heads is not None:
+        raise ValueError(f"heads only apply to per-head hooks (z), not {kind!r}")
+    readout = n - 1 if readout is None else int(readout)
+    if not 0 <= readout < n:
+        raise ValueError(f"readout position {readout} is outside the target sequence of {n} tokens")
+    return Grid(kind, layers, positions, src_positions, tuple(heads) if heads is not None else None, readout)
+
+
+@torch.no_grad()
+def exact_values(model: Any, source: torch.Tensor, target: torch.Tensor, grid: Grid, metric: Metric,
+                 max_batch: int = 512, overhead_tokens: float = 48.0) -> tuple[torch.Tensor, float, float]:
+    """Metric of every cell's patched run `[grid.shape]`, and the source's and target's own metric values."""
+    n_run = grid.readout + 1
+    src_logits, src, _ = capture(model, source, grid.kind, grid.layers)
+    # the source's own metric at the readout (at its last token when an alignment maps unequal lengths)
+    src_readout = grid.readout if source.shape[1] == target.shape[1] else source.shape[1] - 1
+    clean = float(check_metric(metric, src_logits[:, src_readout])[0])
+    tgt = target[:, :n_run]
+    tgt_logits, _, cache = capture(model, tgt, grid.kind, (), use_cache=True)
+    corrupt = float(check_metric(metric, tgt_logits[:, -1])[0])
+    values = torch.full(grid.shape, corrupt)
+    todo = [(ix, c) for ix, c in grid.cells() if c.pos <= grid.readout]  # later positions cannot reach the readout
+    if not todo:
+        return values, clean, corrupt
+    s = sites(model)
+    kw = _forward_kwargs(model)
+    depth: dict[int, float] = {}
+    for _, c in todo:
+        depth[c.pos] = depth.get(c.pos, 0.0) + (model.n_layers - c.layer) / model.n_layers
+    where = {(c.layer, c.pos, c.head): ix for ix, c in todo}
+    for group in plan_groups([c.pos for _, c in todo], depth, n_run, model.n_layers, overhead_tokens):
+        gset = set(group)
+        cells = [c for _, c in todo if c.pos in gset]
+        for k in range(0, len(cells), max_batch):
+            vals, ordered = _run_group(model, s, grid.kind, tgt, cache, src, cells[k:k + max_batch], group[0], metric, kw)
+            for v, c in zip(vals.tolist(), ordered):
+                values[where[(c.layer, c.pos, c.head)]] = v
+    return values, clean, corrupt
+
+
+__all__ = ["HOOK_KINDS", "Cell", "Grid", "Sites", "sites", "capture", "make_grid", "exact_values", "plan_groups",
+           "tl_hook_name", "as_ids", "check_kind", "MetricFn", "as_metric"]
