@@ -117,7 +117,10 @@ def attribution_agreement(exact: PatchResult, attribution: PatchResult) -> dict[
     k = max(1, len(x) // 10)
     top = len(set(np.argsort(-np.abs(x))[:k]) & set(np.argsort(-np.abs(y))[:k])) / k
     pearson = float(np.corrcoef(x, y)[0, 1]) if np.ptp(x) > 0 and np.ptp(y) > 0 else float("nan")
-    return {"spearman": spearman(x, y), "pearson": pearson, "top10_overlap": top, "n_cells": float(len(x))}
+    moved = (x != 0) | (y != 0)  # cells where source and target differ (elsewhere both are exactly 0)
+    return {"spearman": spearman(x, y), "spearman_changed_cells": spearman(x[moved], y[moved]) if moved.sum() > 2
+            else float("nan"), "pearson": pearson, "top10_overlap": top, "n_cells": float(len(x)),
+            "n_changed_cells": float(moved.sum())}
 
 
 @torch.no_grad()
