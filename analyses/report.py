@@ -108,3 +108,14 @@ def latent_section(out: Path, n_per_step: int, png: bool) -> Section:
 
 
 SECTIONS = (*SECTIONS, latent_section)
+
+
+def faithfulness_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Is each post-trained model's CoT more or less causally used than base-s's (analyses.faithfulness)?"""
+    from analyses.faithfulness.figures import section_parts
+
+    title, sentences, figures, table = section_parts(out, min(n_per_step, 100), png)
+    return Section(title, sentences, figures, table)
+
+
+SECTIONS = (*SECTIONS, faithfulness_section)

@@ -1,0 +1,1 @@
+"""Chain-of-thought faithfulness: text interventions (Lanham et al.) and step-level activation patching."""

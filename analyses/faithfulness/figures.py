@@ -1,0 +1,207 @@
+"""Figures, sentences and table of the faithfulness analysis (each post-trained model against base-s)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from analyses.faithfulness.analysis import FaithfulnessResult, ModelFaithfulness, Score
+from interp.plots import color_for, save_figure, style
+
+BASE = "organism/base-s"
+PANELS = (("aoc", "early answering: AOC"), ("mistake_follows", "mistake: answer follows it"),
+          ("paraphrase_changed", "paraphrase: answer changes"), ("filler_changed", "filler: answer changes"))
+
+
+def short(name: str) -> str:
+    return name.removeprefix("organism/")
+
+
+def _label(m: ModelFaithfulness) -> str:
+    return short(m.name) + (" (forced CoT)" if m.forced_cot else "")
+
+
+def _err(scores: list[Score]) -> dict:
+    return dict(type="data", symmetric=False, array=[max(0.0, s.ci[1] - s.value) for s in scores],
+                arrayminus=[max(0.0, s.value - s.ci[0]) for s in scores])
+
+
+def figures(result: FaithfulnessResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
+    """Scores by number of steps (four tests), the early-answering curve, and step x layer patching heatmaps."""
+    out_dir = Path(out_dir)
+    figs: dict[str, go.Figure] = {}
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t in PANELS])
+    for i, (key, _) in enumerate(PANELS):
+        for m in result.models:
+            steps = sorted(m.by_steps)
+            sc = [getattr(m.by_steps[k], key) for k in steps]
+            fig.add_trace(go.Scatter(x=steps, y=[s.value for s in sc], error_y=_err(sc), mode="lines+markers",
+                                     name=_label(m), legendgroup=m.name, showlegend=i == 0,
+                                     line=dict(color=color_for(m.name))), row=i // 2 + 1, col=i % 2 + 1)
+    style(fig, "Text interventions on self-generated CoTs (raw rates, 95% bootstrap CIs)", "", "")
+    fig.update_layout(height=640, width=900)
+    fig.update_xaxes(dtick=1, title_text="number of steps")
+    fig.update_yaxes(range=[-0.03, 1.03])
+    figs["faithfulness_scores"] = fig
+
+    k_max = max(result.config.steps)
+    fig = go.Figure()
+    for m in result.models:
+        s = m.by_steps[k_max]
+        xs = [k / k_max for k in range(k_max + 1)]
+        fig.add_trace(go.Scatter(x=xs, y=[x.value for x in s.same_by_k], error_y=_err(list(s.same_by_k)),
+                                 mode="lines+markers", name=_label(m), line=dict(color=color_for(m.name))))
+    style(fig, f"Early answering on {k_max}-step problems: answer after k of {k_max} steps = full-CoT answer",
+          "fraction of the CoT kept (k / K)", "same answer as with the full CoT")
+    fig.update_yaxes(range=[-0.03, 1.03])
+    figs["faithfulness_early_answering"] = fig
+
+    fig = make_subplots(rows=1, cols=len(result.models), subplot_titles=[_label(m) for m in result.models],
+                        shared_yaxes=True)
+    lim = max((abs(v) for m in result.models for row in m.patching[k_max].effect for v in row if np.isfinite(v)),
+              default=1.0)
+    for i, m in enumerate(result.models):
+        p = m.patching[k_max]
+        fig.add_trace(go.Heatmap(z=[list(r) for r in p.effect], x=[f"L{layer}" for layer in p.layers],
+                                 y=[f"step {j + 1}" for j in range(p.n_steps)], zmid=0, zmin=-lim, zmax=lim,
+                                 colorscale="RdBu", showscale=i == 0, colorbar=dict(title="logit diff")),
+                      row=1, col=i + 1)
+    style(fig, f"Step-level patching ({k_max}-step CoTs): resid_pre of one step's value token from a run where "
+               f"that value differs", "layer", "")
+    fig.update_layout(width=260 * len(result.models) + 120, height=380, title_font_size=13)
+    figs["faithfulness_step_patching"] = fig
+    return {name: save_figure(f, out_dir / name, png=png) for name, f in figs.items()}
+
+
+def _pct(s: Score) -> str:
+    return s.fmt(pct=True)
+
+
+def _hard(m: ModelFaithfulness, key: str, steps: tuple[int, ...]) -> tuple[float, float, float]:
+    """Mean over step counts of a score and of its interval ends."""
+    sc = [getattr(m.by_steps[k], key) for k in steps if k in m.by_steps]
+    return (float(np.mean([s.value for s in sc])), float(np.mean([s.ci[0] for s in sc])),
+            float(np.mean([s.ci[1] for s in sc])))
+
+
+def compare(t: ModelFaithfulness, b: ModelFaithfulness, key: str) -> list[tuple[int, str]]:
+    """Per step count: 'more' / 'less' when the 95% intervals do not overlap, else 'same'."""
+    out = []
+    for k in sorted(t.by_steps):
+        x, y = getattr(t.by_steps[k], key), getattr(b.by_steps[k], key)
+        if np.isnan(x.value) or np.isnan(y.value):
+            continue
+        out.append((k, "more" if x.ci[0] > y.ci[1] else "less" if x.ci[1] < y.ci[0] else "same"))
+    return out
+
+
+def summary_sentences(result: FaithfulnessResult) -> list[str]:
+    """One paragraph per post-trained model against base-s, plus the step-patching finding; numbers in text."""
+    cfg = result.config
+    lines = [f"Tests on each model's own greedy CoTs ({cfg.n_per_step} problems per step count; base-s forced to "
+             f"start a CoT, the post-trained models free, problems they answered directly or unparseably are "
+             f"counted, not tested). Raw rates with 95% bootstrap intervals; 'normalised' divides a change rate by "
+             f"the largest one the accuracies with and without the intervention allow (Bentham et al.'s concern): "
+             f"when a model's CoT answers are all correct, 'changed' and 'wrong after the intervention' coincide and "
+             f"the normalised score is 100% by construction, so the raw rates and the mistake-following rates carry "
+             f"the comparison."]
+    try:
+        base = result.get(BASE)
+    except KeyError:
+        base = None
+    for m in result.models:
+        if m.name == BASE:
+            continue
+        ref = base
+        parts = []
+        for k in sorted(m.by_steps):
+            s = m.by_steps[k]
+            b = ref.by_steps.get(k) if ref else None
+            c = s.counts
+            parts.append(
+                f"{k} step{'s' if k > 1 else ''} ({c['cot']} CoTs, {c['direct']} direct, {c['invalid']} invalid): "
+                f"AOC {s.aoc.fmt(False)}" + (f" vs base-s {b.aoc.fmt(False)}" if b else "")
+                + f"; a mistake in the last step is followed {_pct(s.mistake_follows_last)}"
+                + (f" (base-s {_pct(b.mistake_follows_last)})" if b else "")
+                + f", one in an earlier step {_pct(s.mistake_follows_earlier)}"
+                + (f" (base-s {_pct(b.mistake_follows_earlier)})" if b else "")
+                + f"; filler changes the answer {_pct(s.filler_changed)}" + (f" (base-s {_pct(b.filler_changed)})" if b else "")
+                + f"; paraphrase {_pct(s.paraphrase_changed)}")
+        verdict = ""
+        if ref is not None:
+            keys = ("aoc", "mistake_follows_last", "mistake_follows_earlier", "filler_changed")
+            cmps = {key: compare(m, ref, key) for key in keys}
+            more = sorted({k for c in cmps.values() for k, v in c if v == "more"})
+            less = sorted({k for c in cmps.values() for k, v in c if v == "less"})
+            which = "; ".join(f"{key} {v} on {k} steps" for key, c in cmps.items() for k, v in c if v != "same")
+            if not more and not less:
+                verdict = (f" Verdict: {short(m.name)}'s CoT is used about as causally as base-s's on every problem "
+                           f"size: the 95% intervals of AOC, mistake-following (last and earlier step) and filler "
+                           f"change overlap at every step count.")
+            else:
+                verdict = (f" Verdict: {short(m.name)}'s CoT is more causally used than base-s's on "
+                           f"{', '.join(map(str, more)) or 'no'}-step problems and less on "
+                           f"{', '.join(map(str, less)) or 'no'}-step problems (non-overlapping 95% intervals: "
+                           f"{which}); elsewhere the intervals overlap.")
+        lines.append(f"{short(m.name)} against base-s: " + "; ".join(parts) + "." + verdict)
+    k_max = max(cfg.steps)
+    pat = []
+    for m in result.models:
+        p = m.patching[k_max]
+        if p.n == 0:
+            continue
+        last, earlier = p.total[-1], p.total[:-1]
+        early_mean = float(np.mean([t.value for t in earlier])) if earlier else float("nan")
+        l1 = p.effect[-1][1] if len(p.layers) > 1 else float("nan")
+        pat.append(f"{short(m.name)}: changing the last written value moves the final answer's logit difference by "
+                   f"{last.fmt(False)}, an earlier written value by {early_mean:.2f} on average; patching only the "
+                   f"last value token's resid_pre carries {p.effect[-1][0]:.2f} at layer 0 and {l1:.2f} at layer 1 "
+                   f"(n={p.n})")
+    if pat:
+        lines.append(f"Step-level patching on {k_max}-step CoTs (does the answer read the written value?): "
+                     + "; ".join(pat) + ". So the final answer reads the last written value (it is moved out of its "
+                     "token position by layer 0's attention: patching it at layer 1 or later does nothing), and an earlier "
+                     "written value matters only through the later steps the model writes, which the mistake test shows "
+                     "it computes correctly even after a wrong earlier value.")
+    return lines
+
+
+def table_html(result: FaithfulnessResult) -> str:
+    head = ("<tr><th>model</th><th>steps</th><th>CoTs / direct / invalid</th><th>CoT acc</th><th>AOC [95% CI]</th>"
+            "<th>AOC norm.</th><th>mistake followed (last / earlier)</th><th>filler changes</th>"
+            "<th>filler norm.</th><th>paraphrase changes</th></tr>")
+    rows = []
+    for m in result.models:
+        for k, s in sorted(m.by_steps.items()):
+            c = s.counts
+            rows.append(
+                f"<tr><td>{html.escape(_label(m))}</td><td>{k}</td><td>{c['cot']} / {c['direct']} / {c['invalid']}</td>"
+                f"<td>{_pct(s.cot_accuracy)}</td><td>{s.aoc.fmt(False)}</td><td>{s.aoc_normalised.fmt(False)}</td>"
+                f"<td>{_pct(s.mistake_follows_last)} / {_pct(s.mistake_follows_earlier)}</td>"
+                f"<td>{_pct(s.filler_changed)}</td><td>{_pct(s.filler_normalised)}</td>"
+                f"<td>{_pct(s.paraphrase_changed)}</td></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+
+
+def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """Run (or read from the cache) the analysis on the zoo and return title, sentences, figures and table."""
+    import dataclasses
+
+    from analyses.faithfulness.analysis import FaithfulnessConfig, run
+    from interp.io import write_json
+
+    cfg = dataclasses.replace(FaithfulnessConfig(), n_per_step=n_per_step)
+    result = run(cfg)
+    write_json(Path(out) / "faithfulness.json", result.to_dict())
+    paths = figures(result, out, png=png)
+    return ("Is the chain of thought causally used? Text interventions and step-level patching",
+            tuple(summary_sentences(result)), tuple(p[0].name for p in paths.values()), table_html(result))
+
+
+__all__ = ["figures", "summary_sentences", "table_html", "compare", "section_parts"]

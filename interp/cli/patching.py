@@ -1,0 +1,162 @@
+"""`interp patch` (activation patching of one prompt pair), `interp analyze faithfulness` and `interp bench patch`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from interp.cli.common import analyze_app, app, bench_app, console, fail, parse_steps
+
+
+def _ints(text: str, what: str) -> Optional[list[int]]:
+    if not text.strip():
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--{what} takes comma-separated integers like 0,1,2; got {text!r}") from None
+
+
+@app.command("patch")
+def patch_cmd(
+    model: Annotated[str, typer.Argument(help="organism name, local HF folder or cached hub id")],
+    clean: Annotated[str, typer.Option(help="source (clean) prompt")],
+    corrupt: Annotated[str, typer.Option(help="target (corrupt) prompt")],
+    answer: Annotated[str, typer.Option(help="the clean answer token")],
+    wrong: Annotated[str, typer.Option(help="the corrupt answer token (logit_diff) ")] = "",
+    metric: Annotated[str, typer.Option(help="logit_diff | prob | kl")] = "logit_diff",
+    hook: Annotated[str, typer.Option(help="resid_pre|resid_mid|resid_post|attn_out|mlp_out|z")] = "resid_pre",
+    layers: Annotated[str, typer.Option(help="comma-separated layers (default all)")] = "",
+    positions: Annotated[str, typer.Option(help="comma-separated target positions (default all)")] = "",
+    heads: Annotated[str, typer.Option(help="comma-separated heads, for z (default all)")] = "",
+    align: Annotated[str, typer.Option(help="source position of each target position (prompts of unequal length)")] = "",
+    attribution: Annotated[bool, typer.Option("--attribution", help="also run attribution patching and compare")] = False,
+    out: Annotated[Path, typer.Option(help="folder for the result (safetensors) and the heatmap")] = Path("figures/patch"),
+    png: Annotated[bool, typer.Option(help="also write a PNG (needs a Chrome)")] = True,
+) -> None:
+    """Exact activation patching of every (layer, position[, head]) cell from CLEAN into CORRUPT."""
+    import torch
+
+    from interp.models import load
+    from interp.patching import answer_prob, attribution_agreement, attribution_patch, exact_patch, kl_div, logit_diff
+
+    torch.set_num_threads(1)
+    try:
+        m = load(model)
+        tok = m.tokenizer
+
+        def tid(t: str) -> int:
+            i = tok.convert_tokens_to_ids(t)
+            if i is None or i == tok.unk_token_id:
+                raise ValueError(f"{t!r} is not a token of {model}")
+            return int(i)
+
+        if metric == "logit_diff":
+            if not wrong:
+                raise ValueError("--metric logit_diff needs --wrong (the corrupt answer token)")
+            met = logit_diff(tid(answer), tid(wrong))
+        elif metric == "prob":
+            met = answer_prob(tid(answer))
+        elif metric == "kl":
+            met = kl_div(m.hf(m.to_tokens(clean)).logits[0, -1])
+        else:
+            raise ValueError(f"unknown metric {metric!r}: logit_diff, prob or kl")
+        kw = dict(hook=hook, layers=_ints(layers, "layers"), positions=_ints(positions, "positions"),
+                  heads=_ints(heads, "heads"), align=_ints(align, "align"))
+        res = exact_patch(m, clean, corrupt, met, **kw)  # type: ignore[arg-type]
+        attr = attribution_patch(m, clean, corrupt, met, **kw) if attribution else None  # type: ignore[arg-type]
+    except (ValueError, FileNotFoundError, OSError) as e:
+        fail(e)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"patch_{hook}"
+    res.save(stem)
+    res.save_figure(stem, png=png)
+    table = Table(title=f"{model}: {hook}, {met.name}; clean {res.clean:.3f}, corrupt {res.corrupt:.3f} "
+                        f"({res.values.numel()} cells in {res.seconds:.2f} s)")
+    for col in ("layer", "pos", "token", *(["head"] if res.heads is not None else []), "effect", "normalised"):
+        table.add_column(col, justify="right")
+    eff = res.effects
+    gap = res.clean - res.corrupt
+    for flat in eff.abs().flatten().argsort(descending=True)[:12].tolist():
+        idx = list(divmod(flat, eff.shape[-1])) if eff.ndim == 2 else \
+            [flat // (eff.shape[1] * eff.shape[2]), (flat // eff.shape[2]) % eff.shape[1], flat % eff.shape[2]]
+        v = float(eff[tuple(idx)])
+        row = [str(res.layers[idx[0]]), str(res.positions[idx[1]]), res.position_labels[idx[1]]]
+        if res.heads is not None:
+            row.append(str(res.heads[idx[2]]))
+        table.add_row(*row, f"{v:+.3f}", f"{v / gap:+.2f}" if abs(gap) > 1e-9 else "n/a")
+    Console().print(table)
+    if attr is not None:
+        attr.save(out / f"attribution_{hook}")
+        console.print(f"attribution vs exact: {json.dumps(attribution_agreement(res, attr))}")
+    console.print(f"result: {stem}.safetensors, figure: {stem}.html")
+
+
+@analyze_app.command("faithfulness")
+def faithfulness_cmd(
+    models: Annotated[str, typer.Option(help="comma-separated models")] = "organism/base-s,organism/sft,organism/rl,organism/dpo",
+    forced_cot: Annotated[str, typer.Option(help="models forced to start a CoT")] = "organism/base-s",
+    steps: Annotated[str, typer.Option(help="comma-separated step counts")] = "1,2,3,4",
+    n: Annotated[int, typer.Option(help="problems per step count")] = 100,
+    n_patch: Annotated[int, typer.Option(help="CoTs per step count for step-level patching")] = 16,
+    out: Annotated[Path, typer.Option(help="folder for the result JSON and figures")] = Path("figures/faithfulness"),
+    png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary sentences as one JSON object")] = False,
+) -> None:
+    """Early answering, mistakes, paraphrase, filler and step-level patching on each model's own CoTs."""
+    import torch
+
+    from analyses.faithfulness.analysis import FaithfulnessConfig, run
+    from analyses.faithfulness.figures import figures, summary_sentences
+    from interp.io import write_json
+
+    torch.set_num_threads(1)
+    try:
+        cfg = FaithfulnessConfig(models=tuple(x.strip() for x in models.split(",") if x.strip()),
+                                 forced_cot=tuple(x.strip() for x in forced_cot.split(",") if x.strip()),
+                                 steps=parse_steps(steps), n_per_step=n, n_patch=n_patch)
+        result = run(cfg)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        fail(e)
+    write_json(out / "faithfulness.json", result.to_dict())
+    paths = figures(result, out, png=png)
+    sentences = summary_sentences(result)
+    if as_json:
+        print(json.dumps({"result": str(out / "faithfulness.json"), "sentences": sentences}))
+        return
+    for s in sentences:
+        console.print(s + "\n")
+    console.print(f"figures: {', '.join(str(p[0]) for p in paths.values())}")
+
+
+@bench_app.command("patch")
+def bench_patch(
+    zoo_model: Annotated[str, typer.Option(help="zoo model to benchmark")] = "organism/base-l",
+    n_steps: Annotated[int, typer.Option(help="steps of the benchmark problem")] = 3,
+) -> None:
+    """Full resid_pre grid of one prompt: our batched engine vs TransformerLens' patching module (speed-up, max abs
+    diff) on a zoo model and a random GPT-2-small; attribution patching's Spearman with exact. Last line: JSON."""
+    import torch
+
+    from interp.patching.bench import run_bench, summary
+
+    torch.set_num_threads(1)
+    try:
+        rows = run_bench(zoo_model, n_steps)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        fail(e)
+    table = Table(title="interp bench patch: full resid_pre grid, one prompt (1 thread)")
+    for col in ("model", "params", "layers x positions", "TransformerLens s", "ours s", "speed-up", "max |diff|",
+                "attribution s", "Spearman (all / changed cells)"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["model"], f"{r['n_params']:,}", f"{r['n_layers']} x {r['n_positions']}", f"{r['tl_seconds']:.2f}",
+                      f"{r['ours_seconds']:.3f}", f"{r['speedup']:.1f}x", f"{r['max_abs_diff']:.1e}",
+                      f"{r['attribution_seconds']:.3f}", f"{r['spearman']:.3f} / {r['spearman_changed_cells']:.3f}")
+    Console().print(table)
+    print(json.dumps(summary(rows)))
