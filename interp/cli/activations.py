@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from interp.cli.common import analyze_app, app, bench_app, console, fail, parse_steps
+from interp.cli.common import analyze_app, app, bench_app, console, fail, parse_steps, table_console
 
 store_app = typer.Typer(help="Activation stores: merge harvested parts, describe a store.", no_args_is_help=True)
 probe_app = typer.Typer(help="Linear probes on stored activations: train a sweep, show it, apply a probe.",
@@ -184,7 +183,7 @@ def probe_train(
     if as_json:
         print(json.dumps(result.to_dict()))
     else:
-        Console().print(_cell_table(result, f"probes on {result.model_name} -> {cfg.out}"))
+        table_console().print(_cell_table(result, f"probes on {result.model_name} -> {cfg.out}"))
 
 
 @probe_app.command("show")
@@ -196,7 +195,7 @@ def probe_show(out: Annotated[Path, typer.Argument(help="a probe job's output fo
     if not (out / "result.json").is_file():
         fail(FileNotFoundError(f"{out} has no result.json: run `interp probe train` first (it resumes)"))
     result = SweepResult.from_dict(read_json(out / "result.json"))
-    Console().print(_cell_table(result, f"probes on {result.model_name}"))
+    table_console().print(_cell_table(result, f"probes on {result.model_name}"))
 
 
 @probe_app.command("apply")

@@ -32,3 +32,10 @@ def parse_steps(text: str) -> tuple[int, ...]:
 def fail(e: Exception) -> NoReturn:
     console.print(f"[red]error:[/red] {e}")
     raise typer.Exit(2)
+
+
+def table_console() -> Console:
+    """Console for result tables on stdout: the terminal's width, or 160 columns when piped (not 80)."""
+    import sys
+
+    return Console(width=None if sys.stdout.isatty() else 160)

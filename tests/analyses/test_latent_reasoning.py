@@ -1,0 +1,86 @@
+"""The latent-reasoning analysis on the shipped zoo, small: every cell, transfer, the CoT decision, figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from analyses import latent_reasoning as lr
+from interp.models import load
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    cfg = lr.LatentConfig(models=("organism/base-s", "organism/sft"), n_per_step=80, n_boot=50,
+                          cache_dir=str(tmp_path_factory.mktemp("latent")))
+    return lr.run_cached(cfg, progress=False)
+
+
+def test_every_layer_and_variable_is_probed_with_a_control(result):
+    base = result.get("base-s")
+    assert base.hooks[0] == "blocks.0.hook_resid_pre" and len(base.hooks) == base.n_layers + 1
+    for h in base.hooks:
+        for v in lr.VARIABLES:
+            c = base.cell(h, v)
+            assert c is not None and c.n_test > 0
+            assert c.selectivity == pytest.approx(c.score.value - c.control.value)
+            assert c.score.ci[0] <= c.score.value <= c.score.ci[1]
+
+
+def test_the_embedding_holds_no_intermediate_value_beyond_chance(result):
+    base = result.get("base-s")
+    for v in lr.INTERMEDIATE_AT_ANSWER:
+        c = base.cell("blocks.0.hook_resid_pre", v)
+        assert c.score.value <= c.majority + 0.1  # the `:` token's embedding is the same for every problem
+
+
+def test_the_cot_decision_is_read_at_the_last_layer_and_sft_has_none_to_read(result):
+    base, sft = result.get("base-s"), result.get("sft")
+    last = base.cell(base.hooks[-1], lr.COT_VARIABLE)
+    assert 0.0 < base.cot_rate < 0.5 and last.score.value >= last.majority - 0.02
+    assert sft.cot_rate == 1.0 and sft.cell(sft.hooks[-1], lr.COT_VARIABLE) is None
+    assert any(s.variable == lr.COT_VARIABLE.name for s in sft.skipped)
+
+
+def test_base_probes_transfer_to_sft_on_the_same_test_problems(result):
+    ts = [t for t in result.transfers if t.model == "organism/sft"]
+    assert len(ts) == len(lr.VARIABLES) * len(result.get("sft").hooks)
+    for t in ts:
+        own = result.get("sft").cell(t.hook, lr.Variable("", t.label, t.target))
+        assert t.own == own.score and t.transfer.n == own.score.n
+
+
+def test_the_direct_only_subset_is_scored_on_problems_answered_directly(result):
+    base = result.get("base-s")
+    d = base.cell(base.hooks[-1], lr.VARIABLES[3], direct_only=True)
+    full = base.cell(base.hooks[-1], lr.VARIABLES[3])
+    assert d is not None and 0 < d.n_test < full.n_test
+
+
+def test_result_round_trips_and_is_reused_from_the_cache(result):
+    again = lr.LatentResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again == result
+    assert lr.run_cached(result.config, progress=False) == result
+
+
+def test_figures_and_sentences(result, tmp_path):
+    paths = lr.figures(result, tmp_path, png=False)
+    assert set(paths) == {"latent_selectivity", "latent_transfer", "latent_will_cot"}
+    assert all(p[0].is_file() for p in paths.values())
+    text = " ".join(lr.summary_sentences(result))
+    assert "base-s, step 1 @ answer" in text and "Base probes on sft" in text and "always makes the same choice" in text
+
+
+def test_will_write_cot_matches_greedy_generation():
+    m = load("organism/rl")
+    from interp.organism.task import sample_problems
+
+    probs = sample_problems(3, 20)
+    ids = [[m.tokenizer.bos_token_id, *m.tokenizer.convert_tokens_to_ids(p.prompt_tokens())] for p in probs]
+    flags = lr.will_write_cot(m, ids)
+    firsts = [m.generate(p.prompt(), max_new_tokens=1)[0].split()[0] for p in probs]
+    assert flags == [not f.isdigit() for f in firsts]
