@@ -38,6 +38,7 @@ from interp.generate import generate_ids
 from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.organism.evaluate import EvalConfig
 
+RESULT_VERSION = 3  # part of the cache key: bump when a result gains or changes fields
 PARTS = ("weights", "representations", "logit_lens", "grafting", "ablation", "eft")
 BEHAVIOUR_PARTS = ("logit_lens", "grafting", "ablation", "eft")
 
@@ -128,7 +129,7 @@ class LayerChangesResult:
 def cache_key(checksums: dict[str, str], config: LayerChangesConfig) -> str:
     d = config.to_dict()
     d.pop("cache_dir")
-    blob = json.dumps({"checksums": checksums, "config": d}, sort_keys=True)
+    blob = json.dumps({"checksums": checksums, "config": d, "version": RESULT_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 

@@ -55,20 +55,26 @@ def figures(result: LayerChangesResult, out_dir: str | Path, png: bool = True, p
         style(fig, f"Relative weight change ||Wt-Wb|| / mean(||Wt||,||Wb||): {pair}", "matrix", "layer")
         figs["weights"] = fig
     if result.representations:
-        fig = make_subplots(rows=1, cols=2, subplot_titles=("linear CKA", "mean cosine"))
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("1 - linear CKA (log scale)", "mean cosine"))
         x = _point_axis(result.points)
         for pos, r in result.representations.items():
             dash = "solid" if pos == "prompt" else "dot"
-            fig.add_trace(go.Scatter(x=x, y=list(r.cka), error_y=_err(list(r.cka), list(r.cka_ci)), mode="lines+markers",
-                                     name=f"CKA, {pos} tokens", line=dict(dash=dash, color="#4C78A8")), 1, 1)
-            fig.add_trace(go.Scatter(x=x, y=list(r.cka_shuffled), mode="lines", name=f"CKA shuffled control, {pos}",
-                                     line=dict(dash=dash, color="#bbb")), 1, 1)
+            dist = [1 - v for v in r.cka]
+            fig.add_trace(go.Scatter(x=x, y=dist, error_y=_err(dist, [(1 - hi, 1 - lo) for lo, hi in r.cka_ci]),
+                                     mode="lines+markers", name=f"base vs tuned, {pos} tokens",
+                                     line=dict(dash=dash, color="#4C78A8")), 1, 1)
+            fig.add_trace(go.Scatter(x=x, y=[1 - v for v in r.cka_shuffled], mode="lines",
+                                     name=f"shuffled-token control, {pos}", line=dict(dash=dash, color="#bbb")), 1, 1)
+            if r.cka_base_adjacent:
+                fig.add_trace(go.Scatter(x=x[1:], y=[1 - v for v in r.cka_base_adjacent], mode="lines+markers",
+                                         name=f"base: layer vs previous layer, {pos}",
+                                         line=dict(dash=dash, color="#72B7B2")), 1, 1)
             fig.add_trace(go.Scatter(x=x, y=list(r.cosine), error_y=_err(list(r.cosine), list(r.cosine_ci)),
-                                     mode="lines+markers", name=f"cosine, {pos} tokens",
+                                     mode="lines+markers", name=f"cosine base vs tuned, {pos} tokens",
                                      line=dict(dash=dash, color="#E45756")), 1, 2)
-        fig.update_layout(template=TEMPLATE, title=f"Representation similarity base vs tuned per layer: {pair}",
-                          width=900, height=440)
-        fig.update_yaxes(range=[-0.05, 1.05])
+        fig.update_layout(template=TEMPLATE, title=f"Representation change base vs tuned per layer: {pair}",
+                          width=1000, height=460)
+        fig.update_yaxes(type="log", row=1, col=1)
         figs["representations"] = fig
     if result.lens:
         fig = make_subplots(rows=1, cols=2, subplot_titles=("at the prompt end", "where the model writes its answer"))
@@ -152,7 +158,7 @@ def summary_sentences(result: LayerChangesResult) -> list[str]:
     c = result.config
     t, b = short(c.tuned), short(c.base)
     labels = _point_axis(result.points)
-    out = []
+    out = [answer_sentence(result)]
     w = result.weights
     if w is not None:
         half = w.n_layers // 2
@@ -167,10 +173,13 @@ def summary_sentences(result: LayerChangesResult) -> list[str]:
                    f"most is {top_kind} ({kinds[top_kind]:.3f} on average); outside the layers: {outside}.")
     for pos, r in result.representations.items():
         low = int(np.argmin(r.cka))
+        adj = list(r.cka_base_adjacent)
+        scale = (f"; for scale, the base's CKA between consecutive layers is {min(adj):.3f}-{max(adj):.3f}"
+                 if adj else "")
         out.append(f"{t} vs {b}, representations on {'prompt' if pos == 'prompt' else f'{t} own-generation'} tokens "
                    f"({r.n_tokens} tokens, {r.n_problems} problems): CKA {' / '.join(f'{x:.3f}' for x in r.cka)} from "
                    f"{labels[0]} to {labels[-1]}, lowest at {labels[low]} ({r.cka[low]:.3f} {_ci(r.cka_ci[low])}; "
-                   f"shuffled-token control {max(r.cka_shuffled):.3f} at most); mean cosine at {labels[-1]} "
+                   f"shuffled-token control {max(r.cka_shuffled):.3f} at most{scale}); mean cosine at {labels[-1]} "
                    f"{r.cosine[-1]:.3f} {_ci(r.cosine_ci[-1])}.")
     for pos in ("answer", "prompt_end"):
         parts = []
@@ -238,11 +247,53 @@ def summary_sentences(result: LayerChangesResult) -> list[str]:
     return out
 
 
+def answer_sentence(result: LayerChangesResult) -> str:
+    """The pair's answer in one sentence: where the weights moved, which layers carry the behaviour, whether the
+    critical layers agree, and what EFT transfers."""
+    c, bl = result.config, result.baselines
+    t, b = short(c.tuned), short(c.base)
+    parts = [f"Answer for {t} vs {b}:"]
+    w = result.weights
+    if w is not None:
+        spread = min(w.per_layer) >= 0.5 * max(w.per_layer)
+        parts.append(f"the weights change {'in every layer' if spread else f'mostly in layer {w.top_layer()}'} "
+                     f"(relative change {min(w.per_layer):.3f}-{max(w.per_layer):.3f}, largest at layer {w.top_layer()}),")
+    singles = [g for g in result.grafts if g.direction == "tuned_into_base" and g.block != ENDS
+               and g.block[1] - g.block[0] == 1]  # type: ignore[index]
+    if singles and bl:
+        best = max(singles, key=lambda g: g.behaviour.cot_rate)
+        top = best.block[0]  # type: ignore[index]
+        n = result.n_layers
+        rest = (0, n - 1) if top == n - 1 else (1, n) if top == 0 else None
+        rest_txt = ""
+        if rest is not None and rest[1] > rest[0] and any(g.block == rest for g in result.grafts):
+            g = result.graft("tuned_into_base", rest)
+            rest_txt = f", layers {rest[0]}-{rest[1] - 1} together only to {g.behaviour.cot_rate:.2f}"
+        where = "top" if top == n - 1 else "bottom" if top == 0 else f"middle (layer {top})"
+        parts.append(f"but the behaviour post-training changed sits in the {where} layer: grafting layer {top} alone "
+                     f"into {b} moves the CoT rate from {bl['base'].cot_rate:.2f} to {best.behaviour.cot_rate:.2f} "
+                     f"({t}: {bl['tuned'].cot_rate:.2f}){rest_txt};")
+    if result.ablations and bl:
+        ranks = {}
+        for role in ("base", "tuned"):
+            cells = sorted((a for a in result.ablations if a.model == role and a.mode == "mean"), key=lambda a: a.layer)
+            ranks[role] = _rank([bl[f"{role}_forced_cot"].accuracy - a.forced_cot.accuracy for a in cells])
+        same = ranks["base"] == ranks["tuned"]
+        parts.append(f"the layers critical for forced-CoT accuracy rank {ranks['base']} in {b} and {ranks['tuned']} in "
+                     f"{t} ({'the same' if same else 'a different'} order);")
+    for e in result.eft:
+        if e.direction == "up":
+            scale = e.references[e.models["scale"]]
+            parts.append(f"EFT puts {t}'s behaviour on {short(e.models['scale'])}: accuracy {e.eft.accuracy:.2f} "
+                         f"(vs {scale.accuracy:.2f}), CoT rate {e.eft.cot_rate:.2f} (vs {scale.cot_rate:.2f}).")
+    return " ".join(parts).rstrip(";,") + ("" if parts[-1].endswith(".") else ".")
+
+
 def _rank(drops: list[float]) -> str:
     return ">".join(str(i) for i in np.argsort(-np.array(drops), kind="stable"))
 
 
-__all__ = ["figures", "summary_sentences", "gap_closed"]
+__all__ = ["figures", "summary_sentences", "answer_sentence", "gap_closed", "pair_table_html"]
 
 
 def pair_table_html(results: list[LayerChangesResult]) -> str:

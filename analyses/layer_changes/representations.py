@@ -1,6 +1,7 @@
 """Representation change per layer: linear CKA and mean cosine between base and tuned residual streams on the
-same tokens, with bootstrap intervals over problems and a shuffled-token control (CKA when the token
-correspondence is broken, the floor a real similarity is read against)."""
+same tokens, with bootstrap intervals over problems and two references: a shuffled-token control (CKA when
+the token correspondence is broken: the floor) and the base's CKA between adjacent layers (how much one
+layer of processing changes the representation: the scale)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ class RepChange:
     cosine: tuple[float, ...]
     cosine_ci: tuple[tuple[float, float], ...]
     cka_shuffled: tuple[float, ...]
+    cka_base_adjacent: tuple[float, ...] = ()  # CKA of the base's point p with its point p-1, for p = 1, 2, ...:
+    # one layer's worth of change inside one model, the scale a base-vs-tuned CKA is read against
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -61,7 +64,7 @@ class RepChange:
     def from_dict(cls, d: dict[str, Any]) -> "RepChange":
         return cls(tuple(d["points"]), d["positions"], d["n_problems"], d["n_tokens"], tuple(d["cka"]),
                    tuple(tuple(c) for c in d["cka_ci"]), tuple(d["cosine"]), tuple(tuple(c) for c in d["cosine_ci"]),
-                   tuple(d["cka_shuffled"]))
+                   tuple(d["cka_shuffled"]), tuple(d.get("cka_base_adjacent", ())))
 
 
 @torch.no_grad()
@@ -101,13 +104,15 @@ def representation_change(base: PreTrainedModel, tuned: PreTrainedModel, seqs: S
     boot = torch.from_numpy(np.stack([np.bincount(rng.integers(0, n_prob, n_prob), minlength=n_prob)
                                       for _ in range(n_boot)])).double()  # [boot, problem] resampling counts
     counts = torch.tensor([x.shape[1] for x in xb], dtype=torch.float64)
-    cka, cka_ci, cos, cos_ci, shuffled = [], [], [], [], []
+    cka, cka_ci, cos, cos_ci, shuffled, adjacent = [], [], [], [], [], []
     perm = torch.from_numpy(np.random.default_rng(seed + 1).permutation(int(counts.sum())))
     for p in range(n_points):
         xs = [x[p].double() for x in xb]
         ys = [y[p].double() for y in xt]
         X, Y = torch.cat(xs), torch.cat(ys)
         cka.append(linear_cka(X, Y))
+        if p > 0:
+            adjacent.append(linear_cka(torch.cat([x[p - 1] for x in xb]), X))
         shuffled.append(linear_cka(X, Y[perm]))
         sx = torch.stack([x.sum(0) for x in xs])
         sy = torch.stack([y.sum(0) for y in ys])
@@ -122,7 +127,7 @@ def representation_change(base: PreTrainedModel, tuned: PreTrainedModel, seqs: S
         cos.append(float(per.mean()))
         cos_ci.append(bootstrap_ci(per, n_boot, seed))
     return RepChange(tuple(points), positions, n_prob, int(counts.sum()), tuple(cka), tuple(cka_ci), tuple(cos),
-                     tuple(cos_ci), tuple(shuffled))
+                     tuple(cos_ci), tuple(shuffled), tuple(adjacent))
 
 
 __all__ = ["RepChange", "linear_cka", "representation_change"]

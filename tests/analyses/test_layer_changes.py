@@ -276,3 +276,24 @@ def test_logit_lens_at_the_last_layer_is_the_model_output(base_ckpt: Path):
 def test_first_decodable_point():
     top = np.array([[1, 5, 5], [2, 5, 4], [3, 5, 4], [3, 5, 4]])  # [point, problem]
     assert first_decodable(top, top[-1]).tolist() == [2, 0, 1]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "gpt_neox"])
+def test_every_intervention_works_on_other_architectures(arch: str, tiny_checkpoint, tmp_path: Path):
+    base = tiny_checkpoint(arch, seed=0, **SHAPE)
+    tuned = perturb_layer(base, tmp_path / "t", layer=1)
+    wc = weight_change(base, tuned)
+    assert wc.per_layer[1] > 0 and wc.per_layer[0] == 0 == wc.per_layer[2]
+    b = AutoModelForCausalLM.from_pretrained(base).eval()
+    t = AutoModelForCausalLM.from_pretrained(tuned).eval()
+    tok = AutoTokenizer.from_pretrained(base)
+    prompts, pad = _seqs(base, n=4)
+    ids, mask = torch.tensor(prompts[:1]), torch.ones(1, len(prompts[0]), dtype=torch.long)
+    with grafted(b, t, (0, 3)) as hybrid:
+        assert torch.equal(hybrid(ids).logits, t(ids).logits)
+    streams, logits = residual_streams(b, ids, mask)
+    assert torch.allclose(lens_logits(b, streams[-1]), logits, atol=1e-5)
+    with ablated(b, 2, "zero"):
+        streams, _ = residual_streams(b, ids, mask)
+    assert torch.equal(streams[3], streams[2])
+    assert mixed_generate([b, t, t], [1.0, 1.0, -1.0], tok, prompts, 8) == generate_ids(b, tok, prompts, 8)

@@ -106,3 +106,16 @@ def test_bench_machinery_on_a_tiny_qwen2_pair(tmp_path: Path):
     assert out["peak_rss_bytes"] >= out["rss_after_imports_bytes"] > 0
     assert model_bytes(base) > 500 * 64 * 4
     assert any("tied" in n for n in res["notes"])
+
+
+def test_down_scaling_with_an_unchanged_large_model_reproduces_the_small_base(tmp_path: Path):
+    cfg = LayerChangesConfig(large="organism/base-l", tuned_large="organism/base-l", parts=("eft",),
+                             eval=EvalConfig(steps=(2, 4), n_per_step=8, n_boot=50), cache_dir=str(tmp_path))
+    r = run(cfg, progress=False)
+    up, down = r.eft
+    assert (up.direction, down.direction) == ("up", "down")
+    assert down.models == {"scale": "organism/base-s", "tuned": "organism/base-l", "base": "organism/base-l"}
+    assert down.eft == r.baselines["base"]  # log p_base-s + (log p_L - log p_L) = log p_base-s
+    assert r.weights is None and r.grafts == () and r.representations == {}
+    with pytest.raises(ValueError, match="down-scaling EFT needs both"):
+        LayerChangesConfig(large=None, tuned_large="organism/base-l")
