@@ -193,17 +193,18 @@ class StepPatching:
     effect: tuple[tuple[float, ...], ...]  # [step][layer]
     effect_ci: tuple[tuple[tuple[float, float], ...], ...]
     total: tuple[Score, ...]  # per step: source run minus target run (the text-level effect)
+    skipped: dict[str, int] = field(default_factory=dict)  # CoTs looked at and not used, by reason
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_steps": self.n_steps, "n": self.n, "layers": list(self.layers),
                 "effect": [list(r) for r in self.effect], "effect_ci": [[list(c) for c in r] for r in self.effect_ci],
-                "total": [s.to_dict() for s in self.total]}
+                "total": [s.to_dict() for s in self.total], "skipped": dict(self.skipped)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StepPatching":
         return cls(d["n_steps"], d["n"], tuple(d["layers"]), tuple(tuple(r) for r in d["effect"]),
                    tuple(tuple(tuple(c) for c in r) for r in d["effect_ci"]),
-                   tuple(Score.from_dict(s) for s in d["total"]))
+                   tuple(Score.from_dict(s) for s in d["total"]), dict(d.get("skipped", {})))
 
 
 @dataclass(frozen=True)
@@ -373,11 +374,13 @@ def step_patching(model: Any, problems: list[Problem], cots: list[list[str]], n_
     tok = model.tokenizer
     rng = np.random.default_rng(seed)
     effects, totals = [], []
+    skipped = {"not_a_cot": 0, "steps_mismatch": 0, "no_informative_value": 0}
     for p, c in zip(problems, cots):
         if len(effects) >= n:
             break
         s = iv.split_cot(p, c)
         if isinstance(s, str) or s.n_steps != p.n_steps:
+            skipped["not_a_cot" if isinstance(s, str) else "steps_mismatch"] += 1
             continue
         pos = completion_positions(p, s.fmt)  # type: ignore[arg-type]
         body = iv.join_steps(s.steps, p.separator) + iv.closing_prefix(p, s.fmt)
@@ -400,6 +403,8 @@ def step_patching(model: Any, problems: list[Problem], cots: list[list[str]], n_
         if len(per_step) == n_steps:
             effects.append(per_step)
             totals.append(tot)
+        else:
+            skipped["no_informative_value"] += 1
     e = np.array(effects).reshape(len(effects), n_steps, model.n_layers)
     t = np.array(totals).reshape(len(totals), n_steps)
     mean = e.mean(0) if len(e) else np.full((n_steps, model.n_layers), np.nan)
@@ -408,7 +413,7 @@ def step_patching(model: Any, problems: list[Problem], cots: list[list[str]], n_
     total = tuple(Score(float(t[:, j].mean()) if len(t) else float("nan"), bootstrap_ci(t[:, j], n_boot, seed), len(t))
                   for j in range(n_steps))
     return StepPatching(n_steps, len(e), tuple(range(model.n_layers)), tuple(tuple(map(float, r)) for r in mean), cis,
-                        total)
+                        total, skipped)
 
 
 # ------------------------------------------------------------------------------------------------ run
