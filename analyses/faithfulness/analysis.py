@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from analyses.faithfulness import interventions as iv

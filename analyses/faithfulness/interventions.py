@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from interp.organism.grader import STOP_TOKENS, _split_clauses, grade  # the grader's own clause split
+from interp.organism.grader import (  # the grader's own clause split
+    STOP_TOKENS,
+    _split_clauses,
+    grade,
+)
 from interp.organism.task import MOD, Problem, apply_op
 
 FILLER = ";"  # carries no value; the task's own separator

@@ -43,7 +43,14 @@ def patch_cmd(
     import torch
 
     from interp.models import load
-    from interp.patching import answer_prob, attribution_agreement, attribution_patch, exact_patch, kl_div, logit_diff
+    from interp.patching import (
+        answer_prob,
+        attribution_agreement,
+        attribution_patch,
+        exact_patch,
+        kl_div,
+        logit_diff,
+    )
 
     torch.set_num_threads(1)
     try:

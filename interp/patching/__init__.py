@@ -7,7 +7,13 @@ of a hook from the source (clean) run into the target (corrupt) run and returns 
 
 from interp.patching.engine import HOOK_KINDS, tl_hook_name
 from interp.patching.metrics import Metric, answer_prob, kl_div, logit_diff
-from interp.patching.patch import attribution_agreement, attribution_patch, exact_patch, run_with_patch, spearman
+from interp.patching.patch import (
+           attribution_agreement,
+           attribution_patch,
+           exact_patch,
+           run_with_patch,
+           spearman,
+)
 from interp.patching.result import PatchResult
 
 __all__ = ["exact_patch", "attribution_patch", "attribution_agreement", "run_with_patch", "spearman", "PatchResult",

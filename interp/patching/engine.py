@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float, Int
 
 from interp import hooks as H
-from interp.patching.metrics import Metric, MetricFn, as_metric, check_metric
+from interp.patching.metrics import Metric, check_metric
 
 HOOK_KINDS: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
 _TL_NAME: dict[str, Callable[[int], str]] = {
@@ -80,25 +80,25 @@ def sites(model: Any) -> Sites:
     return Sites(layers, attn, mlp, ln2, o, int(cfg.n_heads), int(cfg.d_head))
 
 
-def _hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
+def hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-def _with_hidden(args: tuple, kwargs: dict, h: torch.Tensor) -> tuple[tuple, dict]:
+def with_hidden(args: tuple, kwargs: dict, h: torch.Tensor) -> tuple[tuple, dict]:
     if args:
         return (h, *args[1:]), kwargs
     return args, {**kwargs, "hidden_states": h}
 
 
-def _first(out: Any) -> torch.Tensor:
+def first_output(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
-def _replace_first(out: Any, new: torch.Tensor) -> Any:
+def replace_first_output(out: Any, new: torch.Tensor) -> Any:
     return (new, *out[1:]) if isinstance(out, tuple) else new
 
 
-class _Hooks:
+class Hooks:
     """Registered torch hooks, removed on exit even when the forward raises."""
 
     def __init__(self) -> None:
@@ -110,7 +110,7 @@ class _Hooks:
     def post(self, mod: torch.nn.Module, fn: Callable) -> None:
         self.handles.append(mod.register_forward_hook(fn))
 
-    def __enter__(self) -> "_Hooks":
+    def __enter__(self) -> "Hooks":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -118,22 +118,22 @@ class _Hooks:
             h.remove()
 
 
-def add_capture(hk: _Hooks, s: Sites, kind: str, layer: int, store: dict[int, torch.Tensor]) -> None:
+def add_capture(hk: Hooks, s: Sites, kind: str, layer: int, store: dict[int, torch.Tensor]) -> None:
     """Record the activation of `kind` at `layer` (the very tensor the model uses, so grads flow through it)."""
     if kind == "resid_pre":
-        hk.pre(s.layers[layer], lambda m, a, k: store.__setitem__(layer, _hidden_of(a, k)))
+        hk.pre(s.layers[layer], lambda m, a, k: store.__setitem__(layer, hidden_of(a, k)))
     elif kind == "resid_post":
-        hk.post(s.layers[layer], lambda m, a, o: store.__setitem__(layer, _first(o)))
+        hk.post(s.layers[layer], lambda m, a, o: store.__setitem__(layer, first_output(o)))
     elif kind == "attn_out":
-        hk.post(s.attn[layer], lambda m, a, o: store.__setitem__(layer, _first(o)))
+        hk.post(s.attn[layer], lambda m, a, o: store.__setitem__(layer, first_output(o)))
     elif kind == "mlp_out":
-        hk.post(s.mlp[layer], lambda m, a, o: store.__setitem__(layer, _first(o)))
+        hk.post(s.mlp[layer], lambda m, a, o: store.__setitem__(layer, first_output(o)))
     elif kind == "resid_mid":
         if s.ln2[layer] is None:
             raise ValueError("this architecture has no resid_mid (parallel attention and MLP)")
-        hk.pre(s.ln2[layer], lambda m, a, k: store.__setitem__(layer, _hidden_of(a, k)))
+        hk.pre(s.ln2[layer], lambda m, a, k: store.__setitem__(layer, hidden_of(a, k)))
     elif kind == "z":  # the output projection's input, [.., n_heads * d_head]: see `heads_view`
-        hk.pre(s.o[layer], lambda m, a, k: store.__setitem__(layer, _hidden_of(a, k)))
+        hk.pre(s.o[layer], lambda m, a, k: store.__setitem__(layer, hidden_of(a, k)))
     else:
         check_kind(kind)
 
@@ -152,7 +152,7 @@ def capture(model: Any, ids: Int[torch.Tensor, "1 pos"], kind: str, layers: Sequ
     """One forward of `ids` on `model.hf`: logits, the `kind` activations at `layers`, and the KV cache if asked."""
     s = sites(model)
     store: dict[int, torch.Tensor] = {}
-    with _Hooks() as hk, torch.set_grad_enabled(grad):
+    with Hooks() as hk, torch.set_grad_enabled(grad):
         for layer in layers:
             add_capture(hk, s, kind, layer, store)
         out = model.hf(input_ids=ids, use_cache=use_cache)
@@ -216,18 +216,18 @@ def _run_group(model: Any, s: Sites, kind: str, target: torch.Tensor, target_cac
             heads, vals = None, src[layer][0, sp]
         return rows, pos, heads, vals
 
-    with _Hooks() as hk:
+    with Hooks() as hk:
         for layer in by_layer:
             rows, pos, heads, vals = index(layer)
 
             def grow(m: Any, a: tuple, k: dict, layer: int = layer, rows: torch.Tensor = rows, pos: torch.Tensor = pos,
                      vals: torch.Tensor = vals) -> tuple[tuple, dict]:
-                h = _hidden_of(a, k)
+                h = hidden_of(a, k)
                 h = torch.cat([h, h[:1].expand(len(rows), *h.shape[1:])], 0)
                 if kind == "resid_pre":
                     _set_rows(h, rows, pos, None, vals)
                 resid_in[layer] = h
-                return _with_hidden(a, k, h)
+                return with_hidden(a, k, h)
 
             hk.pre(s.layers[layer], grow)
             if kind in ("resid_post", "attn_out", "mlp_out", "resid_mid"):
@@ -235,19 +235,19 @@ def _run_group(model: Any, s: Sites, kind: str, target: torch.Tensor, target_cac
 
                 def post(m: Any, a: tuple, o: Any, layer: int = layer, rows: torch.Tensor = rows, pos: torch.Tensor = pos,
                          vals: torch.Tensor = vals) -> Any:
-                    x = _first(o).clone()
+                    x = first_output(o).clone()
                     if kind == "resid_mid":  # resid_mid = resid_pre + attn_out: set attn_out so the sum is the source's
                         vals = vals - resid_in[layer][rows, pos]
                     _set_rows(x, rows, pos, None, vals)
-                    return _replace_first(o, x)
+                    return replace_first_output(o, x)
 
                 hk.post(mod, post)
             elif kind == "z":
                 def zpre(m: Any, a: tuple, k: dict, rows: torch.Tensor = rows, pos: torch.Tensor = pos,
                          heads: torch.Tensor | None = heads, vals: torch.Tensor = vals) -> tuple[tuple, dict]:
-                    x = _hidden_of(a, k).clone()
+                    x = hidden_of(a, k).clone()
                     _set_rows(x.view(*x.shape[:-1], s.n_heads, s.d_head), rows, pos, heads, vals)
-                    return _with_hidden(a, k, x)
+                    return with_hidden(a, k, x)
 
                 hk.pre(s.o[layer], zpre)
         ids = target[:, start:]
@@ -411,5 +411,6 @@ def exact_values(model: Any, source: torch.Tensor, target: torch.Tensor, grid: G
     return values, clean, corrupt
 
 
-__all__ = ["HOOK_KINDS", "Cell", "Grid", "Sites", "sites", "capture", "make_grid", "exact_values", "plan_groups",
-           "tl_hook_name", "as_ids", "check_kind", "MetricFn", "as_metric"]
+__all__ = ["HOOK_KINDS", "Cell", "Grid", "Sites", "Hooks", "sites", "capture", "add_capture", "heads_view", "make_grid",
+           "exact_values", "plan_groups", "tl_hook_name", "as_ids", "check_kind", "hidden_of", "with_hidden",
+           "first_output", "replace_first_output"]

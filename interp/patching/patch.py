@@ -10,7 +10,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from interp.patching.engine import Grid, _Hooks, add_capture, as_ids, capture, exact_values, heads_view, make_grid, sites
+from interp.patching.engine import (
+    Grid,
+    Hooks,
+    add_capture,
+    as_ids,
+    capture,
+    exact_values,
+    first_output,
+    heads_view,
+    hidden_of,
+    make_grid,
+    replace_first_output,
+    sites,
+    with_hidden,
+)
 from interp.patching.metrics import Metric, MetricFn, as_metric, check_metric
 from interp.patching.result import PatchResult
 
@@ -68,7 +82,7 @@ def attribution_patch(model: Any, source: Tokens, target: Tokens, metric: Metric
     clean = float(check_metric(metric, src_logits[:, src_readout])[0])
     s = sites(model)
     store: dict[int, torch.Tensor] = {}
-    with _Hooks() as hk, torch.enable_grad():
+    with Hooks() as hk, torch.enable_grad():
         for layer in grid.layers:
             add_capture(hk, s, grid.kind, layer, store)
         logits = model.hf(input_ids=tgt[:, : grid.readout + 1]).logits
@@ -136,25 +150,23 @@ def run_with_patch(model: Any, source: Tokens, target: Tokens, hook: str, layer:
     vals = acts[layer][0, list(grid.src_positions)]
     pos = list(grid.positions)
     resid_in: dict[str, torch.Tensor] = {}
-    with _Hooks() as hk:
-        from interp.patching.engine import _first, _hidden_of, _replace_first, _with_hidden
-
+    with Hooks() as hk:
         def pre(m: Any, a: tuple, k: dict) -> tuple[tuple, dict]:
-            h = _hidden_of(a, k)
+            h = hidden_of(a, k)
             resid_in["h"] = h
             if grid.kind == "resid_pre":
                 h = h.clone()
                 h[0, pos] = vals
-            return _with_hidden(a, k, h)
+            return with_hidden(a, k, h)
 
         hk.pre(s.layers[layer], pre)
         if grid.kind != "resid_pre":
             mod = {"resid_post": s.layers, "attn_out": s.attn, "mlp_out": s.mlp, "resid_mid": s.attn}[grid.kind][layer]
 
             def post(m: Any, a: tuple, o: Any) -> Any:
-                x = _first(o).clone()
+                x = first_output(o).clone()
                 x[0, pos] = vals - resid_in["h"][0, pos] if grid.kind == "resid_mid" else vals
-                return _replace_first(o, x)
+                return replace_first_output(o, x)
 
             hk.post(mod, post)
         return model.hf(input_ids=tgt).logits[0]
