@@ -143,10 +143,11 @@ def summary_sentences(result: FaithfulnessResult) -> list[str]:
                            f"size: the 95% intervals of AOC, mistake-following (last and earlier step) and filler "
                            f"change overlap at every step count.")
             else:
-                verdict = (f" Verdict: {short(m.name)}'s CoT is more causally used than base-s's on "
-                           f"{', '.join(map(str, more)) or 'no'}-step problems and less on "
-                           f"{', '.join(map(str, less)) or 'no'}-step problems (non-overlapping 95% intervals: "
-                           f"{which}); elsewhere the intervals overlap.")
+                sides = [f"more causally used than base-s's on {', '.join(map(str, more))}-step problems"] if more else []
+                sides += [(f"less on {', '.join(map(str, less))}-step problems" if more else
+                           f"less causally used than base-s's on {', '.join(map(str, less))}-step problems")] if less else []
+                verdict = (f" Verdict: {short(m.name)}'s CoT is {' and '.join(sides)} (non-overlapping 95% intervals: "
+                           f"{which}); at every other step count the intervals overlap.")
         lines.append(f"{short(m.name)} against base-s: " + "; ".join(parts) + "." + verdict)
     k_max = max(cfg.steps)
     pat = []
@@ -166,7 +167,8 @@ def summary_sentences(result: FaithfulnessResult) -> list[str]:
                      + "; ".join(pat) + ". So the final answer reads the last written value (it is moved out of its "
                      "token position by layer 0's attention: patching it at layer 1 or later does nothing), and an earlier "
                      "written value matters only through the later steps the model writes, which the mistake test shows "
-                     "it computes correctly even after a wrong earlier value.")
+                     "it computes correctly even after a wrong earlier value (in the verbose format the next step "
+                     "writes the variable's correct value, not the written one).")
     return lines
 
 

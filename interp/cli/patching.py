@@ -165,5 +165,5 @@ def bench_patch(
         table.add_row(r["model"], f"{r['n_params']:,}", f"{r['n_layers']} x {r['n_positions']}", f"{r['tl_seconds']:.2f}",
                       f"{r['ours_seconds']:.3f}", f"{r['speedup']:.1f}x", f"{r['max_abs_diff']:.1e}",
                       f"{r['attribution_seconds']:.3f}", f"{r['spearman']:.3f} / {r['spearman_changed_cells']:.3f}")
-    Console().print(table)
+    Console(width=200).print(table)
     print(json.dumps(summary(rows)))
