@@ -282,3 +282,35 @@ def test_explicit_alignment_patches_unequal_prompts(llama: interp.Model) -> None
     same = exact_patch(llama, CLEAN, CORRUPT, metric, layers=[0, 1], positions=[CHANGED, 6])
     assert torch.allclose(res.values, same.values, atol=1e-5)  # the prefixes agree up to position 6
     assert res.clean != same.clean  # the source's own metric is read at its own last token
+
+
+@pytest.mark.parametrize("which", ["llama", "gpt2"])
+def test_resid_pre_grid_equals_transformer_lens_on_a_hooked_transformer(which: str, request: pytest.FixtureRequest) -> None:
+    """The issue's anchor: TransformerLens' patching on a HookedTransformer built from the same weights."""
+    from interp.patching.bench import hooked_transformer
+
+    m = request.getfixturevalue(which)
+    metric = metric_for(m)
+    ht = hooked_transformer(m)
+    src, tgt = m.to_tokens(CLEAN), m.to_tokens(CORRUPT)
+    res = exact_patch(m, src, tgt, metric, hook="resid_pre")
+    with torch.no_grad():
+        _, cache = ht.run_with_cache(src)
+        ref = tl_patching.get_act_patch_resid_pre(ht, tgt, cache, lambda lg: metric(lg[:, -1])[0])
+    assert (res.values - ref.cpu()).abs().max() < 1e-4
+
+
+def test_cli_patch_writes_a_result_and_rejects_bad_hooks(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from interp.cli import app
+
+    args = ["patch", "organism/base-s", "--clean", CLEAN, "--corrupt", CORRUPT, "--answer", "8", "--wrong", "4",
+            "--layers", "0,1", "--out", str(tmp_path), "--no-png", "--attribution"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    back = PatchResult.load(tmp_path / "patch_resid_pre.safetensors")
+    assert back.values.shape == (2, 23) and back.model == "organism/base-s"
+    assert (tmp_path / "attribution_resid_pre.safetensors").exists() and (tmp_path / "patch_resid_pre.html").exists()
+    r = CliRunner().invoke(app, [*args[:10], "--hook", "blocks.0.hook_resid_pre"])
+    assert r.exit_code == 2 and "unknown hook kind" in r.output + getattr(r, "stderr", "")
