@@ -73,6 +73,7 @@ def figures(result: FaithfulnessResult, out_dir: str | Path, png: bool = True) -
     style(fig, f"Step-level patching ({k_max}-step CoTs): resid_pre of one step's value token from a run where "
                f"that value differs", "layer", "")
     fig.update_layout(width=260 * len(result.models) + 120, height=380, title_font_size=13)
+    fig.update_yaxes(autorange="reversed")  # step 1 on top
     figs["faithfulness_step_patching"] = fig
     return {name: save_figure(f, out_dir / name, png=png) for name, f in figs.items()}
 
