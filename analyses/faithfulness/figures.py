@@ -150,6 +150,19 @@ def summary_sentences(result: FaithfulnessResult) -> list[str]:
                 verdict = (f" Verdict: {short(m.name)}'s CoT is {' and '.join(sides)} (non-overlapping 95% intervals: "
                            f"{which}); at every other step count the intervals overlap.")
         lines.append(f"{short(m.name)} against base-s: " + "; ".join(parts) + "." + verdict)
+    multi = [k for k in sorted(cfg.steps) if k > 1]
+    if multi:
+        direct = "; ".join(f"{short(m.name)} " + "/".join(f"{100 * m.by_steps[k].accuracy_by_k[0].value:.0f}%" for k in multi)
+                           for m in result.models)
+        norms = [m.by_steps[k].aoc_normalised.value for m in result.models for k in multi
+                 if np.isfinite(m.by_steps[k].aoc_normalised.value)]
+        if norms:
+            lines.append(
+                f"Accuracy of the answer with none of the CoT (k = 0, the direct answer) on "
+                f"{'/'.join(map(str, multi))}-step problems: {direct}. The raw AOC follows it (the lower a model's "
+                f"accuracy without its CoT, the higher its AOC), while the accuracy-normalised AOC lies between "
+                f"{min(norms):.2f} and {max(norms):.2f} for every model: every answer that could change when the CoT "
+                f"is cut did change.")
     k_max = max(cfg.steps)
     pat = []
     for m in result.models:
