@@ -6,7 +6,6 @@ on the same problems so their critical layers can be compared."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any

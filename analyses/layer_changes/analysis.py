@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
-from analyses.layer_changes.ablation import AblationCell, ablation_sweep, mean_block_deltas
+from analyses.layer_changes.ablation import (
+    AblationCell,
+    ablation_sweep,
+    mean_block_deltas,
+)
 from analyses.layer_changes.anatomy import check_block, point_labels
 from analyses.layer_changes.behaviour import (
     KL,
@@ -34,19 +37,22 @@ from analyses.layer_changes.grafting import GraftCell, all_blocks, graft_sweep
 from analyses.layer_changes.logit_lens import LogitLens, logit_lens
 from analyses.layer_changes.representations import RepChange, representation_change
 from analyses.layer_changes.weights import WeightChange, weight_change
-from interp.generate import generate_ids
+from interp.generate import context_length, encode_prompts, generate_ids
 from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.organism.evaluate import EvalConfig
 
-RESULT_VERSION = 3  # part of the cache key: bump when a result gains or changes fields
+RESULT_VERSION = 4  # part of the cache key: bump when a result gains or changes fields
 PARTS = ("weights", "representations", "logit_lens", "grafting", "ablation", "eft")
 BEHAVIOUR_PARTS = ("logit_lens", "grafting", "ablation", "eft")
+TASK_ONLY_PARTS = ("logit_lens", "ablation", "eft")  # need the organism task's answers; the rest also run on texts
 
 
 @dataclass(frozen=True)
 class LayerChangesConfig:
     """Which pair, which parts, how many problems. `large` is the base whose scale EFT borrows (up-scaling);
-    `tuned_large`, when given, is a post-trained large model for down-scaling."""
+    `tuned_large`, when given, is a post-trained large model for down-scaling. With `texts` (any pair, any
+    tokenizer) representations and grafting run on those prompts and the tuned model's continuations of
+    them, grafting measuring KL only; without, everything runs on organism task problems."""
 
     base: str = "organism/base-s"
     tuned: str = "organism/sft"
@@ -56,11 +62,19 @@ class LayerChangesConfig:
     blocks: tuple[tuple[int, int], ...] | None = None  # None: every contiguous block
     parts: tuple[str, ...] = PARTS
     cache_dir: str = field(default_factory=lambda: str(cache_dir("layers")))
+    texts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         bad = [p for p in self.parts if p not in PARTS]
         if bad:
             raise ValueError(f"unknown parts {bad}; valid parts: {', '.join(PARTS)}")
+        if self.texts is not None:
+            if not self.texts or not all(t.strip() for t in self.texts):
+                raise ValueError("texts must be non-empty prompts (one per problem)")
+            task_only = [p for p in self.parts if p in TASK_ONLY_PARTS]
+            if task_only:
+                raise ValueError(f"parts {task_only} need the organism task's answers and cannot run on free texts; "
+                                 f"with texts, run {', '.join(p for p in PARTS if p not in TASK_ONLY_PARTS)}")
         if self.tuned_large is not None and self.large is None:
             raise ValueError("down-scaling EFT needs both `large` (the large base) and `tuned_large`")
 
@@ -75,6 +89,7 @@ class LayerChangesConfig:
         d["eval"] = EvalConfig.from_dict(d["eval"])
         d["blocks"] = None if d.get("blocks") is None else tuple(tuple(b) for b in d["blocks"])
         d["parts"] = tuple(d.get("parts", PARTS))
+        d["texts"] = None if d.get("texts") is None else tuple(d["texts"])
         return cls(**d)
 
 
@@ -147,7 +162,8 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
             extra["tuned_large"] = load(config.tuned_large)
         check_shared_tokenizer({config.base: base.tokenizer, config.tuned: tuned.tokenizer,
                                 **{getattr(config, k): m.tokenizer for k, m in extra.items()}})
-    if any(p in config.parts for p in BEHAVIOUR_PARTS):
+    needs_prompts = any(p in config.parts for p in ("representations", *BEHAVIOUR_PARTS))
+    if needs_prompts and config.texts is None:
         check_task_tokenizer(base.tokenizer)
     n_layers = base.n_layers
     blocks = [check_block(b, n_layers) for b in config.blocks] if config.blocks is not None else all_blocks(n_layers)
@@ -160,10 +176,13 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
     cfg, tok, pad = config.eval, base.tokenizer, base.tokenizer.pad_token_id
     points = point_labels(n_layers)
     weights = weight_change(base.path, tuned.path) if "weights" in config.parts else None
-    problems = problems_of(cfg)
-    prompts = prompt_ids(tok, problems)
-    needs_ref = any(p in config.parts for p in ("representations", *BEHAVIOUR_PARTS))
-    ref = reference(tuned.hf, tok, problems, cfg) if needs_ref else None
+    if config.texts is not None:
+        problems = []
+        prompts = encode_prompts(tok, list(config.texts), context_length(tuned.hf))
+    else:
+        problems = problems_of(cfg)
+        prompts = prompt_ids(tok, problems)
+    ref = reference(tuned.hf, tok, prompts, cfg) if needs_prompts else None
     reps: dict[str, RepChange] = {}
     if "representations" in config.parts:
         assert ref is not None
@@ -178,7 +197,12 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
     grafts: tuple[GraftCell, ...] = ()
     ablations: tuple[AblationCell, ...] = ()
     efts: list[EFTResult] = []
-    if any(p in config.parts for p in BEHAVIOUR_PARTS):
+    if config.texts is not None and "grafting" in config.parts:
+        assert ref is not None
+        kl_base = kl_to_tuned(base.hf, ref, pad, cfg.n_boot)
+        grafts = graft_sweep(base.hf, tuned.hf, blocks, lambda hf: (None, kl_to_tuned(hf, ref, pad, cfg.n_boot)),
+                             progress)
+    elif any(p in config.parts for p in BEHAVIOUR_PARTS):
         assert ref is not None
         comps = {"base": generate_ids(base.hf, tok, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size),
                  "tuned": [list(s[pl:]) for s, pl in zip(ref.seqs, ref.prompt_lens)]}
@@ -231,7 +255,7 @@ def _eft(config: LayerChangesConfig, base: Any, tuned: Any, extra: dict[str, Any
         jobs.append(("down", {"scale": base, "tuned": tl, "base": large}))
     out = []
     for direction, roles in tqdm(jobs, desc="emulated fine-tuning", disable=not progress):
-        gen = lambda p, r=roles: mixed_generate([r["scale"].hf, r["tuned"].hf, r["base"].hf], [1.0, 1.0, -1.0], tok, p,  # noqa: E731
+        gen = lambda p, r=roles: mixed_generate([r["scale"].hf, r["tuned"].hf, r["base"].hf], [1.0, 1.0, -1.0], tok, p,
                                                 cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size)
         eft = measure(gen, tok, problems, cfg)
         names = {k: m.name for k, m in roles.items()}

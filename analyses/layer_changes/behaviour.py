@@ -42,8 +42,8 @@ def check_task_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
     if missing:
         raise ValueError(f"the behaviour measurements (CoT rate, accuracy) use the organism task, whose words must "
                          f"each be one token; this tokenizer lacks {missing[:8]}{' ...' if len(missing) > 8 else ''}. "
-                         f"Run only the weight, representation parts on this pair (parts=('weights', "
-                         f"'representations'))")
+                         f"For this pair pass your own prompts (texts=..., `--texts FILE`) to measure "
+                         f"representations and grafting (KL) on them, or run parts=('weights',)")
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem], force_cot: bool = False) -> list[list[int]]:
@@ -135,10 +135,10 @@ def completion_logprobs(hf: PreTrainedModel, seqs: Sequence[Sequence[int]], prom
     return out
 
 
-def reference(tuned: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem],
+def reference(tuned: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Sequence[int]],
               cfg: EvalConfig) -> Reference:
-    """The tuned model's own greedy completions and its log-probs along them."""
-    prompts = prompt_ids(tokenizer, problems)
+    """The tuned model's own greedy completions of the prompts (token ids) and its log-probs along them."""
+    prompts = [list(p) for p in prompts]
     comps = generate_ids(tuned, tokenizer, prompts, cfg.max_new_tokens, 0.0, cfg.seed, cfg.batch_size)
     seqs = [p + c for p, c in zip(prompts, comps)]
     lens = [len(p) for p in prompts]

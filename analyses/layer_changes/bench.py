@@ -63,8 +63,9 @@ def model_bytes(folder: str | Path) -> int:
 def weight_change_subprocess(base: str | Path, tuned: str | Path) -> dict[str, Any]:
     """Run the streamed weight change in a fresh Python process; its result, seconds and peak RSS."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "analyses.layer_changes.weights", str(base), str(tuned)],
-                          capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2])
+    cmd = [sys.executable, "-m", "analyses.layer_changes.weights", str(base), str(tuned)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2],
+                          check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"weight-change subprocess failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

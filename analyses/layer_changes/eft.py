@@ -5,7 +5,6 @@ tokenizer; each keeps its own KV cache and the mixture is renormalised before ev
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass

@@ -95,9 +95,11 @@ def figures(result: LayerChangesResult, out_dir: str | Path, png: bool = True, p
         figs["logit_lens"] = fig
     if result.grafts:
         n = result.n_layers
-        metrics = (("cot_rate", "CoT rate"), ("accuracy", "accuracy"), ("kl", "KL to tuned"))
-        fig = make_subplots(rows=2, cols=3, subplot_titles=[f"{t}: {d}" for d in ("tuned into base", "base into tuned")
-                                                             for _, t in metrics],
+        metrics: tuple[tuple[str, str], ...] = (("cot_rate", "CoT rate"), ("accuracy", "accuracy"), ("kl", "KL to tuned"))
+        if all(g.behaviour is None for g in result.grafts):  # measured on free texts: KL only
+            metrics = metrics[2:]
+        fig = make_subplots(rows=2, cols=len(metrics), subplot_titles=[f"{t}: {d}" for d in ("tuned into base", "base into tuned")
+                                                                        for _, t in metrics],
                             horizontal_spacing=0.08, vertical_spacing=0.16)
         for row, direction in enumerate(("tuned_into_base", "base_into_tuned"), 1):
             for col, (metric, _) in enumerate(metrics, 1):
@@ -105,15 +107,16 @@ def figures(result: LayerChangesResult, out_dir: str | Path, png: bool = True, p
                 for g in result.grafts:
                     if g.direction == direction and g.block != ENDS:
                         s, e = g.block  # type: ignore[misc]
-                        z[s, e - 1] = g.kl.mean if metric == "kl" else getattr(g.behaviour, metric)
+                        z[s, e - 1] = g.kl.mean if metric == "kl" else getattr(g.behaviour, metric, np.nan)
                 fig.add_trace(go.Heatmap(z=z, x=[str(i) for i in range(n)], y=[str(i) for i in range(n)],
-                                         colorscale="Viridis", showscale=col == 3 and row == 1,
+                                         colorscale="Viridis", showscale=col == len(metrics) and row == 1,
                                          zmin=0, zmax=1 if metric != "kl" else None,
                                          text=[[f"{v:.2f}" if not np.isnan(v) else "" for v in r] for r in z],
                                          texttemplate="%{text}"), row, col)
                 fig.update_xaxes(title_text="last layer of block", row=row, col=col)
                 fig.update_yaxes(title_text="first layer", row=row, col=col)
-        fig.update_layout(template=TEMPLATE, title=f"Layer grafting, every contiguous block: {pair}", width=1100, height=720)
+        fig.update_layout(template=TEMPLATE, title=f"Layer grafting, every contiguous block: {pair}",
+                          width=400 + 350 * len(metrics), height=720)
         figs["grafting"] = fig
     if result.ablations:
         fig = make_subplots(rows=1, cols=2, subplot_titles=("free answers: accuracy", "forced CoT: accuracy"))
@@ -224,6 +227,16 @@ def summary_sentences(result: LayerChangesResult) -> list[str]:
                        f"({100 * gap_closed(g.behaviour.cot_rate, base.cot_rate, tuned.cot_rate):.0f}% closed).")
         else:
             out.append(f"{t} vs {b}: no block of {t}'s layers short of all of them closes 90% of the CoT-rate gap.")
+    elif result.grafts:  # measured on free texts: KL to the tuned model only
+        kl0 = result.kl_base.mean if result.kl_base else math.nan
+        singles = sorted((g for g in result.grafts if g.direction == "tuned_into_base" and g.block != ENDS
+                          and g.block[1] - g.block[0] == 1), key=lambda g: g.block)  # type: ignore[index]
+        if singles:
+            best = min(singles, key=lambda g: g.kl.mean)
+            out.append(f"{t} vs {b}, grafting {t}'s layers into {b} (on the given texts, KL to {t} along its own "
+                       f"continuations; {kl0:.3f} for the unmodified base): per single layer KL "
+                       f"{' / '.join(f'{g.kl.mean:.3f}' for g in singles)}; layer {best.block[0]} closes most "
+                       f"({100 * (1 - best.kl.mean / kl0):.0f}% of the KL, {_ci(best.kl.ci)}).")
     if result.ablations:
         for what, label in (("forced_cot", "forced-CoT accuracy"), ("free", "free accuracy")):
             crit = {}

@@ -6,7 +6,6 @@ says how much of the change lives outside the blocks. Works on any pair of same-
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ ENDS = "ends"  # the block name of the outside-the-layers graft
 
 def all_blocks(n_layers: int) -> list[tuple[int, int]]:
     """Every contiguous half-open block [start, end) of layers, by size then start."""
-    return [(s, s + size) for size in range(1, n_layers + 1) for s in range(0, n_layers - size + 1)]
+    return [(s, s + size) for size in range(1, n_layers + 1) for s in range(n_layers - size + 1)]
 
 
 def _pairs(target: torch.nn.Module, source: torch.nn.Module, what: str) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
@@ -74,21 +73,22 @@ class GraftCell:
 
     direction: str  # "tuned_into_base" or "base_into_tuned"
     block: tuple[int, int] | str
-    behaviour: Behaviour
+    behaviour: Behaviour | None  # None when measured on free text (no task to grade)
     kl: KL
 
     def to_dict(self) -> dict[str, Any]:
         return {"direction": self.direction, "block": self.block if isinstance(self.block, str) else list(self.block),
-                "behaviour": self.behaviour.to_dict(), "kl": self.kl.to_dict()}
+                "behaviour": self.behaviour.to_dict() if self.behaviour else None, "kl": self.kl.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GraftCell":
         block = d["block"] if isinstance(d["block"], str) else tuple(d["block"])
-        return cls(d["direction"], block, Behaviour.from_dict(d["behaviour"]), KL.from_dict(d["kl"]))
+        return cls(d["direction"], block, Behaviour.from_dict(d["behaviour"]) if d.get("behaviour") else None,
+                   KL.from_dict(d["kl"]))
 
 
 def graft_sweep(base: PreTrainedModel, tuned: PreTrainedModel, blocks: Sequence[tuple[int, int]],
-                measure: Callable[[PreTrainedModel], tuple[Behaviour, KL]], progress: bool = False) -> tuple[GraftCell, ...]:
+                measure: Callable[[PreTrainedModel], tuple[Behaviour | None, KL]], progress: bool = False) -> tuple[GraftCell, ...]:
     """Every block in both directions, plus the outside-the-layers control; `measure` runs on the grafted model."""
     n = len(decoder_layers(base))
     blocks = [check_block(b, n) for b in blocks]

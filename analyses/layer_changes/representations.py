@@ -41,6 +41,66 @@ def _cka_from_stats(n: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, xx: tor
     return xyc.square().sum((-1, -2)) / (xxc.flatten(-2).norm(dim=-1) * yyc.flatten(-2).norm(dim=-1))
 
 
+def _boot_features(xs: list[torch.Tensor], ys: list[torch.Tensor], boot: torch.Tensor) -> torch.Tensor:
+    """Resampled CKA from per-problem feature statistics (memory ~ (problems + resamples) x 3 x d^2)."""
+    counts = torch.tensor([x.shape[0] for x in xs], dtype=torch.float64)
+    sx = torch.stack([x.sum(0) for x in xs])
+    sy = torch.stack([y.sum(0) for y in ys])
+    prod = {k: torch.stack([a.T @ b for a, b in pairs]) for k, pairs in
+            (("xx", zip(xs, xs)), ("yy", zip(ys, ys)), ("xy", zip(xs, ys)))}
+    return _cka_from_stats(boot @ counts, boot @ sx, boot @ sy, *(torch.einsum("bp,pij->bij", boot, prod[k])
+                                                                  for k in ("xx", "yy", "xy")))
+
+
+def _boot_gram(xs: list[torch.Tensor], ys: list[torch.Tensor], boot: torch.Tensor) -> torch.Tensor:
+    """Resampled CKA from token Gram matrices reduced to problem-level sums (memory ~ tokens^2 + problems^3),
+    for wide models. With token weights w (the problem's resampling count), the weighted-centred HSIC is
+    sum_ij w_i w_j Kx_ij Ky_ij - 2/W sum_i w_i (Kx w)_i (Ky w)_i + (w'Kx w)(w'Ky w)/W^2."""
+    sizes = [x.shape[0] for x in xs]
+    g = torch.repeat_interleave(torch.arange(len(xs)), torch.tensor(sizes))
+    onehot = torch.nn.functional.one_hot(g, len(xs)).double()  # [token, problem]
+    X, Y = torch.cat(xs), torch.cat(ys)
+    K = {"x": X @ X.T, "y": Y @ Y.T}
+    R = {k: v @ onehot for k, v in K.items()}  # [token, problem]: sum of K over each problem's tokens
+    B = {k: onehot.T @ v for k, v in R.items()}  # [problem, problem]
+    n_tok = boot @ torch.tensor(sizes, dtype=torch.float64)
+    c2 = torch.einsum("bq,br->bqr", boot, boot).flatten(1)  # [boot, problem^2]
+
+    def hsic(a: str, b: str) -> torch.Tensor:
+        s = onehot.T @ (K[a] * K[b]) @ onehot
+        m = torch.einsum("ip,iq,ir->pqr", onehot, R[a], R[b]).flatten(1)  # [problem, problem^2]
+        t1 = torch.einsum("bp,pq,bq->b", boot, s, boot)
+        t2 = ((c2 @ m.T) * boot).sum(1)
+        t3 = torch.einsum("bp,pq,bq->b", boot, B[a], boot) * torch.einsum("bp,pq,bq->b", boot, B[b], boot)
+        return t1 - 2 * t2 / n_tok + t3 / n_tok**2
+
+    return hsic("x", "y") / (hsic("x", "x") * hsic("y", "y")).sqrt()
+
+
+def bootstrap_cka(xs: list[Float[torch.Tensor, "tok d"]], ys: list[Float[torch.Tensor, "tok e"]],
+                  boot: Float[torch.Tensor, "boot problem"], method: str = "auto") -> Float[torch.Tensor, " boot"]:
+    """CKA of each problem-level resample (`boot` holds how often each problem is drawn), computed exactly
+    without materialising the resampled data: from feature statistics for narrow models, from the Gram
+    matrix for wide ones ("auto" picks the one that needs less memory)."""
+    xs, ys = [x.double() for x in xs], [y.double() for y in ys]
+    n_prob, n_boot, d = len(xs), boot.shape[0], max(xs[0].shape[1], ys[0].shape[1])
+    n_tok = sum(x.shape[0] for x in xs)
+    feature_bytes = (n_prob + n_boot) * 3 * d * d * 8
+    gram_bytes = (4 * n_tok * n_tok + 3 * n_prob**3 + n_boot * n_prob**2) * 8
+    if method == "auto":
+        method = "features" if feature_bytes <= gram_bytes else "gram"
+    need = feature_bytes if method == "features" else gram_bytes
+    if need > MAX_STATS_BYTES:
+        raise ValueError(f"the CKA bootstrap needs {need / 2**30:.1f} GiB ({n_prob} problems, {n_tok} tokens, "
+                         f"{n_boot} resamples, width {d}), more than {MAX_STATS_BYTES >> 30} GiB: use fewer "
+                         f"problems, shorter texts or fewer resamples")
+    if method == "features":
+        return _boot_features(xs, ys, boot)
+    if method == "gram":
+        return _boot_gram(xs, ys, boot)
+    raise ValueError(f"unknown CKA bootstrap method {method!r}; valid: auto, features, gram")
+
+
 @dataclass(frozen=True)
 class RepChange:
     """Per residual point: CKA and mean cosine (with 95% CIs over problems) and the shuffled-token CKA control."""
@@ -94,12 +154,8 @@ def representation_change(base: PreTrainedModel, tuned: PreTrainedModel, seqs: S
         raise ValueError(f"no {positions} positions to compare (every sequence kept zero tokens)")
     seqs, keep = [seqs[i] for i in use], [keep[i] for i in use]
     xb, xt = _streams(base, seqs, pad_id, keep, batch_size), _streams(tuned, seqs, pad_id, keep, batch_size)
-    n_points, d = xb[0].shape[0], xb[0].shape[-1]
+    n_points = xb[0].shape[0]
     n_prob = len(seqs)
-    if (n_prob + n_boot) * 3 * d * d * 8 > MAX_STATS_BYTES:
-        raise ValueError(f"the exact CKA bootstrap needs ({n_prob} problems + {n_boot} resamples) x 3 x {d}^2 "
-                         f"float64 statistics per layer (> {MAX_STATS_BYTES >> 30} GiB): use fewer problems or "
-                         f"resamples")
     rng = np.random.default_rng(seed)
     boot = torch.from_numpy(np.stack([np.bincount(rng.integers(0, n_prob, n_prob), minlength=n_prob)
                                       for _ in range(n_boot)])).double()  # [boot, problem] resampling counts
@@ -114,14 +170,9 @@ def representation_change(base: PreTrainedModel, tuned: PreTrainedModel, seqs: S
         if p > 0:
             adjacent.append(linear_cka(torch.cat([x[p - 1] for x in xb]), X))
         shuffled.append(linear_cka(X, Y[perm]))
-        sx = torch.stack([x.sum(0) for x in xs])
-        sy = torch.stack([y.sum(0) for y in ys])
-        xx = torch.stack([x.T @ x for x in xs])
-        yy = torch.stack([y.T @ y for y in ys])
-        xy = torch.stack([x.T @ y for x, y in zip(xs, ys)])
-        b = _cka_from_stats(boot @ counts, boot @ sx, boot @ sy, torch.einsum("bp,pij->bij", boot, xx),
-                            torch.einsum("bp,pij->bij", boot, yy), torch.einsum("bp,pij->bij", boot, xy)).numpy()
-        lo, hi = np.quantile(b, [0.025, 0.975])
+        b = bootstrap_cka(xs, ys, boot).numpy()
+        finite = b[np.isfinite(b)]  # a resample without variance (e.g. one repeated token) has no CKA
+        lo, hi = np.quantile(finite, [0.025, 0.975]) if finite.size else (np.nan, np.nan)
         cka_ci.append((float(lo), float(hi)))
         per = np.array([float(F.cosine_similarity(x, y, dim=-1).mean()) for x, y in zip(xs, ys)])
         cos.append(float(per.mean()))
@@ -130,4 +181,4 @@ def representation_change(base: PreTrainedModel, tuned: PreTrainedModel, seqs: S
                      tuple(cos_ci), tuple(shuffled), tuple(adjacent))
 
 
-__all__ = ["RepChange", "linear_cka", "representation_change"]
+__all__ = ["RepChange", "linear_cka", "bootstrap_cka", "representation_change"]

@@ -7,7 +7,12 @@ import dataclasses
 from pathlib import Path
 
 from analyses.layer_changes.analysis import LayerChangesConfig, LayerChangesResult, run
-from analyses.layer_changes.figures import figures, pair_table_html, short, summary_sentences
+from analyses.layer_changes.figures import (
+    figures,
+    pair_table_html,
+    short,
+    summary_sentences,
+)
 from interp.io import write_json
 
 ZOO_PAIRS = ("organism/sft", "organism/rl", "organism/dpo")

@@ -37,8 +37,10 @@ def layers(
     steps: Annotated[str, typer.Option(help="comma-separated step counts")] = "1,2,3,4",
     n: Annotated[int, typer.Option(help="problems per step count")] = 40,
     blocks: Annotated[str, typer.Option(help="grafting blocks START:END,... (default: every contiguous block)")] = "",
-    parts: Annotated[str, typer.Option(help="comma-separated parts to run")] = ",".join(
-        ("weights", "representations", "logit_lens", "grafting", "ablation", "eft")),
+    parts: Annotated[str, typer.Option(help="comma-separated parts of weights, representations, logit_lens, "
+                                            "grafting, ablation, eft (default: all that apply)")] = "",
+    texts: Annotated[Path | None, typer.Option(help="prompts, one per line, for a pair that is not the organism: "
+                                                    "representations and grafting (KL) run on them")] = None,
     out: Annotated[Path, typer.Option(help="folder for the result JSON and figures")] = Path("figures/layers"),
     png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
     cache: Annotated[bool, typer.Option(help="reuse a cached result for the same weights and config")] = True,
@@ -47,18 +49,29 @@ def layers(
     """Weight and representation change per layer, logit lens, grafting, ablation and EFT for one pair."""
     import torch
 
-    from analyses.layer_changes.analysis import LayerChangesConfig, run
+    from analyses.layer_changes.analysis import (
+        PARTS,
+        TASK_ONLY_PARTS,
+        LayerChangesConfig,
+        run,
+    )
     from analyses.layer_changes.figures import figures, short, summary_sentences
     from interp.io import write_json
     from interp.organism.evaluate import EvalConfig
 
     torch.set_num_threads(1)
     try:
+        prompts = None
+        if texts is not None:
+            prompts = tuple(line.strip() for line in texts.read_text().splitlines() if line.strip())
+            if not prompts:
+                raise ValueError(f"{texts} holds no prompts (one per line)")
+        chosen = tuple(p.strip() for p in parts.split(",") if p.strip()) or tuple(
+            p for p in PARTS if prompts is None or p not in TASK_ONLY_PARTS)
         cfg = LayerChangesConfig(
             base=base, tuned=tuned, large=large or None, tuned_large=tuned_large or None,
             eval=EvalConfig(steps=parse_steps(steps), n_per_step=n),
-            blocks=parse_blocks(blocks) if blocks else None,
-            parts=tuple(p.strip() for p in parts.split(",") if p.strip()))
+            blocks=parse_blocks(blocks) if blocks else None, parts=chosen, texts=prompts)
         result = run(cfg, progress=True, use_cache=cache)
         stem = f"layers_{short(base)}_{short(tuned)}"
         write_json(out / f"{stem}.json", result.to_dict())

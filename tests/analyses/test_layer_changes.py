@@ -20,7 +20,12 @@ from analyses.layer_changes.anatomy import (
     lens_logits,
     residual_streams,
 )
-from analyses.layer_changes.behaviour import hf_generator, measure, problems_of, prompt_ids
+from analyses.layer_changes.behaviour import (
+    hf_generator,
+    measure,
+    problems_of,
+    prompt_ids,
+)
 from analyses.layer_changes.eft import check_shared_tokenizer, mixed_generate
 from analyses.layer_changes.grafting import ENDS, all_blocks, grafted
 from analyses.layer_changes.logit_lens import first_decodable
@@ -287,7 +292,7 @@ def test_every_intervention_works_on_other_architectures(arch: str, tiny_checkpo
     b = AutoModelForCausalLM.from_pretrained(base).eval()
     t = AutoModelForCausalLM.from_pretrained(tuned).eval()
     tok = AutoTokenizer.from_pretrained(base)
-    prompts, pad = _seqs(base, n=4)
+    prompts, _ = _seqs(base, n=4)
     ids, mask = torch.tensor(prompts[:1]), torch.ones(1, len(prompts[0]), dtype=torch.long)
     with grafted(b, t, (0, 3)) as hybrid:
         assert torch.equal(hybrid(ids).logits, t(ids).logits)
@@ -297,3 +302,22 @@ def test_every_intervention_works_on_other_architectures(arch: str, tiny_checkpo
         streams, _ = residual_streams(b, ids, mask)
     assert torch.equal(streams[3], streams[2])
     assert mixed_generate([b, t, t], [1.0, 1.0, -1.0], tok, prompts, 8) == generate_ids(b, tok, prompts, 8)
+
+
+@pytest.mark.parametrize("method", ["features", "gram"])
+def test_bootstrap_cka_equals_cka_of_the_resampled_data(method: str):
+    from analyses.layer_changes.representations import bootstrap_cka
+
+    g = torch.Generator().manual_seed(0)
+    sizes = [3, 5, 2, 7, 4]
+    xs = [torch.randn(n, 6, generator=g, dtype=torch.float64) for n in sizes]
+    ys = [x @ torch.randn(6, 5, generator=g, dtype=torch.float64) + 0.5 * torch.randn(x.shape[0], 5, generator=g,
+                                                                                    dtype=torch.float64) for x in xs]
+    boot = torch.tensor([[1, 1, 1, 1, 1], [2, 0, 1, 0, 2], [0, 3, 0, 1, 1]], dtype=torch.float64)
+    got = bootstrap_cka(xs, ys, boot, method=method)
+    for row, value in zip(boot.long().tolist(), got.tolist()):
+        X = torch.cat([x for x, c in zip(xs, row) for _ in range(c)])
+        Y = torch.cat([y for y, c in zip(ys, row) for _ in range(c)])
+        assert value == pytest.approx(linear_cka(X, Y), rel=1e-9)
+    with pytest.raises(ValueError, match="unknown CKA bootstrap method"):
+        bootstrap_cka(xs, ys, boot, method="kernel")

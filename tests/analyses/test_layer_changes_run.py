@@ -11,7 +11,12 @@ import torch
 from typer.testing import CliRunner
 
 from analyses.layer_changes.analysis import LayerChangesConfig, LayerChangesResult, run
-from analyses.layer_changes.bench import build_pair, injected_change, model_bytes, weight_change_subprocess
+from analyses.layer_changes.bench import (
+    build_pair,
+    injected_change,
+    model_bytes,
+    weight_change_subprocess,
+)
 from analyses.layer_changes.figures import figures, summary_sentences
 from interp.cli import app
 from interp.models import IncompatiblePairError
@@ -101,7 +106,7 @@ def test_bench_machinery_on_a_tiny_qwen2_pair(tmp_path: Path):
     res = out["result"]
     assert res["n_params"] == sum(p for p in [500 * 64 + 64 + 3 * (64 * 64 * 2 + 2 * (64 * 32 + 32) + 64 + 3 * 64 * 128 + 2 * 64)])
     for name, measured in res["per_tensor"].items():  # the matrices: enough elements for the noise norm to be sharp
-        if name.endswith(("proj.weight")) and ".layers." in name:
+        if name.endswith("proj.weight") and ".layers." in name:
             assert measured == pytest.approx(injected_change(int(name.split(".")[2]), 3), rel=0.05), name
     assert out["peak_rss_bytes"] >= out["rss_after_imports_bytes"] > 0
     assert model_bytes(base) > 500 * 64 * 4
@@ -119,3 +124,53 @@ def test_down_scaling_with_an_unchanged_large_model_reproduces_the_small_base(tm
     assert r.weights is None and r.grafts == () and r.representations == {}
     with pytest.raises(ValueError, match="down-scaling EFT needs both"):
         LayerChangesConfig(large=None, tuned_large="organism/base-l")
+
+
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "and"]
+
+
+@pytest.fixture(scope="module")
+def text_pair(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.analyses.test_layer_changes import perturb_layer
+
+    base = tiny_checkpoint("llama", seed=0, words=WORDS, n_layers=3, d_model=32, n_heads=4, d_mlp=64)
+    return base, perturb_layer(base, tmp_path_factory.mktemp("text-tuned"), layer=1, scale=0.2)
+
+
+def test_any_pair_runs_on_given_texts(text_pair: tuple[Path, Path], tmp_path: Path):
+    base, tuned = text_pair
+    cfg = LayerChangesConfig(base=str(base), tuned=str(tuned), large=None, parts=("weights", "representations", "grafting"),
+                             texts=("the cat sat on a mat", "a dog ran", "the dog and the cat sat"),
+                             eval=EvalConfig(max_new_tokens=6, n_boot=50), cache_dir=str(tmp_path))
+    r = run(cfg, progress=False)
+    assert r.weights is not None and r.weights.top_layer() == 1
+    assert r.representations["prompt"].cka[:2] == pytest.approx((1.0, 1.0), abs=1e-9)
+    assert r.representations["prompt"].cka[2] < 1
+    assert all(g.behaviour is None for g in r.grafts) and r.baselines == {} and r.lens == {}
+    assert r.graft("tuned_into_base", (1, 2)).kl.mean == 0.0  # the only changed layer: the hybrid is the tuned model
+    assert r.graft("tuned_into_base", (0, 1)).kl.mean == pytest.approx(r.kl_base.mean)
+    assert json.dumps(LayerChangesResult.from_dict(json.loads(json.dumps(r.to_dict()))).to_dict()) == json.dumps(r.to_dict())
+    assert set(figures(r, tmp_path / "f", png=False)) == {f"layers_{tuned.name}_{k}" for k in ("weights", "representations", "grafting")}
+    assert any("closes most" in s for s in summary_sentences(r))
+
+
+def test_texts_are_required_for_pairs_outside_the_organism(text_pair: tuple[Path, Path], tmp_path: Path):
+    base, tuned = text_pair
+    with pytest.raises(ValueError, match="pass your own prompts"):
+        run(LayerChangesConfig(base=str(base), tuned=str(tuned), large=None, parts=("representations",),
+                               cache_dir=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match="parts \\['logit_lens', 'eft'\\] need the organism task"):
+        LayerChangesConfig(texts=("the cat",), parts=("weights", "logit_lens", "eft"))
+    with pytest.raises(ValueError, match="not in the tokenizer's vocabulary"):
+        run(LayerChangesConfig(base=str(base), tuned=str(tuned), large=None, parts=("representations",),
+                               texts=("the zebra",), cache_dir=str(tmp_path)), progress=False)
+
+
+def test_cli_runs_a_text_pair(text_pair: tuple[Path, Path], tmp_path: Path):
+    base, tuned = text_pair
+    (tmp_path / "prompts.txt").write_text("the cat sat\n\na dog ran on the mat\n")
+    r = CliRunner().invoke(app, ["analyze", "layers", str(base), str(tuned), "--texts", str(tmp_path / "prompts.txt"),
+                                 "--large", "", "--no-png", "--out", str(tmp_path / "out"), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert Path(out["result"]).is_file() and any("weights" in s for s in out["summary"])
