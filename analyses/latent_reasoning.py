@@ -46,6 +46,7 @@ class Variable:
     name: str  # shown in figures
     label: str  # position label in the store
     target: str  # metadata key
+    text: str = "prompt"  # "prompt": the bare prompt; "verbose": prompt + the verbose chain of thought, written
 
 
 VARIABLES = (
@@ -56,7 +57,12 @@ VARIABLES = (
     Variable("step 1 @ its clause", "prompt.step1.end", "value.step1"),
     Variable("step 2 @ its clause", "prompt.step2.end", "value.step2"),
     Variable("step 3 @ its clause", "prompt.step3.end", "value.step3"),
+    # positive control: in a written verbose CoT (`c = b * 2 = 7 * 2 =`), where the model is about to write
+    # the value it has just computed from the operands it copied (forced-CoT accuracy is ~1.0 there)
+    Variable("step 2 @ written CoT", "step2.before_value", "value.step2", "verbose"),
+    Variable("step 3 @ written CoT", "step3.before_value", "value.step3", "verbose"),
 )
+TEXTS = ("prompt", "verbose")
 INTERMEDIATE_AT_ANSWER = tuple(v for v in VARIABLES if v.label == ANSWER and v.target.startswith("intermediate"))
 COT_VARIABLE = Variable("will write a CoT", ANSWER, WILL_COT)
 
@@ -240,7 +246,19 @@ def _control(y: Sequence[Any], groups: Sequence[str], seed: int) -> list[Any]:
     return control_labels(y, groups, seed)
 
 
-def probe_model(name: str, cfg: LatentConfig, progress: bool = True) -> tuple[ModelProbes, ActivationStore]:
+_DATASETS: dict[str, Any] = {}
+
+
+def _dataset(store: ActivationStore) -> Any:
+    """A store's dataset, read once per process (the cells of a model share it)."""
+    key = str(store.root)
+    if key not in _DATASETS:
+        _DATASETS[key] = store.dataset()
+    return _DATASETS[key]
+
+
+def probe_model(name: str, cfg: LatentConfig, progress: bool = True
+                ) -> tuple[ModelProbes, dict[str, ActivationStore]]:
     """Harvest one model's activations (cached by checksum and dataset) and fit every cell."""
     from interp.models import load
 
@@ -250,19 +268,25 @@ def probe_model(name: str, cfg: LatentConfig, progress: bool = True) -> tuple[Mo
         problems += sample_problems(cfg.problem_seed + k, cfg.n_per_step, TaskConfig(min_steps=k, max_steps=k))
     plain = problem_dataset(problems, model.tokenizer)
     cot = will_write_cot(model, [e.ids for e in plain], cfg.batch_size)
-    dataset = problem_dataset(problems, model.tokenizer, extra_meta=[{WILL_COT: c} for c in cot])
+    extra = [{WILL_COT: c} for c in cot]
     hooks = probe_hooks(model.n_layers)
-    labels = tuple(dict.fromkeys(v.label for v in VARIABLES))
-    tag = f"{model.checksum[:16]}-{dataset.hash()[:16]}"
-    store = harvest(model, dataset, hooks, Named(labels, missing="skip"), Path(cfg.cache_dir) / "stores" / tag,
-                    batch_size=cfg.batch_size, seed=cfg.problem_seed)
-    out = Path(cfg.cache_dir) / "probes" / f"{tag}-{_digest(cfg.key())}"
+    stores = {}
+    for text in TEXTS:
+        dataset = problem_dataset(problems, model.tokenizer, None if text == "prompt" else text,  # type: ignore[arg-type]
+                                  extra_meta=extra)
+        labels = tuple(dict.fromkeys(v.label for v in VARIABLES if v.text == text))
+        tag = f"{model.checksum[:16]}-{dataset.hash()[:16]}"
+        stores[text] = harvest(model, dataset, hooks, Named(labels, missing="skip"),
+                               Path(cfg.cache_dir) / "stores" / tag, batch_size=cfg.batch_size, seed=cfg.problem_seed)
+    store = stores["prompt"]
+    dataset = _dataset(store)
+    out = Path(cfg.cache_dir) / "probes"
     job = _job(cfg, store, out)
     cells, direct, skipped = [], [], []
     todo = [(h, v) for h in hooks for v in (*VARIABLES, COT_VARIABLE)]
     for h, v in tqdm(todo, desc=f"probing {name}", disable=not progress, leave=False):
         try:
-            cell = _cached_cell(store, h, v, job, dataset, out)
+            cell = _cached_cell(stores[v.text], h, v, job, out)
         except ValueError as e:
             skipped.append(Skipped(h, v.name, str(e)))
             continue
@@ -273,35 +297,37 @@ def probe_model(name: str, cfg: LatentConfig, progress: bool = True) -> tuple[Mo
                 direct.append(d)
     probes = ModelProbes(name, model.checksum, model.n_layers, model.d_model, tuple(hooks), float(np.mean(cot)),
                          tuple(cells), tuple(direct), tuple(skipped))
-    return probes, store
+    return probes, stores
 
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _cached_cell(store: ActivationStore, hook: str, var: Variable, job: ProbeJobConfig, dataset: Any,
-                 out: Path) -> CellResult:
-    stem = out / f"{hook}__{var.label}__{var.target}"
+def _cached_cell(store: ActivationStore, hook: str, var: Variable, job: ProbeJobConfig, out: Path) -> CellResult:
+    stem = out / f"{store.root.name}-{_digest(job.to_dict() | {'store': ''})}" / f"{hook}__{var.label}__{var.target}"
     done = Path(f"{stem}.cell.json")
     if done.is_file():
         return CellResult.from_dict(read_json(done))
-    cell = fit_cell(store, hook, var.label, var.target, job, dataset, stem, save_control=True)
+    cell = fit_cell(store, hook, var.label, var.target, dataclasses.replace(job, store=str(store.root)),
+                    _dataset(store), stem, save_control=True)
     write_json(done, cell.to_dict())
     return cell
 
 
-def transfer(base: ModelProbes, tuned: ModelProbes, tuned_store: ActivationStore, cfg: LatentConfig) -> list[Transfer]:
+def transfer(base: ModelProbes, tuned: ModelProbes, tuned_stores: Mapping[str, ActivationStore], cfg: LatentConfig
+             ) -> list[Transfer]:
     """Base probes on the tuned model's activations at the same hook and position, on the same test problems."""
     if base.d_model != tuned.d_model or base.hooks != tuned.hooks:
         return []
-    dataset = tuned_store.dataset()
+    text_of = {v.label: v.text for v in VARIABLES}
     out = []
     for cell in base.cells:
         own = tuned.cell(cell.hook, Variable("", cell.label, cell.target))
         if own is None or cell.target == WILL_COT:
             continue
-        x, y, groups, _ = rows_for(tuned_store, cell.hook, cell.label, cell.target, None, dataset)
+        store = tuned_stores[text_of[cell.label]]
+        x, y, groups, _ = rows_for(store, cell.hook, cell.label, cell.target, None, _dataset(store))
         _, test = split_by_group(groups, cfg.test_fraction, cfg.probe_seed)
         k = torch.from_numpy(test)
         s, _ = score(Probe.load(cell.probe_path), x[k], [v for v, t in zip(y, test) if t],
@@ -332,7 +358,9 @@ def run_cached(config: LatentConfig = LatentConfig(), progress: bool = True) -> 
     from interp.models import load
 
     checksums = [load(n).checksum for n in dict.fromkeys([config.base, *config.models])]
-    path = Path(config.cache_dir) / f"result-{_digest({'config': config.key(), 'models': checksums})}.json"
+    variables = [dataclasses.asdict(v) for v in (*VARIABLES, COT_VARIABLE)]
+    key = {"config": config.key(), "models": checksums, "variables": variables}
+    path = Path(config.cache_dir) / f"result-{_digest(key)}.json"
     if path.is_file():
         return LatentResult.from_dict(read_json(path))
     result = run(config, progress)

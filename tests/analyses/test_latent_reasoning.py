@@ -84,3 +84,12 @@ def test_will_write_cot_matches_greedy_generation():
     flags = lr.will_write_cot(m, ids)
     firsts = [m.generate(p.prompt(), max_new_tokens=1)[0].split()[0] for p in probs]
     assert flags == [not f.isdigit() for f in firsts]
+
+
+def test_the_positive_control_shows_probes_read_values_the_model_computes(result):
+    # in a written verbose CoT, right before the model writes a value it computed, a probe must read it
+    base = result.get("base-s")
+    for v in lr.VARIABLES:
+        if v.text == "verbose":
+            c = base.cell(base.hooks[-1], v)
+            assert c.score.value > 0.8 and c.selectivity > 0.5, (v.name, c.score.value)
