@@ -44,6 +44,7 @@ from interp.organism.evaluate import EvalConfig
 RESULT_VERSION = 4  # part of the cache key: bump when a result gains or changes fields
 PARTS = ("weights", "representations", "logit_lens", "grafting", "ablation", "eft")
 BEHAVIOUR_PARTS = ("logit_lens", "grafting", "ablation", "eft")
+BLOCK_SETS = ("all", "single")
 TASK_ONLY_PARTS = ("logit_lens", "ablation", "eft")  # need the organism task's answers; the rest also run on texts
 
 
@@ -59,7 +60,8 @@ class LayerChangesConfig:
     large: str | None = "organism/base-l"
     tuned_large: str | None = None
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(n_per_step=40, n_boot=1000))
-    blocks: tuple[tuple[int, int], ...] | None = None  # None: every contiguous block
+    blocks: tuple[tuple[int, int], ...] | str | None = None  # None or "all": every contiguous block;
+    # "single": each layer alone (for deep models, where every block means n(n+1)/2 grafts per direction)
     parts: tuple[str, ...] = PARTS
     cache_dir: str = field(default_factory=lambda: str(cache_dir("layers")))
     texts: tuple[str, ...] | None = None
@@ -75,19 +77,23 @@ class LayerChangesConfig:
             if task_only:
                 raise ValueError(f"parts {task_only} need the organism task's answers and cannot run on free texts; "
                                  f"with texts, run {', '.join(p for p in PARTS if p not in TASK_ONLY_PARTS)}")
+        if isinstance(self.blocks, str) and self.blocks not in BLOCK_SETS:
+            raise ValueError(f"unknown block set {self.blocks!r}; valid: {', '.join(BLOCK_SETS)} or explicit "
+                             f"(start, end) pairs")
         if self.tuned_large is not None and self.large is None:
             raise ValueError("down-scaling EFT needs both `large` (the large base) and `tuned_large`")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["blocks"] = None if self.blocks is None else [list(b) for b in self.blocks]
+        d["blocks"] = self.blocks if self.blocks is None or isinstance(self.blocks, str) else [list(b) for b in self.blocks]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LayerChangesConfig":
         d = dict(d)
         d["eval"] = EvalConfig.from_dict(d["eval"])
-        d["blocks"] = None if d.get("blocks") is None else tuple(tuple(b) for b in d["blocks"])
+        b = d.get("blocks")
+        d["blocks"] = b if b is None or isinstance(b, str) else tuple(tuple(x) for x in b)
         d["parts"] = tuple(d.get("parts", PARTS))
         d["texts"] = None if d.get("texts") is None else tuple(d["texts"])
         return cls(**d)
@@ -166,7 +172,12 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
     if needs_prompts and config.texts is None:
         check_task_tokenizer(base.tokenizer)
     n_layers = base.n_layers
-    blocks = [check_block(b, n_layers) for b in config.blocks] if config.blocks is not None else all_blocks(n_layers)
+    if config.blocks is None or config.blocks == "all":
+        blocks = all_blocks(n_layers)
+    elif config.blocks == "single":
+        blocks = [(i, i + 1) for i in range(n_layers)]
+    else:
+        blocks = [check_block(b, n_layers) for b in config.blocks]
     checksums = {config.base: base.checksum, config.tuned: tuned.checksum,
                  **{getattr(config, k): m.checksum for k, m in extra.items()}}
     path = Path(config.cache_dir) / f"{cache_key(checksums, config)}.json"

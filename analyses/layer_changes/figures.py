@@ -211,6 +211,13 @@ def summary_sentences(result: LayerChangesResult) -> list[str]:
             f"CoT rate {' / '.join(f'{g.behaviour.cot_rate:.2f}' for g in sorted(singles, key=lambda g: g.block))}; "
             f"the embeddings, final norm and unembedding alone (control) give CoT rate {ends.behaviour.cot_rate:.2f}, "
             f"KL {ends.kl.mean:.3f}.")
+        steps = sorted(set(base.steps))
+        if len(steps) > 1:
+            by = lambda x: "/".join(f"{x.subset((k,), 'cot'):.2f}" for k in steps)  # noqa: E731
+            eft = next((e.eft for e in result.eft if e.direction == "up"), None)
+            out.append(f"{t} vs {b}, when to reason: CoT rate by number of steps {'/'.join(map(str, steps))} is "
+                       f"{by(base)} for {b}, {by(tuned)} for {t}, {by(best.behaviour)} with {t}'s layer "
+                       f"{best.block[0]} grafted in" + (f", {by(eft)} under EFT" if eft else "") + ".")
         rev = [g for g in result.grafts if g.direction == "base_into_tuned" and g.block != ENDS
                and g.block[1] - g.block[0] == 1]  # type: ignore[index]
         worst = min(rev, key=lambda g: g.behaviour.cot_rate)

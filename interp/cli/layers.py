@@ -13,8 +13,10 @@ from rich.table import Table
 from interp.cli.common import analyze_app, bench_app, console, fail, parse_steps
 
 
-def parse_blocks(text: str) -> tuple[tuple[int, int], ...]:
-    """`0:2,2:4` -> ((0, 2), (2, 4)): half-open layer blocks [start, end)."""
+def parse_blocks(text: str) -> tuple[tuple[int, int], ...] | str:
+    """`0:2,2:4` -> ((0, 2), (2, 4)): half-open layer blocks [start, end); `all` or `single` pass through."""
+    if text.strip() in ("all", "single"):
+        return text.strip()
     out = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         try:
@@ -36,7 +38,8 @@ def layers(
     tuned_large: Annotated[str, typer.Option(help="post-trained large model, for down-scaling EFT")] = "",
     steps: Annotated[str, typer.Option(help="comma-separated step counts")] = "1,2,3,4",
     n: Annotated[int, typer.Option(help="problems per step count")] = 40,
-    blocks: Annotated[str, typer.Option(help="grafting blocks START:END,... (default: every contiguous block)")] = "",
+    blocks: Annotated[str, typer.Option(help="grafting blocks START:END,..., or 'single' (each layer alone) or "
+                                             "'all' (every contiguous block, the default)")] = "",
     parts: Annotated[str, typer.Option(help="comma-separated parts of weights, representations, logit_lens, "
                                             "grafting, ablation, eft (default: all that apply)")] = "",
     texts: Annotated[Path | None, typer.Option(help="prompts, one per line, for a pair that is not the organism: "

@@ -74,6 +74,8 @@ def test_figures_and_sentences(result: LayerChangesResult, tmp_path: Path):
 def test_run_refuses_incompatible_pairs_and_unknown_parts(tmp_path: Path):
     with pytest.raises(IncompatiblePairError, match="cannot be compared as a pair"):
         run(LayerChangesConfig(base="organism/base-s", tuned="organism/base-l", cache_dir=str(tmp_path)), progress=False)
+    with pytest.raises(ValueError, match="unknown block set 'pairs'; valid: all, single"):
+        LayerChangesConfig(blocks="pairs")
     with pytest.raises(ValueError, match="unknown parts \\['weight'\\]"):
         LayerChangesConfig(parts=("weight",))
     with pytest.raises(ValueError, match="out of range"):
@@ -140,13 +142,15 @@ def text_pair(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> tupl
 def test_any_pair_runs_on_given_texts(text_pair: tuple[Path, Path], tmp_path: Path):
     base, tuned = text_pair
     cfg = LayerChangesConfig(base=str(base), tuned=str(tuned), large=None, parts=("weights", "representations", "grafting"),
-                             texts=("the cat sat on a mat", "a dog ran", "the dog and the cat sat"),
+                             texts=("the cat sat on a mat", "a dog ran", "the dog and the cat sat"), blocks="single",
                              eval=EvalConfig(max_new_tokens=6, n_boot=50), cache_dir=str(tmp_path))
     r = run(cfg, progress=False)
     assert r.weights is not None and r.weights.top_layer() == 1
     assert r.representations["prompt"].cka[:2] == pytest.approx((1.0, 1.0), abs=1e-9)
     assert r.representations["prompt"].cka[2] < 1
     assert all(g.behaviour is None for g in r.grafts) and r.baselines == {} and r.lens == {}
+    assert sorted(str(g.block) for g in r.grafts if g.direction == "tuned_into_base") == ["(0, 1)", "(1, 2)", "(2, 3)",
+                                                                                       "ends"]
     assert r.graft("tuned_into_base", (1, 2)).kl.mean == 0.0  # the only changed layer: the hybrid is the tuned model
     assert r.graft("tuned_into_base", (0, 1)).kl.mean == pytest.approx(r.kl_base.mean)
     assert json.dumps(LayerChangesResult.from_dict(json.loads(json.dumps(r.to_dict()))).to_dict()) == json.dumps(r.to_dict())
