@@ -382,7 +382,7 @@ def figures(result: LatentResult, out_dir: str | Path, png: bool = True) -> dict
     cols = min(3, n)
     rows = (n + cols - 1) // cols
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[_short(m.name) for m in result.models],
-                        horizontal_spacing=0.12, vertical_spacing=0.16)
+                        horizontal_spacing=0.04, vertical_spacing=0.16)
     for i, m in enumerate(result.models):
         z, text = [], []
         for v in VARIABLES:
@@ -397,6 +397,9 @@ def figures(result: LatentResult, out_dir: str | Path, png: bool = True) -> dict
                       title="Which values of the chain a linear probe reads, per layer (selectivity = accuracy - control)",
                       margin=dict(l=140, r=20, t=90, b=40))
     fig.update_yaxes(autorange="reversed")
+    for i in range(n):
+        if i % cols:
+            fig.update_yaxes(showticklabels=False, row=i // cols + 1, col=i % cols + 1)
     figs["latent_selectivity"] = fig
 
     if result.transfers:

@@ -8,6 +8,11 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.py"))
+# what each script must print and write (a script not listed here must at least run)
+EXPECT = {
+    "zoo_tour.py": (("forced CoT", "logit-lens accuracy by layer"), ("logit_lens_base_s.html",)),
+    "probing.py": (("selectivity by layer", "on sft (all problems)"), ("probe_selectivity_base_s.html",)),
+}
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
@@ -17,8 +22,9 @@ def test_example_script_runs(script: Path, tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("TOUR_OUT", str(tmp_path))
     runpy.run_path(str(script), run_name="__main__")
     out = capsys.readouterr().out
-    assert "forced CoT" in out and "logit-lens accuracy by layer" in out
-    assert (tmp_path / "logit_lens_base_s.html").exists()
+    printed, written = EXPECT.get(script.name, ((), ()))
+    assert all(p in out for p in printed), out[-2000:]
+    assert all((tmp_path / f).exists() for f in written)
 
 
 def test_there_is_at_least_one_example():
