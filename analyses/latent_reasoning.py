@@ -37,6 +37,7 @@ from probes import CellResult, Probe, ProbeJobConfig, Score, fit_cell, rows_for,
 
 ANSWER = "answer"
 WILL_COT = "will_cot"
+RESULT_VERSION = 2  # bump when the result's fields change: cached results of other versions are recomputed
 
 
 @dataclass(frozen=True)
@@ -154,15 +155,20 @@ class Transfer:
     own: Score
     transfer: Score
     control: Score
+    # the base probe on the tuned activations shifted by (base mean - tuned mean) over the training
+    # problems: separates "same directions, moved" from "other directions"
+    transfer_centred: Score
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "hook": self.hook, "label": self.label, "target": self.target,
-                "own": self.own.to_dict(), "transfer": self.transfer.to_dict(), "control": self.control.to_dict()}
+                "own": self.own.to_dict(), "transfer": self.transfer.to_dict(), "control": self.control.to_dict(),
+                "transfer_centred": self.transfer_centred.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Transfer":
         return cls(d["model"], d["hook"], d["label"], d["target"], Score.from_dict(d["own"]),
-                   Score.from_dict(d["transfer"]), Score.from_dict(d["control"]))
+                   Score.from_dict(d["transfer"]), Score.from_dict(d["control"]),
+                   Score.from_dict(d["transfer_centred"]))
 
 
 @dataclass(frozen=True)
@@ -315,9 +321,10 @@ def _cached_cell(store: ActivationStore, hook: str, var: Variable, job: ProbeJob
     return cell
 
 
-def transfer(base: ModelProbes, tuned: ModelProbes, tuned_stores: Mapping[str, ActivationStore], cfg: LatentConfig
-             ) -> list[Transfer]:
-    """Base probes on the tuned model's activations at the same hook and position, on the same test problems."""
+def transfer(base: ModelProbes, tuned: ModelProbes, base_stores: Mapping[str, ActivationStore],
+             tuned_stores: Mapping[str, ActivationStore], cfg: LatentConfig) -> list[Transfer]:
+    """Base probes on the tuned model's activations at the same hook and position, on the same test
+    problems: as they are, and re-centred on the base's mean."""
     if base.d_model != tuned.d_model or base.hooks != tuned.hooks:
         return []
     text_of = {v.label: v.text for v in VARIABLES}
@@ -326,14 +333,19 @@ def transfer(base: ModelProbes, tuned: ModelProbes, tuned_stores: Mapping[str, A
         own = tuned.cell(cell.hook, Variable("", cell.label, cell.target))
         if own is None or cell.target == WILL_COT:
             continue
-        store = tuned_stores[text_of[cell.label]]
+        store, bstore = tuned_stores[text_of[cell.label]], base_stores[text_of[cell.label]]
         x, y, groups, _ = rows_for(store, cell.hook, cell.label, cell.target, None, _dataset(store))
-        _, test = split_by_group(groups, cfg.test_fraction, cfg.probe_seed)
+        xb, _, groups_b, _ = rows_for(bstore, cell.hook, cell.label, cell.target, None, _dataset(bstore))
+        train, test = split_by_group(groups, cfg.test_fraction, cfg.probe_seed)
+        train_b, _ = split_by_group(groups_b, cfg.test_fraction, cfg.probe_seed)
+        shift = xb[torch.from_numpy(train_b)].mean(0) - x[torch.from_numpy(train)].mean(0)
         k = torch.from_numpy(test)
-        s, _ = score(Probe.load(cell.probe_path), x[k], [v for v, t in zip(y, test) if t],
-                     [g for g, t in zip(groups, test) if t], cfg.n_boot, cfg.probe_seed, tuned.checksum,
-                     allow_other_model=True)
-        out.append(Transfer(tuned.name, cell.hook, cell.label, cell.target, own.score, s, own.control))
+        y_te, g_te = [v for v, t in zip(y, test) if t], [g for g, t in zip(groups, test) if t]
+        probe = Probe.load(cell.probe_path)
+        s, _ = score(probe, x[k], y_te, g_te, cfg.n_boot, cfg.probe_seed, tuned.checksum, allow_other_model=True)
+        sc, _ = score(probe, x[k] + shift, y_te, g_te, cfg.n_boot, cfg.probe_seed, tuned.checksum,
+                      allow_other_model=True)
+        out.append(Transfer(tuned.name, cell.hook, cell.label, cell.target, own.score, s, own.control, sc))
     return out
 
 
@@ -348,7 +360,7 @@ def run(config: LatentConfig = LatentConfig(), progress: bool = True) -> LatentR
     transfers = []
     for name in names:
         if name != config.base:
-            transfers += transfer(base, results[name], stores[name], config)
+            transfers += transfer(base, results[name], stores[config.base], stores[name], config)
     models = tuple(results[n] for n in names if n in config.models or n == config.base)
     return LatentResult(config, models, tuple(transfers), round(time.time() - t0, 1), library_versions())
 
@@ -359,7 +371,7 @@ def run_cached(config: LatentConfig = LatentConfig(), progress: bool = True) -> 
 
     checksums = [load(n).checksum for n in dict.fromkeys([config.base, *config.models])]
     variables = [dataclasses.asdict(v) for v in (*VARIABLES, COT_VARIABLE)]
-    key = {"config": config.key(), "models": checksums, "variables": variables}
+    key = {"config": config.key(), "models": checksums, "variables": variables, "version": RESULT_VERSION}
     path = Path(config.cache_dir) / f"result-{_digest(key)}.json"
     if path.is_file():
         return LatentResult.from_dict(read_json(path))
@@ -409,11 +421,12 @@ def figures(result: LatentResult, out_dir: str | Path, png: bool = True) -> dict
         names = [Variable("", t.label, t.target) for t in shown]
         label_of = {(v.label, v.target): v.name for v in VARIABLES}
         x = [[_short(t.model) for t in shown], [label_of.get((v.label, v.target), v.target) for v in names]]
-        for what, color in (("own", None), ("transfer", "#555"), ("control", "#bbb")):
+        for what, color in (("own", None), ("transfer", "#555"), ("transfer_centred", "#999"), ("control", "#ccc")):
             ys = [getattr(t, what).value for t in shown]
             cis = [getattr(t, what).ci for t in shown]
             fig.add_trace(go.Bar(
-                x=x, y=ys, name={"own": "own probe", "transfer": "base-s probe (transfer)", "control": "control"}[what],
+                x=x, y=ys, name={"own": "own probe", "transfer": "base-s probe (transfer)",
+                              "transfer_centred": "base-s probe, re-centred", "control": "control"}[what],
                 marker_color=[color_for(t.model) for t in shown] if color is None else color,
                 error_y=dict(type="data", symmetric=False, array=[c[1] - y for c, y in zip(cis, ys)],
                              arrayminus=[y - c[0] for c, y in zip(cis, ys)])))
@@ -464,14 +477,14 @@ def summary_sentences(result: LatentResult) -> list[str]:
     by_model: dict[str, list[Transfer]] = {}
     for t in result.transfers:
         by_model.setdefault(t.model, []).append(t)
+    shown = ("answer @ answer", "step 1 @ answer", "step 1 @ its clause", "step 2 @ written CoT")
+    label_of = {(v.label, v.target): v.name for v in VARIABLES}
     for name, ts in by_model.items():
         m = result.get(name)
-        last = [t for t in ts if t.hook == m.hooks[-1]]
-        own = np.mean([t.own.value for t in last])
-        tr = np.mean([t.transfer.value for t in last])
-        ctrl = np.mean([t.control.value for t in last])
-        lines.append(f"Base probes on {_short(name)}'s last layer: mean accuracy {tr:.2f} over the {len(last)} variables, "
-                     f"against {own:.2f} for {_short(name)}'s own probes and {ctrl:.2f} for the control.")
+        parts = [f"{label_of[(t.label, t.target)]} {t.transfer.value:.2f} [{t.transfer.ci[0]:.2f}, {t.transfer.ci[1]:.2f}] "
+                 f"(re-centred {t.transfer_centred.value:.2f}; own probe {t.own.value:.2f}, control {t.control.value:.2f})"
+                 for t in ts if t.hook == m.hooks[-1] and label_of.get((t.label, t.target)) in shown]
+        lines.append(f"base-s probes on {_short(name)}'s last layer: " + "; ".join(parts) + ".")
     for m in result.models:
         cells = [c for c in (m.cell(h, COT_VARIABLE) for h in m.hooks) if c]
         if cells:

@@ -72,7 +72,8 @@ def test_figures_and_sentences(result, tmp_path):
     assert set(paths) == {"latent_selectivity", "latent_transfer", "latent_will_cot"}
     assert all(p[0].is_file() for p in paths.values())
     text = " ".join(lr.summary_sentences(result))
-    assert "base-s, step 1 @ answer" in text and "Base probes on sft" in text and "always makes the same choice" in text
+    assert "base-s, step 1 @ answer" in text and "base-s probes on sft" in text and "always makes the same choice" in text
+    assert "re-centred" in text
 
 
 def test_will_write_cot_matches_greedy_generation():
