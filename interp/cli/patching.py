@@ -158,12 +158,18 @@ def bench_patch(
     except (ValueError, FileNotFoundError, OSError) as e:
         fail(e)
     table = Table(title="interp bench patch: full resid_pre grid, one prompt (1 thread)")
-    for col in ("model", "params", "layers x positions", "TransformerLens s", "ours s", "speed-up", "max |diff|",
-                "attribution s", "Spearman (all / changed cells)"):
+    for col in ("model", "params", "layers x positions", "ours s (cpu s)", "TL on Bridge s (cpu s)", "speed-up (cpu)",
+                "max |diff|", "TL on HookedTransformer s (cpu s)", "speed-up (cpu)", "max |diff|", "attribution s",
+                "Spearman (all / changed cells)"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(r["model"], f"{r['n_params']:,}", f"{r['n_layers']} x {r['n_positions']}", f"{r['tl_seconds']:.2f}",
-                      f"{r['ours_seconds']:.3f}", f"{r['speedup']:.1f}x", f"{r['max_abs_diff']:.1e}",
+        table.add_row(r["model"], f"{r['n_params']:,}", f"{r['n_layers']} x {r['n_positions']}",
+                      f"{r['ours_seconds']:.3f} ({r['ours_cpu_seconds']:.3f})",
+                      f"{r['tl_seconds']:.2f} ({r['tl_cpu_seconds']:.2f})",
+                      f"{r['speedup']:.1f}x ({r['speedup_cpu']:.1f}x)", f"{r['max_abs_diff']:.1e}",
+                      f"{r['ht_seconds']:.2f} ({r['ht_cpu_seconds']:.2f})",
+                      f"{r['speedup_vs_hooked_transformer']:.1f}x ({r['speedup_cpu_vs_hooked_transformer']:.1f}x)",
+                      f"{r['max_abs_diff_vs_hooked_transformer']:.1e}",
                       f"{r['attribution_seconds']:.3f}", f"{r['spearman']:.3f} / {r['spearman_changed_cells']:.3f}")
     Console(width=200).print(table)
     print(json.dumps(summary(rows)))

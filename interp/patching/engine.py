@@ -148,17 +148,23 @@ def _forward_kwargs(model: Any) -> set[str]:
 
 
 def capture(model: Any, ids: Int[torch.Tensor, "1 pos"], kind: str, layers: Sequence[int], use_cache: bool = False,
-            grad: bool = False) -> tuple[Float[torch.Tensor, "1 pos vocab"], dict[int, torch.Tensor], Any]:
-    """One forward of `ids` on `model.hf`: logits, the `kind` activations at `layers`, and the KV cache if asked."""
+            grad: bool = False, readout: int | None = None
+            ) -> tuple[Float[torch.Tensor, "1 pos vocab"], dict[int, torch.Tensor], Any]:
+    """One forward of `ids` on `model.hf`: logits (only at `readout` when given: `[1, 1, vocab]`), the `kind`
+    activations at `layers`, and the KV cache if asked."""
     s = sites(model)
     store: dict[int, torch.Tensor] = {}
+    kw: dict[str, Any] = {}
+    if readout is not None and "logits_to_keep" in _forward_kwargs(model):
+        kw["logits_to_keep"] = torch.tensor([readout], device=ids.device)  # skip unembedding every other position
     with Hooks() as hk, torch.set_grad_enabled(grad):
         for layer in layers:
             add_capture(hk, s, kind, layer, store)
-        out = model.hf(input_ids=ids, use_cache=use_cache)
+        out = model.hf(input_ids=ids, use_cache=use_cache, **kw)
+    logits = out.logits if "logits_to_keep" in kw or readout is None else out.logits[:, [readout]]
     if kind == "z" and not grad:
         store = {k: heads_view(v, s) for k, v in store.items()}
-    return out.logits, store, (out.past_key_values if hasattr(out, "past_key_values") else out.get("cache"))
+    return logits, store, (out.past_key_values if hasattr(out, "past_key_values") else out.get("cache"))
 
 
 # ------------------------------------------------------------------------------------ the engine
@@ -377,12 +383,12 @@ def exact_values(model: Any, source: torch.Tensor, target: torch.Tensor, grid: G
                  max_batch: int = 512, overhead_tokens: float = 48.0) -> tuple[torch.Tensor, float, float]:
     """Metric of every cell's patched run `[grid.shape]`, and the source's and target's own metric values."""
     n_run = grid.readout + 1
-    src_logits, src, _ = capture(model, source, grid.kind, grid.layers)
     # the source's own metric at the readout (at its last token when an alignment maps unequal lengths)
     src_readout = grid.readout if source.shape[1] == target.shape[1] else source.shape[1] - 1
-    clean = float(check_metric(metric, src_logits[:, src_readout])[0])
+    src_logits, src, _ = capture(model, source, grid.kind, grid.layers, readout=src_readout)
+    clean = float(check_metric(metric, src_logits[:, -1])[0])
     tgt = target[:, :n_run]
-    tgt_logits, tgt_acts, cache = capture(model, tgt, grid.kind, grid.layers, use_cache=True)
+    tgt_logits, tgt_acts, cache = capture(model, tgt, grid.kind, grid.layers, use_cache=True, readout=n_run - 1)
     corrupt = float(check_metric(metric, tgt_logits[:, -1])[0])
     values = torch.full(grid.shape, corrupt)
 

@@ -77,9 +77,9 @@ def attribution_patch(model: Any, source: Tokens, target: Tokens, metric: Metric
     metric = as_metric(metric)
     src, tgt, grid = _prepare(model, source, target, hook, layers, positions, heads, align, readout)
     t0 = time.perf_counter()
-    src_logits, src_acts, _ = capture(model, src, grid.kind, grid.layers)
     src_readout = grid.readout if src.shape[1] == tgt.shape[1] else src.shape[1] - 1
-    clean = float(check_metric(metric, src_logits[:, src_readout])[0])
+    src_logits, src_acts, _ = capture(model, src, grid.kind, grid.layers, readout=src_readout)
+    clean = float(check_metric(metric, src_logits[:, -1])[0])
     s = sites(model)
     store: dict[int, torch.Tensor] = {}
     with Hooks() as hk, torch.enable_grad():
