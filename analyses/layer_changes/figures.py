@@ -175,13 +175,14 @@ def summary_sentences(result: LayerChangesResult) -> list[str]:
                    f"{lower:.3f}, upper half {upper:.3f}); largest at layer {w.top_layer()}; the matrix kind that changed "
                    f"most is {top_kind} ({kinds[top_kind]:.3f} on average); outside the layers: {outside}.")
     for pos, r in result.representations.items():
-        low = int(np.argmin(r.cka))
+        low = int(np.nanargmin(r.cka)) if np.isfinite(r.cka).any() else 0
         adj = list(r.cka_base_adjacent)
         scale = (f"; for scale, the base's CKA between consecutive layers is {min(adj):.3f}-{max(adj):.3f}"
                  if adj else "")
         out.append(f"{t} vs {b}, representations on {'prompt' if pos == 'prompt' else f'{t} own-generation'} tokens "
-                   f"({r.n_tokens} tokens, {r.n_problems} problems): CKA {' / '.join(f'{x:.3f}' for x in r.cka)} from "
-                   f"{labels[0]} to {labels[-1]}, lowest at {labels[low]} ({r.cka[low]:.3f} {_ci(r.cka_ci[low])}; "
+                   f"({r.n_tokens} tokens, {r.n_problems} problems): CKA {' / '.join(f'{x:.4f}' for x in r.cka)} from "
+                   f"{labels[0]} to {labels[-1]}, lowest at {labels[low]} ({r.cka[low]:.4f} "
+                   f"[{r.cka_ci[low][0]:.4f}, {r.cka_ci[low][1]:.4f}]; "
                    f"shuffled-token control {max(r.cka_shuffled):.3f} at most{scale}); mean cosine at {labels[-1]} "
                    f"{r.cosine[-1]:.3f} {_ci(r.cosine_ci[-1])}.")
     for pos in ("answer", "prompt_end"):

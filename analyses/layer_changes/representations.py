@@ -25,11 +25,13 @@ MAX_STATS_BYTES = 2 << 30  # per-problem d x d statistics for the exact bootstra
 
 def linear_cka(x: Float[torch.Tensor, "n d"], y: Float[torch.Tensor, "n e"]) -> float:
     """Linear CKA of two sets of row vectors (centred): ||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F), in float64."""
-    x = x.double() - x.double().mean(0)
-    y = y.double() - y.double().mean(0)
+    x0, y0 = x.double(), y.double()
+    x, y = x0 - x0.mean(0), y0 - y0.mean(0)
+    if x.norm() <= 1e-10 * x0.norm() or y.norm() <= 1e-10 * y0.norm():
+        return float("nan")  # a side without variance: CKA is undefined
     num = (y.T @ x).square().sum()
     den = (x.T @ x).norm() * (y.T @ y).norm()
-    return float(num / den) if den > 0 else float("nan")
+    return float(num / den)
 
 
 def _cka_from_stats(n: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, xx: torch.Tensor, yy: torch.Tensor,
@@ -38,7 +40,16 @@ def _cka_from_stats(n: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor, xx: tor
     xxc = xx - torch.einsum("...i,...j->...ij", sx, sx) / n[..., None, None]
     yyc = yy - torch.einsum("...i,...j->...ij", sy, sy) / n[..., None, None]
     xyc = xy - torch.einsum("...i,...j->...ij", sx, sy) / n[..., None, None]
-    return xyc.square().sum((-1, -2)) / (xxc.flatten(-2).norm(dim=-1) * yyc.flatten(-2).norm(dim=-1))
+    nx, ny = xxc.flatten(-2).norm(dim=-1), yyc.flatten(-2).norm(dim=-1)
+    return _undefined_as_nan(xyc.square().sum((-1, -2)) / (nx * ny), nx, xx.flatten(-2).norm(dim=-1), ny,
+                             yy.flatten(-2).norm(dim=-1))
+
+
+def _undefined_as_nan(cka: torch.Tensor, nx: torch.Tensor, rx: torch.Tensor, ny: torch.Tensor,
+                      ry: torch.Tensor) -> torch.Tensor:
+    """NaN where a side has (numerically) no variance, i.e. its centred statistic is rounding noise of the raw one."""
+    dead = (nx <= 1e-10 * rx) | (ny <= 1e-10 * ry)
+    return torch.where(dead, torch.full_like(cka, float("nan")), cka)
 
 
 def _boot_features(xs: list[torch.Tensor], ys: list[torch.Tensor], boot: torch.Tensor) -> torch.Tensor:
@@ -66,15 +77,16 @@ def _boot_gram(xs: list[torch.Tensor], ys: list[torch.Tensor], boot: torch.Tenso
     n_tok = boot @ torch.tensor(sizes, dtype=torch.float64)
     c2 = torch.einsum("bq,br->bqr", boot, boot).flatten(1)  # [boot, problem^2]
 
-    def hsic(a: str, b: str) -> torch.Tensor:
+    def hsic(a: str, b: str) -> tuple[torch.Tensor, torch.Tensor]:
         s = onehot.T @ (K[a] * K[b]) @ onehot
         m = torch.einsum("ip,iq,ir->pqr", onehot, R[a], R[b]).flatten(1)  # [problem, problem^2]
         t1 = torch.einsum("bp,pq,bq->b", boot, s, boot)
         t2 = ((c2 @ m.T) * boot).sum(1)
         t3 = torch.einsum("bp,pq,bq->b", boot, B[a], boot) * torch.einsum("bp,pq,bq->b", boot, B[b], boot)
-        return t1 - 2 * t2 / n_tok + t3 / n_tok**2
+        return t1 - 2 * t2 / n_tok + t3 / n_tok**2, t1  # centred, and the uncentred term for scale
 
-    return hsic("x", "y") / (hsic("x", "x") * hsic("y", "y")).sqrt()
+    (xy, _), (xx, rx), (yy, ry) = hsic("x", "y"), hsic("x", "x"), hsic("y", "y")
+    return _undefined_as_nan(xy / (xx.clamp(min=0) * yy.clamp(min=0)).sqrt(), xx, rx, yy, ry)
 
 
 def bootstrap_cka(xs: list[Float[torch.Tensor, "tok d"]], ys: list[Float[torch.Tensor, "tok e"]],

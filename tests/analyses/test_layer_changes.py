@@ -3,6 +3,7 @@ ablation and logit-lens identities, and the errors bad input must give."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -321,3 +322,15 @@ def test_bootstrap_cka_equals_cka_of_the_resampled_data(method: str):
         assert value == pytest.approx(linear_cka(X, Y), rel=1e-9)
     with pytest.raises(ValueError, match="unknown CKA bootstrap method"):
         bootstrap_cka(xs, ys, boot, method="kernel")
+
+
+@pytest.mark.parametrize("method", ["features", "gram"])
+def test_bootstrap_cka_is_nan_where_a_resample_has_no_variance(method: str):
+    from analyses.layer_changes.representations import bootstrap_cka
+
+    same = torch.ones(4, 8, dtype=torch.float64) * torch.arange(8, dtype=torch.float64)  # one repeated vector
+    other = torch.randn(3, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    boot = torch.tensor([[1, 0], [1, 1]], dtype=torch.float64)
+    got = bootstrap_cka([same, other], [same, other], boot, method=method)
+    assert math.isnan(got[0]) and got[1] == pytest.approx(1.0, abs=1e-9)
+    assert math.isnan(linear_cka(same, same))
