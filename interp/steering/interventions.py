@@ -1,0 +1,116 @@
+"""Interventions on one hook's activations: add, subtract, project out, or clamp a component of a direction.
+
+Each says where it acts: `"prompt"` (every real prompt token, padding never), `"generated"` (every token
+the model writes), `"all"`, `Positions((-1,))` (indices in each row's own prompt; negative from its end),
+or a bool mask `[batch, pos]` laid out like the attention mask of the padded batch the model receives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+import torch
+from jaxtyping import Bool, Float
+
+from interp.steering.vector import SteeringVector
+
+WHERE_NAMES = ("prompt", "generated", "all")
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Token indices within each row's prompt (BOS included when the tokenizer adds one); -1 is the last."""
+
+    indices: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.indices:
+            raise ValueError("Positions needs at least one index, e.g. Positions((-1,)) for the prompt's last token")
+
+
+Where = Union[Literal["prompt", "generated", "all"], Positions, Bool[torch.Tensor, "batch pos"]]
+
+
+def check_where(where: Any) -> None:
+    if isinstance(where, str):
+        if where not in WHERE_NAMES:
+            raise ValueError(f"where={where!r}: use one of {', '.join(WHERE_NAMES)}, Positions((i, ...)) or a bool "
+                             f"mask [batch, pos]")
+    elif isinstance(where, torch.Tensor):
+        if where.dim() != 2 or where.dtype != torch.bool:
+            raise ValueError(f"a token mask must be a bool tensor [batch, pos], got {where.dtype} {tuple(where.shape)}")
+    elif not isinstance(where, Positions):
+        raise ValueError(f"where={where!r}: use 'prompt', 'generated', 'all', Positions((i, ...)) or a bool mask")
+
+
+@dataclass(frozen=True, eq=False)
+class Intervention:
+    """Base: a direction at a hook, and where it acts. Subclasses say what they change (`delta`)."""
+
+    vector: SteeringVector
+    where: Any = "generated"
+    hook: str | None = None  # defaults to the vector's own hook
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.vector, SteeringVector):
+            raise TypeError(f"{type(self).__name__} takes a SteeringVector (wrap a tensor with "
+                            f"SteeringVector(tensor, hook=...)), got {type(self.vector).__name__}")
+        check_where(self.where)
+
+    @property
+    def at(self) -> str:
+        return self.hook or self.vector.hook
+
+    def delta(self, h: Float[torch.Tensor, "batch pos d"]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        where = self.where if not isinstance(self.where, torch.Tensor) else f"mask{tuple(self.where.shape)}"
+        where = dataclasses.asdict(where) if isinstance(where, Positions) else where
+        extra = {k: getattr(self, k) for k in ("scale", "value") if hasattr(self, k)}
+        return {"kind": type(self).__name__, "hook": self.at, "where": where, "norm": self.vector.norm, **extra}
+
+
+@dataclass(frozen=True, eq=False)
+class Add(Intervention):
+    """h + scale * v."""
+
+    scale: float = 1.0
+
+    def delta(self, h: torch.Tensor) -> torch.Tensor:
+        return (self.scale * self.vector.vector.to(h)).expand_as(h)
+
+
+@dataclass(frozen=True, eq=False)
+class Subtract(Intervention):
+    """h - scale * v (ASC's compression step with v = verbose - concise)."""
+
+    scale: float = 1.0
+
+    def delta(self, h: torch.Tensor) -> torch.Tensor:
+        return (-self.scale * self.vector.vector.to(h)).expand_as(h)
+
+
+@dataclass(frozen=True, eq=False)
+class ProjectOut(Intervention):
+    """h - (h . u) u with u = v / |v|: the component along v becomes zero."""
+
+    def delta(self, h: torch.Tensor) -> torch.Tensor:
+        u = self.vector.unit().to(h)
+        return -(h @ u)[..., None] * u
+
+
+@dataclass(frozen=True, eq=False)
+class Clamp(Intervention):
+    """h + (value - h . u) u: the component along u = v / |v| is set to `value`."""
+
+    value: float = 0.0
+
+    def delta(self, h: torch.Tensor) -> torch.Tensor:
+        u = self.vector.unit().to(h)
+        return (self.value - h @ u)[..., None] * u
+
+
+__all__ = ["Intervention", "Add", "Subtract", "ProjectOut", "Clamp", "Positions", "Where", "WHERE_NAMES"]
