@@ -55,6 +55,25 @@ def build_pair(folder: str | Path, shape: dict[str, Any] = QWEN2_1_5B, dtype: to
     return base, tuned
 
 
+@torch.no_grad()
+def perturb_checkpoint(src: str | Path, dst: str | Path, layer: int, scale: float = 0.05, only: str | None = None,
+                       seed: int = 1) -> Path:
+    """A control pair with a known answer: copy a checkpoint with Gaussian noise of std `scale` added to the
+    parameters of one decoder layer (optionally only those whose name contains `only`)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from analyses.layer_changes.anatomy import decoder_layers
+
+    model = AutoModelForCausalLM.from_pretrained(src, local_files_only=True)
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in decoder_layers(model)[layer].named_parameters():
+        if only is None or only in name:
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src, local_files_only=True).save_pretrained(dst)
+    return Path(dst)
+
+
 def model_bytes(folder: str | Path) -> int:
     """Bytes of one model's weights: the sum of its safetensors files."""
     return sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
@@ -128,5 +147,5 @@ def bench_layers(shape: dict[str, Any] = QWEN2_1_5B, zoo_tuned: str | None = "or
     return rows, figures
 
 
-__all__ = ["build_pair", "bench_layers", "weight_change_subprocess", "model_bytes", "injected_change", "QWEN2_1_5B",
+__all__ = ["build_pair", "bench_layers", "perturb_checkpoint", "weight_change_subprocess", "model_bytes", "injected_change", "QWEN2_1_5B",
            "BenchRow"]

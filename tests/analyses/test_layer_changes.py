@@ -15,7 +15,6 @@ from analyses.layer_changes import weights as weights_mod
 from analyses.layer_changes.ablation import ablated, mean_block_deltas
 from analyses.layer_changes.anatomy import (
     check_block,
-    decoder_layers,
     kind_of_param,
     layer_of_param,
     lens_logits,
@@ -27,6 +26,7 @@ from analyses.layer_changes.behaviour import (
     problems_of,
     prompt_ids,
 )
+from analyses.layer_changes.bench import perturb_checkpoint
 from analyses.layer_changes.eft import check_shared_tokenizer, mixed_generate
 from analyses.layer_changes.grafting import ENDS, all_blocks, grafted
 from analyses.layer_changes.logit_lens import first_decodable
@@ -40,19 +40,6 @@ torch.set_num_threads(1)
 SHAPE = dict(n_layers=3, d_model=32, n_heads=4, d_mlp=64)
 
 
-def perturb_layer(src: Path, dst: Path, layer: int, scale: float = 0.05, only: str | None = None, seed: int = 1) -> Path:
-    """Copy a checkpoint with noise added to the parameters of one decoder layer (optionally one matrix)."""
-    model = AutoModelForCausalLM.from_pretrained(src, local_files_only=True)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in decoder_layers(model)[layer].named_parameters():
-            if only is None or only in name:
-                p.add_(scale * torch.randn(p.shape, generator=gen))
-    model.save_pretrained(dst)
-    AutoTokenizer.from_pretrained(src, local_files_only=True).save_pretrained(dst)
-    return dst
-
-
 @pytest.fixture(scope="module")
 def base_ckpt(tiny_checkpoint) -> Path:
     return tiny_checkpoint("llama", seed=0, **SHAPE)
@@ -60,7 +47,7 @@ def base_ckpt(tiny_checkpoint) -> Path:
 
 @pytest.fixture(scope="module")
 def tuned_ckpt(base_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return perturb_layer(base_ckpt, tmp_path_factory.mktemp("tuned-l1"), layer=1)
+    return perturb_checkpoint(base_ckpt, tmp_path_factory.mktemp("tuned-l1"), layer=1)
 
 
 def test_parameter_names_map_to_layers_and_matrix_kinds():
@@ -97,7 +84,7 @@ def test_one_perturbed_layer_shows_only_at_that_layer(base_ckpt: Path, tuned_ckp
 
 
 def test_one_perturbed_matrix_shows_only_in_that_cell(base_ckpt: Path, tmp_path: Path):
-    tuned = perturb_layer(base_ckpt, tmp_path / "t", layer=2, only="v_proj")
+    tuned = perturb_checkpoint(base_ckpt, tmp_path / "t", layer=2, only="v_proj")
     wc = weight_change(base_ckpt, tuned)
     cells = {(layer, k): v for layer, kinds in wc.per_layer_kind.items() for k, v in kinds.items() if v > 0}
     assert list(cells) == [("2", "v")]
@@ -287,7 +274,7 @@ def test_first_decodable_point():
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "gpt_neox"])
 def test_every_intervention_works_on_other_architectures(arch: str, tiny_checkpoint, tmp_path: Path):
     base = tiny_checkpoint(arch, seed=0, **SHAPE)
-    tuned = perturb_layer(base, tmp_path / "t", layer=1)
+    tuned = perturb_checkpoint(base, tmp_path / "t", layer=1)
     wc = weight_change(base, tuned)
     assert wc.per_layer[1] > 0 and wc.per_layer[0] == 0 == wc.per_layer[2]
     b = AutoModelForCausalLM.from_pretrained(base).eval()

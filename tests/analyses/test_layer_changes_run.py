@@ -15,6 +15,7 @@ from analyses.layer_changes.bench import (
     build_pair,
     injected_change,
     model_bytes,
+    perturb_checkpoint,
     weight_change_subprocess,
 )
 from analyses.layer_changes.figures import figures, summary_sentences
@@ -133,10 +134,8 @@ WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "and"]
 
 @pytest.fixture(scope="module")
 def text_pair(tiny_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from tests.analyses.test_layer_changes import perturb_layer
-
     base = tiny_checkpoint("llama", seed=0, words=WORDS, n_layers=3, d_model=32, n_heads=4, d_mlp=64)
-    return base, perturb_layer(base, tmp_path_factory.mktemp("text-tuned"), layer=1, scale=0.2)
+    return base, perturb_checkpoint(base, tmp_path_factory.mktemp("text-tuned"), layer=1, scale=0.2)
 
 
 def test_any_pair_runs_on_given_texts(text_pair: tuple[Path, Path], tmp_path: Path):
