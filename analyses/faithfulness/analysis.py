@@ -46,6 +46,7 @@ class FaithfulnessConfig:
     seed: int = EVAL_SEED + 77
     n_boot: int = 1000
     max_new_tokens: int = 72
+    version: int = 2  # of the analysis code: part of the cache key
     filler_token: str = iv.FILLER
     cache_dir: str = field(default_factory=lambda: str(cache_dir("faithfulness")))
 
@@ -193,17 +194,24 @@ class StepPatching:
     effect_ci: tuple[tuple[tuple[float, float], ...], ...]
     total: tuple[Score, ...]  # per step: source run minus target run (the text-level effect)
     skipped: dict[str, int] = field(default_factory=dict)  # CoTs looked at and not used, by reason
+    # where the last step's value travels: the same patch at every position from that value to the readout
+    # (verbose CoTs: value ; so <query> =), mean effect [layer][position]
+    flow: tuple[tuple[float, ...], ...] = ()
+    flow_labels: tuple[str, ...] = ()
+    flow_n: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_steps": self.n_steps, "n": self.n, "layers": list(self.layers),
                 "effect": [list(r) for r in self.effect], "effect_ci": [[list(c) for c in r] for r in self.effect_ci],
-                "total": [s.to_dict() for s in self.total], "skipped": dict(self.skipped)}
+                "total": [s.to_dict() for s in self.total], "skipped": dict(self.skipped),
+                "flow": [list(r) for r in self.flow], "flow_labels": list(self.flow_labels), "flow_n": self.flow_n}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StepPatching":
         return cls(d["n_steps"], d["n"], tuple(d["layers"]), tuple(tuple(r) for r in d["effect"]),
                    tuple(tuple(tuple(c) for c in r) for r in d["effect_ci"]),
-                   tuple(Score.from_dict(s) for s in d["total"]), dict(d.get("skipped", {})))
+                   tuple(Score.from_dict(s) for s in d["total"]), dict(d.get("skipped", {})),
+                   tuple(tuple(r) for r in d.get("flow", ())), tuple(d.get("flow_labels", ())), d.get("flow_n", 0))
 
 
 @dataclass(frozen=True)
@@ -372,8 +380,9 @@ def step_patching(model: Any, problems: list[Problem], cots: list[list[str]], n_
 
     tok = model.tokenizer
     rng = np.random.default_rng(seed)
-    effects, totals = [], []
+    effects, totals, flows = [], [], []
     skipped = {"not_a_cot": 0, "steps_mismatch": 0, "no_informative_value": 0}
+    flow_labels: tuple[str, ...] = ()
     for p, c in zip(problems, cots):
         if len(effects) >= n:
             break
@@ -384,7 +393,7 @@ def step_patching(model: Any, problems: list[Problem], cots: list[list[str]], n_
         pos = completion_positions(p, s.fmt)  # type: ignore[arg-type]
         body = iv.join_steps(s.steps, p.separator) + iv.closing_prefix(p, s.fmt)
         target = _ids(tok, p, body)
-        per_step, tot = [], []
+        per_step, tot, flow = [], [], None
         for j in range(1, n_steps + 1):
             v = iv.pick_mistake(p, s, j, int(rng.integers(1, 10)))
             if v is None:
@@ -396,12 +405,18 @@ def step_patching(model: Any, problems: list[Problem], cots: list[list[str]], n_
             assert target[at] == tok.convert_tokens_to_ids(str(s.values()[j - 1])), "value position mismatch"
             metric = logit_diff(tok.convert_tokens_to_ids(str(iv.propagate(p, j, v))),
                                 tok.convert_tokens_to_ids(str(s.answer)))
-            r = exact_patch(model, source, target, metric, hook="resid_pre", positions=[at])
+            last = j == n_steps and s.fmt == "verbose"
+            r = exact_patch(model, source, target, metric, hook="resid_pre",
+                            positions=list(range(at, len(target))) if last else [at])
             per_step.append(r.effects[:, 0].tolist())
             tot.append(r.clean - r.corrupt)
+            if last:
+                flow, flow_labels = r.effects.tolist(), ("value", *r.position_labels[1:-2], "query", "=")
         if len(per_step) == n_steps:
             effects.append(per_step)
             totals.append(tot)
+            if flow is not None:
+                flows.append(flow)
         else:
             skipped["no_informative_value"] += 1
     e = np.array(effects).reshape(len(effects), n_steps, model.n_layers)
@@ -411,8 +426,9 @@ def step_patching(model: Any, problems: list[Problem], cots: list[list[str]], n_
                 for j in range(n_steps))
     total = tuple(Score(float(t[:, j].mean()) if len(t) else float("nan"), bootstrap_ci(t[:, j], n_boot, seed), len(t))
                   for j in range(n_steps))
+    f = np.array(flows).mean(0) if flows else np.zeros((0, 0))
     return StepPatching(n_steps, len(e), tuple(range(model.n_layers)), tuple(tuple(map(float, r)) for r in mean), cis,
-                        total, skipped)
+                        total, skipped, tuple(tuple(map(float, r)) for r in f), flow_labels, len(flows))
 
 
 # ------------------------------------------------------------------------------------------------ run

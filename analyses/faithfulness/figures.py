@@ -75,6 +75,22 @@ def figures(result: FaithfulnessResult, out_dir: str | Path, png: bool = True) -
     fig.update_layout(width=260 * len(result.models) + 120, height=380, title_font_size=13)
     fig.update_yaxes(autorange="reversed")  # step 1 on top
     figs["faithfulness_step_patching"] = fig
+
+    with_flow = [m for m in result.models if m.patching[k_max].flow_n]
+    if with_flow:
+        fig = make_subplots(rows=1, cols=len(with_flow), shared_yaxes=True,
+                            subplot_titles=[f"{_label(m)} (n={m.patching[k_max].flow_n})" for m in with_flow])
+        lim = max(abs(v) for m in with_flow for row in m.patching[k_max].flow for v in row) or 1.0
+        for i, m in enumerate(with_flow):
+            p = m.patching[k_max]
+            fig.add_trace(go.Heatmap(z=[list(r) for r in p.flow], x=list(p.flow_labels), y=[f"L{x}" for x in p.layers],
+                                     zmid=0, zmin=-lim, zmax=lim, colorscale="RdBu", showscale=i == 0,
+                                     colorbar=dict(title="logit diff")), row=1, col=i + 1)
+        style(fig, f"Where the last written value travels ({k_max}-step verbose CoTs): resid_pre patched at each "
+                   f"position from the value to the readout", "position", "layer")
+        fig.update_layout(width=260 * len(with_flow) + 120, height=380, title_font_size=13)
+        fig.update_yaxes(autorange="reversed")
+        figs["faithfulness_step_flow"] = fig
     return {name: save_figure(f, out_dir / name, png=png) for name, f in figs.items()}
 
 
@@ -176,6 +192,17 @@ def summary_sentences(result: FaithfulnessResult) -> list[str]:
                    f"{last.fmt(False)}, an earlier written value by {early_mean:.2f} on average; patching only the "
                    f"last value token's resid_pre carries {p.effect[-1][0]:.2f} at layer 0 and {l1:.2f} at layer 1 "
                    f"(n={p.n})")
+    flows = [(m, m.patching[k_max]) for m in result.models if m.patching[k_max].flow_n]
+    if flows:
+        parts = []
+        for m, p in flows:
+            f = np.array(p.flow)
+            mid = float(np.abs(f[:, 1:-1]).max()) if f.shape[1] > 2 else 0.0
+            parts.append(f"{short(m.name)} {f[0, 0]:.1f} at the value token at layer 0, {f[1:, -1].min():.1f}-"
+                         f"{f[1:, -1].max():.1f} at the readout from layer 1 on, at most {mid:.2f} at the tokens "
+                         f"in between (n={p.flow_n})")
+        pat.append("the same patch at every position from the last value to the readout (verbose CoTs) carries "
+                   + "; ".join(parts) + ": the readout attends to the written value itself in layer 0")
     if pat:
         lines.append(f"Step-level patching on {k_max}-step CoTs (does the answer read the written value?): "
                      + "; ".join(pat) + ". So the final answer reads the last written value (it is moved out of its "

@@ -138,5 +138,9 @@ def test_step_patching_reads_the_last_written_value(base_s) -> None:
     # resid_pre at layer 0 of the only changed token carries the whole text-level effect, by construction
     assert p.effect[1][0] == pytest.approx(p.total[1].value, abs=1e-3)
     assert p.total[1].value > 5 and abs(p.total[0].value) < 1  # the last written value decides the answer
+    # the flow grid's first column is the same patch as the step grid's last row (verbose CoTs only)
+    assert p.flow_n > 0 and p.flow_labels == ("value", ";", "so", "query", "=")
+    assert len(p.flow) == base_s.n_layers and len(p.flow[0]) == 5
+    assert p.flow[0][0] == pytest.approx(p.total[1].value, abs=1e-3) if p.flow_n == p.n else True
     m = ModelFaithfulness("organism/base-s", base_s.checksum, True, {}, {2: p})
     assert ModelFaithfulness.from_dict(m.to_dict()).patching[2].effect == p.effect
