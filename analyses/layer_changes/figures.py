@@ -257,7 +257,8 @@ def summary_sentences(result: LayerChangesResult) -> list[str]:
                        f"{' / '.join(f'{d:.2f}' for d in crit['base'][0])} (from {crit['base'][2]:.2f}), {t} "
                        f"{' / '.join(f'{d:.2f}' for d in crit['tuned'][0])} (from {crit['tuned'][2]:.2f}); "
                        f"ranked by drop, {b}'s layers are {_rank(crit['base'][0])} and {t}'s {_rank(crit['tuned'][0])}"
-                       f" ({'same' if _rank(crit['base'][0]) == _rank(crit['tuned'][0]) else 'different'} order).")
+                       f" ({'same' if _rank(crit['base'][0]) == _rank(crit['tuned'][0]) else 'different'} order; "
+                       f"Spearman rho of the drops {_spearman(crit['base'][0], crit['tuned'][0]):.2f}).")
     for e in result.eft:
         refs = "; ".join(f"{short(k)} {v.accuracy:.2f} {_ci(v.accuracy_ci)} / {v.cot_rate:.2f}" for k, v in e.references.items())
         m = e.models
@@ -308,6 +309,16 @@ def answer_sentence(result: LayerChangesResult) -> str:
             parts.append(f"EFT puts {t}'s behaviour on {short(e.models['scale'])}: accuracy {e.eft.accuracy:.2f} "
                          f"(vs {scale.accuracy:.2f}), CoT rate {e.eft.cot_rate:.2f} (vs {scale.cot_rate:.2f}).")
     return " ".join(parts).rstrip(";,") + ("" if parts[-1].endswith(".") else ".")
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    """Rank correlation (ties share their mean rank); nan when either side is constant."""
+    from scipy.stats import rankdata
+
+    ra, rb = rankdata(a), rankdata(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def _rank(drops: list[float]) -> str:

@@ -177,3 +177,19 @@ def test_cli_runs_a_text_pair(text_pair: tuple[Path, Path], tmp_path: Path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert Path(out["result"]).is_file() and any("weights" in s for s in out["summary"])
+
+
+def test_report_section_renders_each_pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from analyses import report
+    from analyses.layer_changes import section
+
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(section, "ZOO_PAIRS", ("organism/dpo",))
+    monkeypatch.setattr(section, "MAX_PER_STEP", 3)
+    s = report.layers_section(tmp_path / "out", n_per_step=200, png=False)
+    assert s.title.startswith("Where fine-tuning acts") and "on the same 3 problems per step count" in s.sentences[0]
+    assert s.sentences[1].startswith("Answer for dpo vs base-s:")
+    assert all((tmp_path / "out" / f).is_file() for f in s.figures) and len(s.figures) == 6
+    assert (tmp_path / "out" / "layers_dpo.json").is_file() and "<td>dpo vs base-s</td>" in s.table_html
+    page = report.render([s], 1.0)
+    assert "Answer for dpo vs base-s" in page and "layers_dpo_grafting.html" in page
