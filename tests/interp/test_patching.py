@@ -314,3 +314,25 @@ def test_cli_patch_writes_a_result_and_rejects_bad_hooks(tmp_path: Path) -> None
     assert (tmp_path / "attribution_resid_pre.safetensors").exists() and (tmp_path / "patch_resid_pre.html").exists()
     r = CliRunner().invoke(app, [*args[:10], "--hook", "blocks.0.hook_resid_pre"])
     assert r.exit_code == 2 and "unknown hook kind" in r.output + getattr(r, "stderr", "")
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt_neox"])
+@pytest.mark.parametrize("kind", ["resid_pre", "attn_out", "z"])
+def test_other_architectures_equal_transformer_lens(tiny_checkpoint: Callable[..., Path], arch: str, kind: str) -> None:
+    """Grouped-query attention (qwen2) and parallel attention/MLP with fused QKV (gpt_neox)."""
+    m = interp.load(tiny_checkpoint(arch, seed=1, n_layers=2, d_model=32, n_heads=4, initializer_range=0.3))
+    metric = metric_for(m)
+    anchor = {"resid_pre": tl_patching.get_act_patch_resid_pre, "attn_out": tl_patching.get_act_patch_attn_out,
+              "z": tl_patching.get_act_patch_attn_head_out_by_pos}[kind]
+    res = exact_patch(m, CLEAN, CORRUPT, metric, hook=kind)
+    with torch.no_grad():
+        _, cache = m.bridge.run_with_cache(m.to_tokens(CLEAN))
+        ref = anchor(m.bridge, m.to_tokens(CORRUPT), cache, lambda lg: metric(lg[:, -1])[0])
+    assert (res.values - ref.cpu()).abs().max() < 1e-4
+    assert res.effects.abs().max() > 0.01
+
+
+def test_parallel_blocks_have_no_resid_mid(tiny_checkpoint: Callable[..., Path]) -> None:
+    m = interp.load(tiny_checkpoint("gpt_neox", seed=1, n_layers=2, d_model=32, n_heads=4, initializer_range=0.3))
+    with pytest.raises(UnknownHookError, match="hook_resid_mid"):
+        exact_patch(m, CLEAN, CORRUPT, metric_for(m), hook="resid_mid")
