@@ -82,7 +82,7 @@ def _select(st: _State, where: Any, device: torch.device) -> Any:
         pos = torch.arange(start, start + seq, device=device)
         real = (pos[None] - st.pads[:, None]) >= 0
         if st.mask is not None:
-            real = real & st.mask[:, start:start + seq].bool()
+            real = real & st.mask.bool()
         if where == "all":
             return None if bool(real.all()) else real
         if start >= width:
@@ -153,11 +153,15 @@ class Steering:
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() != 2:
             mask = None
-        if mask is not None:
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        if cache is not None and hasattr(cache, "get_seq_length"):
+            past = int(cache.get_seq_length())  # tokens already in the KV cache (HF may omit an all-ones mask)
+        elif mask is not None:
             past = int(mask.shape[1]) - seq
         else:
-            cache = kwargs.get("past_key_values")
-            past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+            past = 0
+        if mask is not None:
+            mask = mask[:, -seq:]  # this call's tokens (HF masks cover past + current)
         st = self.state
         if past == 0:
             st.prompt_width = seq

@@ -1,0 +1,228 @@
+"""Figures, sentences and report sections of the verbosity and reasoning-direction analyses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from analyses.verbosity.analysis import VerbosityResult
+from analyses.verbosity.common import Cell
+from analyses.verbosity.reasoning import ReasoningResult
+from interp.plots import save_figure, style
+
+
+def _err(cells: list[Cell], metric: str) -> dict:
+    vals = [getattr(c, metric) for c in cells]
+    cis = [getattr(c, f"{metric}_ci") for c in cells]
+    return dict(type="data", symmetric=False, array=[hi - v for (lo, hi), v in zip(cis, vals)],
+                arrayminus=[v - lo for (lo, hi), v in zip(cis, vals)])
+
+
+def _layer(hook: str) -> int:
+    return int(hook.split(".")[1])
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def verbosity_figures(r: VerbosityResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
+    """Length and accuracy vs signed gamma and vs layer (validation), test conditions, direction AUROC per layer."""
+    out_dir = Path(out_dir)
+    figs: dict[str, go.Figure] = {}
+    ref = r.chosen or r.aggressive
+    base = r.val_unsteered
+    if ref is not None:
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("mean CoT tokens", "accuracy"))
+        for v in r.config.variants:
+            for layer_hook in sorted({s.hook for s in r.sweep if s.variant == v}, key=_layer):
+                cells = sorted((s for s in r.sweep if s.variant == v and s.hook == layer_hook), key=lambda s: s.gamma)
+                xs = [0.0] + [s.gamma for s in cells]
+                order = sorted(range(len(xs)), key=lambda i: xs[i])
+                toks = [base.mean_tokens] + [s.cell.mean_tokens for s in cells]
+                accs = [base.accuracy] + [s.cell.accuracy for s in cells]
+                name = f"{v}, layer {_layer(layer_hook)}"
+                show = v == ref.variant
+                for col, ys in ((1, toks), (2, accs)):
+                    fig.add_trace(go.Scatter(x=[xs[i] for i in order], y=[ys[i] for i in order], mode="lines+markers",
+                                             name=name, legendgroup=name, showlegend=col == 1,
+                                             visible=True if show else "legendonly"), row=1, col=col)
+        style(fig, f"Verbosity steering of {r.config.model.removeprefix('organism/')} (validation): "
+                   f"negative gamma subtracts verbose - concise", "signed gamma", "")
+        fig.update_layout(width=1000)
+        figs["verbosity_vs_gamma"] = fig
+
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("mean CoT tokens", "accuracy"))
+        for g in sorted({s.gamma for s in r.sweep if s.variant == ref.variant}):
+            cells = sorted((s for s in r.sweep if s.variant == ref.variant and s.gamma == g), key=lambda s: _layer(s.hook))
+            for col, m in ((1, "mean_tokens"), (2, "accuracy")):
+                fig.add_trace(go.Scatter(x=[_layer(s.hook) for s in cells], y=[getattr(s.cell, m) for s in cells],
+                                         mode="lines+markers", name=f"gamma {g:+g}", legendgroup=str(g),
+                                         showlegend=col == 1), row=1, col=col)
+        style(fig, f"Verbosity steering vs layer ({ref.variant} direction, validation)", "layer (resid_post)", "")
+        fig.update_layout(width=1000)
+        fig.update_xaxes(dtick=1)
+        figs["verbosity_vs_layer"] = fig
+
+    names = list(r.test)
+    cells = [r.test[k] for k in names]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("mean CoT tokens (95% CI)", "accuracy (95% CI)"))
+    fig.add_trace(go.Bar(x=names, y=[c.mean_tokens for c in cells], error_y=_err(cells, "mean_tokens"),
+                         showlegend=False, marker_color="#4C78A8"), row=1, col=1)
+    fig.add_trace(go.Bar(x=names, y=[c.accuracy for c in cells], error_y=_err(cells, "accuracy"),
+                         showlegend=False, marker_color="#E45756"), row=1, col=2)
+    style(fig, f"Test split: steered vs baselines ({r.test['unsteered'].n} problems)", "", "")
+    fig.update_layout(width=1100, height=520)
+    figs["verbosity_test"] = fig
+
+    fig = go.Figure()
+    for key, d in r.directions.items():
+        hooks = d["hooks"]
+        fig.add_trace(go.Scatter(x=[_layer(h["hook"]) for h in hooks], y=[h["auroc_mean_diff"] for h in hooks],
+                                 mode="lines+markers", name=key.removeprefix("organism/")))
+    first = next(iter(r.directions.values()))["hooks"]
+    fig.add_trace(go.Scatter(x=[_layer(h["hook"]) for h in first], y=[h["auroc_random"] for h in first],
+                             mode="lines", line=dict(dash="dot", color="#999"), name="random direction (mean)"))
+    style(fig, "Held-out separation of verbose vs concise texts by the direction", "layer (resid_post)",
+          "projection AUROC")
+    fig.update_xaxes(dtick=1)
+    figs["verbosity_auroc"] = fig
+    return {k: save_figure(f, out_dir / k, png=png) for k, f in figs.items()}
+
+
+def verbosity_sentences(r: VerbosityResult) -> list[str]:
+    t, red = r.test, r.reduction
+    u = t["unsteered"]
+    acc = lambda c: f"{c.accuracy:.2f} [{c.accuracy_ci[0]:.2f}, {c.accuracy_ci[1]:.2f}]"  # noqa: E731
+    tok = lambda c: f"{c.mean_tokens:.1f} [{c.mean_tokens_ci[0]:.1f}, {c.mean_tokens_ci[1]:.1f}]"  # noqa: E731
+    rd = lambda k: (f"{_pct(red[k]['reduction'])} [{_pct(red[k]['reduction_ci'][0])}, "  # noqa: E731
+                    f"{_pct(red[k]['reduction_ci'][1])}]")
+    m = r.config.model.removeprefix("organism/")
+    lines = [f"Unsteered {m} on the test split ({u.n} problems, 1-4 steps): {tok(u)} CoT tokens, accuracy {acc(u)}."]
+    p = t["prompt: concise first step"]
+    lines.append(f"Prompting the concise format (its first step forced, with the model's own best digit): {tok(p)} "
+                 f"tokens ({rd('prompt: concise first step')} fewer), accuracy {acc(p)}: the model's concise chains "
+                 f"are far less accurate than its verbose ones, which bounds what any compression to that format keeps.")
+    for label in ("chosen", "aggressive"):
+        pt = getattr(r, label)
+        if pt is None:
+            lines.append(f"No {label} point: no validation cell met its rule "
+                         f"(accuracy within {r.config.accuracy_tolerance:.2f} and KL <= {r.config.kl_bound})."
+                         if label == "chosen" else "No aggressive point (no cell under the KL bound shortened the CoT).")
+            continue
+        c = t[label]
+        rule = (f"largest reduction with validation accuracy within {r.config.accuracy_tolerance:.2f} and KL <= "
+                f"{r.config.kl_bound}" if label == "chosen" else
+                f"largest reduction under the KL bound with <= {_pct(r.config.max_invalid_aggressive)} unparseable")
+        rnd, bs = t[f"{label}: random direction"], t[f"{label}: base-s direction"]
+        lines.append(f"{label.capitalize()} point ({rule}): {pt.variant} direction at layer {_layer(pt.hook)}, "
+                     f"gamma {pt.gamma:+g} (KL {c.kl:.3f}): {tok(c)} tokens, {rd(label)} fewer, accuracy {acc(c)} "
+                     f"(change {red[label]['accuracy_change']:+.2f} [{red[label]['accuracy_change_ci'][0]:+.2f}, "
+                     f"{red[label]['accuracy_change_ci'][1]:+.2f}]); random directions of equal norm: {tok(rnd)} tokens, "
+                     f"accuracy {acc(rnd)}; the same direction read from base-s: {tok(bs)} tokens "
+                     f"({rd(label + ': base-s direction')} fewer), accuracy {acc(bs)}.")
+        if f"{label}_wall_clock_speedup" in r.speed:
+            lines.append(f"Wall clock ({label}, batched greedy generation of the test split): "
+                         f"{r.speed[f'{label}_wall_clock_speedup']:.2f}x speed-up, "
+                         f"{r.speed[f'{label}_tokens_per_s']:.0f} vs {r.speed['unsteered_tokens_per_s']:.0f} "
+                         f"generated tokens/s.")
+    signs = {}
+    for s in r.sweep:
+        if s.variant == (r.aggressive or r.chosen or s).variant and s.hook == (r.aggressive or r.chosen or s).hook:
+            signs.setdefault(s.gamma > 0, []).append(s.cell.mean_tokens)
+    if signs.get(True) and signs.get(False):
+        lines.append(f"Sign check (validation, same layer): subtracting verbose - concise gives {min(signs[False]):.1f}"
+                     f"-{max(signs[False]):.1f} mean tokens, adding it {min(signs[True]):.1f}-{max(signs[True]):.1f} "
+                     f"(unsteered {r.val_unsteered.mean_tokens:.1f}).")
+    cos = {v: max(d.values()) for v, d in r.base_cosines.items()}
+    lines.append("Cosine between the directions read from sft and from base-s (best layer): "
+                 + ", ".join(f"{v} {c:.2f}" for v, c in cos.items()) + ".")
+    return lines
+
+
+def reasoning_figures(r: ReasoningResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
+    out_dir = Path(out_dir)
+    figs: dict[str, go.Figure] = {}
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy (3-4 steps)", "CoT rate"))
+    for w in r.config.wheres:
+        for hook in sorted({s.hook for s in r.sweep}, key=_layer):
+            cells = sorted((s for s in r.sweep if s.where == w and s.hook == hook), key=lambda s: s.gamma)
+            xs = [0.0] + [s.gamma for s in cells]
+            order = sorted(range(len(xs)), key=lambda i: xs[i])
+            name = f"{w}, layer {_layer(hook)}"
+            for col, m in ((1, "accuracy"), (2, "cot_rate")):
+                ys = [getattr(r.val_unsteered, m)] + [getattr(s.cell, m) for s in cells]
+                fig.add_trace(go.Scatter(x=[xs[i] for i in order], y=[ys[i] for i in order], mode="lines+markers",
+                                         name=name, legendgroup=name, showlegend=col == 1,
+                                         visible=True if w == r.chosen.where else "legendonly"), row=1, col=col)
+    style(fig, "base-s + gamma x (CoT-mode - direct-mode), validation", "gamma", "")
+    fig.update_layout(width=1000)
+    figs["reasoning_direction_sweep"] = fig
+    names = list(r.test)
+    cells = [r.test[k] for k in names]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy (95% CI)", "CoT rate (95% CI)"))
+    fig.add_trace(go.Bar(x=names, y=[c.accuracy for c in cells], error_y=_err(cells, "accuracy"), showlegend=False,
+                         marker_color="#4C78A8"), row=1, col=1)
+    fig.add_trace(go.Bar(x=names, y=[c.cot_rate for c in cells], error_y=_err(cells, "cot_rate"), showlegend=False,
+                         marker_color="#E45756"), row=1, col=2)
+    style(fig, f"Reasoning-mode direction on 3-4-step problems (test, {r.test['sft unsteered'].n} problems)", "", "")
+    fig.update_layout(width=1100, height=520)
+    figs["reasoning_direction_test"] = fig
+    return {k: save_figure(f, out_dir / k, png=png) for k, f in figs.items()}
+
+
+def reasoning_sentences(r: ReasoningResult) -> list[str]:
+    t, g, c = r.test, r.gap, r.chosen
+    f = lambda k: (f"accuracy {t[k].accuracy:.2f} [{t[k].accuracy_ci[0]:.2f}, {t[k].accuracy_ci[1]:.2f}], "  # noqa: E731
+                   f"CoT rate {t[k].cot_rate:.2f}")
+    gr = lambda k: f"{_pct(g[k]['gap_recovered'])} [{_pct(g[k]['gap_recovered_ci'][0])}, {_pct(g[k]['gap_recovered_ci'][1])}]"  # noqa: E731
+    rand = [k for k in g if k.startswith("base-s + random direction")]
+    return [
+        f"The direction: {r.n_cot} CoT-mode vs {r.n_direct} direct-mode prompts of base-s (its greedy choice, CoT rate "
+        f"{r.train_cot_rate:.2f} on {', '.join(map(str, r.config.train_steps))}-step problems), difference of means at "
+        f"the prompt's last token; held-out AUROC per layer "
+        + ", ".join(f"{h['auroc_mean_diff']:.2f}" for h in r.directions["hooks"])
+        + f" (random directions {r.directions['hooks'][0]['auroc_random']:.2f}).",
+        f"Chosen on validation: layer {_layer(c.hook)}, gamma {c.gamma:+g}, at {c.where} position(s).",
+        f"Test, 3-4-step problems: base-s {f('base-s unsteered')}; + reasoning direction {f('base-s + reasoning direction')}; "
+        f"+ random directions of equal norm {f('base-s + random direction')}; sft {f('sft unsteered')}; base-s forced "
+        f"into a CoT {f('base-s forced CoT')}.",
+        f"Fraction of the base-s -> sft accuracy gap recovered: {gr('base-s + reasoning direction')} by the direction, "
+        + ", ".join(gr(k) for k in rand) + " by the random directions; steering touched "
+        f"{r.tokens_steered['positions_per_problem']:.0f} position(s) per problem, {_pct(r.tokens_steered['of_prompt_and_completion'])} "
+        f"of prompt + completion tokens ({_pct(r.tokens_steered['of_generated'])} of generated tokens).",
+    ]
+
+
+def verbosity_section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    import dataclasses
+
+    from analyses.verbosity import analysis
+    from interp.io import write_json
+
+    cfg = dataclasses.replace(analysis.VerbosityConfig(), n_test_per_step=min(n_per_step, 50))
+    r = analysis.run_cached(cfg)
+    write_json(out / "verbosity.json", r.to_dict())
+    paths = verbosity_figures(r, out, png)
+    return ("Verbosity: activation-steered compression of sft's chains of thought", tuple(verbosity_sentences(r)),
+            tuple(p[0].name for p in paths.values()))
+
+
+def reasoning_section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    import dataclasses
+
+    from analyses.verbosity import reasoning
+    from interp.io import write_json
+
+    cfg = dataclasses.replace(reasoning.ReasoningConfig(), n_test_per_step=n_per_step)
+    r = reasoning.run_cached(cfg)
+    write_json(out / "reasoning_direction.json", r.to_dict())
+    paths = reasoning_figures(r, out, png)
+    return ("Reasoning-mode direction: steering base-s into a chain of thought", tuple(reasoning_sentences(r)),
+            tuple(p[0].name for p in paths.values()))
+
+
+__all__ = ["verbosity_figures", "verbosity_sentences", "reasoning_figures", "reasoning_sentences",
+           "verbosity_section_parts", "reasoning_section_parts"]

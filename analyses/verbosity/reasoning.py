@@ -1,0 +1,228 @@
+"""The reasoning-mode direction: does adding "CoT mode minus direct mode" to base-s make it reason?
+
+base-s answers free prompts greedily; the prompts it starts a chain of thought on are "CoT mode", the others
+"direct mode". The direction is the difference of their mean residual streams at the prompt's last token
+(the `:` of `A :`, where the first answer token is chosen), per layer, validated by held-out AUROC. Adding
+gamma times it (at that one position, or at every prompt position) is swept over layer and signed gamma on a
+validation split of 3-4-step problems; the best accuracy is tested against random directions of equal norm,
+with the fraction of the base-s -> sft accuracy gap recovered and the share of tokens steered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from analyses.verbosity.common import (
+    Cell,
+    Run,
+    arrays,
+    cell_of,
+    digest,
+    generate_graded,
+    paired_bootstrap,
+    problems_per_step,
+)
+from interp.activations import Named, PromptDataset
+from interp.hooks import resid_post
+from interp.io import cache_dir, library_versions, read_json, write_json
+from interp.organism.dataset import problem_dataset
+from interp.organism.evaluate import cot_prefix
+from interp.steering import Add, Positions, SteeringVector
+from interp.steering.directions import DirectionSet, directions_from_texts, random_directions
+
+RESULT_VERSION = 1
+WHERE = {"last": Positions((-1,)), "prompt": "prompt"}
+N_RANDOM = 3
+
+
+@dataclass(frozen=True)
+class ReasoningConfig:
+    base: str = "organism/base-s"
+    tuned: str = "organism/sft"
+    train_seed: int = 4_000_037
+    val_seed: int = 4_100_039
+    test_seed: int = 4_200_043
+    train_steps: tuple[int, ...] = (2, 3, 4)
+    n_train_per_step: int = 400
+    eval_steps: tuple[int, ...] = (3, 4)
+    n_val_per_step: int = 100
+    n_test_per_step: int = 200
+    gammas: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0, 4.0)
+    wheres: tuple[str, ...] = ("last", "prompt")
+    n_boot: int = 1000
+    seed: int = 0
+    max_new_tokens: int = 72
+    batch_size: int = 400
+    cache_dir: str = field(default_factory=lambda: str(cache_dir("reasoning_direction")))
+
+    def __post_init__(self) -> None:
+        bad = [w for w in self.wheres if w not in WHERE]
+        if bad:
+            raise ValueError(f"unknown positions {bad}; known: {', '.join(WHERE)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ReasoningConfig":
+        d = dict(d)
+        for k in ("train_steps", "eval_steps", "gammas", "wheres"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+    def key(self) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
+
+
+@dataclass(frozen=True)
+class ReasoningCell:
+    where: str
+    hook: str
+    gamma: float
+    cell: Cell
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"where": self.where, "hook": self.hook, "gamma": self.gamma, "cell": self.cell.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ReasoningCell":
+        return cls(d["where"], d["hook"], d["gamma"], Cell.from_dict(d["cell"]))
+
+
+@dataclass(frozen=True)
+class ReasoningResult:
+    config: ReasoningConfig
+    base_checksum: str
+    tuned_checksum: str
+    train_cot_rate: float
+    n_cot: int
+    n_direct: int
+    directions: dict[str, Any]
+    val_unsteered: Cell
+    sweep: tuple[ReasoningCell, ...]
+    chosen: ReasoningCell
+    test: dict[str, Cell]
+    gap: dict[str, dict[str, Any]]  # condition -> fraction of the base -> tuned accuracy gap recovered, with CI
+    tokens_steered: dict[str, float]
+    seconds: float
+    libraries: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": RESULT_VERSION, "config": self.config.to_dict(), "base_checksum": self.base_checksum,
+                "tuned_checksum": self.tuned_checksum, "train_cot_rate": self.train_cot_rate, "n_cot": self.n_cot,
+                "n_direct": self.n_direct, "directions": self.directions, "val_unsteered": self.val_unsteered.to_dict(),
+                "sweep": [s.to_dict() for s in self.sweep], "chosen": self.chosen.to_dict(),
+                "test": {k: v.to_dict() for k, v in self.test.items()}, "gap": self.gap,
+                "tokens_steered": self.tokens_steered, "seconds": self.seconds, "libraries": self.libraries}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ReasoningResult":
+        return cls(ReasoningConfig.from_dict(d["config"]), d["base_checksum"], d["tuned_checksum"], d["train_cot_rate"],
+                   d["n_cot"], d["n_direct"], d["directions"], Cell.from_dict(d["val_unsteered"]),
+                   tuple(ReasoningCell.from_dict(s) for s in d["sweep"]), ReasoningCell.from_dict(d["chosen"]),
+                   {k: Cell.from_dict(v) for k, v in d["test"].items()}, d["gap"], d["tokens_steered"], d["seconds"],
+                   d["libraries"])
+
+
+def mode_direction(model: Any, cfg: ReasoningConfig) -> tuple[DirectionSet, float, int, int]:
+    """CoT-mode minus direct-mode at the prompt's last token, from base-s's own greedy choices."""
+    probs = problems_per_step(cfg.train_seed, cfg.n_train_per_step, cfg.train_steps)
+    run = generate_graded(model, probs, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    cot = [g.format in ("concise", "verbose") for g in run.grades]
+    ds = problem_dataset(probs, model.tokenizer)
+    pos = PromptDataset(tuple(e for e, c in zip(ds.examples, cot) if c))
+    neg = PromptDataset(tuple(e for e, c in zip(ds.examples, cot) if not c))
+    hooks = [resid_post(layer) for layer in range(model.n_layers)]
+    dirs = directions_from_texts(model, pos, neg, hooks, Named(("answer",)), paired=False, seed=cfg.seed,
+                                 provenance={"text": "CoT-mode - direct-mode prompts (greedy choice)",
+                                             "train_seed": cfg.train_seed})
+    return dirs, float(np.mean(cot)), int(sum(cot)), int(len(cot) - sum(cot))
+
+
+def _gap(runs: Mapping[str, Run], base: str, tuned: str, n_boot: int) -> dict[str, dict[str, Any]]:
+    b, t = arrays(runs[base])["correct"], arrays(runs[tuned])["correct"]
+    out = {}
+    for name, run in runs.items():
+        x = arrays(run)["correct"]
+        if len(x) != len(b):
+            continue
+
+        def frac(i: np.ndarray, x: np.ndarray = x) -> float:
+            gap = t[i].mean() - b[i].mean()
+            return float((x[i].mean() - b[i].mean()) / gap) if gap > 0 else float("nan")
+
+        out[name] = {"gap_recovered": frac(np.arange(len(b))), "gap_recovered_ci": paired_bootstrap(frac, len(b), n_boot, 3)}
+    return out
+
+
+def run(config: ReasoningConfig = ReasoningConfig(), progress: bool = True) -> ReasoningResult:
+    from interp.models import load
+
+    t0 = time.time()
+    cfg = config
+    base, tuned = load(cfg.base), load(cfg.tuned)
+    dirs, rate, n_cot, n_direct = mode_direction(base, cfg)
+    val = problems_per_step(cfg.val_seed, cfg.n_val_per_step, cfg.eval_steps)
+    test = problems_per_step(cfg.test_seed, cfg.n_test_per_step, cfg.eval_steps)
+    gen = lambda m, ps, ivs=(), **kw: generate_graded(m, ps, list(ivs), max_new_tokens=cfg.max_new_tokens,  # noqa: E731
+                                                     batch_size=cfg.batch_size, **kw)
+    val_base = cell_of("unsteered", gen(base, val), cfg.n_boot)
+    sweep = []
+    grid = [(w, h.hook, g) for w in cfg.wheres for h in dirs.hooks for g in cfg.gammas]
+    for w, hook, g in tqdm(grid, desc="reasoning-direction sweep", disable=not progress):
+        iv = Add(dirs.get(hook).mean_diff, scale=g, where=WHERE[w])
+        sweep.append(ReasoningCell(w, hook, g, cell_of(f"{w} {hook} {g:+g}", gen(base, val, [iv]), cfg.n_boot,
+                                                         hook=hook, scale=g, direction="cot-direct")))
+    chosen = max(sweep, key=lambda s: (s.cell.accuracy, s.cell.cot_rate))
+
+    runs: dict[str, Run] = {"base-s unsteered": gen(base, test)}
+    vec = dirs.get(chosen.hook).mean_diff
+    runs["base-s + reasoning direction"] = gen(base, test, [Add(vec, scale=chosen.gamma, where=WHERE[chosen.where])])
+    rand = []
+    for r in random_directions(vec.d_model, vec.norm, N_RANDOM, cfg.seed + 13):
+        rv = SteeringVector(r, chosen.hook, base.name, base.checksum, "random", {"norm_of": "mean_difference"})
+        rand.append(gen(base, test, [Add(rv, scale=chosen.gamma, where=WHERE[chosen.where])]))
+    runs["base-s + random direction"] = Run(tuple(g for r in rand for g in r.grades),
+                                            tuple(c for r in rand for c in r.completions), sum(r.seconds for r in rand))
+    runs["base-s forced CoT"] = gen(base, test, prefixes=[cot_prefix(p) for p in test])
+    runs["sft unsteered"] = gen(tuned, test)
+    test_cells = {k: cell_of(k, v, cfg.n_boot) for k, v in runs.items()}
+    gap_runs = {k: v for k, v in runs.items() if k != "base-s + random direction"}
+    gap = _gap(gap_runs, "base-s unsteered", "sft unsteered", cfg.n_boot)
+    for i, r in enumerate(rand):  # each random direction against the same problems
+        gap[f"base-s + random direction {i + 1}"] = _gap({"b": runs["base-s unsteered"], "t": runs["sft unsteered"],
+                                                          "x": r}, "b", "t", cfg.n_boot)["x"]
+    st = runs["base-s + reasoning direction"]
+    n_prompt = np.array([len(p.prompt_tokens()) + 1 for p in test], float)
+    n_gen = np.array([len(c) for c in st.completions], float)
+    per = np.ones_like(n_prompt) if chosen.where == "last" else n_prompt
+    tokens = {"positions_per_problem": float(per.mean()),
+              "of_prompt_and_completion": float(per.sum() / (n_prompt + n_gen).sum()),
+              "of_generated": float(per.sum() / max(n_gen.sum(), 1))}
+    return ReasoningResult(cfg, base.checksum, tuned.checksum, rate, n_cot, n_direct, dirs.to_dict(), val_base,
+                           tuple(sweep), chosen, test_cells, gap, tokens, round(time.time() - t0, 1),
+                           library_versions())
+
+
+def run_cached(config: ReasoningConfig = ReasoningConfig(), progress: bool = True) -> ReasoningResult:
+    from interp.models import load
+
+    key = {"config": config.key(), "models": [load(config.base).checksum, load(config.tuned).checksum],
+           "version": RESULT_VERSION}
+    path = Path(config.cache_dir) / f"result-{digest(key)}.json"
+    if path.is_file():
+        return ReasoningResult.from_dict(read_json(path))
+    result = run(config, progress)
+    write_json(path, result.to_dict())
+    return result
+
+
+__all__ = ["ReasoningConfig", "ReasoningResult", "ReasoningCell", "run", "run_cached", "mode_direction"]
