@@ -181,10 +181,11 @@ class Cell:
 
 def _set_rows(act: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, heads: torch.Tensor | None,
               vals: torch.Tensor) -> None:
+    rows, pos = rows.to(act.device), pos.to(act.device)
     if heads is None:
-        act[rows, pos] = vals.to(act.dtype)
+        act[rows, pos] = vals.to(act.device, act.dtype)
     else:
-        act[rows, pos, heads] = vals.to(act.dtype)
+        act[rows, pos, heads.to(act.device)] = vals.to(act.device, act.dtype)
 
 
 def _run_group(model: Any, s: Sites, kind: str, target: torch.Tensor, target_cache: Any, src: dict[int, torch.Tensor],

@@ -106,7 +106,8 @@ def attribution_patch(model: Any, source: Tokens, target: Tokens, metric: Metric
         rows.append(est)
     values = corrupt + torch.stack(rows).float()
     # positions after the readout cannot affect it: the estimate is exactly zero there already (zero gradient)
-    return _result(model, grid, tgt, values.detach(), metric, clean, corrupt, "attribution", time.perf_counter() - t0)
+    return _result(model, grid, tgt, values.detach().cpu(), metric, clean, corrupt, "attribution",
+                   time.perf_counter() - t0)
 
 
 def spearman(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
