@@ -189,7 +189,7 @@ def _set_rows(act: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, heads: t
 
 
 def _run_group(model: Any, s: Sites, kind: str, target: torch.Tensor, target_cache: Any, src: dict[int, torch.Tensor],
-               cells: list[Cell], start: int, metric: Metric, kw: set[str]) -> torch.Tensor:
+               cells: list[Cell], start: int, metric: Metric, kw: set[str]) -> tuple[torch.Tensor, list[Cell]]:
     """Metric of every cell's patched run, all in one forward of the target suffix `target[start:]`."""
     n_layers = len(s.layers)
     cells = sorted(cells, key=lambda c: c.layer)
@@ -272,7 +272,7 @@ def _run_group(model: Any, s: Sites, kind: str, target: torch.Tensor, target_cac
     values = metric(logits[1:])
     out = torch.empty(len(cells))
     out[:] = values.detach().float().cpu()
-    return out, cells  # type: ignore[return-value]
+    return out, cells
 
 
 def plan_groups(positions: Sequence[int], n_rows_at: dict[int, float], n: int, n_layers: int,
@@ -373,6 +373,10 @@ def make_grid(model: Any, source: torch.Tensor, target: torch.Tensor, kind: str,
             raise ValueError(f"heads {bad} do not exist: this model has heads 0..{model.n_heads - 1}")
     elif heads is not None:
         raise ValueError(f"heads only apply to per-head hooks (z), not {kind!r}")
+    for what, xs in (("layers", layers), ("positions", positions), ("heads", heads or ())):
+        dup = sorted({x for x in xs if list(xs).count(x) > 1})
+        if dup:
+            raise ValueError(f"{what} {dup} are listed more than once")
     readout = n - 1 if readout is None else int(readout)
     if not 0 <= readout < n:
         raise ValueError(f"readout position {readout} is outside the target sequence of {n} tokens")

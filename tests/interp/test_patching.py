@@ -268,6 +268,8 @@ def test_bad_inputs_have_clear_messages(llama: interp.Model) -> None:
         exact_patch(llama, longer, CORRUPT, metric, positions=[1, 2], align=[1])
     with pytest.raises(ValueError, match="one scalar per row"):
         exact_patch(llama, CLEAN, CORRUPT, lambda lg: lg, positions=[1])
+    with pytest.raises(ValueError, match=r"positions \[3\] are listed more than once"):
+        exact_patch(llama, CLEAN, CORRUPT, metric, positions=[3, 4, 3])
     with pytest.raises(ValueError, match="heads only apply"):
         exact_patch(llama, CLEAN, CORRUPT, metric, hook="resid_pre", heads=[0])
     with pytest.raises(ValueError, match="heads \\[9\\] do not exist.*0..3"):
