@@ -168,7 +168,10 @@ def summary_sentences(result: FaithfulnessResult) -> list[str]:
         lines.append(f"{short(m.name)} against base-s: " + "; ".join(parts) + "." + verdict)
     multi = [k for k in sorted(cfg.steps) if k > 1]
     if multi:
-        direct = "; ".join(f"{short(m.name)} " + "/".join(f"{100 * m.by_steps[k].accuracy_by_k[0].value:.0f}%" for k in multi)
+        def pct0(x: float) -> str:
+            return f"{100 * x:.0f}%" if np.isfinite(x) else "n/a"
+
+        direct = "; ".join(f"{short(m.name)} " + "/".join(pct0(m.by_steps[k].accuracy_by_k[0].value) for k in multi)
                            for m in result.models)
         norms = [m.by_steps[k].aoc_normalised.value for m in result.models for k in multi
                  if np.isfinite(m.by_steps[k].aoc_normalised.value)]
