@@ -225,7 +225,7 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
             baselines[f"{role}_forced_cot"] = measure(hf_generator(m.hf, tok, cfg), tok, problems, cfg, force_cot=True)
         kl_base = kl_to_tuned(base.hf, ref, pad, cfg.n_boot)
         if "logit_lens" in config.parts:
-            greedy = {r: c for r, c in comps.items()} if cfg.temperature == 0 else {
+            greedy = dict(comps) if cfg.temperature == 0 else {
                 r: generate_ids(m.hf, tok, prompts, cfg.max_new_tokens, 0.0, cfg.seed, cfg.batch_size)
                 for r, m in models.items()}
             lens = {r: logit_lens(m.hf, tok, problems, prompts, greedy[r], points, m.name, cfg.n_boot)
