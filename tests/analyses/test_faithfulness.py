@@ -144,3 +144,22 @@ def test_step_patching_reads_the_last_written_value(base_s) -> None:
     assert p.flow[0][0] == pytest.approx(p.total[1].value, abs=1e-3) if p.flow_n == p.n else True
     m = ModelFaithfulness("organism/base-s", base_s.checksum, True, {}, {2: p})
     assert ModelFaithfulness.from_dict(m.to_dict()).patching[2].effect == p.effect
+
+
+def test_sentences_figures_and_table_compare_each_tuned_model_with_base_s(base_s, tmp_path) -> None:
+    import interp
+    from analyses.faithfulness.analysis import FaithfulnessResult, analyse_model
+    from analyses.faithfulness.figures import figures, summary_sentences, table_html
+
+    cfg = FaithfulnessConfig(models=("organism/base-s", "organism/sft"), steps=(2, 3), n_per_step=8, n_patch=2,
+                             n_boot=50, cache_dir=str(tmp_path / "cache"))
+    result = FaithfulnessResult(cfg, (analyse_model(base_s, cfg), analyse_model(interp.load("organism/sft"), cfg)), {})
+    assert FaithfulnessResult.from_dict(result.to_dict()).to_dict() == result.to_dict()
+    text = " ".join(summary_sentences(result))
+    assert "sft against base-s: 2 steps (8 CoTs" in text and "Verdict: sft's CoT" in text
+    assert "Step-level patching on 3-step CoTs" in text and "AOC" in text
+    paths = figures(result, tmp_path, png=False)
+    assert set(paths) == {"faithfulness_scores", "faithfulness_early_answering", "faithfulness_step_patching",
+                          "faithfulness_step_flow"}
+    assert all(p[0].stat().st_size > 1000 for p in paths.values())
+    assert table_html(result).count("<tr>") == 1 + 2 * 2
