@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import html
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from analyses.zoo_eval import ZooEvalResult
 from interp.io import library_versions, write_json
@@ -68,11 +70,22 @@ def render(sections: list[Section], seconds: float) -> str:
             + "".join(body) + f"<p><small>{html.escape(libs)}; built in {seconds:.0f} s</small></p></body></html>")
 
 
-def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool = True) -> Path:
+def section_name(make: Any) -> str:
+    """`zoo_section` -> `zoo`: the name `interp report --sections` takes."""
+    return make.__name__.removesuffix("_section")
+
+
+def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool = True,
+                 only: Sequence[str] | None = None) -> Path:
+    """Run every section (or those named in `only`, in report order) and write report.html."""
+    names = [section_name(m) for m in SECTIONS]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ValueError(f"unknown report section(s) {unknown}; the sections are {names}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    sections = [make(out, n_per_step, png) for make in SECTIONS]
+    sections = [make(out, n_per_step, png) for make in SECTIONS if only is None or section_name(make) in only]
     page = out / "report.html"
     tmp = page.with_name(".report.html.tmp")
     tmp.write_text(render(sections, time.time() - t0))
@@ -80,7 +93,7 @@ def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool =
     return page
 
 
-__all__ = ["build_report", "Section", "SECTIONS"]
+__all__ = ["build_report", "Section", "SECTIONS", "section_name"]
 
 
 def layers_section(out: Path, n_per_step: int, png: bool) -> Section:
@@ -119,3 +132,20 @@ def faithfulness_section(out: Path, n_per_step: int, png: bool) -> Section:
 
 
 SECTIONS = (*SECTIONS, faithfulness_section)
+
+
+def verbosity_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Activation-steered compression of sft's chains of thought (analyses.verbosity)."""
+    from analyses.verbosity.figures import verbosity_section_parts
+
+    return Section(*verbosity_section_parts(out, n_per_step, png))
+
+
+def reasoning_direction_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Steering base-s with its CoT-mode - direct-mode direction (analyses.verbosity.reasoning)."""
+    from analyses.verbosity.figures import reasoning_section_parts
+
+    return Section(*reasoning_section_parts(out, n_per_step, png))
+
+
+SECTIONS = (*SECTIONS, verbosity_section, reasoning_direction_section)

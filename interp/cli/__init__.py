@@ -10,6 +10,7 @@ from interp.cli import core, organism  # noqa: F401  (registers the subcommands)
 from interp.cli import layers  # noqa: F401  (interp analyze layers, interp bench layers)
 from interp.cli import activations  # noqa: F401  (interp harvest, store, probe, analyze latent-reasoning)
 from interp.cli import patching  # noqa: F401  (interp patch, analyze faithfulness, bench patch)
+from interp.cli import steering  # noqa: F401  (interp steer, analyze verbosity / reasoning-direction, bench steer)
 from interp.cli.common import analyze_app, app, bench_app, organism_app
 
 
