@@ -193,3 +193,16 @@ def test_report_section_renders_each_pair(tmp_path: Path, monkeypatch: pytest.Mo
     assert (tmp_path / "out" / "layers_dpo.json").is_file() and "<td>dpo vs base-s</td>" in s.table_html
     page = report.render([s], 1.0)
     assert "Answer for dpo vs base-s" in page and "layers_dpo_grafting.html" in page
+
+
+def test_bench_reports_the_issue_figures_by_name(tmp_path: Path):
+    from analyses.layer_changes.bench import MEMORY_LIMIT_RATIO, bench_layers
+
+    rows, figures_ = bench_layers(TINY_QWEN2, zoo_tuned=None, workdir=tmp_path, progress=False)
+    assert figures_["peak_memory_over_model_size"] == pytest.approx(
+        figures_["weight_change_peak_rss_bytes"] / figures_["model_bytes"], rel=1e-3)
+    assert figures_["peak_memory_limit_ratio"] == MEMORY_LIMIT_RATIO
+    assert figures_["max_relative_error_vs_injected_change"] < 0.15  # bf16 rounding on 64-wide matrices
+    assert [r.what for r in rows][:2] == ["pair built locally", "one model's weights"]
+    assert list(tmp_path.iterdir()) == []  # the temporary pair is removed
+    json.dumps(figures_)
