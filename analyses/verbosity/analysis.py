@@ -223,9 +223,9 @@ def _reduction(runs: Mapping[str, Run], ref: str, n_boot: int) -> dict[str, dict
         n = len(a0["tokens"])
         red = lambda i: 1 - a["tokens"][i].mean() / a0["tokens"][i].mean()  # noqa: E731
         dacc = lambda i: a["correct"][i].mean() - a0["correct"][i].mean()  # noqa: E731
-        out[name] = {"reduction": float(red(np.arange(n))), "reduction_ci": paired_bootstrap(red, n, n_boot, 1),
+        out[name] = {"reduction": float(red(np.arange(n))), "reduction_ci": list(paired_bootstrap(red, n, n_boot, 1)),
                      "accuracy_change": float(dacc(np.arange(n))),
-                     "accuracy_change_ci": paired_bootstrap(dacc, n, n_boot, 2)}
+                     "accuracy_change_ci": list(paired_bootstrap(dacc, n, n_boot, 2))}
     return out
 
 

@@ -159,7 +159,7 @@ def _gap(runs: Mapping[str, Run], base: str, tuned: str, n_boot: int) -> dict[st
             gap = t[i].mean() - b[i].mean()
             return float((x[i].mean() - b[i].mean()) / gap) if gap > 0 else float("nan")
 
-        out[name] = {"gap_recovered": frac(np.arange(len(b))), "gap_recovered_ci": paired_bootstrap(frac, len(b), n_boot, 3)}
+        out[name] = {"gap_recovered": frac(np.arange(len(b))), "gap_recovered_ci": list(paired_bootstrap(frac, len(b), n_boot, 3))}
     return out
 
 

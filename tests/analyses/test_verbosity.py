@@ -1,0 +1,115 @@
+"""Verbosity (ASC) and reasoning-direction analyses: pair positions, the choice rule, KL and prefixes on the zoo,
+and small end-to-end runs whose results round-trip and render."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import interp
+from analyses.verbosity import analysis, reasoning
+from analyses.verbosity.common import Cell, cell_of, forced_concise_prefixes, generate_graded, steered_kl
+from analyses.verbosity.figures import reasoning_figures, reasoning_sentences, verbosity_figures, verbosity_sentences
+from interp.organism.task import sample_problems, TaskConfig
+from interp.steering import Subtract
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def sft() -> interp.Model:
+    return interp.load("organism/sft")
+
+
+def test_decision_positions_are_the_equals_before_each_steps_format_choice(sft: interp.Model) -> None:
+    probs = sample_problems(0, 6, TaskConfig(min_steps=2))
+    verbose, concise = analysis.pair_datasets(probs, sft.tokenizer)
+    for p, v, c in zip(probs, verbose, concise):
+        vt, ct = (sft.tokenizer.convert_ids_to_tokens(list(e.ids)) for e in (v, c))
+        for i, s in enumerate(p.steps, 1):
+            for toks, e in ((vt, v), (ct, c)):
+                j = e.positions[f"step{i}.eq"]
+                assert (toks[j - 1], toks[j]) == (s.target, "=")
+            # the contexts are the same up to step 1's choice, and differ from step 2 on
+        assert v.ids[:v.positions["step1.eq"] + 1] == c.ids[:c.positions["step1.eq"] + 1]
+    sel = analysis.selector("decision", 4)
+    assert sel.names == ("step2.eq", "step3.eq", "step4.eq") and sel.missing == "skip"
+    assert analysis.selector("last", 4).names == ("final.value",)
+
+
+def _cell(tokens: float, acc: float, kl: float, invalid: int = 0) -> Cell:
+    return Cell("x", 100, tokens, (tokens, tokens), acc, (acc, acc), 1.0, (1.0, 1.0),
+                {"verbose": 100 - invalid, "invalid": invalid}, 1.0, 1.0, kl)
+
+
+def test_choice_rule_keeps_accuracy_and_kl_and_says_when_nothing_qualifies() -> None:
+    cfg = analysis.VerbosityConfig()
+    base = _cell(34.0, 1.0, 0.0)
+    sweep = [analysis.SweepCell("decision", "blocks.3.hook_resid_post", g, c) for g, c in [
+        (-0.125, _cell(33.0, 0.995, 0.01)), (-0.25, _cell(25.0, 0.98, 0.05)), (-0.5, _cell(12.0, 0.5, 0.4)),
+        (-1.0, _cell(5.0, 0.0, 3.0, invalid=90)), (0.5, _cell(60.0, 1.0, 0.2))]]
+    chosen, aggressive = analysis.choose(sweep, base, cfg)
+    assert chosen.gamma == -0.125  # 25 tokens loses 2 points: outside the 1-point tolerance
+    assert aggressive.gamma == -0.5  # -1.0 breaks the KL bound and is mostly unparseable
+    assert analysis.choose(sweep[2:], base, cfg)[0] is None
+    with pytest.raises(ValueError, match="unknown direction variants"):
+        analysis.VerbosityConfig(variants=("middle",))
+    with pytest.raises(ValueError, match="at least 4 pairs"):
+        analysis.VerbosityConfig(n_pairs=2)
+    with pytest.raises(ValueError, match="positive"):
+        analysis.VerbosityConfig(gammas=(-1.0,))
+
+
+def test_kl_is_zero_without_a_change_and_prefixes_force_the_concise_format(sft: interp.Model) -> None:
+    probs = sample_problems(1, 6, TaskConfig(min_steps=2))
+    v = analysis.directions(sft, dataclasses.replace(analysis.VerbosityConfig(), n_pairs=12, variants=("decision",)))
+    vec = v["decision"].get("blocks.3.hook_resid_post").mean_diff
+    zero = [Subtract(vec, scale=0.0)]
+    run0 = generate_graded(sft, probs, zero)
+    assert steered_kl(sft, probs, run0, zero) == 0.0
+    strong = [Subtract(vec, scale=0.5)]
+    run = generate_graded(sft, probs, strong)
+    assert steered_kl(sft, probs, run, strong) > 0.01
+    assert sum(g.n_tokens for g in run.grades) < sum(g.n_tokens for g in run0.grades)
+    pre = forced_concise_prefixes(sft, probs)
+    assert all(p[:2] == [q.steps[0].target, "="] and p[2].isdigit() and p[3] == ";" for p, q in zip(pre, probs))
+    forced = generate_graded(sft, probs, prefixes=pre)
+    assert {g.format for g in forced.grades} <= {"concise", "invalid"}
+    c = cell_of("forced", forced, 50)
+    assert c.n == 6 and c.mean_tokens < cell_of("free", run0, 50).mean_tokens
+
+
+def test_small_verbosity_run_round_trips_and_renders(tmp_path: Path) -> None:
+    cfg = analysis.VerbosityConfig(n_pairs=8, steps=(1, 2), n_val_per_step=3, n_test_per_step=3, variants=("decision",),
+                                   gammas=(0.5,), n_boot=50, timing_repeats=1, cache_dir=str(tmp_path / "cache"))
+    r = analysis.run_cached(cfg, progress=False)
+    assert len(r.sweep) == 2 * 4 and {s.gamma for s in r.sweep} == {-0.5, 0.5}
+    assert r.test["unsteered"].n == 6 and "prompt: concise first step" in r.test
+    assert r.model_checksum == interp.load("organism/sft").checksum
+    again = analysis.VerbosityResult.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert again.to_dict() == r.to_dict()
+    assert analysis.run_cached(cfg, progress=False).to_dict() == r.to_dict()  # from the cache
+    paths = verbosity_figures(r, tmp_path, png=False)
+    assert all(p[0].is_file() for p in paths.values())
+    assert any("Unsteered sft" in s for s in verbosity_sentences(r))
+
+
+def test_small_reasoning_direction_run_round_trips_and_renders(tmp_path: Path) -> None:
+    cfg = reasoning.ReasoningConfig(train_steps=(3, 4), n_train_per_step=30, n_val_per_step=4, n_test_per_step=4,
+                                    gammas=(1.0,), wheres=("last",), n_boot=50, cache_dir=str(tmp_path / "cache"))
+    r = reasoning.run(cfg, progress=False)
+    assert r.n_cot >= 2 and r.n_direct >= 2
+    assert r.test["sft unsteered"].accuracy == 1.0 and r.test["base-s forced CoT"].cot_rate == 1.0
+    assert r.tokens_steered["positions_per_problem"] == 1.0
+    assert set(r.gap) >= {"base-s + reasoning direction", "base-s + random direction 1"}
+    again = reasoning.ReasoningResult.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert again.to_dict() == r.to_dict()
+    paths = reasoning_figures(r, tmp_path, png=False)
+    assert all(p[0].is_file() for p in paths.values())
+    assert any("gap recovered" in s for s in reasoning_sentences(r))
+    with pytest.raises(ValueError, match="unknown positions"):
+        reasoning.ReasoningConfig(wheres=("middle",))
