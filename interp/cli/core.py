@@ -67,12 +67,14 @@ def report(
     out: Annotated[Path, typer.Option(help="folder for figures and report.html")] = Path("figures"),
     n: Annotated[int, typer.Option(help="problems per step count")] = 200,
     png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
+    sections: Annotated[str, typer.Option(help="comma-separated sections to run (default: all)")] = "",
 ) -> None:
-    """Evaluate the zoo and write the report's figures (HTML and PNG) and report.html."""
+    """Run every analysis on the zoo and write the report's figures (HTML and PNG) and report.html."""
     from analyses.report import build_report
 
     try:
-        path = build_report(out, n_per_step=n, png=png)
+        only = [x.strip() for x in sections.split(",") if x.strip()] or None
+        path = build_report(out, n_per_step=n, png=png, only=only)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         fail(e)
     console.print(f"report: {path}")

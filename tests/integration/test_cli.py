@@ -54,15 +54,22 @@ def test_info_lists_transformerlens_hook_names():
 
 
 def test_report_writes_html_and_png_figures(tmp_path):
-    r = runner.invoke(app, ["report", "--out", str(tmp_path), "--n", "10"])
+    # two sections at a small n (each analysis is tested on its own; `interp report` runs them all)
+    r = runner.invoke(app, ["report", "--out", str(tmp_path), "--n", "10", "--sections", "zoo,latent"])
     assert r.exit_code == 0, r.output
-    for stem in ("zoo_accuracy_by_steps", "zoo_cot_rate_by_steps", "zoo_accuracy_vs_params"):
+    for stem in ("zoo_accuracy_by_steps", "zoo_cot_rate_by_steps", "zoo_accuracy_vs_params", "latent_selectivity"):
         assert (tmp_path / f"{stem}.html").stat().st_size > 1000
         png = (tmp_path / f"{stem}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
     page = (tmp_path / "report.html").read_text()
     assert "Scaling vs post-training" in page and "base-s on 3-4-step problems" in page
+    assert "Latent reasoning" in page and "step 1 @ answer" in page
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_report_names_the_sections_it_has():
+    r = runner.invoke(app, ["report", "--sections", "zoo,nonsense"])
+    assert r.exit_code == 2 and "nonsense" in r.output and "'latent'" in r.output
 
 
 def test_eval_force_direct_answers_one_digit_and_never_a_chain_of_thought():
