@@ -11,11 +11,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from interp.benchmark import BenchRow
 
 # Qwen2-1.5B's shape (config.json of Qwen/Qwen2-1.5B), written out so nothing is fetched
 QWEN2_1_5B: dict[str, Any] = dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
@@ -90,12 +91,6 @@ def weight_change_subprocess(base: str | Path, tuned: str | Path) -> dict[str, A
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@dataclass(frozen=True)
-class BenchRow:
-    what: str
-    value: str
-
-
 def bench_layers(shape: dict[str, Any] = QWEN2_1_5B, zoo_tuned: str | None = "organism/sft",
                  workdir: str | Path | None = None, progress: bool = True) -> tuple[list[BenchRow], dict[str, Any]]:
     """Build the pair in a temp folder (removed after), measure, and time one zoo pair; rows and the JSON figures."""
@@ -148,4 +143,4 @@ def bench_layers(shape: dict[str, Any] = QWEN2_1_5B, zoo_tuned: str | None = "or
 
 
 __all__ = ["build_pair", "bench_layers", "perturb_checkpoint", "weight_change_subprocess", "model_bytes", "injected_change", "QWEN2_1_5B",
-           "BenchRow"]
+           ]

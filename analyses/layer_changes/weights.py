@@ -204,25 +204,13 @@ def weight_change(base: str | os.PathLike[str], tuned: str | os.PathLike[str]) -
         n_params=sum(s.numel for s in sums.values()), notes=tuple(notes))
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory since it started its program: VmHWM of /proc/self/status (per
-    address space, so a fresh `exec` starts from zero; `ru_maxrss` would carry over the forking parent's peak)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux KiB; macOS would need bytes
-
-
 def main(argv: list[str]) -> None:
     """`python -m analyses.layer_changes.weights BASE TUNED`: the result and this process's peak RSS as JSON."""
     torch.set_num_threads(1)
     if len(argv) != 2:
         raise SystemExit("usage: python -m analyses.layer_changes.weights BASE TUNED")
+    from interp.benchmark import peak_rss_bytes
+
     rss0 = peak_rss_bytes()
     import time
 
@@ -236,4 +224,4 @@ if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])
 
 
-__all__ = ["WeightChange", "weight_change", "peak_rss_bytes", "safetensors_index", "TensorEntry", "NormSums"]
+__all__ = ["WeightChange", "weight_change", "safetensors_index", "TensorEntry", "NormSums"]

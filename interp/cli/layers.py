@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from interp.cli.common import analyze_app, bench_app, console, fail, parse_steps
 
@@ -103,13 +102,9 @@ def bench_layers_cmd(
         rows, figures = bench_layers(zoo_tuned=zoo_pair or None, workdir=workdir)
     except (ValueError, OSError, RuntimeError) as e:
         fail(e)
-    table = Table(title="interp bench layers")
-    table.add_column("measurement")
-    table.add_column("value", justify="right")
-    for r in rows:
-        table.add_row(r.what, r.value)
-    Console().print(table)
-    print(json.dumps(figures))
+    from interp.benchmark import print_bench
+
+    print_bench("interp bench layers", rows, figures)
 
 
 __all__ = ["layers", "bench_layers_cmd", "parse_blocks"]
