@@ -145,20 +145,29 @@ def verbosity_sentences(r: VerbosityResult) -> list[str]:
 def reasoning_figures(r: ReasoningResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
     out_dir = Path(out_dir)
     figs: dict[str, go.Figure] = {}
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy (3-4 steps)", "CoT rate"))
-    for w in r.config.wheres:
-        for hook in sorted({s.hook for s in r.sweep}, key=_layer):
-            cells = sorted((s for s in r.sweep if s.where == w and s.hook == hook), key=lambda s: s.gamma)
-            xs = [0.0] + [s.gamma for s in cells]
-            order = sorted(range(len(xs)), key=lambda i: xs[i])
-            name = f"{w}, layer {_layer(hook)}"
-            for col, m in ((1, "accuracy"), (2, "cot_rate")):
-                ys = [getattr(r.val_unsteered, m)] + [getattr(s.cell, m) for s in cells]
-                fig.add_trace(go.Scatter(x=[xs[i] for i in order], y=[ys[i] for i in order], mode="lines+markers",
-                                         name=name, legendgroup=name, showlegend=col == 1,
-                                         visible=True if w == r.chosen.where else "legendonly"), row=1, col=col)
-    style(fig, "base-s + gamma x (CoT-mode - direct-mode), validation", "gamma", "")
-    fig.update_layout(width=1000)
+    modes = [m for m in ("add", "clamp") if any(s.mode == m for s in r.sweep)]
+    titles = [f"{m}: {t}" for m in modes for t in ("accuracy (3-4 steps)", "CoT rate")]
+    fig = make_subplots(rows=len(modes), cols=2, subplot_titles=titles, vertical_spacing=0.14)
+    for row, mode in enumerate(modes, 1):
+        for w in r.config.wheres:
+            for hook in sorted({s.hook for s in r.sweep}, key=_layer):
+                cells = sorted((s for s in r.sweep if s.mode == mode and s.where == w and s.hook == hook),
+                               key=lambda s: s.gamma)
+                if not cells:
+                    continue
+                name = f"{mode}, {w}, layer {_layer(hook)}"
+                for col, m in ((1, "accuracy"), (2, "cot_rate")):
+                    pts = [(s.gamma, getattr(s.cell, m)) for s in cells]
+                    if mode == "add":
+                        pts = sorted(pts + [(0.0, getattr(r.val_unsteered, m))])
+                    fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                             name=name, legendgroup=name, showlegend=col == 1,
+                                             visible=True if w == r.chosen.where else "legendonly"), row=row, col=col)
+            fig.add_hline(y=r.val_unsteered.accuracy, line_dash="dot", line_color="#999", row=row, col=1)
+        fig.update_xaxes(title_text="gamma" if mode == "add" else "k (CoT-mode mean + k std)", row=row)
+    style(fig, "base-s steered along CoT-mode - direct-mode at the prompt's last token (validation; dotted: unsteered)",
+          "", "")
+    fig.update_layout(width=1000, height=380 * len(modes) + 80)
     figs["reasoning_direction_sweep"] = fig
     names = list(r.test)
     cells = [r.test[k] for k in names]
@@ -185,9 +194,13 @@ def reasoning_sentences(r: ReasoningResult) -> list[str]:
         f"the prompt's last token; held-out AUROC per layer "
         + ", ".join(f"{h['auroc_mean_diff']:.2f}" for h in r.directions["hooks"])
         + f" (random directions {r.directions['hooks'][0]['auroc_random']:.2f}).",
-        f"Chosen on validation: layer {_layer(c.hook)}, gamma {c.gamma:+g}, at {c.where} position(s).",
+        f"Chosen on validation (highest accuracy over layer, position and gamma, both modes): "
+        + (f"add gamma {c.gamma:+g} x the direction" if c.mode == "add" else
+           f"clamp the component to the CoT-mode mean projection {c.gamma:+g} std")
+        + f" at layer {_layer(c.hook)}, {c.where} position(s) (validation accuracy {c.cell.accuracy:.2f}, CoT rate "
+        f"{c.cell.cot_rate:.2f}; unsteered {r.val_unsteered.accuracy:.2f}, {r.val_unsteered.cot_rate:.2f}).",
         f"Test, 3-4-step problems: base-s {f('base-s unsteered')}; + reasoning direction {f('base-s + reasoning direction')}; "
-        f"+ random directions of equal norm {f('base-s + random direction')}; sft {f('sft unsteered')}; base-s forced "
+        f"+ random directions ({'equal norm' if c.mode == 'add' else 'clamped the same way'}) {f('base-s + random direction')}; sft {f('sft unsteered')}; base-s forced "
         f"into a CoT {f('base-s forced CoT')}.",
         f"Fraction of the base-s -> sft accuracy gap recovered: {gr('base-s + reasoning direction')} by the direction, "
         + ", ".join(gr(k) for k in rand) + " by the random directions; steering touched "

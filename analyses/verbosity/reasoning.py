@@ -4,8 +4,11 @@ base-s answers free prompts greedily; the prompts it starts a chain of thought o
 "direct mode". The direction is the difference of their mean residual streams at the prompt's last token
 (the `:` of `A :`, where the first answer token is chosen), per layer, validated by held-out AUROC. Adding
 gamma times it (at that one position, or at every prompt position) is swept over layer and signed gamma on a
-validation split of 3-4-step problems; the best accuracy is tested against random directions of equal norm,
-with the fraction of the base-s -> sft accuracy gap recovered and the share of tokens steered.
+validation split of 3-4-step problems, and so is clamping each prompt's component along the direction to the
+CoT-mode prompts' mean projection plus k standard deviations (the same change, sized per prompt). The best
+validation accuracy is tested against random directions (of equal norm for `add`; for `clamp`, random unit
+directions clamped the same way from their own training projections), with the fraction of the base-s -> sft
+accuracy gap recovered and the share of tokens steered.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from analyses.verbosity.common import (
@@ -35,10 +39,16 @@ from interp.hooks import resid_post
 from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.organism.dataset import problem_dataset
 from interp.organism.evaluate import cot_prefix
-from interp.steering import Add, Positions, SteeringVector
-from interp.steering.directions import DirectionSet, directions_from_texts, random_directions
+from interp.steering import Add, Clamp, Positions, SteeringVector
+from interp.steering.directions import (
+    DirectionSet,
+    activations_of_texts,
+    directions_from_activations,
+    random_directions,
+)
 
-RESULT_VERSION = 1
+RESULT_VERSION = 2
+MODES = ("add", "clamp")
 WHERE = {"last": Positions((-1,)), "prompt": "prompt"}
 N_RANDOM = 3
 
@@ -57,6 +67,8 @@ class ReasoningConfig:
     n_test_per_step: int = 200
     gammas: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0, 4.0)
     wheres: tuple[str, ...] = ("last", "prompt")
+    modes: tuple[str, ...] = MODES
+    clamp_ks: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5, 1.0)
     n_boot: int = 1000
     seed: int = 0
     max_new_tokens: int = 72
@@ -67,6 +79,8 @@ class ReasoningConfig:
         bad = [w for w in self.wheres if w not in WHERE]
         if bad:
             raise ValueError(f"unknown positions {bad}; known: {', '.join(WHERE)}")
+        if not self.modes or any(m not in MODES for m in self.modes):
+            raise ValueError(f"modes must be some of {', '.join(MODES)}, got {self.modes}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,7 +88,7 @@ class ReasoningConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ReasoningConfig":
         d = dict(d)
-        for k in ("train_steps", "eval_steps", "gammas", "wheres"):
+        for k in ("train_steps", "eval_steps", "gammas", "wheres", "modes", "clamp_ks"):
             d[k] = tuple(d[k])
         return cls(**d)
 
@@ -84,17 +98,21 @@ class ReasoningConfig:
 
 @dataclass(frozen=True)
 class ReasoningCell:
+    """`add`: + gamma x direction; `clamp`: component set to the CoT-mode mean projection + gamma x std."""
+
     where: str
     hook: str
     gamma: float
     cell: Cell
+    mode: str = "add"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"where": self.where, "hook": self.hook, "gamma": self.gamma, "cell": self.cell.to_dict()}
+        return {"where": self.where, "hook": self.hook, "gamma": self.gamma, "mode": self.mode,
+                "cell": self.cell.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ReasoningCell":
-        return cls(d["where"], d["hook"], d["gamma"], Cell.from_dict(d["cell"]))
+        return cls(d["where"], d["hook"], d["gamma"], Cell.from_dict(d["cell"]), d.get("mode", "add"))
 
 
 @dataclass(frozen=True)
@@ -132,7 +150,22 @@ class ReasoningResult:
                    d["libraries"])
 
 
-def mode_direction(model: Any, cfg: ReasoningConfig) -> tuple[DirectionSet, float, int, int]:
+@dataclass(frozen=True)
+class ModeDirections:
+    """The directions, base-s's CoT rate on the training prompts, and the training activations (for clamping)."""
+
+    dirs: DirectionSet
+    cot_rate: float
+    acts: dict[str, tuple[torch.Tensor, torch.Tensor]]  # hook -> (CoT-mode rows, direct-mode rows)
+
+    def clamp_value(self, hook: str, u: torch.Tensor, k: float) -> float:
+        """CoT-mode mean projection on the unit vector `u` plus k standard deviations of all projections."""
+        cot, direct = self.acts[hook]
+        proj = torch.cat([cot, direct]) @ u
+        return float((cot @ u).mean() + k * proj.std())
+
+
+def mode_direction(model: Any, cfg: ReasoningConfig) -> ModeDirections:
     """CoT-mode minus direct-mode at the prompt's last token, from base-s's own greedy choices."""
     probs = problems_per_step(cfg.train_seed, cfg.n_train_per_step, cfg.train_steps)
     run = generate_graded(model, probs, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
@@ -141,10 +174,18 @@ def mode_direction(model: Any, cfg: ReasoningConfig) -> tuple[DirectionSet, floa
     pos = PromptDataset(tuple(e for e, c in zip(ds.examples, cot) if c))
     neg = PromptDataset(tuple(e for e, c in zip(ds.examples, cot) if not c))
     hooks = [resid_post(layer) for layer in range(model.n_layers)]
-    dirs = directions_from_texts(model, pos, neg, hooks, Named(("answer",)), paired=False, seed=cfg.seed,
-                                 provenance={"text": "CoT-mode - direct-mode prompts (greedy choice)",
-                                             "train_seed": cfg.train_seed})
-    return dirs, float(np.mean(cot)), int(sum(cot)), int(len(cot) - sum(cot))
+    acts = activations_of_texts(model, pos, neg, hooks, Named(("answer",)), seed=cfg.seed)
+    dirs = directions_from_activations(acts, paired=False, seed=cfg.seed, model_name=model.name,
+                                       model_checksum=model.checksum,
+                                       provenance={"text": "CoT-mode - direct-mode prompts (greedy choice)",
+                                                   "train_seed": cfg.train_seed})
+    return ModeDirections(dirs, float(np.mean(cot)), acts)
+
+
+def _intervention(md: ModeDirections, vec: SteeringVector, mode: str, gamma: float, where: str) -> Any:
+    if mode == "add":
+        return Add(vec, scale=gamma, where=WHERE[where])
+    return Clamp(vec, value=md.clamp_value(vec.hook, vec.unit(), gamma), where=WHERE[where])
 
 
 def _gap(runs: Mapping[str, Run], base: str, tuned: str, n_boot: int) -> dict[str, dict[str, Any]]:
@@ -169,27 +210,31 @@ def run(config: ReasoningConfig = ReasoningConfig(), progress: bool = True) -> R
     t0 = time.time()
     cfg = config
     base, tuned = load(cfg.base), load(cfg.tuned)
-    dirs, rate, n_cot, n_direct = mode_direction(base, cfg)
+    md = mode_direction(base, cfg)
+    dirs = md.dirs
+    n_cot, n_direct = (len(md.acts[dirs.hooks[0].hook][i]) for i in (0, 1))
     val = problems_per_step(cfg.val_seed, cfg.n_val_per_step, cfg.eval_steps)
     test = problems_per_step(cfg.test_seed, cfg.n_test_per_step, cfg.eval_steps)
     gen = lambda m, ps, ivs=(), **kw: generate_graded(m, ps, list(ivs), max_new_tokens=cfg.max_new_tokens,  # noqa: E731
                                                      batch_size=cfg.batch_size, **kw)
     val_base = cell_of("unsteered", gen(base, val), cfg.n_boot)
     sweep = []
-    grid = [(w, h.hook, g) for w in cfg.wheres for h in dirs.hooks for g in cfg.gammas]
-    for w, hook, g in tqdm(grid, desc="reasoning-direction sweep", disable=not progress):
-        iv = Add(dirs.get(hook).mean_diff, scale=g, where=WHERE[w])
-        sweep.append(ReasoningCell(w, hook, g, cell_of(f"{w} {hook} {g:+g}", gen(base, val, [iv]), cfg.n_boot,
-                                                         hook=hook, scale=g, direction="cot-direct")))
+    grid = [(mode, w, h.hook, g) for mode in cfg.modes for w in cfg.wheres for h in dirs.hooks
+            for g in (cfg.gammas if mode == "add" else cfg.clamp_ks)]
+    for mode, w, hook, g in tqdm(grid, desc="reasoning-direction sweep", disable=not progress):
+        iv = _intervention(md, dirs.get(hook).mean_diff, mode, g, w)
+        sweep.append(ReasoningCell(w, hook, g, cell_of(f"{mode} {w} {hook} {g:+g}", gen(base, val, [iv]), cfg.n_boot,
+                                                         hook=hook, scale=g, direction="cot-direct"), mode))
     chosen = max(sweep, key=lambda s: (s.cell.accuracy, s.cell.cot_rate))
 
     runs: dict[str, Run] = {"base-s unsteered": gen(base, test)}
     vec = dirs.get(chosen.hook).mean_diff
-    runs["base-s + reasoning direction"] = gen(base, test, [Add(vec, scale=chosen.gamma, where=WHERE[chosen.where])])
+    runs["base-s + reasoning direction"] = gen(base, test, [_intervention(md, vec, chosen.mode, chosen.gamma,
+                                                                          chosen.where)])
     rand = []
     for r in random_directions(vec.d_model, vec.norm, N_RANDOM, cfg.seed + 13):
         rv = SteeringVector(r, chosen.hook, base.name, base.checksum, "random", {"norm_of": "mean_difference"})
-        rand.append(gen(base, test, [Add(rv, scale=chosen.gamma, where=WHERE[chosen.where])]))
+        rand.append(gen(base, test, [_intervention(md, rv, chosen.mode, chosen.gamma, chosen.where)]))
     runs["base-s + random direction"] = Run(tuple(g for r in rand for g in r.grades),
                                             tuple(c for r in rand for c in r.completions), sum(r.seconds for r in rand))
     runs["base-s forced CoT"] = gen(base, test, prefixes=[cot_prefix(p) for p in test])
@@ -207,7 +252,7 @@ def run(config: ReasoningConfig = ReasoningConfig(), progress: bool = True) -> R
     tokens = {"positions_per_problem": float(per.mean()),
               "of_prompt_and_completion": float(per.sum() / (n_prompt + n_gen).sum()),
               "of_generated": float(per.sum() / max(n_gen.sum(), 1))}
-    return ReasoningResult(cfg, base.checksum, tuned.checksum, rate, n_cot, n_direct, dirs.to_dict(), val_base,
+    return ReasoningResult(cfg, base.checksum, tuned.checksum, md.cot_rate, n_cot, n_direct, dirs.to_dict(), val_base,
                            tuple(sweep), chosen, test_cells, gap, tokens, round(time.time() - t0, 1),
                            library_versions())
 
@@ -225,4 +270,4 @@ def run_cached(config: ReasoningConfig = ReasoningConfig(), progress: bool = Tru
     return result
 
 
-__all__ = ["ReasoningConfig", "ReasoningResult", "ReasoningCell", "run", "run_cached", "mode_direction"]
+__all__ = ["ReasoningConfig", "ReasoningResult", "ReasoningCell", "ModeDirections", "run", "run_cached", "mode_direction"]

@@ -152,6 +152,29 @@ def directions_from_activations(
     return DirectionSet(tuple(hooks), paired, n_tr, n_te, seed)
 
 
+def activations_of_texts(
+    model: Any, positive: PromptDataset, negative: PromptDataset, hooks: Sequence[str], positions: Selector, *,
+    seed: int = 0, store: str | Path | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per hook, (positive, negative) activations, one row per text: the mean over the positions selected in it."""
+    both = PromptDataset(tuple(dataclasses.replace(e, meta=dict(e.meta) | {"side": s})
+                               for s, ds in (("positive", positive), ("negative", negative))
+                               for e in ds.examples), positive.group)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(store) if store is not None else Path(tmp) / "store"
+        st = harvest(model, both, list(hooks), positions, root, seed=seed)
+        idx = torch.from_numpy(st.index()["example"])
+        counts = torch.bincount(idx, minlength=len(both))
+        if bool((counts == 0).any()):
+            raise ValueError(f"{positions} selected no position in text {int((counts == 0).nonzero()[0, 0])}")
+        acts = {}
+        for h in hooks:
+            x = st.get(h).double()
+            mean = torch.zeros(len(both), x.shape[1], dtype=torch.float64).index_add_(0, idx, x) / counts[:, None]
+            acts[h] = (mean[:len(positive)].float(), mean[len(positive):].float())
+    return acts
+
+
 def directions_from_texts(
     model: Any, positive: PromptDataset, negative: PromptDataset, hooks: Sequence[str], positions: Selector, *,
     paired: bool = True, test_fraction: float = 0.3, seed: int = 0, store: str | Path | None = None,
@@ -164,24 +187,10 @@ def directions_from_texts(
     if paired and len(positive) != len(negative):
         raise ValueError(f"paired directions need as many positive as negative texts, got {len(positive)} and "
                          f"{len(negative)}")
-    both = PromptDataset(tuple(dataclasses.replace(e, meta=dict(e.meta) | {"side": s})
-                               for s, ds in (("positive", positive), ("negative", negative))
-                               for e in ds.examples), positive.group)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(store) if store is not None else Path(tmp) / "store"
-        st = harvest(model, both, list(hooks), positions, root, seed=seed)
-        idx = torch.from_numpy(st.index()["example"])
-        counts = torch.bincount(idx, minlength=len(both))
-        if bool((counts == 0).any()):
-            raise ValueError(f"{positions} selected no position in text {int((counts == 0).nonzero()[0, 0])}")
-        acts = {}
-        for h in hooks:  # one row per text: the mean over the positions selected in it
-            x = st.get(h).double()
-            mean = torch.zeros(len(both), x.shape[1], dtype=torch.float64).index_add_(0, idx, x) / counts[:, None]
-            acts[h] = (mean[:len(positive)].float(), mean[len(positive):].float())
+    acts = activations_of_texts(model, positive, negative, hooks, positions, seed=seed, store=store)
     return directions_from_activations(acts, paired, test_fraction=test_fraction, seed=seed, model_name=model.name,
                                        model_checksum=model.checksum, provenance=provenance)
 
 
 __all__ = ["mean_difference", "first_pc_of_differences", "projection_auroc", "random_directions", "HookDirection",
-           "DirectionSet", "directions_from_activations", "directions_from_texts", "split_indices"]
+           "DirectionSet", "directions_from_activations", "directions_from_texts", "activations_of_texts", "split_indices"]

@@ -100,9 +100,11 @@ def test_small_verbosity_run_round_trips_and_renders(tmp_path: Path) -> None:
 
 def test_small_reasoning_direction_run_round_trips_and_renders(tmp_path: Path) -> None:
     cfg = reasoning.ReasoningConfig(train_steps=(3, 4), n_train_per_step=30, n_val_per_step=4, n_test_per_step=4,
-                                    gammas=(1.0,), wheres=("last",), n_boot=50, cache_dir=str(tmp_path / "cache"))
+                                    gammas=(1.0,), clamp_ks=(0.0,), wheres=("last",), n_boot=50,
+                                    cache_dir=str(tmp_path / "cache"))
     r = reasoning.run(cfg, progress=False)
     assert r.n_cot >= 2 and r.n_direct >= 2
+    assert {(s.mode, s.gamma) for s in r.sweep} == {("add", 1.0), ("clamp", 0.0)} and len(r.sweep) == 2 * 4
     assert r.test["sft unsteered"].accuracy == 1.0 and r.test["base-s forced CoT"].cot_rate == 1.0
     assert r.tokens_steered["positions_per_problem"] == 1.0
     assert set(r.gap) >= {"base-s + reasoning direction", "base-s + random direction 1"}
@@ -113,3 +115,5 @@ def test_small_reasoning_direction_run_round_trips_and_renders(tmp_path: Path) -
     assert any("gap recovered" in s for s in reasoning_sentences(r))
     with pytest.raises(ValueError, match="unknown positions"):
         reasoning.ReasoningConfig(wheres=("middle",))
+    with pytest.raises(ValueError, match="modes must be"):
+        reasoning.ReasoningConfig(modes=("scale",))
