@@ -128,17 +128,29 @@ def verbosity_sentences(r: VerbosityResult) -> list[str]:
                          f"{r.speed[f'{label}_wall_clock_speedup']:.2f}x speed-up, "
                          f"{r.speed[f'{label}_tokens_per_s']:.0f} vs {r.speed['unsteered_tokens_per_s']:.0f} "
                          f"generated tokens/s.")
-    signs = {}
-    for s in r.sweep:
-        if s.variant == (r.aggressive or r.chosen or s).variant and s.hook == (r.aggressive or r.chosen or s).hook:
-            signs.setdefault(s.gamma > 0, []).append(s.cell.mean_tokens)
-    if signs.get(True) and signs.get(False):
-        lines.append(f"Sign check (validation, same layer): subtracting verbose - concise gives {min(signs[False]):.1f}"
-                     f"-{max(signs[False]):.1f} mean tokens, adding it {min(signs[True]):.1f}-{max(signs[True]):.1f} "
-                     f"(unsteered {r.val_unsteered.mean_tokens:.1f}).")
-    cos = {v: max(d.values()) for v, d in r.base_cosines.items()}
-    lines.append("Cosine between the directions read from sft and from base-s (best layer): "
-                 + ", ".join(f"{v} {c:.2f}" for v, c in cos.items()) + ".")
+    pt = r.aggressive or r.chosen
+    if pt is not None:
+        same = {s.gamma: s.cell for s in r.sweep if s.variant == pt.variant and s.hook == pt.hook}
+        g = abs(pt.gamma)
+        if -g in same and g in same:
+            lines.append(f"Sign check (validation, {pt.variant} direction, layer {_layer(pt.hook)}, |gamma| = {g:g}): "
+                         f"subtracting verbose - concise gives {same[-g].mean_tokens:.1f} mean tokens "
+                         f"({same[-g].formats.get('concise', 0)} of {same[-g].n} concise), adding it "
+                         f"{same[g].mean_tokens:.1f} ({same[g].formats.get('concise', 0)} concise), unsteered "
+                         f"{r.val_unsteered.mean_tokens:.1f}: the compressing sign is the one ASC uses.")
+    base_tokens = r.val_unsteered.mean_tokens
+    for v in r.config.variants:
+        ok = [s for s in r.sweep if s.variant == v and s.cell.kl is not None and s.cell.kl <= r.config.kl_bound
+              and s.cell.formats.get("invalid", 0) / s.cell.n <= r.config.max_invalid_aggressive]
+        if ok:
+            b = min(ok, key=lambda s: s.cell.mean_tokens)
+            lines.append(f"Best validation cell of the {v} direction (KL bound, <= "
+                         f"{_pct(r.config.max_invalid_aggressive)} unparseable): layer {_layer(b.hook)}, gamma "
+                         f"{b.gamma:+g}, {_pct(1 - b.cell.mean_tokens / base_tokens)} fewer tokens, accuracy "
+                         f"{b.cell.accuracy:.2f}.")
+    cos = "; ".join(f"{v}: " + ", ".join(f"layer {_layer(h)} {c:.2f}" for h, c in sorted(d.items(), key=lambda x: _layer(x[0])))
+                    for v, d in r.base_cosines.items())
+    lines.append(f"Cosine between the directions read from sft and from base-s per layer ({cos}).")
     return lines
 
 

@@ -68,7 +68,7 @@ class ReasoningConfig:
     gammas: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0, 4.0)
     wheres: tuple[str, ...] = ("last", "prompt")
     modes: tuple[str, ...] = MODES
-    clamp_ks: tuple[float, ...] = (-0.5, -0.25, 0.0, 0.25, 0.5, 1.0)
+    clamp_ks: tuple[float, ...] = (-1.5, -1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0)
     n_boot: int = 1000
     seed: int = 0
     max_new_tokens: int = 72
