@@ -1,0 +1,247 @@
+"""How good an SAE is: explained variance, L0, dead and dense features, and next-token loss with it spliced in.
+
+Reconstruction numbers come from the store's rows; the loss numbers from a forward of the store's own
+texts with the SAE's reconstruction written over the hook (clean, SAE, zero-ablated), so
+CE recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean). Batches are right-padded with no mask (a causal
+model never sees the padding after a token) and only real next tokens count. Intervals: 95% bootstrap
+over the store's examples (whole texts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+
+from interp.activations import ActivationStore
+from probes import group_bootstrap
+from saes.config import SAEError
+
+DENSE_THRESHOLD = 0.1  # a feature firing on more than this share of rows counts as dense
+
+
+@torch.no_grad()
+def encode(sae: Any, x: Float[torch.Tensor, "rows d_in"], chunk: int = 8192) -> Float[torch.Tensor, "rows d_sae"]:
+    """Feature activations of rows, in chunks."""
+    check_width(sae, x.shape[-1])
+    return torch.cat([sae.encode(x[i:i + chunk].float()) for i in range(0, len(x), chunk)]) if len(x) else \
+        torch.zeros(0, int(sae.cfg.d_sae))
+
+
+@torch.no_grad()
+def reconstruct(sae: Any, x: Float[torch.Tensor, "rows d_in"], chunk: int = 8192) -> Float[torch.Tensor, "rows d_in"]:
+    check_width(sae, x.shape[-1])
+    return torch.cat([sae.decode(sae.encode(x[i:i + chunk].float())) for i in range(0, len(x), chunk)])
+
+
+def check_width(sae: Any, d: int) -> None:
+    if int(sae.cfg.d_in) != int(d):
+        raise SAEError(f"the SAE reads vectors of width {sae.cfg.d_in}, these activations have width {d}: "
+                       f"they come from another model or hook")
+
+
+def explained_variance(x: Float[torch.Tensor, "rows d"], x_hat: Float[torch.Tensor, "rows d"]) -> float:
+    """1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2 (over all rows at once)."""
+    resid = (x - x_hat).pow(2).sum()
+    total = (x - x.mean(0)).pow(2).sum()
+    return float(1 - resid / total)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Reconstruction and loss numbers of one SAE on one set of activations (and its texts)."""
+
+    n_rows: int
+    n_features: int
+    explained_variance: float
+    explained_variance_ci: tuple[float, float]
+    mse: float
+    l0: float
+    dead_features: int
+    dense_features: int
+    ce_clean: float | None = None
+    ce_sae: float | None = None
+    ce_zero: float | None = None
+    ce_recovered: float | None = None
+    ce_recovered_ci: tuple[float, float] | None = None
+    n_tokens_ce: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Quality":
+        d = dict(d)
+        d["explained_variance_ci"] = tuple(d["explained_variance_ci"])
+        if d.get("ce_recovered_ci") is not None:
+            d["ce_recovered_ci"] = tuple(d["ce_recovered_ci"])
+        return cls(**d)
+
+
+def _ci(values: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.nanquantile(values, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+@torch.no_grad()
+def reconstruction_quality(sae: Any, x: Float[torch.Tensor, "rows d"], groups: Sequence[Any], n_boot: int = 200,
+                           seed: int = 0) -> tuple[Quality, torch.Tensor]:
+    """EV (with a bootstrap over groups), MSE, L0, dead/dense counts; also the per-feature firing rate."""
+    if len(x) == 0:
+        raise SAEError("no activations to evaluate the SAE on")
+    x = x.float()
+    f = encode(sae, x)
+    x_hat = sae.decode(f)
+    fired = (f > 0).float()
+    freq = fired.mean(0)
+    err = (x - x_hat).pow(2).sum(-1).double().numpy()
+    dev = (x - x.mean(0)).pow(2).sum(-1).double().numpy()
+    w = group_bootstrap([str(g) for g in groups], n_boot, seed)
+    ev_boot = 1 - (w @ err) / (w @ dev)
+    q = Quality(n_rows=len(x), n_features=int(f.shape[1]), explained_variance=explained_variance(x, x_hat),
+                explained_variance_ci=_ci(ev_boot), mse=float(err.mean()), l0=float(fired.sum(-1).mean()),
+                dead_features=int((freq == 0).sum()), dense_features=int((freq > DENSE_THRESHOLD).sum()))
+    return q, freq
+
+
+# ------------------------------------------------------------------------------------------ splicing
+
+@contextlib.contextmanager
+def replace_at(model: Any, hook: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Inside the block, `model.hf`'s activation at TL hook `hook` is replaced by fn(activation)."""
+    from interp.patching.engine import first_output, replace_first_output
+    from interp.steering import hook_site
+
+    module, side = hook_site(model, hook)
+    if side == "pre":
+        def pre(mod: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
+            if args:
+                return (fn(args[0]), *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
+
+        handle = module.register_forward_pre_hook(pre, with_kwargs=True)
+    else:
+        def post(mod: torch.nn.Module, args: tuple, out: Any) -> Any:
+            return replace_first_output(out, fn(first_output(out)))
+
+        handle = module.register_forward_hook(post)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def sae_splice(sae: Any, exclude_bos: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """fn(activation [batch, pos, d]) = the SAE's reconstruction (position 0 kept as it is if `exclude_bos`)."""
+    def fn(h: torch.Tensor) -> torch.Tensor:
+        check_width(sae, h.shape[-1])
+        out = sae.decode(sae.encode(h.float())).to(h.dtype)
+        if exclude_bos:
+            out[:, 0] = h[:, 0]
+        return out
+
+    return fn
+
+
+def zero_splice(exclude_bos: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
+    """fn(activation) = zeros (position 0 kept if `exclude_bos`): the ablation CE recovered is measured against."""
+    def fn(h: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(h)
+        if exclude_bos:
+            out[:, 0] = h[:, 0]
+        return out
+
+    return fn
+
+
+@torch.no_grad()
+def per_text_ce(model: Any, texts: Sequence[Sequence[int]], batch_size: int = 64, starts: Sequence[int] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Summed next-token cross-entropy and number of predicted tokens per text (right-padded, unmasked);
+    only tokens after index `starts[i]` are predicted (all but the first by default)."""
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    sums, counts = [], []
+    for i in range(0, len(texts), batch_size):
+        chunk = [list(t) for t in texts[i:i + batch_size]]
+        width = max(len(t) for t in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        real = torch.zeros((len(chunk), width), dtype=torch.bool)
+        for r, t in enumerate(chunk):
+            ids[r, :len(t)] = torch.tensor(t)
+            first = 1 + (starts[i + r] if starts is not None else 0)  # index of the first predicted token
+            real[r, first:len(t)] = True
+        logits = model.hf(input_ids=ids.to(model.device)).logits.float().cpu()
+        lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+        m = real[:, 1:]
+        sums.append((-(lp * m)).sum(-1).double().numpy())
+        counts.append(m.sum(-1).numpy())
+    return np.concatenate(sums), np.concatenate(counts)
+
+
+def ce_recovered(model: Any, sae: Any, hook: str, texts: Sequence[Sequence[int]], n_boot: int = 200, seed: int = 0,
+                 batch_size: int = 64, starts: Sequence[int] | None = None, exclude_bos: bool = True) -> dict[str, Any]:
+    """Mean next-token CE clean, with the SAE spliced in at `hook`, and with `hook` zero-ablated; CE recovered
+    with a bootstrap over texts. `starts[i]`: predict only text i's tokens after that index."""
+    if not texts:
+        raise SAEError("no texts to measure the loss on")
+    model.check_hooks(hook)
+    check_width(sae, model.d_model)
+    clean, n = per_text_ce(model, texts, batch_size, starts)
+    with replace_at(model, hook, sae_splice(sae, exclude_bos)):
+        spliced, _ = per_text_ce(model, texts, batch_size, starts)
+    with replace_at(model, hook, zero_splice(exclude_bos)):
+        zero, _ = per_text_ce(model, texts, batch_size, starts)
+    tot = n.sum()
+    if tot == 0:
+        raise SAEError("the texts have no tokens to predict after their start positions")
+    c, s, z = clean.sum() / tot, spliced.sum() / tot, zero.sum() / tot
+    w = group_bootstrap([str(i) for i in range(len(texts))], n_boot, seed)
+    cb, sb, zb = (w @ clean) / (w @ n), (w @ spliced) / (w @ n), (w @ zero) / (w @ n)
+    rec_b = (zb - sb) / (zb - cb)
+    return {"ce_clean": float(c), "ce_sae": float(s), "ce_zero": float(z), "ce_recovered": float((z - s) / (z - c)),
+            "ce_recovered_ci": _ci(rec_b), "n_tokens_ce": int(tot)}
+
+
+def quality(sae: Any, store: ActivationStore, hook: str, label: str | None = None, model: Any = None,
+            max_rows: int | None = 100_000, max_texts: int = 500, n_boot: int = 200, seed: int = 0,
+            allow_other_model: bool = False, exclude_bos: bool = True, loss_after: str | None = "answer"
+            ) -> tuple[Quality, torch.Tensor]:
+    """Every quality number of `sae` on a store's rows of `hook` (and, given the model, on the store's texts:
+    the loss counts the tokens after each text's named position `loss_after` if it has one, else all)."""
+    from saes.training import shards
+
+    acts, idx = [], []
+    for a, ix in shards(store, hook, label, exclude_bos):
+        acts.append(a)
+        idx.append(ix["example"])
+    x = torch.cat(acts) if acts else torch.zeros(0, int(sae.cfg.d_in))
+    ex = np.concatenate(idx) if idx else np.zeros(0, np.int64)
+    if len(x) == 0:
+        raise SAEError(f"the activation store {store.root} holds no rows of {hook}"
+                       + (f" with label {label!r}" if label else ""))
+    if x.dim() != 2:
+        raise SAEError(f"{hook} rows have shape {tuple(x.shape[1:])}, not one vector per row")
+    check_width(sae, x.shape[1])
+    if max_rows is not None and len(x) > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), max_rows, replace=False))
+        x, ex = x[torch.from_numpy(keep)], ex[keep]
+    q, freq = reconstruction_quality(sae, x, ex.tolist(), n_boot, seed)
+    if model is not None:
+        if not allow_other_model:
+            store.check_model(model.checksum)
+        ds = store.dataset()
+        examples = ds.examples[:max_texts]
+        starts = [int(e.positions.get(loss_after, 0)) if loss_after else 0 for e in examples]
+        q = dataclasses.replace(q, **ce_recovered(model, sae, hook, [e.ids for e in examples], n_boot, seed,
+                                                  starts=starts, exclude_bos=exclude_bos))
+    return q, freq
+
+
+__all__ = ["Quality", "encode", "reconstruct", "explained_variance", "reconstruction_quality", "replace_at",
+           "sae_splice", "zero_splice", "per_text_ce", "ce_recovered", "quality", "check_width", "DENSE_THRESHOLD"]
