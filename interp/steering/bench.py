@@ -6,6 +6,7 @@ same forwards and the ratio measures the steering hooks alone. Best of `repeats`
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -47,21 +48,30 @@ def bench_steer(model_name: str = "organism/sft", n: int = 64, new_tokens: int =
                               eos_token_id=tok.eos_token_id)
         return f
 
-    times = best_times({"unsteered": gen([]), "steered": gen(one), "steered_every_layer": gen(every)}, repeats)
+    fns = {"unsteered": gen([]), "steered": gen(one), "steered_every_layer": gen(every)}
+    times = best_times(fns, repeats)
+    cpu = {k: float("inf") for k in fns}  # this process's CPU time: steadier than wall clock on a shared machine
+    for _ in range(repeats):
+        for k, f in fns.items():
+            c0 = time.process_time()
+            f()
+            cpu[k] = min(cpu[k], time.process_time() - c0)
     n_tok = n * new_tokens
     tps = {k: n_tok / t for k, t in times.items()}
     ratio = tps["steered"] / tps["unsteered"]
     ratio_all = tps["steered_every_layer"] / tps["unsteered"]
+    ratio_cpu = cpu["unsteered"] / cpu["steered"]
     rows = [BenchRow("model", f"{model_name} ({m.n_layers} layers, d_model {m.d_model})"),
             BenchRow("batch", f"{n} prompts x {new_tokens} new tokens, greedy, HF KV cache, {threads} thread(s)"),
             BenchRow("unsteered tokens/s", f"{tps['unsteered']:,.0f}"),
             BenchRow(f"steered tokens/s (subtract at {resid_post(mid)}, every generated token)", f"{tps['steered']:,.0f}"),
-            BenchRow("steered / unsteered", f"{ratio:.3f} (target >= {TARGET})"),
+            BenchRow("steered / unsteered (wall clock)", f"{ratio:.3f} (target >= {TARGET})"),
+            BenchRow("steered / unsteered (process CPU time)", f"{ratio_cpu:.3f}"),
             BenchRow(f"steered at all {m.n_layers} layers tokens/s", f"{tps['steered_every_layer']:,.0f}"),
             BenchRow("all layers / unsteered", f"{ratio_all:.3f}")]
     figures = {"model": model_name, "batch": n, "new_tokens": new_tokens, "threads": threads,
                "unsteered_tokens_per_s": round(tps["unsteered"], 1), "steered_tokens_per_s": round(tps["steered"], 1),
-               "steered_tokens_per_s_ratio": round(ratio, 3),
+               "steered_tokens_per_s_ratio": round(ratio, 3), "steered_tokens_per_cpu_s_ratio": round(ratio_cpu, 3),
                "steered_every_layer_tokens_per_s_ratio": round(ratio_all, 3), "target_ratio": TARGET,
                "meets_target": bool(ratio >= TARGET)}
     return rows, figures
