@@ -20,6 +20,16 @@ def _err(cells: list[Cell], metric: str) -> dict:
                 arrayminus=[v - lo for (lo, hi), v in zip(cis, vals)])
 
 
+_COLORS: dict[str, str] = {}
+
+
+def _color(name: str) -> str:
+    """One colour per series name, the same in every panel."""
+    from plotly.colors import qualitative
+
+    return _COLORS.setdefault(name, qualitative.Plotly[len(_COLORS) % len(qualitative.Plotly)])
+
+
 def _layer(hook: str) -> int:
     return int(hook.split(".")[1])
 
@@ -48,6 +58,7 @@ def verbosity_figures(r: VerbosityResult, out_dir: str | Path, png: bool = True)
                 for col, ys in ((1, toks), (2, accs)):
                     fig.add_trace(go.Scatter(x=[xs[i] for i in order], y=[ys[i] for i in order], mode="lines+markers",
                                              name=name, legendgroup=name, showlegend=col == 1,
+                                             line=dict(color=_color(name)),
                                              visible=True if show else "legendonly"), row=1, col=col)
         style(fig, f"Verbosity steering of {r.config.model.removeprefix('organism/')} (validation): "
                    f"negative gamma subtracts verbose - concise", "signed gamma", "")
@@ -60,7 +71,7 @@ def verbosity_figures(r: VerbosityResult, out_dir: str | Path, png: bool = True)
             for col, m in ((1, "mean_tokens"), (2, "accuracy")):
                 fig.add_trace(go.Scatter(x=[_layer(s.hook) for s in cells], y=[getattr(s.cell, m) for s in cells],
                                          mode="lines+markers", name=f"gamma {g:+g}", legendgroup=str(g),
-                                         showlegend=col == 1), row=1, col=col)
+                                         line=dict(color=_color(f"gamma {g:+g}")), showlegend=col == 1), row=1, col=col)
         style(fig, f"Verbosity steering vs layer ({ref.variant} direction, validation)", "layer (resid_post)", "")
         fig.update_layout(width=1000)
         fig.update_xaxes(dtick=1)
@@ -174,6 +185,7 @@ def reasoning_figures(r: ReasoningResult, out_dir: str | Path, png: bool = True)
                         pts = sorted(pts + [(0.0, getattr(r.val_unsteered, m))])
                     fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
                                              name=name, legendgroup=name, showlegend=col == 1,
+                                             line=dict(color=_color(name.split(", ", 1)[1])),
                                              visible=True if w == r.chosen.where else "legendonly"), row=row, col=col)
             fig.add_hline(y=r.val_unsteered.accuracy, line_dash="dot", line_color="#999", row=row, col=1)
         fig.update_xaxes(title_text="gamma" if mode == "add" else "k (CoT-mode mean + k std)", row=row)
