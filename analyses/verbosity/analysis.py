@@ -43,7 +43,11 @@ from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.organism.dataset import problem_dataset
 from interp.organism.task import Problem, TaskConfig, sample_problems
 from interp.steering import Add, SteeringVector, Subtract
-from interp.steering.directions import DirectionSet, directions_from_texts, random_directions
+from interp.steering.directions import (
+    DirectionSet,
+    directions_from_texts,
+    random_directions,
+)
 
 RESULT_VERSION = 1
 VARIANTS = ("decision", "last")
@@ -86,7 +90,7 @@ class VerbosityConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "VerbosityConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> VerbosityConfig:
         d = dict(d)
         for k in ("steps", "variants", "gammas"):
             d[k] = tuple(d[k])
@@ -107,7 +111,7 @@ class SweepCell:
         return {"variant": self.variant, "hook": self.hook, "gamma": self.gamma, "cell": self.cell.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SweepCell":
+    def from_dict(cls, d: Mapping[str, Any]) -> SweepCell:
         return cls(d["variant"], d["hook"], d["gamma"], Cell.from_dict(d["cell"]))
 
 
@@ -138,8 +142,8 @@ class VerbosityResult:
                 "speed": self.speed, "seconds": self.seconds, "libraries": self.libraries}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "VerbosityResult":
-        sc = lambda x: SweepCell.from_dict(x) if x else None  # noqa: E731
+    def from_dict(cls, d: Mapping[str, Any]) -> VerbosityResult:
+        sc = lambda x: SweepCell.from_dict(x) if x else None
         return cls(VerbosityConfig.from_dict(d["config"]), d["model_checksum"], d["base_checksum"], d["directions"],
                    d["base_cosines"], Cell.from_dict(d["val_unsteered"]),
                    tuple(SweepCell.from_dict(s) for s in d["sweep"]), sc(d["chosen"]), sc(d["aggressive"]),
@@ -209,7 +213,7 @@ def choose(sweep: Sequence[SweepCell], base: Cell, cfg: VerbosityConfig) -> tupl
               and s.cell.mean_tokens < base.mean_tokens]
     valid = [s for s in ok if s.cell.formats.get("invalid", 0) / s.cell.n <= cfg.max_invalid_aggressive
              and s.cell.mean_tokens < base.mean_tokens]
-    best = lambda xs: min(xs, key=lambda s: (s.cell.mean_tokens, -s.cell.accuracy)) if xs else None  # noqa: E731
+    best = lambda xs: min(xs, key=lambda s: (s.cell.mean_tokens, -s.cell.accuracy)) if xs else None
     return best(within), best(valid)
 
 
@@ -221,8 +225,8 @@ def _reduction(runs: Mapping[str, Run], ref: str, n_boot: int) -> dict[str, dict
         if len(a["tokens"]) != len(a0["tokens"]):
             continue
         n = len(a0["tokens"])
-        red = lambda i: 1 - a["tokens"][i].mean() / a0["tokens"][i].mean()  # noqa: E731
-        dacc = lambda i: a["correct"][i].mean() - a0["correct"][i].mean()  # noqa: E731
+        red = lambda i, a=a: 1 - a["tokens"][i].mean() / a0["tokens"][i].mean()
+        dacc = lambda i, a=a: a["correct"][i].mean() - a0["correct"][i].mean()
         out[name] = {"reduction": float(red(np.arange(n))), "reduction_ci": list(paired_bootstrap(red, n, n_boot, 1)),
                      "accuracy_change": float(dacc(np.arange(n))),
                      "accuracy_change_ci": list(paired_bootstrap(dacc, n, n_boot, 2))}
@@ -285,10 +289,9 @@ def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True) -> V
     speed: dict[str, float] = {}
     timed = {k: v for k, v in points.items() if v is not None}
     if timed:
+        from analyses.verbosity.common import prompt_ids
         from interp.generate import generate_ids
         from interp.steering import steer
-
-        from analyses.verbosity.common import prompt_ids
 
         ids = prompt_ids(model.tokenizer, test)
 
@@ -336,5 +339,14 @@ def run_cached(config: VerbosityConfig = VerbosityConfig(), progress: bool = Tru
     return result
 
 
-__all__ = ["VerbosityConfig", "VerbosityResult", "SweepCell", "run", "run_cached", "choose", "pair_datasets",
-           "decision_positions", "directions"]
+__all__ = [
+    "SweepCell",
+    "VerbosityConfig",
+    "VerbosityResult",
+    "choose",
+    "decision_positions",
+    "directions",
+    "pair_datasets",
+    "run",
+    "run_cached",
+]

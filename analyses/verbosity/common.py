@@ -139,7 +139,7 @@ class Cell:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Cell":
+    def from_dict(cls, d: dict[str, Any]) -> Cell:
         d = dict(d)
         for k in ("mean_tokens_ci", "accuracy_ci", "cot_rate_ci"):
             d[k] = tuple(d[k])
@@ -165,5 +165,16 @@ def cell_of(name: str, run: Run, n_boot: int, kl: float | None = None, hook: str
                 round(n_gen / run.seconds, 1) if run.seconds > 0 else float("nan"), kl, hook, scale, direction)
 
 
-__all__ = ["Run", "Cell", "generate_graded", "forced_concise_prefixes", "steered_kl", "paired_bootstrap", "cell_of",
-           "arrays", "problems_per_step", "prompt_ids", "digest"]
+__all__ = [
+    "Cell",
+    "Run",
+    "arrays",
+    "cell_of",
+    "digest",
+    "forced_concise_prefixes",
+    "generate_graded",
+    "paired_bootstrap",
+    "problems_per_step",
+    "prompt_ids",
+    "steered_kl",
+]

@@ -106,9 +106,9 @@ def verbosity_figures(r: VerbosityResult, out_dir: str | Path, png: bool = True)
 def verbosity_sentences(r: VerbosityResult) -> list[str]:
     t, red = r.test, r.reduction
     u = t["unsteered"]
-    acc = lambda c: f"{c.accuracy:.2f} [{c.accuracy_ci[0]:.2f}, {c.accuracy_ci[1]:.2f}]"  # noqa: E731
-    tok = lambda c: f"{c.mean_tokens:.1f} [{c.mean_tokens_ci[0]:.1f}, {c.mean_tokens_ci[1]:.1f}]"  # noqa: E731
-    rd = lambda k: (f"{_pct(red[k]['reduction'])} [{_pct(red[k]['reduction_ci'][0])}, "  # noqa: E731
+    acc = lambda c: f"{c.accuracy:.2f} [{c.accuracy_ci[0]:.2f}, {c.accuracy_ci[1]:.2f}]"
+    tok = lambda c: f"{c.mean_tokens:.1f} [{c.mean_tokens_ci[0]:.1f}, {c.mean_tokens_ci[1]:.1f}]"
+    rd = lambda k: (f"{_pct(red[k]['reduction'])} [{_pct(red[k]['reduction_ci'][0])}, "
                     f"{_pct(red[k]['reduction_ci'][1])}]")
     m = r.config.model.removeprefix("organism/")
     lines = [f"Unsteered {m} on the test split ({u.n} problems, 1-4 steps): {tok(u)} CoT tokens, accuracy {acc(u)}."]
@@ -208,9 +208,9 @@ def reasoning_figures(r: ReasoningResult, out_dir: str | Path, png: bool = True)
 
 def reasoning_sentences(r: ReasoningResult) -> list[str]:
     t, g, c = r.test, r.gap, r.chosen
-    f = lambda k: (f"accuracy {t[k].accuracy:.2f} [{t[k].accuracy_ci[0]:.2f}, {t[k].accuracy_ci[1]:.2f}], "  # noqa: E731
+    f = lambda k: (f"accuracy {t[k].accuracy:.2f} [{t[k].accuracy_ci[0]:.2f}, {t[k].accuracy_ci[1]:.2f}], "
                    f"CoT rate {t[k].cot_rate:.2f}")
-    gr = lambda k: f"{_pct(g[k]['gap_recovered'])} [{_pct(g[k]['gap_recovered_ci'][0])}, {_pct(g[k]['gap_recovered_ci'][1])}]"  # noqa: E731
+    gr = lambda k: f"{_pct(g[k]['gap_recovered'])} [{_pct(g[k]['gap_recovered_ci'][0])}, {_pct(g[k]['gap_recovered_ci'][1])}]"
     rand = [k for k in g if k.startswith("base-s + random direction")]
     return [
         f"The direction: {r.n_cot} CoT-mode vs {r.n_direct} direct-mode prompts of base-s (its greedy choice, CoT rate "
@@ -218,14 +218,14 @@ def reasoning_sentences(r: ReasoningResult) -> list[str]:
         f"the prompt's last token; held-out AUROC per layer "
         + ", ".join(f"{h['auroc_mean_diff']:.2f}" for h in r.directions["hooks"])
         + f" (random directions {r.directions['hooks'][0]['auroc_random']:.2f}).",
-        f"Chosen on validation (highest accuracy over layer, position and gamma, both modes): "
+        "Chosen on validation (highest accuracy over layer, position and gamma, both modes): "
         + (f"add gamma {c.gamma:+g} x the direction" if c.mode == "add" else
            f"clamp the component to the CoT-mode mean projection {c.gamma:+g} std")
         + f" at layer {_layer(c.hook)}, {c.where} position(s) (validation accuracy {c.cell.accuracy:.2f}, CoT rate "
         f"{c.cell.cot_rate:.2f}; unsteered {r.val_unsteered.accuracy:.2f}, {r.val_unsteered.cot_rate:.2f}).",
-        f"Test, 3-4-step problems: base-s {f('base-s unsteered')}; + reasoning direction {f('base-s + reasoning direction')}; "
+        (f"Test, 3-4-step problems: base-s {f('base-s unsteered')}; + reasoning direction {f('base-s + reasoning direction')}; "
         f"+ random directions ({'equal norm' if c.mode == 'add' else 'clamped the same way'}) {f('base-s + random direction')}; sft {f('sft unsteered')}; base-s forced "
-        f"into a CoT {f('base-s forced CoT')}.",
+        f"into a CoT {f('base-s forced CoT')}."),
         f"Fraction of the base-s -> sft accuracy gap recovered: {gr('base-s + reasoning direction')} by the direction, "
         + ", ".join(gr(k) for k in rand) + " by the random directions; steering touched "
         f"{r.tokens_steered['positions_per_problem']:.0f} position(s) per problem, {_pct(r.tokens_steered['of_prompt_and_completion'])} "
@@ -261,5 +261,11 @@ def reasoning_section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str,
             tuple(p[0].name for p in paths.values()))
 
 
-__all__ = ["verbosity_figures", "verbosity_sentences", "reasoning_figures", "reasoning_sentences",
-           "verbosity_section_parts", "reasoning_section_parts"]
+__all__ = [
+    "reasoning_figures",
+    "reasoning_section_parts",
+    "reasoning_sentences",
+    "verbosity_figures",
+    "verbosity_section_parts",
+    "verbosity_sentences",
+]

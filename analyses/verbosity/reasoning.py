@@ -86,7 +86,7 @@ class ReasoningConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ReasoningConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> ReasoningConfig:
         d = dict(d)
         for k in ("train_steps", "eval_steps", "gammas", "wheres", "modes", "clamp_ks"):
             d[k] = tuple(d[k])
@@ -111,7 +111,7 @@ class ReasoningCell:
                 "cell": self.cell.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ReasoningCell":
+    def from_dict(cls, d: Mapping[str, Any]) -> ReasoningCell:
         return cls(d["where"], d["hook"], d["gamma"], Cell.from_dict(d["cell"]), d.get("mode", "add"))
 
 
@@ -142,7 +142,7 @@ class ReasoningResult:
                 "tokens_steered": self.tokens_steered, "seconds": self.seconds, "libraries": self.libraries}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ReasoningResult":
+    def from_dict(cls, d: Mapping[str, Any]) -> ReasoningResult:
         return cls(ReasoningConfig.from_dict(d["config"]), d["base_checksum"], d["tuned_checksum"], d["train_cot_rate"],
                    d["n_cot"], d["n_direct"], d["directions"], Cell.from_dict(d["val_unsteered"]),
                    tuple(ReasoningCell.from_dict(s) for s in d["sweep"]), ReasoningCell.from_dict(d["chosen"]),
@@ -215,7 +215,7 @@ def run(config: ReasoningConfig = ReasoningConfig(), progress: bool = True) -> R
     n_cot, n_direct = (len(md.acts[dirs.hooks[0].hook][i]) for i in (0, 1))
     val = problems_per_step(cfg.val_seed, cfg.n_val_per_step, cfg.eval_steps)
     test = problems_per_step(cfg.test_seed, cfg.n_test_per_step, cfg.eval_steps)
-    gen = lambda m, ps, ivs=(), **kw: generate_graded(m, ps, list(ivs), max_new_tokens=cfg.max_new_tokens,  # noqa: E731
+    gen = lambda m, ps, ivs=(), **kw: generate_graded(m, ps, list(ivs), max_new_tokens=cfg.max_new_tokens,
                                                      batch_size=cfg.batch_size, **kw)
     val_base = cell_of("unsteered", gen(base, val), cfg.n_boot)
     sweep = []
@@ -270,4 +270,4 @@ def run_cached(config: ReasoningConfig = ReasoningConfig(), progress: bool = Tru
     return result
 
 
-__all__ = ["ReasoningConfig", "ReasoningResult", "ReasoningCell", "ModeDirections", "run", "run_cached", "mode_direction"]
+__all__ = ["ModeDirections", "ReasoningCell", "ReasoningConfig", "ReasoningResult", "mode_direction", "run", "run_cached"]

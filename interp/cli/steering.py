@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -19,7 +19,7 @@ app.add_typer(steer_app, name="steer")
 OPS = ("add", "subtract", "project", "clamp")
 
 
-def parse_where(text: str):  # noqa: ANN201  (a Where)
+def parse_where(text: str):
     """`generated` | `prompt` | `all` | `last` | `positions:0,-1`."""
     from interp.steering import Positions
 
@@ -92,14 +92,21 @@ def steer_generate(
     scale: Annotated[float, typer.Option(help="multiplier of the vector (add/subtract)")] = 1.0,
     value: Annotated[float, typer.Option(help="the component's value (clamp)")] = 0.0,
     where: Annotated[str, typer.Option(help="generated | prompt | all | last | positions:I,J")] = "generated",
-    hook: Annotated[Optional[str], typer.Option(help="act at this hook instead of the vector's own")] = None,
+    hook: Annotated[str | None, typer.Option(help="act at this hook instead of the vector's own")] = None,
     max_new_tokens: int = 64,
     allow_other_model: Annotated[bool, typer.Option(help="accept vectors read from another model")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Greedy completions with and without the interventions, side by side."""
     from interp.models import load
-    from interp.steering import Add, Clamp, ProjectOut, SteeringVector, Subtract, generate_steered
+    from interp.steering import (
+        Add,
+        Clamp,
+        ProjectOut,
+        SteeringVector,
+        Subtract,
+        generate_steered,
+    )
 
     if op not in OPS:
         raise typer.BadParameter(f"--op takes {', '.join(OPS)}; got {op!r}")
@@ -109,8 +116,14 @@ def steer_generate(
         ivs = []
         for path in vector:
             v = SteeringVector.load(path)
-            ivs.append({"add": lambda: Add(v, w, hook, scale), "subtract": lambda: Subtract(v, w, hook, scale),
-                        "project": lambda: ProjectOut(v, w, hook), "clamp": lambda: Clamp(v, w, hook, value)}[op]())
+            if op == "add":
+                ivs.append(Add(v, w, hook, scale))
+            elif op == "subtract":
+                ivs.append(Subtract(v, w, hook, scale))
+            elif op == "project":
+                ivs.append(ProjectOut(v, w, hook))
+            else:
+                ivs.append(Clamp(v, w, hook, value))
         plain = m.generate(prompt, max_new_tokens=max_new_tokens)
         steered = generate_steered(m, prompt, ivs, allow_other_model, max_new_tokens=max_new_tokens)
     except (ValueError, FileNotFoundError, OSError, FloatingPointError) as e:

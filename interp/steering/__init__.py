@@ -6,8 +6,26 @@
 """
 
 from interp.steering.engine import SteeringError, generate_steered, hook_site, steer
-from interp.steering.interventions import Add, Clamp, Intervention, Positions, ProjectOut, Subtract
+from interp.steering.interventions import (
+           Add,
+           Clamp,
+           Intervention,
+           Positions,
+           ProjectOut,
+           Subtract,
+)
 from interp.steering.vector import SteeringVector
 
-__all__ = ["SteeringVector", "Intervention", "Add", "Subtract", "ProjectOut", "Clamp", "Positions", "steer",
-           "generate_steered", "hook_site", "SteeringError"]
+__all__ = [
+           "Add",
+           "Clamp",
+           "Intervention",
+           "Positions",
+           "ProjectOut",
+           "SteeringError",
+           "SteeringVector",
+           "Subtract",
+           "generate_steered",
+           "hook_site",
+           "steer",
+]

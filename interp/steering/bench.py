@@ -77,4 +77,4 @@ def bench_steer(model_name: str = "organism/sft", n: int = 64, new_tokens: int =
     return rows, figures
 
 
-__all__ = ["bench_steer", "TARGET"]
+__all__ = ["TARGET", "bench_steer"]

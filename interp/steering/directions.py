@@ -110,7 +110,7 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     perm = np.random.default_rng(seed).permutation(n)
-    n_test = max(1, int(round(n * test_fraction))) if n >= 2 else 0
+    n_test = max(1, round(n * test_fraction)) if n >= 2 else 0
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
@@ -192,5 +192,15 @@ def directions_from_texts(
                                        model_checksum=model.checksum, provenance=provenance)
 
 
-__all__ = ["mean_difference", "first_pc_of_differences", "projection_auroc", "random_directions", "HookDirection",
-           "DirectionSet", "directions_from_activations", "directions_from_texts", "activations_of_texts", "split_indices"]
+__all__ = [
+    "DirectionSet",
+    "HookDirection",
+    "activations_of_texts",
+    "directions_from_activations",
+    "directions_from_texts",
+    "first_pc_of_differences",
+    "mean_difference",
+    "projection_auroc",
+    "random_directions",
+    "split_indices",
+]

@@ -17,7 +17,6 @@ import torch
 
 from interp.patching.engine import Sites, first_output, replace_first_output, sites
 from interp.steering.interventions import Intervention, Positions
-from interp.steering.vector import SteeringVector
 
 SUPPORTED = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
 
@@ -236,4 +235,4 @@ def generate_steered(model: Any, prompts: str | Sequence[str], interventions: Se
         return model.generate(prompts, **kw)
 
 
-__all__ = ["steer", "Steering", "SteeringError", "generate_steered", "hook_site", "check_vector", "SUPPORTED"]
+__all__ = ["SUPPORTED", "Steering", "SteeringError", "check_vector", "generate_steered", "hook_site", "steer"]

@@ -113,4 +113,4 @@ class Clamp(Intervention):
         return (self.value - h @ u)[..., None] * u
 
 
-__all__ = ["Intervention", "Add", "Subtract", "ProjectOut", "Clamp", "Positions", "Where", "WHERE_NAMES"]
+__all__ = ["WHERE_NAMES", "Add", "Clamp", "Intervention", "Positions", "ProjectOut", "Subtract", "Where"]

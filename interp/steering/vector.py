@@ -15,7 +15,14 @@ import torch
 from jaxtyping import Float
 
 from interp.hooks import layer_of
-from interp.io import library_versions, load_tensors, read_json, save_tensors, sha256_file, write_json
+from interp.io import (
+    library_versions,
+    load_tensors,
+    read_json,
+    save_tensors,
+    sha256_file,
+    write_json,
+)
 
 FORMAT_VERSION = 1
 
@@ -56,7 +63,7 @@ class SteeringVector:
             raise ValueError(f"the steering vector for {self.hook} is zero: it has no direction")
         return self.vector / n
 
-    def scaled(self, factor: float) -> "SteeringVector":
+    def scaled(self, factor: float) -> SteeringVector:
         return dataclasses.replace(self, vector=self.vector * factor)
 
     def meta(self) -> dict[str, Any]:
@@ -76,7 +83,7 @@ class SteeringVector:
         return stem.with_suffix(".json")
 
     @classmethod
-    def load(cls, stem: str | Path) -> "SteeringVector":
+    def load(cls, stem: str | Path) -> SteeringVector:
         """Read a vector written by `save` (give the stem or either file)."""
         stem = Path(stem)
         if stem.suffix in (".json", ".safetensors"):

@@ -12,9 +12,20 @@ import torch
 
 import interp
 from analyses.verbosity import analysis, reasoning
-from analyses.verbosity.common import Cell, cell_of, forced_concise_prefixes, generate_graded, steered_kl
-from analyses.verbosity.figures import reasoning_figures, reasoning_sentences, verbosity_figures, verbosity_sentences
-from interp.organism.task import sample_problems, TaskConfig
+from analyses.verbosity.common import (
+    Cell,
+    cell_of,
+    forced_concise_prefixes,
+    generate_graded,
+    steered_kl,
+)
+from analyses.verbosity.figures import (
+    reasoning_figures,
+    reasoning_sentences,
+    verbosity_figures,
+    verbosity_sentences,
+)
+from interp.organism.task import TaskConfig, sample_problems
 from interp.steering import Subtract
 
 torch.set_num_threads(1)

@@ -84,7 +84,7 @@ def test_hook_mapping_equals_bridge_hook_values(which: str, request: pytest.Fixt
         v = vec(m, name, seed=1)
         with steer(m, [Add(v, scale=2.0, where="all")]), torch.no_grad():
             ours = m.hf(ids).logits
-        theirs = m.bridge.run_with_hooks(ids, fwd_hooks=[(name, lambda act, hook: act + 2.0 * v.vector)])
+        theirs = m.bridge.run_with_hooks(ids, fwd_hooks=[(name, lambda act, hook, v=v: act + 2.0 * v.vector)])
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4, msg=name)
 
 
@@ -253,7 +253,7 @@ def test_directions_recover_a_planted_offset() -> None:
     base = torch.randn(n, d, generator=g) * 3.0
     pos = base + offset + 0.3 * torch.randn(n, d, generator=g)
     neg = base + 0.3 * torch.randn(n, d, generator=g)
-    cos = lambda a, b: float(torch.nn.functional.cosine_similarity(a, b, dim=0))  # noqa: E731
+    cos = lambda a, b: float(torch.nn.functional.cosine_similarity(a, b, dim=0))
     assert cos(mean_difference(pos, neg), offset) > 0.97
     assert cos(first_pc_of_differences(pos - neg), offset) > 0.97
     ds = directions_from_activations({"blocks.0.hook_resid_post": (pos, neg)}, paired=True, test_fraction=0.3, seed=1)
