@@ -73,31 +73,32 @@ class SteeringVector:
 
     def save(self, stem: str | Path) -> Path:
         """Write `<stem>.safetensors` and `<stem>.json`; returns the JSON path."""
-        stem = Path(stem)
-        if stem.suffix in (".json", ".safetensors"):
-            stem = stem.with_suffix("")
-        tensors = stem.with_suffix(".safetensors")
-        save_tensors(tensors, {"vector": self.vector.detach().float()})
-        meta = self.meta() | {"sha256": sha256_file(tensors)}
-        write_json(stem.with_suffix(".json"), meta)
-        return stem.with_suffix(".json")
+        js, st = _paths(stem)
+        save_tensors(st, {"vector": self.vector.detach().float()})
+        write_json(js, self.meta() | {"sha256": sha256_file(st)})
+        return js
 
     @classmethod
     def load(cls, stem: str | Path) -> SteeringVector:
         """Read a vector written by `save` (give the stem or either file)."""
-        stem = Path(stem)
-        if stem.suffix in (".json", ".safetensors"):
-            stem = stem.with_suffix("")
-        js, st = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+        js, st = _paths(stem)
         missing = [str(p) for p in (js, st) if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"steering vector {stem} is incomplete: missing {', '.join(missing)}")
+            raise FileNotFoundError(f"steering vector {js.with_suffix('')} is incomplete: missing {', '.join(missing)}")
         meta = read_json(js)
         if meta.get("sha256") and meta["sha256"] != sha256_file(st):
             raise ValueError(f"{st} does not match {js} (sha256 differs): the files come from different saves")
         vec = load_tensors(st)["vector"]
         return cls(vec, meta["hook"], meta.get("model_name", ""), meta.get("model_checksum", ""),
                    meta.get("method", ""), dict(meta.get("provenance", {})))
+
+
+def _paths(stem: str | Path) -> tuple[Path, Path]:
+    """(`<stem>.json`, `<stem>.safetensors`); the stem may hold dots (`blocks.3.hook_resid_post.pca`)."""
+    name = str(stem)
+    for ext in (".json", ".safetensors"):
+        name = name.removesuffix(ext)
+    return Path(name + ".json"), Path(name + ".safetensors")
 
 
 __all__ = ["SteeringVector"]

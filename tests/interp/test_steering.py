@@ -266,3 +266,38 @@ def test_directions_recover_a_planted_offset() -> None:
         directions_from_activations({"h": (pos, neg[:-1])}, paired=True)
     with pytest.raises(ValueError, match="at least 2"):
         directions_from_activations({"h": (pos[:1], neg[:1])}, paired=True)
+
+
+def test_cli_direction_generate_and_bench(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from interp.cli import app
+
+    pos, neg = tmp_path / "pos.txt", tmp_path / "neg.txt"
+    probs = [("3", "+", "4", "7"), ("2", "*", "4", "8"), ("1", "-", "4", "7"), ("5", "+", "1", "6")]
+    pos.write_text("".join(f"Q : a = {a} ; b = a {o} {x} ; b ? A : b = a {o} {x} = {a} {o} {x} = {v} ; so b = {v}\n"
+                           for a, o, x, v in probs))
+    neg.write_text("".join(f"Q : a = {a} ; b = a {o} {x} ; b ? A : b = {v} ; so {v}\n" for a, o, x, v in probs))
+    runner = CliRunner()
+    res = runner.invoke(app, ["steer", "direction", "organism/sft", "--positive", str(pos), "--negative", str(neg),
+                              "--out", str(tmp_path / "vec"), "--hooks", "blocks.3.hook_resid_post",
+                              "--test-fraction", "0.5", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["paired"] and summary["hooks"][0]["hook"] == "blocks.3.hook_resid_post"
+    stem = tmp_path / "vec" / "blocks.3.hook_resid_post.mean_difference"
+    assert SteeringVector.load(stem).method == "mean_difference"
+    res = runner.invoke(app, ["steer", "generate", "organism/sft", "--vector", str(stem), "--prompt",
+                              "Q : a = 3 ; b = a + 4 ; c = b * 2 ; c ? A :", "--op", "subtract", "--scale", "0",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])["completions"][0]
+    assert out["steered"] == out["unsteered"]
+    res = runner.invoke(app, ["steer", "generate", "organism/base-s", "--vector", str(stem), "--prompt", "Q : a ? A :"])
+    assert res.exit_code == 2 and "allow_other_model" in res.output.replace("\n", "")
+    res = runner.invoke(app, ["bench", "steer", "--n", "4", "--new-tokens", "3", "--repeats", "1"])
+    assert res.exit_code == 0, res.output
+    figures = json.loads(res.stdout.strip().splitlines()[-1])
+    assert {"steered_tokens_per_s_ratio", "unsteered_tokens_per_s", "meets_target"} <= set(figures)
