@@ -35,6 +35,7 @@ from analyses.verbosity.common import (
     paired_bootstrap,
     problems_per_step,
     steered_kl,
+    teacher_forced_steps,
 )
 from interp.activations import Named, PromptDataset
 from interp.benchmark import best_times
@@ -49,7 +50,7 @@ from interp.steering.directions import (
     random_directions,
 )
 
-RESULT_VERSION = 1
+RESULT_VERSION = 2
 VARIANTS = ("decision", "last")
 N_RANDOM = 3
 
@@ -131,9 +132,11 @@ class VerbosityResult:
     speed: dict[str, float]
     seconds: float
     libraries: dict[str, str]
+    teacher_forced: dict[str, dict[str, Any]] = field(default_factory=dict)  # format -> step accuracy on a correct chain
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": RESULT_VERSION, "config": self.config.to_dict(), "model_checksum": self.model_checksum,
+                "teacher_forced": self.teacher_forced,
                 "base_checksum": self.base_checksum, "directions": self.directions, "base_cosines": self.base_cosines,
                 "val_unsteered": self.val_unsteered.to_dict(), "sweep": [s.to_dict() for s in self.sweep],
                 "chosen": self.chosen.to_dict() if self.chosen else None,
@@ -148,7 +151,7 @@ class VerbosityResult:
                    d["base_cosines"], Cell.from_dict(d["val_unsteered"]),
                    tuple(SweepCell.from_dict(s) for s in d["sweep"]), sc(d["chosen"]), sc(d["aggressive"]),
                    {k: Cell.from_dict(v) for k, v in d["test"].items()}, d["reduction"], d["speed"], d["seconds"],
-                   d["libraries"])
+                   d["libraries"], d.get("teacher_forced", {}))
 
 
 # ------------------------------------------------------------------------------------------ pairs
@@ -322,7 +325,8 @@ def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True) -> V
         {f"{cfg.model}/{v}": dirs[v].to_dict() for v in cfg.variants}
         | {f"{cfg.base}/{v}": base_dirs[v].to_dict() for v in cfg.variants},
         cos, val_base, tuple(sweep), chosen, aggressive, test_cells, _reduction(runs, "unsteered", cfg.n_boot), speed,
-        round(time.time() - t0, 1), library_versions())
+        round(time.time() - t0, 1), library_versions(),
+        {fmt: teacher_forced_steps(model, test, fmt, cfg.n_boot) for fmt in ("concise", "verbose")})
 
 
 def run_cached(config: VerbosityConfig = VerbosityConfig(), progress: bool = True) -> VerbosityResult:

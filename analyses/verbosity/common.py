@@ -106,6 +106,34 @@ def steered_kl(model: Any, problems: Sequence[Problem], run: Run, interventions:
     return total / max(count, 1)
 
 
+@torch.no_grad()
+def teacher_forced_steps(model: Any, problems: Sequence[Problem], fmt: str, n_boot: int = 1000,
+                         batch_size: int = 200) -> dict[str, Any]:
+    """Given a correct written chain in `fmt`, how often each step's value is the most likely digit where it is
+    written (per step, and every step of a problem), with bootstrap intervals over problems."""
+    from interp.organism.positions import completion_positions
+
+    tok = model.tokenizer
+    digits = digit_ids(tok)
+    per_problem: list[list[bool]] = []
+    for s in range(0, len(problems), batch_size):
+        chunk = problems[s:s + batch_size]
+        seqs = [[tok.bos_token_id, *tok.convert_tokens_to_ids(p.prompt_tokens() + p.completion_tokens(fmt))]
+                for p in chunk]
+        ids, mask = left_pad(seqs, tok.pad_token_id)
+        logits = model.hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+        for r, (p, seq) in enumerate(zip(chunk, seqs)):
+            off = ids.shape[1] - len(seq)
+            pos = completion_positions(p, fmt)  # type: ignore[arg-type]
+            per_problem.append([
+                int(digits[logits[r, off + pos[f"step{i}.before_value"], digits].argmax()]) == seq[pos[f"step{i}.value"]]
+                for i in range(1, p.n_steps + 1)])
+    steps = np.array([x for row in per_problem for x in row], float)
+    every = np.array([all(row) for row in per_problem], float)
+    return {"format": fmt, "step_accuracy": float(steps.mean()), "step_accuracy_ci": list(bootstrap_ci(steps, n_boot)),
+            "all_steps": float(every.mean()), "all_steps_ci": list(bootstrap_ci(every, n_boot)), "n": len(per_problem)}
+
+
 def paired_bootstrap(fn: Callable[[np.ndarray], float], n: int, n_boot: int, seed: int = 0,
                      level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of a statistic of resampled problem indices (paired across conditions)."""

@@ -116,6 +116,12 @@ def verbosity_sentences(r: VerbosityResult) -> list[str]:
     lines.append(f"Prompting the concise format (its first step forced, with the model's own best digit): {tok(p)} "
                  f"tokens ({rd('prompt: concise first step')} fewer), accuracy {acc(p)}: the model's concise chains "
                  f"are far less accurate than its verbose ones, which bounds what any compression to that format keeps.")
+    tf = r.teacher_forced
+    if tf:
+        lines.append("Teacher-forced on a correct chain (test problems), the most likely digit is each step's value for "
+                     + "; ".join(f"{_pct(t['step_accuracy'])} [{_pct(t['step_accuracy_ci'][0])}, "
+                                 f"{_pct(t['step_accuracy_ci'][1])}] of {fmt} steps (every step of a problem: "
+                                 f"{_pct(t['all_steps'])})" for fmt, t in tf.items()) + ".")
     for label in ("chosen", "aggressive"):
         pt = getattr(r, label)
         if pt is None:
@@ -211,7 +217,8 @@ def reasoning_sentences(r: ReasoningResult) -> list[str]:
     f = lambda k: (f"accuracy {t[k].accuracy:.2f} [{t[k].accuracy_ci[0]:.2f}, {t[k].accuracy_ci[1]:.2f}], "
                    f"CoT rate {t[k].cot_rate:.2f}")
     gr = lambda k: f"{_pct(g[k]['gap_recovered'])} [{_pct(g[k]['gap_recovered_ci'][0])}, {_pct(g[k]['gap_recovered_ci'][1])}]"
-    rand = [k for k in g if k.startswith("base-s + random direction")]
+    rand = [k for k in g if k.startswith("base-s + random direction") and "(best add)" not in k]
+    rand_add = [k for k in g if k.startswith("base-s + random direction (best add)")]
     return [
         f"The direction: {r.n_cot} CoT-mode vs {r.n_direct} direct-mode prompts of base-s (its greedy choice, CoT rate "
         f"{r.train_cot_rate:.2f} on {', '.join(map(str, r.config.train_steps))}-step problems), difference of means at "
@@ -230,7 +237,12 @@ def reasoning_sentences(r: ReasoningResult) -> list[str]:
         + ", ".join(gr(k) for k in rand) + " by the random directions; steering touched "
         f"{r.tokens_steered['positions_per_problem']:.0f} position(s) per problem, {_pct(r.tokens_steered['of_prompt_and_completion'])} "
         f"of prompt + completion tokens ({_pct(r.tokens_steered['of_generated'])} of generated tokens).",
-    ]
+    ] + ([
+        f"Adding a constant multiple instead (the best add cell on validation: layer {_layer(r.best_add.hook)}, gamma "
+        f"{r.best_add.gamma:+g}, {r.best_add.where} position(s)) on the same test problems: "
+        f"{f('base-s + reasoning direction (best add)')}, gap recovered {gr('base-s + reasoning direction (best add)')}; "
+        f"random directions of equal norm {f('base-s + random direction (best add)')}, gap recovered "
+        + ", ".join(gr(k) for k in rand_add) + "."] if r.best_add is not None else [])
 
 
 def verbosity_section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...]]:

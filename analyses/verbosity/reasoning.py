@@ -47,7 +47,7 @@ from interp.steering.directions import (
     random_directions,
 )
 
-RESULT_VERSION = 2
+RESULT_VERSION = 3
 MODES = ("add", "clamp")
 WHERE = {"last": Positions((-1,)), "prompt": "prompt"}
 N_RANDOM = 3
@@ -132,9 +132,11 @@ class ReasoningResult:
     tokens_steered: dict[str, float]
     seconds: float
     libraries: dict[str, str]
+    best_add: ReasoningCell | None = None  # the best constant-offset cell, tested too when a clamp was chosen
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": RESULT_VERSION, "config": self.config.to_dict(), "base_checksum": self.base_checksum,
+                "best_add": self.best_add.to_dict() if self.best_add else None,
                 "tuned_checksum": self.tuned_checksum, "train_cot_rate": self.train_cot_rate, "n_cot": self.n_cot,
                 "n_direct": self.n_direct, "directions": self.directions, "val_unsteered": self.val_unsteered.to_dict(),
                 "sweep": [s.to_dict() for s in self.sweep], "chosen": self.chosen.to_dict(),
@@ -147,7 +149,7 @@ class ReasoningResult:
                    d["n_cot"], d["n_direct"], d["directions"], Cell.from_dict(d["val_unsteered"]),
                    tuple(ReasoningCell.from_dict(s) for s in d["sweep"]), ReasoningCell.from_dict(d["chosen"]),
                    {k: Cell.from_dict(v) for k, v in d["test"].items()}, d["gap"], d["tokens_steered"], d["seconds"],
-                   d["libraries"])
+                   d["libraries"], ReasoningCell.from_dict(d["best_add"]) if d.get("best_add") else None)
 
 
 @dataclass(frozen=True)
@@ -228,23 +230,33 @@ def run(config: ReasoningConfig = ReasoningConfig(), progress: bool = True) -> R
     chosen = max(sweep, key=lambda s: (s.cell.accuracy, s.cell.cot_rate))
 
     runs: dict[str, Run] = {"base-s unsteered": gen(base, test)}
-    vec = dirs.get(chosen.hook).mean_diff
-    runs["base-s + reasoning direction"] = gen(base, test, [_intervention(md, vec, chosen.mode, chosen.gamma,
-                                                                          chosen.where)])
-    rand = []
-    for r in random_directions(vec.d_model, vec.norm, N_RANDOM, cfg.seed + 13):
-        rv = SteeringVector(r, chosen.hook, base.name, base.checksum, "random", {"norm_of": "mean_difference"})
-        rand.append(gen(base, test, [_intervention(md, rv, chosen.mode, chosen.gamma, chosen.where)]))
-    runs["base-s + random direction"] = Run(tuple(g for r in rand for g in r.grades),
-                                            tuple(c for r in rand for c in r.completions), sum(r.seconds for r in rand))
+    points = {"": chosen}
+    adds = [s for s in sweep if s.mode == "add"]
+    if chosen.mode != "add" and adds:  # the constant-offset (ASC-style) alternative, tested the same way
+        points[" (best add)"] = max(adds, key=lambda s: (s.cell.accuracy, s.cell.cot_rate))
+    rand_runs: dict[str, list[Run]] = {}
+    for label, pt in points.items():
+        vec = dirs.get(pt.hook).mean_diff
+        runs[f"base-s + reasoning direction{label}"] = gen(base, test, [_intervention(md, vec, pt.mode, pt.gamma,
+                                                                                     pt.where)])
+        rand = []
+        for r in random_directions(vec.d_model, vec.norm, N_RANDOM, cfg.seed + 13):
+            rv = SteeringVector(r, pt.hook, base.name, base.checksum, "random", {"norm_of": "mean_difference"})
+            rand.append(gen(base, test, [_intervention(md, rv, pt.mode, pt.gamma, pt.where)]))
+        rand_runs[label] = rand
+        runs[f"base-s + random direction{label}"] = Run(tuple(g for r in rand for g in r.grades),
+                                                        tuple(c for r in rand for c in r.completions),
+                                                        sum(r.seconds for r in rand))
     runs["base-s forced CoT"] = gen(base, test, prefixes=[cot_prefix(p) for p in test])
     runs["sft unsteered"] = gen(tuned, test)
     test_cells = {k: cell_of(k, v, cfg.n_boot) for k, v in runs.items()}
-    gap_runs = {k: v for k, v in runs.items() if k != "base-s + random direction"}
+    gap_runs = {k: v for k, v in runs.items() if not k.startswith("base-s + random direction")}
     gap = _gap(gap_runs, "base-s unsteered", "sft unsteered", cfg.n_boot)
-    for i, r in enumerate(rand):  # each random direction against the same problems
-        gap[f"base-s + random direction {i + 1}"] = _gap({"b": runs["base-s unsteered"], "t": runs["sft unsteered"],
-                                                          "x": r}, "b", "t", cfg.n_boot)["x"]
+    for label, rand in rand_runs.items():  # each random direction against the same problems
+        for i, r in enumerate(rand):
+            gap[f"base-s + random direction{label} {i + 1}"] = _gap(
+                {"b": runs["base-s unsteered"], "t": runs["sft unsteered"], "x": r}, "b", "t", cfg.n_boot)["x"]
+    best_add = points.get(" (best add)")
     st = runs["base-s + reasoning direction"]
     n_prompt = np.array([len(p.prompt_tokens()) + 1 for p in test], float)
     n_gen = np.array([len(c) for c in st.completions], float)
@@ -254,7 +266,7 @@ def run(config: ReasoningConfig = ReasoningConfig(), progress: bool = True) -> R
               "of_generated": float(per.sum() / max(n_gen.sum(), 1))}
     return ReasoningResult(cfg, base.checksum, tuned.checksum, md.cot_rate, n_cot, n_direct, dirs.to_dict(), val_base,
                            tuple(sweep), chosen, test_cells, gap, tokens, round(time.time() - t0, 1),
-                           library_versions())
+                           library_versions(), best_add)
 
 
 def run_cached(config: ReasoningConfig = ReasoningConfig(), progress: bool = True) -> ReasoningResult:

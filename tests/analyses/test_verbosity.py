@@ -101,6 +101,8 @@ def test_small_verbosity_run_round_trips_and_renders(tmp_path: Path) -> None:
     assert len(r.sweep) == 2 * 4 and {s.gamma for s in r.sweep} == {-0.5, 0.5}
     assert r.test["unsteered"].n == 6 and "prompt: concise first step" in r.test
     assert r.model_checksum == interp.load("organism/sft").checksum
+    assert r.teacher_forced["verbose"]["step_accuracy"] == 1.0  # sft's verbose chains: every value right
+    assert r.teacher_forced["concise"]["n"] == 6
     again = analysis.VerbosityResult.from_dict(json.loads(json.dumps(r.to_dict())))
     assert again.to_dict() == r.to_dict()
     assert analysis.run_cached(cfg, progress=False).to_dict() == r.to_dict()  # from the cache
