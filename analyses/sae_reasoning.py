@@ -1,0 +1,503 @@
+"""SAE features of base-s: quality, reasoning features, transfer to sft/rl/dpo, and steering with them.
+
+1. base-s's residual stream at one hook over 1-4-step problems written in the three formats (each problem in
+   one format; its metadata says whether base-s itself would start a chain of thought there) is harvested,
+   and a BatchTopK SAE is trained on it with sae-lens' SAETrainer (cached by store hash + config).
+2. Its quality (explained variance, L0, dead/dense, CE recovered against zero-ablation) and a ranking of
+   reasoning features (`saes.features`), with a dashboard of the top ones.
+3. The same SAE on sft/rl/dpo's activations of the same texts, against an SAE trained on each tuned model.
+4. Steering base-s by adding its top CoT-mode features at the answer position: scale chosen on validation
+   problems, then CoT rate and accuracy on held-out 3-4-step problems against random live features of equal
+   norm (same scale) and against sft; gap recovered = (steered - base) / (sft - base) with a paired bootstrap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from tqdm.auto import tqdm
+
+from interp.activations import ActivationStore, AllTokens, PromptDataset, harvest
+from interp.io import cache_dir, library_versions, read_json, write_json
+from interp.organism.dataset import problem_dataset
+from interp.organism.task import FORMATS, TaskConfig, sample_problems
+from interp.plots import color_for, save_figure, style
+from interp.steering import Add, Positions
+from saes import Quality, SAETrainConfig, quality, train_sae, update_card
+from saes.dashboard import write_dashboard
+from saes.features import ReasoningRanking, feature_table, rank_reasoning_features
+from saes.steering import feature_vector, random_feature_vectors
+from saes.transfer import FeatureShift, aligned_rows, delta_explained, feature_shift
+
+RESULT_VERSION = 1
+WILL_COT = "will_cot"
+
+
+@dataclass(frozen=True)
+class SAEReasoningConfig:
+    base: str = "organism/base-s"
+    tuned: tuple[str, ...] = ("organism/sft", "organism/rl", "organism/dpo")
+    reference: str = "organism/sft"  # the accuracy the steering gap is measured to
+    hook: str = "blocks.1.hook_resid_post"
+    n_problems: int = 2400
+    problem_seed: int = 4_000_003
+    sae: SAETrainConfig = field(default_factory=lambda: SAETrainConfig(hook="blocks.1.hook_resid_post"))
+    n_steer_features: int = 3
+    scales: tuple[float, ...] = (10.0, 20.0, 40.0, 60.0)
+    steer_steps: tuple[int, ...] = (3, 4)
+    n_val_per_step: int = 100
+    n_test_per_step: int = 200
+    val_seed: int = 5_000_011
+    test_seed: int = 6_000_017
+    n_random: int = 3
+    n_dashboard: int = 12
+    n_boot: int = 300
+    cache_dir: str = field(default_factory=lambda: str(cache_dir("sae_reasoning")))
+
+    def __post_init__(self) -> None:
+        if self.sae.hook != self.hook:
+            raise ValueError(f"the SAE config's hook {self.sae.hook} is not the analysis hook {self.hook}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["sae"] = self.sae.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SAEReasoningConfig":
+        d = dict(d)
+        d["sae"] = SAETrainConfig.from_dict(d["sae"])
+        for k in ("tuned", "scales", "steer_steps"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+    def key(self) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
+
+
+@dataclass(frozen=True)
+class TransferRow:
+    """The base SAE on one tuned model (and that model's own SAE as the reference)."""
+
+    model: str
+    base_sae: Quality
+    own_sae: Quality
+    delta_explained: float
+    delta_explained_ci: tuple[float, float]
+    delta_explained_own: float
+    shift: FeatureShift
+    amplified: tuple[int, ...]
+    suppressed: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "base_sae": self.base_sae.to_dict(), "own_sae": self.own_sae.to_dict(),
+                "delta_explained": self.delta_explained, "delta_explained_ci": list(self.delta_explained_ci),
+                "delta_explained_own": self.delta_explained_own, "shift": self.shift.to_dict(),
+                "amplified": list(self.amplified), "suppressed": list(self.suppressed)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TransferRow":
+        return cls(d["model"], Quality.from_dict(d["base_sae"]), Quality.from_dict(d["own_sae"]), d["delta_explained"],
+                   tuple(d["delta_explained_ci"]), d["delta_explained_own"], FeatureShift.from_dict(d["shift"]),
+                   tuple(d["amplified"]), tuple(d["suppressed"]))
+
+
+@dataclass(frozen=True)
+class SteerCell:
+    """One condition on the test problems: accuracy and CoT rate with 95% bootstrap intervals."""
+
+    name: str
+    n: int
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    cot_rate: float
+    cot_rate_ci: tuple[float, float]
+    scale: float = 0.0
+    features: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SteerCell":
+        d = dict(d)
+        d["accuracy_ci"], d["cot_rate_ci"], d["features"] = tuple(d["accuracy_ci"]), tuple(d["cot_rate_ci"]), \
+            tuple(d["features"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class SteeringResult:
+    features: tuple[int, ...]
+    scale: float
+    validation: tuple[SteerCell, ...]  # the scale sweep
+    none: SteerCell
+    steered: SteerCell
+    random: SteerCell  # all random draws pooled
+    reference: SteerCell
+    gap_recovered: float
+    gap_recovered_ci: tuple[float, float]
+    random_gap_recovered: float
+    random_gap_recovered_ci: tuple[float, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in ("scale", "gap_recovered", "random_gap_recovered")}
+        return {**d, "features": list(self.features), "validation": [c.to_dict() for c in self.validation],
+                "none": self.none.to_dict(), "steered": self.steered.to_dict(), "random": self.random.to_dict(),
+                "reference": self.reference.to_dict(), "gap_recovered_ci": list(self.gap_recovered_ci),
+                "random_gap_recovered_ci": list(self.random_gap_recovered_ci)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SteeringResult":
+        c = SteerCell.from_dict
+        return cls(tuple(d["features"]), d["scale"], tuple(c(x) for x in d["validation"]), c(d["none"]),
+                   c(d["steered"]), c(d["random"]), c(d["reference"]), d["gap_recovered"],
+                   tuple(d["gap_recovered_ci"]), d["random_gap_recovered"], tuple(d["random_gap_recovered_ci"]))
+
+
+@dataclass(frozen=True)
+class SAEReasoningResult:
+    config: SAEReasoningConfig
+    base_checksum: str
+    sae_path: str
+    quality: Quality
+    ranking: ReasoningRanking
+    transfer: tuple[TransferRow, ...]
+    steering: SteeringResult
+    seconds: float
+    libraries: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "base_checksum": self.base_checksum, "sae_path": self.sae_path,
+                "quality": self.quality.to_dict(), "ranking": self.ranking.to_dict(),
+                "transfer": [t.to_dict() for t in self.transfer], "steering": self.steering.to_dict(),
+                "seconds": self.seconds, "libraries": dict(self.libraries)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SAEReasoningResult":
+        return cls(SAEReasoningConfig.from_dict(d["config"]), d["base_checksum"], d["sae_path"],
+                   Quality.from_dict(d["quality"]), ReasoningRanking.from_dict(d["ranking"]),
+                   tuple(TransferRow.from_dict(t) for t in d["transfer"]), SteeringResult.from_dict(d["steering"]),
+                   d["seconds"], d["libraries"])
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_dataset(model: Any, cfg: SAEReasoningConfig) -> PromptDataset:
+    """Each problem once, in a format drawn uniformly, with base-s's own CoT choice at the answer position."""
+    from analyses.latent_reasoning import will_write_cot
+
+    problems = sample_problems(cfg.problem_seed, cfg.n_problems, TaskConfig(min_steps=1, max_steps=4))
+    rng = np.random.default_rng(cfg.problem_seed)
+    fmts = [FORMATS[int(i)] for i in rng.integers(0, len(FORMATS), len(problems))]
+    cot = will_write_cot(model, [e.ids for e in problem_dataset(problems, model.tokenizer)])
+    examples = []
+    for p, f, c in zip(problems, fmts, cot):
+        examples += problem_dataset([p], model.tokenizer, f, extra_meta=[{WILL_COT: bool(c)}]).examples  # type: ignore[arg-type]
+    return PromptDataset(tuple(examples))
+
+
+def store_for(model: Any, dataset: PromptDataset, cfg: SAEReasoningConfig) -> ActivationStore:
+    tag = f"{model.checksum[:16]}-{dataset.hash()[:16]}-{cfg.hook}"
+    return harvest(model, dataset, [cfg.hook], AllTokens(), Path(cfg.cache_dir) / "stores" / tag,
+                   seed=cfg.problem_seed)
+
+
+def sae_for(store: ActivationStore, model: Any, sae_cfg: SAETrainConfig, cache: Path, n_boot: int) -> tuple[Any, Quality, Path]:
+    """The SAE of this store and config (trained once, cached by store hash + config) with its quality in the card."""
+    from saes import load_sae, read_card
+
+    key = _digest({"dataset": store.manifest["dataset_hash"], "model": store.model_checksum, "config": sae_cfg.to_dict()})
+    path = cache / "saes" / f"{store.model_name.replace('/', '_')}-{key}"
+    card = read_card(path) if (path / "cfg.json").is_file() else {}
+    if not card.get("metrics"):
+        train_sae(store, sae_cfg, path)
+        sae, _ = load_sae(path)
+        q, _ = quality(sae, store, sae_cfg.hook, model=model, n_boot=n_boot)
+        card = update_card(path, metrics=q.to_dict())
+    sae, _ = load_sae(path, model=model, hook=sae_cfg.hook)
+    return sae, Quality.from_dict(card["metrics"]), path
+
+
+def _cell(name: str, run: Any, n_boot: int, scale: float = 0.0, features: Sequence[int] = ()) -> SteerCell:
+    from interp.organism.evaluate import bootstrap_ci
+
+    from analyses.verbosity.common import arrays
+
+    a = arrays(run)
+    return SteerCell(name, len(a["correct"]), float(a["correct"].mean()), bootstrap_ci(a["correct"], n_boot),
+                     float(a["cot"].mean()), bootstrap_ci(a["cot"], n_boot), scale, tuple(int(f) for f in features))
+
+
+def steering_experiment(model: Any, reference: Any, sae: Any, ranking: ReasoningRanking, cfg: SAEReasoningConfig,
+                        progress: bool = True) -> SteeringResult:
+    """Add the top CoT-mode features at the answer position; scale chosen on validation problems."""
+    from analyses.verbosity.common import arrays, generate_graded, paired_bootstrap, problems_per_step
+
+    cot_feats = [f.feature for f in ranking.top(cfg.n_steer_features, "mode_auroc") if f.mode_auroc > 0.5]
+    if not cot_feats:
+        raise ValueError("no feature fires more before a chain of thought than before a direct answer")
+    vec = feature_vector(sae, cot_feats, model, cfg.hook)
+    where = Positions((-1,))
+    val = problems_per_step(cfg.val_seed, cfg.n_val_per_step, cfg.steer_steps)
+    test = problems_per_step(cfg.test_seed, cfg.n_test_per_step, cfg.steer_steps)
+    sweep = []
+    for s in tqdm(cfg.scales, desc="steering scale sweep", disable=not progress, leave=False):
+        sweep.append(_cell(f"val x{s:g}", generate_graded(model, val, [Add(vec, where=where, scale=s)]), cfg.n_boot,
+                           s, cot_feats))
+    best = max(sweep, key=lambda c: (c.accuracy, c.cot_rate))
+    runs = {"none": generate_graded(model, test),
+            "steered": generate_graded(model, test, [Add(vec, where=where, scale=best.scale)]),
+            "reference": generate_graded(reference, test)}
+    live = [f.feature for f in ranking.features if f.firing_rate > 0]
+    controls = random_feature_vectors(sae, vec, cot_feats, live, cfg.n_random, len(cot_feats), seed=cfg.test_seed)
+    rand = [generate_graded(model, test, [Add(v, where=where, scale=best.scale)]) for v in controls]
+    a = {k: arrays(r) for k, r in runs.items()}
+    ra = [arrays(r) for r in rand]
+    rand_correct = np.mean([x["correct"] for x in ra], 0)
+    n = len(test)
+
+    def gap(x: np.ndarray) -> Any:
+        def fn(i: np.ndarray) -> float:
+            base, ref = a["none"]["correct"][i].mean(), a["reference"]["correct"][i].mean()
+            return float((x[i].mean() - base) / (ref - base)) if ref != base else float("nan")
+        return fn
+
+    from analyses.verbosity.common import Run
+
+    pooled = Run(tuple(g for r in rand for g in r.grades), tuple(c for r in rand for c in r.completions),
+                 sum(r.seconds for r in rand))
+    return SteeringResult(
+        tuple(cot_feats), best.scale, tuple(sweep), _cell("base-s", runs["none"], cfg.n_boot),
+        _cell("base-s + CoT features", runs["steered"], cfg.n_boot, best.scale, cot_feats),
+        _cell(f"base-s + random features ({cfg.n_random} draws)", pooled, cfg.n_boot, best.scale),
+        _cell(reference.name.removeprefix("organism/"), runs["reference"], cfg.n_boot),
+        gap(a["steered"]["correct"])(np.arange(n)), paired_bootstrap(gap(a["steered"]["correct"]), n, cfg.n_boot),
+        gap(rand_correct)(np.arange(n)), paired_bootstrap(gap(rand_correct), n, cfg.n_boot))
+
+
+def run(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True,
+        dashboard_dir: str | Path | None = None) -> SAEReasoningResult:
+    """Every step of the module docstring; trained SAEs and stores are cached."""
+    import torch
+
+    from interp.models import load
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    cache = Path(config.cache_dir)
+    base = load(config.base)
+    dataset = build_dataset(base, config)
+    bstore = store_for(base, dataset, config)
+    sae, q, path = sae_for(bstore, base, config.sae, cache, config.n_boot)
+    table = feature_table(sae, bstore, config.hook)
+    value_positions = [(f"step{i}.before_value", f"value.step{i}") for i in range(1, 5)] + \
+        [(f"prompt.step{i}.end", f"value.step{i}") for i in range(1, 5)]
+    ranking = rank_reasoning_features(table, dataset, value_positions=value_positions, n_boot=config.n_boot)
+    if dashboard_dir is not None:
+        shown = list(dict.fromkeys([f.feature for f in ranking.top(config.n_dashboard // 2, "mode_auroc")]
+                                   + [f.feature for f in ranking.top(config.n_dashboard // 4, "mode_auroc", -1)]
+                                   + [f.feature for f in ranking.top(config.n_dashboard // 4, "reason_score")]))
+        scores = {f.feature: {"CoT-mode AUROC": f.mode_auroc, "CoT-token AUROC": f.token_auroc,
+                              "value eta^2": f.value_eta2, "ReasonScore": f.reason_score}
+                  for f in ranking.features if f.feature in shown}
+        write_dashboard(sae, base, table, dataset, shown, dashboard_dir,
+                        f"{config.base} {config.hook} SAE ({path.name})", scores)
+    rows = []
+    reference = None
+    for name in tqdm(config.tuned, desc="transfer", disable=not progress, leave=False):
+        tuned = load(name)
+        if name == config.reference:
+            reference = tuned
+        tstore = store_for(tuned, dataset, config)
+        own, own_q, _ = sae_for(tstore, tuned, config.sae, cache, config.n_boot)
+        bq, _ = quality(sae, tstore, config.hook, model=tuned, allow_other_model=True, n_boot=config.n_boot)
+        xb, xt, ex = aligned_rows(bstore, tstore, config.hook)
+        de, de_ci = delta_explained(sae, xb, xt, ex, config.n_boot)
+        de_own, _ = delta_explained(own, xb, xt, ex, n_boot=2)
+        sh = feature_shift(sae, xb, xt)
+        rows.append(TransferRow(name, bq, own_q, de, de_ci, de_own, sh, tuple(sh.amplified()), tuple(sh.suppressed())))
+    if reference is None:
+        reference = load(config.reference)
+    steering = steering_experiment(base, reference, sae, ranking, config, progress)
+    return SAEReasoningResult(config, base.checksum, str(path), q, ranking, tuple(rows), steering,
+                              round(time.time() - t0, 1), library_versions())
+
+
+def run_cached(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True,
+               dashboard_dir: str | Path | None = None) -> SAEReasoningResult:
+    """`run`, reusing the saved result when the config and every model's checksum are unchanged (the dashboard
+    is rewritten from the cached SAE when asked for)."""
+    from interp.models import load
+
+    names = list(dict.fromkeys([config.base, *config.tuned, config.reference]))
+    key = {"config": config.key(), "models": [load(n).checksum for n in names], "version": RESULT_VERSION}
+    path = Path(config.cache_dir) / f"result-{_digest(key)}.json"
+    if path.is_file() and (dashboard_dir is None or (Path(dashboard_dir) / "index.html").is_file()):
+        return SAEReasoningResult.from_dict(read_json(path))
+    result = run(config, progress, dashboard_dir)
+    write_json(path, result.to_dict())
+    return result
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+def _short(name: str) -> str:
+    return name.removeprefix("organism/")
+
+
+def _err(v: float, ci: Sequence[float]) -> dict[str, Any]:
+    return dict(type="data", symmetric=False, array=[ci[1] - v], arrayminus=[v - ci[0]])
+
+
+def figures(result: SAEReasoningResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
+    """Quality and transfer bars, firing-rate shifts, reasoning-feature AUROCs, steering bars."""
+    out_dir = Path(out_dir)
+    figs: dict[str, go.Figure] = {}
+    base = _short(result.config.base)
+    # quality / transfer
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("explained variance", "CE loss recovered",
+                                                        "tuned - base change explained"))
+    names = [base] + [_short(t.model) for t in result.transfer]
+    for col, key in ((1, "explained_variance"), (2, "ce_recovered")):
+        ci_key = f"{key}_ci"
+        b = [getattr(result.quality, key)] + [getattr(t.base_sae, key) for t in result.transfer]
+        bci = [getattr(result.quality, ci_key)] + [getattr(t.base_sae, ci_key) for t in result.transfer]
+        o = [getattr(result.quality, key)] + [getattr(t.own_sae, key) for t in result.transfer]
+        fig.add_trace(go.Bar(x=names, y=b, name=f"{base}'s SAE", marker_color="#4C78A8", showlegend=col == 1,
+                             error_y=dict(type="data", symmetric=False, array=[c[1] - v for c, v in zip(bci, b)],
+                                          arrayminus=[v - c[0] for c, v in zip(bci, b)])), row=1, col=col)
+        fig.add_trace(go.Bar(x=names, y=o, name="the model's own SAE", marker_color="#bbb", showlegend=col == 1),
+                      row=1, col=col)
+    t_names = [_short(t.model) for t in result.transfer]
+    fig.add_trace(go.Bar(x=t_names, y=[t.delta_explained for t in result.transfer], marker_color="#4C78A8",
+                         showlegend=False, error_y=dict(type="data", symmetric=False,
+                                                        array=[t.delta_explained_ci[1] - t.delta_explained for t in result.transfer],
+                                                        arrayminus=[t.delta_explained - t.delta_explained_ci[0] for t in result.transfer])),
+                  row=1, col=3)
+    fig.add_trace(go.Bar(x=t_names, y=[t.delta_explained_own for t in result.transfer], marker_color="#bbb",
+                         showlegend=False), row=1, col=3)
+    fig.update_layout(template="plotly_white", barmode="group", width=1100, height=430,
+                      title=f"{base}'s SAE at {result.config.hook} on the post-trained models' activations (same texts)")
+    figs["sae_transfer_quality"] = fig
+    # firing-rate shifts
+    fig = make_subplots(rows=1, cols=len(result.transfer), subplot_titles=t_names, shared_yaxes=True)
+    cot = {f.feature: f.mode_auroc for f in result.ranking.features}
+    steer = set(result.steering.features)
+    for i, t in enumerate(result.transfer, 1):
+        rb, rt = np.array(t.shift.rate_base), np.array(t.shift.rate_tuned)
+        live = (rb > 0) | (rt > 0)
+        idx = np.nonzero(live)[0]
+        eps = 1e-4
+        fig.add_trace(go.Scatter(x=rb[idx] + eps, y=rt[idx] + eps, mode="markers", showlegend=i == 1, name="feature",
+                                 marker=dict(size=6, color=[cot.get(int(j), 0.5) for j in idx], colorscale="RdBu_r",
+                                             cmin=0.2, cmax=0.8, showscale=i == 1,
+                                             colorbar=dict(title="CoT-mode AUROC")),
+                                 text=[f"feature {j}" + (" (steering)" if j in steer else "") for j in idx],
+                                 hovertemplate="%{text}<br>base %{x:.4f}<br>tuned %{y:.4f}<extra></extra>"), row=1, col=i)
+        fig.add_trace(go.Scatter(x=[eps, 1], y=[eps, 1], mode="lines", line=dict(color="#999", dash="dot"),
+                                 showlegend=False), row=1, col=i)
+        for j in list(t.amplified[:3]) + list(t.suppressed[:3]):
+            fig.add_annotation(x=np.log10(rb[j] + eps), y=np.log10(rt[j] + eps), text=str(j), showarrow=False,
+                               yshift=9, font=dict(size=9), row=1, col=i)
+    fig.update_xaxes(type="log", title_text=f"firing rate on {base}")
+    fig.update_yaxes(type="log")
+    fig.update_yaxes(title_text="firing rate on the tuned model", row=1, col=1)
+    fig.update_layout(template="plotly_white", width=1150, height=430,
+                      title=f"Which {base} features post-training amplifies (above the diagonal) or suppresses (same tokens)")
+    figs["sae_feature_shift"] = fig
+    # reasoning features
+    r = result.ranking
+    top = r.top(8, "mode_auroc") + r.top(4, "mode_auroc", -1)[::-1]
+    fig = go.Figure(go.Bar(x=[f"f{f.feature}" for f in top], y=[f.mode_auroc for f in top],
+                           marker_color=["#E45756" if f.mode_auroc > 0.5 else "#4C78A8" for f in top],
+                           error_y=dict(type="data", symmetric=False, array=[f.mode_auroc_ci[1] - f.mode_auroc for f in top],
+                                        arrayminus=[f.mode_auroc - f.mode_auroc_ci[0] for f in top])))
+    for y in (r.null_mode_auroc, 1 - r.null_mode_auroc):
+        fig.add_hline(y=y, line_dash="dot", line_color="#999")
+    style(fig, f"{base} SAE features at the answer position: AUROC for 'about to write a CoT' "
+               f"(dotted: best feature with shuffled labels)", "feature", "AUROC (CoT vs direct)")
+    figs["sae_reasoning_features"] = fig
+    # steering
+    s = result.steering
+    cells = [s.none, s.random, s.steered, s.reference]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "CoT rate"))
+    for col, key in ((1, "accuracy"), (2, "cot_rate")):
+        for c in cells:
+            v, ci = getattr(c, key), getattr(c, f"{key}_ci")
+            fig.add_trace(go.Bar(x=[c.name], y=[v], error_y=_err(v, ci), showlegend=False,
+                                 marker_color=color_for(c.name) or ("#E45756" if "CoT" in c.name else "#999")),
+                          row=1, col=col)
+    fig.update_layout(template="plotly_white", width=1000, height=430,
+                      title=f"Adding {base}'s top CoT-mode features {list(s.features)} (x{s.scale:g}) at the answer "
+                            f"position, {'-'.join(map(str, result.config.steer_steps))}-step problems")
+    figs["sae_steering"] = fig
+    return {name: save_figure(f, out_dir / name, png=png) for name, f in figs.items()}
+
+
+def summary_sentences(result: SAEReasoningResult) -> list[str]:
+    """The numbers behind the figures, one sentence each."""
+    q, r, s = result.quality, result.ranking, result.steering
+    base = _short(result.config.base)
+    ci = lambda c: f"[{c[0]:.3f}, {c[1]:.3f}]"  # noqa: E731
+    lines = [
+        f"{base}'s {result.config.sae.architecture} SAE at {result.config.hook} ({q.n_features} features, k = "
+        f"{result.config.sae.k:g}, trained on {result.config.sae.total_samples:,} activations of {q.n_rows:,} tokens): "
+        f"explained variance {q.explained_variance:.3f} {ci(q.explained_variance_ci)}, L0 {q.l0:.1f}, "
+        f"{q.dead_features} dead and {q.dense_features} dense features (firing on >10% of tokens); next-token loss "
+        f"on the answer tokens {q.ce_clean:.3f} clean, {q.ce_sae:.3f} with the SAE spliced in, {q.ce_zero:.3f} "
+        f"zero-ablated: CE recovered {q.ce_recovered:.3f} {ci(q.ce_recovered_ci)}.",
+    ]
+    up = r.top(3, "mode_auroc")
+    down = r.top(2, "mode_auroc", -1)
+    lines.append(
+        f"At the answer position ({r.n_cot} problems where {base} starts a CoT, {r.n_direct} where it answers "
+        f"directly), the features that fire more before a CoT are "
+        + ", ".join(f"{f.feature} (AUROC {f.mode_auroc:.2f} {ci(f.mode_auroc_ci)})" for f in up)
+        + "; before a direct answer " + ", ".join(f"{f.feature} ({f.mode_auroc:.2f})" for f in down)
+        + f"; with the labels shuffled the best feature reaches only {r.null_mode_auroc:.2f}.")
+    tv = r.top(1, "token_auroc")[0]
+    rs = r.top(1, "reason_score")[0]
+    ev = r.top(1, "value_eta2")[0]
+    lines.append(f"Over all tokens, the feature that best separates written-CoT tokens from the rest is {tv.feature} "
+                 f"(AUROC {tv.token_auroc:.2f}); the top ReasonScore-style feature is {rs.feature} (score "
+                 f"{rs.reason_score:.3f}, CoT-mode AUROC {rs.mode_auroc:.2f}); the feature most tied to the chain's "
+                 f"values is {ev.feature} (eta^2 {ev.value_eta2:.2f} against {r.null_value_eta2:.2f} for the best "
+                 f"feature with shuffled values).")
+    for t in result.transfer:
+        lines.append(
+            f"On {_short(t.model)}'s activations of the same texts, {base}'s SAE explains "
+            f"{t.base_sae.explained_variance:.3f} of the variance (its own SAE {t.own_sae.explained_variance:.3f}) and "
+            f"recovers {t.base_sae.ce_recovered:.3f} {ci(t.base_sae.ce_recovered_ci)} of the loss (own SAE "
+            f"{t.own_sae.ce_recovered:.3f}); it explains {t.delta_explained:.3f} {ci(t.delta_explained_ci)} of the "
+            f"change {_short(t.model)} - {base} per token (the tuned model's own SAE {t.delta_explained_own:.3f}); "
+            f"post-training amplifies features {list(t.amplified[:3])} and suppresses {list(t.suppressed[:3])} most.")
+    lines.append(
+        f"Steering {base} by adding features {list(s.features)} (x{s.scale:g}, chosen on validation problems) at "
+        f"the answer position: on {s.none.n} held-out {'-'.join(map(str, result.config.steer_steps))}-step problems "
+        f"the CoT rate goes {s.none.cot_rate:.2f} -> {s.steered.cot_rate:.2f} {ci(s.steered.cot_rate_ci)} and "
+        f"accuracy {s.none.accuracy:.2f} -> {s.steered.accuracy:.2f} {ci(s.steered.accuracy_ci)}; random live "
+        f"features of equal norm give {s.random.cot_rate:.2f} and {s.random.accuracy:.2f}; {s.reference.name} is "
+        f"{s.reference.accuracy:.2f} accurate, so the features recover {s.gap_recovered:.2f} "
+        f"{ci(s.gap_recovered_ci)} of the accuracy gap ({s.random_gap_recovered:.2f} "
+        f"{ci(s.random_gap_recovered_ci)} for the random control).")
+    return lines
+
+
+__all__ = ["SAEReasoningConfig", "SAEReasoningResult", "TransferRow", "SteerCell", "SteeringResult", "run",
+           "run_cached", "figures", "summary_sentences", "build_dataset", "store_for", "sae_for",
+           "steering_experiment"]
