@@ -9,6 +9,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Results the analyses cache go to a fresh folder: tests never reuse (or pollute) the user's cache.
+import tempfile  # noqa: E402
+
+os.environ["INTERP_CACHE"] = tempfile.mkdtemp(prefix="interp-test-cache-")
 
 from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402

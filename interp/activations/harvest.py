@@ -65,31 +65,85 @@ def _select(dataset: PromptDataset, selector: Selector, tokenizer: Any, start: i
     return out
 
 
+# hook names that are Hugging Face module boundaries: read with torch hooks on `model.hf` (its own fast
+# attention), the rest through the Bridge. Both are tested equal to `run_with_cache`.
+_HF_KINDS = {"hook_resid_pre": "resid_pre", "hook_resid_post": "resid_post", "hook_attn_out": "attn_out",
+             "hook_mlp_out": "mlp_out", "hook_resid_mid": "resid_mid", "attn.hook_z": "z"}
+
+
+def _hf_kind(hook: str) -> tuple[str, int] | None:
+    """(patching hook kind, layer) for names read on the HF modules, else None."""
+    parts = hook.split(".")
+    if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
+        return None
+    kind = _HF_KINDS.get(".".join(parts[2:]))
+    return (kind, int(parts[1])) if kind else None
+
+
 def _forward_batch(model: Any, hooks: list[str], ids: torch.Tensor, b_idx: torch.Tensor, p_idx: torch.Tensor
                    ) -> dict[str, torch.Tensor]:
-    """Run the Bridge on `ids` until every hook in `hooks` has fired; gather rows (b_idx, p_idx) of each."""
+    """Run the model on `ids` until every hook in `hooks` has fired; gather rows (b_idx, p_idx) of each.
+
+    When every hook is an HF module boundary the forward runs on `model.hf`, otherwise on the Bridge."""
     got: dict[str, torch.Tensor] = {}
 
-    def keeper(name: str) -> Callable[[torch.Tensor, Any], None]:
-        def keep(act: torch.Tensor, hook: Any) -> None:
-            if act.shape[:2] != ids.shape:
-                raise ValueError(f"hook {name} gives activations of shape {tuple(act.shape)}, not [batch, pos, ...] "
-                                 f"= [{ids.shape[0]}, {ids.shape[1]}, ...]; it cannot be stored per position")
-            got[name] = act[b_idx, p_idx].detach().to("cpu", copy=True)
-            if len(got) == len(hooks):
-                raise _Stop
+    def keep(name: str, act: torch.Tensor) -> None:
+        if act.shape[:2] != ids.shape:
+            raise ValueError(f"hook {name} gives activations of shape {tuple(act.shape)}, not [batch, pos, ...] "
+                             f"= [{ids.shape[0]}, {ids.shape[1]}, ...]; it cannot be stored per position")
+        got[name] = act[b_idx, p_idx].detach().to("cpu", copy=True)
+        if len(got) == len(hooks):
+            raise _Stop
 
-        return keep
+    kinds = [_hf_kind(h) for h in hooks]
+    with torch.no_grad():
+        if all(kinds) and _hf_sites(model) is not None:
+            from interp.patching.engine import Hooks, add_capture, heads_view
 
-    with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(h, keeper(h)) for h in hooks]):
-        try:
-            model.bridge(ids, return_type=None)
-        except _Stop:
-            pass
+            s = _hf_sites(model)
+
+            class Sink(dict):  # add_capture records into a dict: keep the rows at once instead
+                def __init__(self, name: str, z: bool) -> None:
+                    super().__init__()
+                    self.name, self.z = name, z
+
+                def __setitem__(self, layer: int, act: torch.Tensor) -> None:
+                    keep(self.name, heads_view(act, s) if self.z else act)
+
+            with Hooks() as hk:
+                for h, (kind, layer) in zip(hooks, kinds):  # type: ignore[misc]
+                    add_capture(hk, s, kind, layer, Sink(h, kind == "z"))
+                try:
+                    model.hf(input_ids=ids, use_cache=False)
+                except _Stop:
+                    pass
+        else:
+            def keeper(name: str) -> Callable[[torch.Tensor, Any], None]:
+                return lambda act, hook: keep(name, act)
+
+            with model.bridge.hooks(fwd_hooks=[(h, keeper(h)) for h in hooks]):
+                try:
+                    model.bridge(ids, return_type=None)
+                except _Stop:
+                    pass
     missing = [h for h in hooks if h not in got]
     if missing:
         raise RuntimeError(f"hooks {missing} never fired in the forward pass of {model.name}")
     return got
+
+
+def _hf_sites(model: Any) -> Any:
+    """The HF modules behind the hook names (cached on the model), or None if the Bridge maps no blocks."""
+    cached = getattr(model, "_harvest_sites", False)
+    if cached is False:
+        from interp.patching.engine import sites
+
+        try:
+            cached = sites(model)
+        except (ValueError, KeyError, AttributeError):
+            cached = None
+        model._harvest_sites = cached
+    return cached
 
 
 def _check_finite(acts: torch.Tensor, hook: str, rows: list[tuple[int, int, int, int]], model: Any,

@@ -201,3 +201,31 @@ def test_a_store_knows_its_model(model, dataset, tmp_path):
     store.check_model(model.checksum)
     with pytest.raises(StoreError, match="checksum"):
         store.check_model("0" * 64)
+
+
+ALL_KINDS = ["blocks.{}.hook_resid_pre", "blocks.{}.hook_resid_mid", "blocks.{}.hook_resid_post",
+             "blocks.{}.hook_attn_out", "blocks.{}.hook_mlp_out", "blocks.{}.attn.hook_z"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2", "gpt_neox"])
+def test_every_hook_kind_equals_run_with_cache_on_every_architecture(arch, tiny_checkpoint, tmp_path):
+    m = load(tiny_checkpoint(arch, n_layers=2))
+    ds = problem_dataset(sample_problems(1, 12, TaskConfig(min_steps=1, max_steps=3)), m.tokenizer)
+    hooks = [k.format(layer) for layer in (0, 1) for k in ALL_KINDS]
+    hooks = [h for h in hooks if h in m.hook_names]  # parallel-attention models have no resid_mid
+    store = harvest(m, ds, hooks, AllTokens(), tmp_path / "s", batch_size=5)
+    idx = store.index()
+    for e in (0, 7, 11):
+        _, cache = m.bridge.run_with_cache(torch.tensor([ds[e].ids]))
+        rows = idx["example"] == e
+        for h in hooks:
+            torch.testing.assert_close(store.get(h)[torch.from_numpy(rows)], cache[h][0], rtol=1e-4, atol=1e-5,
+                                       msg=lambda s, h=h: f"{arch} {h}: {s}")
+
+
+def test_hooks_inside_a_block_are_read_through_the_bridge(model, dataset, tmp_path):
+    hook = "blocks.1.mlp.hook_pre"  # not a Hugging Face module boundary
+    assert hook in model.hook_names
+    store = harvest(model, dataset, [hook, HOOKS[0]], LastToken(), tmp_path / "s")
+    _, cache = model.bridge.run_with_cache(torch.tensor([dataset[3].ids]))
+    torch.testing.assert_close(store.get(hook)[3], cache[hook][0, -1], rtol=1e-5, atol=1e-5)
