@@ -39,7 +39,7 @@ from saes.features import ReasoningRanking, feature_table, rank_reasoning_featur
 from saes.steering import feature_vector, random_feature_vectors
 from saes.transfer import FeatureShift, aligned_rows, delta_explained, feature_shift
 
-RESULT_VERSION = 1
+RESULT_VERSION = 2
 WILL_COT = "will_cot"
 
 
@@ -53,13 +53,13 @@ class SAEReasoningConfig:
     problem_seed: int = 4_000_003
     sae: SAETrainConfig = field(default_factory=lambda: SAETrainConfig(hook="blocks.1.hook_resid_post"))
     n_steer_features: int = 3
-    scales: tuple[float, ...] = (10.0, 20.0, 40.0, 60.0)
+    scales: tuple[float, ...] = (5.0, 10.0, 20.0, 40.0)
     steer_steps: tuple[int, ...] = (3, 4)
     n_val_per_step: int = 100
     n_test_per_step: int = 200
     val_seed: int = 5_000_011
     test_seed: int = 6_000_017
-    n_random: int = 3
+    n_random: int = 10
     n_dashboard: int = 12
     n_boot: int = 300
     cache_dir: str = field(default_factory=lambda: str(cache_dir("sae_reasoning")))
@@ -149,10 +149,17 @@ class SteeringResult:
     gap_recovered_ci: tuple[float, float]
     random_gap_recovered: float
     random_gap_recovered_ci: tuple[float, float]
+    random_draws: tuple[SteerCell, ...] = ()  # each random draw alone
+
+    def random_at_least(self, key: str) -> float:
+        """Share of random draws whose `key` (accuracy, cot_rate) reaches the steered value."""
+        v = getattr(self.steered, key)
+        return float(np.mean([getattr(c, key) >= v for c in self.random_draws])) if self.random_draws else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("scale", "gap_recovered", "random_gap_recovered")}
         return {**d, "features": list(self.features), "validation": [c.to_dict() for c in self.validation],
+                "random_draws": [c.to_dict() for c in self.random_draws],
                 "none": self.none.to_dict(), "steered": self.steered.to_dict(), "random": self.random.to_dict(),
                 "reference": self.reference.to_dict(), "gap_recovered_ci": list(self.gap_recovered_ci),
                 "random_gap_recovered_ci": list(self.random_gap_recovered_ci)}
@@ -162,7 +169,8 @@ class SteeringResult:
         c = SteerCell.from_dict
         return cls(tuple(d["features"]), d["scale"], tuple(c(x) for x in d["validation"]), c(d["none"]),
                    c(d["steered"]), c(d["random"]), c(d["reference"]), d["gap_recovered"],
-                   tuple(d["gap_recovered_ci"]), d["random_gap_recovered"], tuple(d["random_gap_recovered_ci"]))
+                   tuple(d["gap_recovered_ci"]), d["random_gap_recovered"], tuple(d["random_gap_recovered_ci"]),
+                   tuple(c(x) for x in d.get("random_draws", ())))
 
 
 @dataclass(frozen=True)
@@ -287,7 +295,9 @@ def steering_experiment(model: Any, reference: Any, sae: Any, ranking: Reasoning
         _cell(f"base-s + random features ({cfg.n_random} draws)", pooled, cfg.n_boot, best.scale),
         _cell(reference.name.removeprefix("organism/"), runs["reference"], cfg.n_boot),
         gap(a["steered"]["correct"])(np.arange(n)), paired_bootstrap(gap(a["steered"]["correct"]), n, cfg.n_boot),
-        gap(rand_correct)(np.arange(n)), paired_bootstrap(gap(rand_correct), n, cfg.n_boot))
+        gap(rand_correct)(np.arange(n)), paired_bootstrap(gap(rand_correct), n, cfg.n_boot),
+        tuple(_cell(f"random {j}", r, cfg.n_boot, best.scale, v.provenance["features"])
+              for j, (r, v) in enumerate(zip(rand, controls))))
 
 
 def run(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True,
@@ -490,8 +500,11 @@ def summary_sentences(result: SAEReasoningResult) -> list[str]:
         f"Steering {base} by adding features {list(s.features)} (x{s.scale:g}, chosen on validation problems) at "
         f"the answer position: on {s.none.n} held-out {'-'.join(map(str, result.config.steer_steps))}-step problems "
         f"the CoT rate goes {s.none.cot_rate:.2f} -> {s.steered.cot_rate:.2f} {ci(s.steered.cot_rate_ci)} and "
-        f"accuracy {s.none.accuracy:.2f} -> {s.steered.accuracy:.2f} {ci(s.steered.accuracy_ci)}; random live "
-        f"features of equal norm give {s.random.cot_rate:.2f} and {s.random.accuracy:.2f}; {s.reference.name} is "
+        f"accuracy {s.none.accuracy:.2f} -> {s.steered.accuracy:.2f} {ci(s.steered.accuracy_ci)}; {len(s.random_draws)} "
+        f"draws of random live features of equal norm give {s.random.cot_rate:.2f} and {s.random.accuracy:.2f} pooled "
+        f"(per draw CoT rate {min(c.cot_rate for c in s.random_draws):.2f}-{max(c.cot_rate for c in s.random_draws):.2f}, "
+        f"accuracy {min(c.accuracy for c in s.random_draws):.2f}-{max(c.accuracy for c in s.random_draws):.2f}; "
+        f"{s.random_at_least('accuracy'):.0%} of draws reach the steered accuracy); {s.reference.name} is "
         f"{s.reference.accuracy:.2f} accurate, so the features recover {s.gap_recovered:.2f} "
         f"{ci(s.gap_recovered_ci)} of the accuracy gap ({s.random_gap_recovered:.2f} "
         f"{ci(s.random_gap_recovered_ci)} for the random control).")

@@ -98,7 +98,8 @@ class Context:
 
 def top_contexts(table: FeatureTable, dataset: PromptDataset, tokenizer: Any, feature: int, k: int = 8
                  ) -> list[Context]:
-    """The k texts where the feature's activation peaks highest (one context per text)."""
+    """The k texts where the feature's activation peaks highest (one context per text, and one per distinct
+    prefix up to the peak: a causal model gives identical prefixes identical activations)."""
     if not 0 <= feature < table.n_features:
         raise SAEError(f"feature {feature} is out of range: this SAE has {table.n_features} features "
                        f"(0..{table.n_features - 1})")
@@ -106,14 +107,17 @@ def top_contexts(table: FeatureTable, dataset: PromptDataset, tokenizer: Any, fe
     order = np.argsort(-col, kind="stable")
     out: list[Context] = []
     seen: set[int] = set()
+    prefixes: set[tuple[int, ...]] = set()
     for r in order:
         if col[r] <= 0 or len(out) >= k:
             break
         ex = int(table.example[r])
-        if ex in seen:
+        ids = dataset[ex].ids
+        prefix = tuple(ids[:int(table.position[r]) + 1])
+        if ex in seen or prefix in prefixes:
             continue
         seen.add(ex)
-        ids = dataset[ex].ids
+        prefixes.add(prefix)
         rows = table.rows_of(ex)
         acts = tuple(float(col[rows[p]]) if p in rows else None for p in range(len(ids)))
         out.append(Context(ex, int(table.position[r]), float(col[r]), tuple(tokenizer.convert_ids_to_tokens(list(ids))),
