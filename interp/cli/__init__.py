@@ -11,6 +11,7 @@ from interp.cli import layers  # noqa: F401  (interp analyze layers, interp benc
 from interp.cli import activations  # noqa: F401  (interp harvest, store, probe, analyze latent-reasoning)
 from interp.cli import patching  # noqa: F401  (interp patch, analyze faithfulness, bench patch)
 from interp.cli import steering  # noqa: F401  (interp steer, analyze verbosity / reasoning-direction, bench steer)
+from interp.cli import saes  # noqa: F401  (interp sae ..., analyze sae-reasoning, bench sae)
 from interp.cli.common import analyze_app, app, bench_app, organism_app
 
 
