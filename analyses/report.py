@@ -149,3 +149,21 @@ def reasoning_direction_section(out: Path, n_per_step: int, png: bool) -> Sectio
 
 
 SECTIONS = (*SECTIONS, verbosity_section, reasoning_direction_section)
+
+
+def sae_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """base-s's SAE: quality, reasoning features, transfer to sft/rl/dpo, feature steering (analyses.sae_reasoning)."""
+    import dataclasses as dc
+
+    from analyses import sae_reasoning as sr
+
+    cfg = dc.replace(sr.SAEReasoningConfig(), n_test_per_step=n_per_step, n_val_per_step=min(100, n_per_step))
+    result = sr.run_cached(cfg, dashboard_dir=out / "sae_dashboard")
+    write_json(out / "sae_reasoning.json", result.to_dict())
+    paths = sr.figures(result, out, png=png)
+    return Section("Sparse autoencoder features: reasoning features, transfer, steering",
+                   tuple(sr.summary_sentences(result)), tuple(p[0].name for p in paths.values()),
+                   '<p><a href="sae_dashboard/index.html">feature dashboard (static HTML)</a></p>')
+
+
+SECTIONS = (*SECTIONS, sae_section)
