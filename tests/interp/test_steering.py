@@ -67,9 +67,9 @@ def capture(m: interp.Model, hook: str) -> tuple[dict[str, torch.Tensor], Callab
     return got, h.remove
 
 
-@pytest.mark.parametrize("which", ["llama", "gpt2"])
-def test_hook_mapping_equals_bridge_hook_values(which: str, request: pytest.FixtureRequest) -> None:
-    m = request.getfixturevalue(which)
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2", "gpt_neox"])
+def test_hook_mapping_equals_bridge_hook_values(arch: str, tiny_checkpoint: Callable[..., Path]) -> None:
+    m = interp.load(tiny_checkpoint(arch, n_layers=2))
     ids = m.to_tokens(PROMPTS[1])
     layer = m.n_layers - 1
     names = [f"blocks.{layer}.{k}" for k in KINDS]
