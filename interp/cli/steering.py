@@ -150,6 +150,7 @@ def analyze_verbosity(
     kl_bound: Annotated[float, typer.Option(help="mean KL(steered || unsteered) per generated token allowed")] = 0.5,
     out: Annotated[Path, typer.Option(help="folder for the figures and verbosity.json")] = Path("figures"),
     png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
+    save_vectors: Annotated[bool, typer.Option(help="save the chosen directions under OUT/vectors/")] = True,
 ) -> None:
     """ASC on the zoo: a verbosity direction from paired CoTs, layer and gamma chosen on validation, tested
     against no steering, random directions, prompting the concise format and the base's direction."""
@@ -165,6 +166,13 @@ def analyze_verbosity(
         r = analysis.run_cached(cfg)
         write_json(out / "verbosity.json", r.to_dict())
         verbosity_figures(r, out, png=png)
+        if save_vectors:
+            from interp.models import load
+
+            dirs = analysis.directions(load(model), cfg)
+            for pt in {p.variant + p.hook: p for p in (r.chosen, r.aggressive) if p is not None}.values():
+                path = dirs[pt.variant].get(pt.hook).mean_diff.save(out / "vectors" / f"verbosity.{pt.variant}.{pt.hook}")
+                console.print(f"direction for gamma {pt.gamma:+g}: {path}")
     except (ValueError, FileNotFoundError, OSError, RuntimeError, FloatingPointError) as e:
         fail(e)
     for line in verbosity_sentences(r):
@@ -178,6 +186,7 @@ def analyze_reasoning_direction(
     n_test_per_step: Annotated[int, typer.Option(help="test problems per step count (3, 4)")] = 200,
     out: Annotated[Path, typer.Option(help="folder for the figures and reasoning_direction.json")] = Path("figures"),
     png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
+    save_vectors: Annotated[bool, typer.Option(help="save the chosen direction under OUT/vectors/")] = True,
 ) -> None:
     """Add CoT-mode - direct-mode (at the prompt's last token) to the base: CoT rate, accuracy, gap recovered."""
     import dataclasses
@@ -191,6 +200,12 @@ def analyze_reasoning_direction(
         r = reasoning.run_cached(cfg)
         write_json(out / "reasoning_direction.json", r.to_dict())
         reasoning_figures(r, out, png=png)
+        if save_vectors:
+            from interp.models import load
+
+            md = reasoning.mode_direction(load(base), cfg)
+            path = md.dirs.get(r.chosen.hook).mean_diff.save(out / "vectors" / f"reasoning_mode.{r.chosen.hook}")
+            console.print(f"direction ({r.chosen.mode} {r.chosen.gamma:+g} at {r.chosen.where}): {path}")
     except (ValueError, FileNotFoundError, OSError, RuntimeError, FloatingPointError) as e:
         fail(e)
     for line in reasoning_sentences(r):
