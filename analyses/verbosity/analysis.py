@@ -50,7 +50,7 @@ from interp.steering.directions import (
     random_directions,
 )
 
-RESULT_VERSION = 2
+RESULT_VERSION = 3
 VARIANTS = ("decision", "last")
 N_RANDOM = 3
 
@@ -76,6 +76,7 @@ class VerbosityConfig:
     max_new_tokens: int = 72
     batch_size: int = 400
     timing_repeats: int = 3
+    latency_problems: int = 40
     cache_dir: str = field(default_factory=lambda: str(cache_dir("verbosity")))
 
     def __post_init__(self) -> None:
@@ -315,6 +316,24 @@ def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True) -> V
         for label in timed:
             speed[f"{label}_wall_clock_speedup"] = round(times["unsteered"] / times[label], 3)
             speed[f"{label}_tokens_per_s_ratio"] = round(speed[f"{label}_tokens_per_s"] / speed["unsteered_tokens_per_s"], 3)
+        # per-problem latency (ASC's measure): `latency_problems` test problems spread over the split, one at a time
+        one = ids[:: max(1, len(ids) // cfg.latency_problems)][: cfg.latency_problems]
+
+        def seq(ivs: list) -> Any:
+            def f() -> None:
+                with steer(model, ivs):
+                    for p in one:
+                        generate_ids(model.hf, model.tokenizer, [p], cfg.max_new_tokens)
+            return f
+
+        lat = best_times({k: seq([] if k == "unsteered" else [_intervention(dirs[pt.variant].get(pt.hook).mean_diff,
+                                                                            pt.gamma)])
+                          for k, pt in {"unsteered": None, **timed}.items()}, repeats=1, warmup=False)
+        speed["latency_problems"] = len(one)
+        for k, t in lat.items():
+            speed[f"{k}_seconds_per_problem"] = round(t / len(one), 5)
+        for label in timed:
+            speed[f"{label}_per_problem_speedup"] = round(lat["unsteered"] / lat[label], 3)
 
     cos = {}
     for v in cfg.variants:

@@ -145,7 +145,11 @@ def verbosity_sentences(r: VerbosityResult) -> list[str]:
             lines.append(f"Wall clock ({label}, batched greedy generation of the test split): "
                          f"{r.speed[f'{label}_wall_clock_speedup']:.2f}x speed-up, "
                          f"{r.speed[f'{label}_tokens_per_s']:.0f} vs {r.speed['unsteered_tokens_per_s']:.0f} "
-                         f"generated tokens/s.")
+                         f"generated tokens/s"
+                         + (f"; one problem at a time ({r.speed['latency_problems']} problems), "
+                            f"{r.speed[f'{label}_per_problem_speedup']:.2f}x ({1000 * r.speed[f'{label}_seconds_per_problem']:.0f} "
+                            f"vs {1000 * r.speed['unsteered_seconds_per_problem']:.0f} ms per problem)"
+                            if f"{label}_per_problem_speedup" in r.speed else "") + ".")
     pt = r.aggressive or r.chosen
     if pt is not None:
         same = {s.gamma: s.cell for s in r.sweep if s.variant == pt.variant and s.hook == pt.hook}

@@ -96,13 +96,15 @@ def test_kl_is_zero_without_a_change_and_prefixes_force_the_concise_format(sft: 
 
 def test_small_verbosity_run_round_trips_and_renders(tmp_path: Path) -> None:
     cfg = analysis.VerbosityConfig(n_pairs=8, steps=(1, 2), n_val_per_step=3, n_test_per_step=3, variants=("decision",),
-                                   gammas=(0.5,), n_boot=50, timing_repeats=1, cache_dir=str(tmp_path / "cache"))
+                                   gammas=(0.5,), n_boot=50, timing_repeats=1, latency_problems=2,
+                                   cache_dir=str(tmp_path / "cache"))
     r = analysis.run_cached(cfg, progress=False)
     assert len(r.sweep) == 2 * 4 and {s.gamma for s in r.sweep} == {-0.5, 0.5}
     assert r.test["unsteered"].n == 6 and "prompt: concise first step" in r.test
     assert r.model_checksum == interp.load("organism/sft").checksum
     assert r.teacher_forced["verbose"]["step_accuracy"] == 1.0  # sft's verbose chains: every value right
     assert r.teacher_forced["concise"]["n"] == 6
+    assert r.speed["latency_problems"] == 2 and r.speed["unsteered_seconds_per_problem"] > 0
     again = analysis.VerbosityResult.from_dict(json.loads(json.dumps(r.to_dict())))
     assert again.to_dict() == r.to_dict()
     assert analysis.run_cached(cfg, progress=False).to_dict() == r.to_dict()  # from the cache
