@@ -3,6 +3,8 @@
 Each says where it acts: `"prompt"` (every real prompt token, padding never), `"generated"` (every token
 the model writes), `"all"`, `Positions((-1,))` (indices in each row's own prompt; negative from its end),
 or a bool mask `[batch, pos]` laid out like the attention mask of the padded batch the model receives.
+`"generated"` acts at the positions whose input is a generated token, so the first new token (predicted at the
+prompt's last position) is unsteered and every later one is (ASC's "every new token").
 """
 
 from __future__ import annotations
