@@ -81,9 +81,11 @@ class PromptDataset:
         return cls(tuple(Example.from_dict(e) for e in d["examples"]), d.get("group", "problem"))
 
     def hash(self) -> str:
-        """sha256 of the canonical JSON of the dataset."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()
+        """sha256 of the canonical JSON of the group key and of each example, fed one example at a time."""
+        h = hashlib.sha256(json.dumps({"group": self.group}, sort_keys=True).encode())
+        for e in self.examples:
+            h.update(json.dumps(e.to_dict(), sort_keys=True, separators=(",", ":")).encode())
+        return h.hexdigest()
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())

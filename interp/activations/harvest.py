@@ -146,12 +146,22 @@ def _hf_sites(model: Any) -> Any:
     return cached
 
 
-def _check_finite(acts: torch.Tensor, hook: str, rows: list[tuple[int, int, int, int]], model: Any,
-                  shard: int) -> None:
+def _release_free_memory() -> None:
+    """Hand memory freed by the last shard back to the OS (glibc keeps it otherwise, and RSS creeps)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def _check_finite(acts: torch.Tensor, hook: str, rows: torch.Tensor, model: Any, shard: int) -> None:
+    """Refuse NaN/inf, naming the hook, example, position and token of the first bad row."""
     bad = ~torch.isfinite(acts.reshape(acts.shape[0], -1)).all(-1)
     if bad.any():
         r = int(bad.nonzero()[0, 0])
-        ex, pos, _, tok = rows[r]
+        ex, pos, _, tok = (int(v) for v in rows[r])
         word = model.tokenizer.convert_ids_to_tokens([tok])[0]
         raise NonFiniteActivationError(
             f"NaN/inf in {hook} of {model.name} at example {ex}, position {pos} (token {word!r}), shard {shard}; "
@@ -226,31 +236,33 @@ def harvest(
             continue
         start, stop = k * shard_size, min(len(dataset), (k + 1) * shard_size)
         picks = _select(dataset, positions, model.tokenizer, start, stop)
-        parts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
-        index: list[tuple[int, int, int, int]] = []
+        # the shard's rows are known before any forward: fill preallocated tensors (no per-batch lists to join)
+        cols = torch.tensor([(i, pos, lab, dataset[i].ids[pos]) for i in range(start, stop) for lab, pos in picks[i - start]],
+                            dtype=torch.int64).reshape(-1, 4)
+        bufs = {h: torch.empty(len(cols), *manifest["hooks"][h], dtype=torch_dtype) for h in hooks}
+        at = 0
         for b0 in range(start, stop, batch_size):
             b1 = min(stop, b0 + batch_size)
+            n = sum(len(picks[i - start]) for i in range(b0, b1))
+            if n == 0:
+                continue
             seqs = [dataset[i].ids for i in range(b0, b1)]
             width = max(len(s) for s in seqs)
             ids = torch.tensor([list(s) + [pad] * (width - len(s)) for s in seqs], device=model.device)
-            rows = [(i, pos, lab, dataset[i].ids[pos]) for i in range(b0, b1) for lab, pos in picks[i - start]]
-            if not rows:
-                continue
-            b_idx = torch.tensor([r[0] - b0 for r in rows], device=model.device)
-            p_idx = torch.tensor([r[1] for r in rows], device=model.device)
-            acts = _forward_batch(model, hooks, ids, b_idx, p_idx)
+            rows = cols[at:at + n]
+            acts = _forward_batch(model, hooks, ids, (rows[:, 0] - b0).to(model.device), rows[:, 1].to(model.device))
             for h in hooks:
                 _check_finite(acts[h], h, rows, model, k)
-                parts[h].append(acts[h].to(torch_dtype))
-            index += rows
-        tensors = {f"act:{h}": (torch.cat(v) if v else torch.zeros(0, *manifest["hooks"][h], dtype=torch_dtype))
-                   for h, v in parts.items()}
-        cols = torch.tensor(index, dtype=torch.int64).reshape(-1, 4)
+                bufs[h][at:at + n] = acts[h]
+            at += n
+        tensors = {f"act:{h}": b for h, b in bufs.items()}
         tensors.update(example=cols[:, 0].contiguous(), position=cols[:, 1].contiguous(),
                        label=cols[:, 2].to(torch.int32).contiguous(), token=cols[:, 3].contiguous())
         path = root / "shards" / shard_name(k)
         save_tensors(path, tensors)
-        manifest["shards"][str(k)] = {"rows": len(index), "examples": [start, stop], "sha256": sha256_file(path)}
+        manifest["shards"][str(k)] = {"rows": len(cols), "examples": [start, stop], "sha256": sha256_file(path)}
+        del tensors, bufs, cols
+        _release_free_memory()
         write_manifest(root, manifest)
         done += 1
         if progress is not None:
