@@ -413,7 +413,7 @@ def figures(result: SAEReasoningResult, out_dir: str | Path, png: bool = True) -
         live = (rb > 0) | (rt > 0)
         idx = np.nonzero(live)[0]
         eps = 1e-4
-        fig.add_trace(go.Scatter(x=rb[idx] + eps, y=rt[idx] + eps, mode="markers", showlegend=i == 1, name="feature",
+        fig.add_trace(go.Scatter(x=rb[idx] + eps, y=rt[idx] + eps, mode="markers", showlegend=False, name="feature",
                                  marker=dict(size=6, color=[cot.get(int(j), 0.5) for j in idx], colorscale="RdBu_r",
                                              cmin=0.2, cmax=0.8, showscale=i == 1,
                                              colorbar=dict(title="CoT-mode AUROC")),
@@ -450,9 +450,13 @@ def figures(result: SAEReasoningResult, out_dir: str | Path, png: bool = True) -
         for c in cells:
             v, ci = getattr(c, key), getattr(c, f"{key}_ci")
             fig.add_trace(go.Bar(x=[c.name], y=[v], error_y=_err(v, ci), showlegend=False,
-                                 marker_color=color_for(c.name) or ("#E45756" if "CoT" in c.name else "#999")),
+                                 marker_color=color_for(c.name) or ("#54A24B" if "CoT" in c.name else "#bbb")),
                           row=1, col=col)
-    fig.update_layout(template="plotly_white", width=1000, height=430,
+        if s.random_draws:
+            fig.add_trace(go.Scatter(x=[s.random.name] * len(s.random_draws), y=[getattr(c, key) for c in s.random_draws],
+                                     mode="markers", marker=dict(color="#333", size=6, symbol="circle-open"),
+                                     name="one random draw", showlegend=col == 1), row=1, col=col)
+    fig.update_layout(template="plotly_white", width=1000, height=470,
                       title=f"Adding {base}'s top CoT-mode features {list(s.features)} (x{s.scale:g}) at the answer "
                             f"position, {'-'.join(map(str, result.config.steer_steps))}-step problems")
     figs["sae_steering"] = fig
