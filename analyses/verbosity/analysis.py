@@ -28,6 +28,7 @@ from analyses.verbosity.common import (
     Cell,
     Run,
     arrays,
+    best_wall_and_cpu,
     cell_of,
     digest,
     forced_concise_prefixes,
@@ -38,7 +39,6 @@ from analyses.verbosity.common import (
     teacher_forced_steps,
 )
 from interp.activations import Named, PromptDataset
-from interp.benchmark import best_times
 from interp.hooks import resid_post
 from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.organism.dataset import problem_dataset
@@ -50,7 +50,7 @@ from interp.steering.directions import (
     random_directions,
 )
 
-RESULT_VERSION = 3
+RESULT_VERSION = 4
 VARIANTS = ("decision", "last")
 N_RANDOM = 3
 
@@ -75,7 +75,7 @@ class VerbosityConfig:
     seed: int = 0
     max_new_tokens: int = 72
     batch_size: int = 400
-    timing_repeats: int = 3
+    timing_repeats: int = 5
     latency_problems: int = 40
     cache_dir: str = field(default_factory=lambda: str(cache_dir("verbosity")))
 
@@ -308,13 +308,15 @@ def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True) -> V
         fns = {"unsteered": gen([])}
         for label, pt in timed.items():
             fns[label] = gen([_intervention(dirs[pt.variant].get(pt.hook).mean_diff, pt.gamma)])
-        times = best_times(fns, repeats=cfg.timing_repeats)
+        times, cpu = best_wall_and_cpu(fns, cfg.timing_repeats)
         n_gen = {k: sum(len(c) for c in runs[k].completions) for k in fns}
         for k, t in times.items():
             speed[f"{k}_seconds"] = round(t, 4)
+            speed[f"{k}_cpu_seconds"] = round(cpu[k], 4)
             speed[f"{k}_tokens_per_s"] = round(n_gen[k] / t, 1)
         for label in timed:
             speed[f"{label}_wall_clock_speedup"] = round(times["unsteered"] / times[label], 3)
+            speed[f"{label}_cpu_speedup"] = round(cpu["unsteered"] / cpu[label], 3)
             speed[f"{label}_tokens_per_s_ratio"] = round(speed[f"{label}_tokens_per_s"] / speed["unsteered_tokens_per_s"], 3)
         # per-problem latency (ASC's measure): `latency_problems` test problems spread over the split, one at a time
         one = ids[:: max(1, len(ids) // cfg.latency_problems)][: cfg.latency_problems]
@@ -326,14 +328,15 @@ def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True) -> V
                         generate_ids(model.hf, model.tokenizer, [p], cfg.max_new_tokens)
             return f
 
-        lat = best_times({k: seq([] if k == "unsteered" else [_intervention(dirs[pt.variant].get(pt.hook).mean_diff,
-                                                                            pt.gamma)])
-                          for k, pt in {"unsteered": None, **timed}.items()}, repeats=1, warmup=False)
+        lat, lat_cpu = best_wall_and_cpu(
+            {k: seq([] if pt is None else [_intervention(dirs[pt.variant].get(pt.hook).mean_diff, pt.gamma)])
+             for k, pt in {"unsteered": None, **timed}.items()}, max(1, cfg.timing_repeats - 1))
         speed["latency_problems"] = len(one)
         for k, t in lat.items():
             speed[f"{k}_seconds_per_problem"] = round(t / len(one), 5)
         for label in timed:
             speed[f"{label}_per_problem_speedup"] = round(lat["unsteered"] / lat[label], 3)
+            speed[f"{label}_per_problem_cpu_speedup"] = round(lat_cpu["unsteered"] / lat_cpu[label], 3)
 
     cos = {}
     for v in cfg.variants:

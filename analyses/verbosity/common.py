@@ -134,6 +134,22 @@ def teacher_forced_steps(model: Any, problems: Sequence[Problem], fmt: str, n_bo
             "all_steps": float(every.mean()), "all_steps_ci": list(bootstrap_ci(every, n_boot)), "n": len(per_problem)}
 
 
+def best_wall_and_cpu(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Best-of-`repeats` wall-clock and process-CPU seconds per function, interleaved after one warm-up call each
+    (CPU time is the steadier measure on a machine shared with other jobs)."""
+    for f in fns.values():
+        f()
+    wall = {k: float("inf") for k in fns}
+    cpu = dict(wall)
+    for _ in range(repeats):
+        for k, f in fns.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            f()
+            wall[k] = min(wall[k], time.perf_counter() - w0)
+            cpu[k] = min(cpu[k], time.process_time() - c0)
+    return wall, cpu
+
+
 def paired_bootstrap(fn: Callable[[np.ndarray], float], n: int, n_boot: int, seed: int = 0,
                      level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of a statistic of resampled problem indices (paired across conditions)."""

@@ -142,13 +142,16 @@ def verbosity_sentences(r: VerbosityResult) -> list[str]:
                      f"accuracy {acc(rnd)}; the same direction read from base-s: {tok(bs)} tokens "
                      f"({rd(label + ': base-s direction')} fewer), accuracy {acc(bs)}.")
         if f"{label}_wall_clock_speedup" in r.speed:
-            lines.append(f"Wall clock ({label}, batched greedy generation of the test split): "
-                         f"{r.speed[f'{label}_wall_clock_speedup']:.2f}x speed-up, "
+            lines.append(f"Speed ({label}, batched greedy generation of the test split): "
+                         f"{r.speed[f'{label}_wall_clock_speedup']:.2f}x wall clock"
+                         + (f" ({r.speed[f'{label}_cpu_speedup']:.2f}x in process CPU time)"
+                            if f"{label}_cpu_speedup" in r.speed else "") + ", "
                          f"{r.speed[f'{label}_tokens_per_s']:.0f} vs {r.speed['unsteered_tokens_per_s']:.0f} "
                          f"generated tokens/s"
                          + (f"; one problem at a time ({r.speed['latency_problems']} problems), "
                             f"{r.speed[f'{label}_per_problem_speedup']:.2f}x ({1000 * r.speed[f'{label}_seconds_per_problem']:.0f} "
-                            f"vs {1000 * r.speed['unsteered_seconds_per_problem']:.0f} ms per problem)"
+                            f"vs {1000 * r.speed['unsteered_seconds_per_problem']:.0f} ms per problem; "
+                            f"{r.speed.get(f'{label}_per_problem_cpu_speedup', float('nan')):.2f}x CPU)"
                             if f"{label}_per_problem_speedup" in r.speed else "") + ".")
     pt = r.aggressive or r.chosen
     if pt is not None:
