@@ -117,3 +117,32 @@ def test_pretrained_release_missing_from_cache_is_a_clear_error(tmp_path: Path, 
 def test_local_folder_without_sae_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SAEError, match="not a saved SAE"):
         load_sae(tmp_path)
+
+
+def test_sigkilled_training_process_resumes_to_identical_weights(small_store: Any, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    cfg = tiny_config(seed=5)
+    script = textwrap.dedent(f"""
+        import os, signal, torch
+        torch.set_num_threads(1)
+        from interp.activations import ActivationStore
+        from saes import SAETrainConfig, train_sae
+        cfg = SAETrainConfig.from_dict({cfg.to_dict()!r})
+        def die(samples):
+            os.kill(os.getpid(), signal.SIGKILL)
+        train_sae(ActivationStore.open({str(small_store.root)!r}), cfg, {str(tmp_path / "killed")!r}, on_checkpoint=die)
+    """)
+    p = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], capture_output=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert p.returncode == -9, p.stderr.decode()[-2000:]
+    assert (tmp_path / "killed.checkpoint" / "state.json").is_file()
+    resumed = train_sae(small_store, cfg, tmp_path / "killed")
+    whole = train_sae(small_store, cfg, tmp_path / "whole")
+    assert resumed.card["training"]["resumed_from_samples"] > 0
+    a = load_file(whole.path / "sae_weights.safetensors")
+    b = load_file(resumed.path / "sae_weights.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
