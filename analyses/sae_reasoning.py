@@ -39,7 +39,7 @@ from saes.features import ReasoningRanking, feature_table, rank_reasoning_featur
 from saes.steering import feature_vector, random_feature_vectors
 from saes.transfer import FeatureShift, aligned_rows, delta_explained, feature_shift
 
-RESULT_VERSION = 2
+RESULT_VERSION = 3
 WILL_COT = "will_cot"
 
 
@@ -74,7 +74,7 @@ class SAEReasoningConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SAEReasoningConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> SAEReasoningConfig:
         d = dict(d)
         d["sae"] = SAETrainConfig.from_dict(d["sae"])
         for k in ("tuned", "scales", "steer_steps"):
@@ -106,7 +106,7 @@ class TransferRow:
                 "amplified": list(self.amplified), "suppressed": list(self.suppressed)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TransferRow":
+    def from_dict(cls, d: Mapping[str, Any]) -> TransferRow:
         return cls(d["model"], Quality.from_dict(d["base_sae"]), Quality.from_dict(d["own_sae"]), d["delta_explained"],
                    tuple(d["delta_explained_ci"]), d["delta_explained_own"], FeatureShift.from_dict(d["shift"]),
                    tuple(d["amplified"]), tuple(d["suppressed"]))
@@ -129,7 +129,7 @@ class SteerCell:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SteerCell":
+    def from_dict(cls, d: Mapping[str, Any]) -> SteerCell:
         d = dict(d)
         d["accuracy_ci"], d["cot_rate_ci"], d["features"] = tuple(d["accuracy_ci"]), tuple(d["cot_rate_ci"]), \
             tuple(d["features"])
@@ -150,6 +150,7 @@ class SteeringResult:
     random_gap_recovered: float
     random_gap_recovered_ci: tuple[float, float]
     random_draws: tuple[SteerCell, ...] = ()  # each random draw alone
+    clamped: SteerCell | None = None  # the same features clamped to their largest activation on the store
 
     def random_at_least(self, key: str) -> float:
         """Share of random draws whose `key` (accuracy, cot_rate) reaches the steered value."""
@@ -160,17 +161,18 @@ class SteeringResult:
         d = {k: getattr(self, k) for k in ("scale", "gap_recovered", "random_gap_recovered")}
         return {**d, "features": list(self.features), "validation": [c.to_dict() for c in self.validation],
                 "random_draws": [c.to_dict() for c in self.random_draws],
+                "clamped": self.clamped.to_dict() if self.clamped else None,
                 "none": self.none.to_dict(), "steered": self.steered.to_dict(), "random": self.random.to_dict(),
                 "reference": self.reference.to_dict(), "gap_recovered_ci": list(self.gap_recovered_ci),
                 "random_gap_recovered_ci": list(self.random_gap_recovered_ci)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SteeringResult":
+    def from_dict(cls, d: Mapping[str, Any]) -> SteeringResult:
         c = SteerCell.from_dict
         return cls(tuple(d["features"]), d["scale"], tuple(c(x) for x in d["validation"]), c(d["none"]),
                    c(d["steered"]), c(d["random"]), c(d["reference"]), d["gap_recovered"],
                    tuple(d["gap_recovered_ci"]), d["random_gap_recovered"], tuple(d["random_gap_recovered_ci"]),
-                   tuple(c(x) for x in d.get("random_draws", ())))
+                   tuple(c(x) for x in d.get("random_draws", ())), c(d["clamped"]) if d.get("clamped") else None)
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ class SAEReasoningResult:
                 "seconds": self.seconds, "libraries": dict(self.libraries)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SAEReasoningResult":
+    def from_dict(cls, d: Mapping[str, Any]) -> SAEReasoningResult:
         return cls(SAEReasoningConfig.from_dict(d["config"]), d["base_checksum"], d["sae_path"],
                    Quality.from_dict(d["quality"]), ReasoningRanking.from_dict(d["ranking"]),
                    tuple(TransferRow.from_dict(t) for t in d["transfer"]), SteeringResult.from_dict(d["steering"]),
@@ -242,9 +244,8 @@ def sae_for(store: ActivationStore, model: Any, sae_cfg: SAETrainConfig, cache: 
 
 
 def _cell(name: str, run: Any, n_boot: int, scale: float = 0.0, features: Sequence[int] = ()) -> SteerCell:
-    from interp.organism.evaluate import bootstrap_ci
-
     from analyses.verbosity.common import arrays
+    from interp.organism.evaluate import bootstrap_ci
 
     a = arrays(run)
     return SteerCell(name, len(a["correct"]), float(a["correct"].mean()), bootstrap_ci(a["correct"], n_boot),
@@ -252,9 +253,15 @@ def _cell(name: str, run: Any, n_boot: int, scale: float = 0.0, features: Sequen
 
 
 def steering_experiment(model: Any, reference: Any, sae: Any, ranking: ReasoningRanking, cfg: SAEReasoningConfig,
-                        progress: bool = True) -> SteeringResult:
-    """Add the top CoT-mode features at the answer position; scale chosen on validation problems."""
-    from analyses.verbosity.common import arrays, generate_graded, paired_bootstrap, problems_per_step
+                        progress: bool = True, max_acts: Mapping[int, float] | None = None) -> SteeringResult:
+    """Add the top CoT-mode features at the answer position (scale chosen on validation problems); also clamp
+    them to their largest activation on the store (`max_acts`)."""
+    from analyses.verbosity.common import (
+        arrays,
+        generate_graded,
+        paired_bootstrap,
+        problems_per_step,
+    )
 
     cot_feats = [f.feature for f in ranking.top(cfg.n_steer_features, "mode_auroc") if f.mode_auroc > 0.5]
     if not cot_feats:
@@ -274,6 +281,13 @@ def steering_experiment(model: Any, reference: Any, sae: Any, ranking: Reasoning
     live = [f.feature for f in ranking.features if f.firing_rate > 0]
     controls = random_feature_vectors(sae, vec, cot_feats, live, cfg.n_random, len(cot_feats), seed=cfg.test_seed)
     rand = [generate_graded(model, test, [Add(v, where=where, scale=best.scale)]) for v in controls]
+    clamped = None
+    if max_acts:
+        from saes.steering import feature_clamp
+
+        ivs = [feature_clamp(sae, f, float(max_acts[f]), model, cfg.hook, where=where) for f in cot_feats]
+        clamped = _cell(f"{_short(model.name)}, CoT features clamped to their max", generate_graded(model, test, ivs),
+                        cfg.n_boot, 0.0, cot_feats)
     a = {k: arrays(r) for k, r in runs.items()}
     ra = [arrays(r) for r in rand]
     rand_correct = np.mean([x["correct"] for x in ra], 0)
@@ -297,7 +311,7 @@ def steering_experiment(model: Any, reference: Any, sae: Any, ranking: Reasoning
         gap(a["steered"]["correct"])(np.arange(n)), paired_bootstrap(gap(a["steered"]["correct"]), n, cfg.n_boot),
         gap(rand_correct)(np.arange(n)), paired_bootstrap(gap(rand_correct), n, cfg.n_boot),
         tuple(_cell(f"random {j}", r, cfg.n_boot, best.scale, v.provenance["features"])
-              for j, (r, v) in enumerate(zip(rand, controls))))
+              for j, (r, v) in enumerate(zip(rand, controls))), clamped)
 
 
 def run(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True,
@@ -343,7 +357,8 @@ def run(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True
         rows.append(TransferRow(name, bq, own_q, de, de_ci, de_own, sh, tuple(sh.amplified()), tuple(sh.suppressed())))
     if reference is None:
         reference = load(config.reference)
-    steering = steering_experiment(base, reference, sae, ranking, config, progress)
+    max_acts = {int(i): float(v) for i, v in enumerate(table.acts.max(0).values.tolist())}
+    steering = steering_experiment(base, reference, sae, ranking, config, progress, max_acts)
     return SAEReasoningResult(config, base.checksum, str(path), q, ranking, tuple(rows), steering,
                               round(time.time() - t0, 1), library_versions())
 
@@ -444,7 +459,7 @@ def figures(result: SAEReasoningResult, out_dir: str | Path, png: bool = True) -
     figs["sae_reasoning_features"] = fig
     # steering
     s = result.steering
-    cells = [s.none, s.random, s.steered, s.reference]
+    cells = [s.none, s.random, s.steered] + ([s.clamped] if s.clamped else []) + [s.reference]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "CoT rate"))
     for col, key in ((1, "accuracy"), (2, "cot_rate")):
         for c in cells:
@@ -467,7 +482,7 @@ def summary_sentences(result: SAEReasoningResult) -> list[str]:
     """The numbers behind the figures, one sentence each."""
     q, r, s = result.quality, result.ranking, result.steering
     base = _short(result.config.base)
-    ci = lambda c: f"[{c[0]:.3f}, {c[1]:.3f}]"  # noqa: E731
+    ci = lambda c: f"[{c[0]:.3f}, {c[1]:.3f}]"
     lines = [
         f"{base}'s {result.config.sae.architecture} SAE at {result.config.hook} ({q.n_features} features, k = "
         f"{result.config.sae.k:g}, trained on {result.config.sae.total_samples:,} activations of {q.n_rows:,} tokens): "
@@ -512,9 +527,25 @@ def summary_sentences(result: SAEReasoningResult) -> list[str]:
         f"{s.reference.accuracy:.2f} accurate, so the features recover {s.gap_recovered:.2f} "
         f"{ci(s.gap_recovered_ci)} of the accuracy gap ({s.random_gap_recovered:.2f} "
         f"{ci(s.random_gap_recovered_ci)} for the random control).")
+    if s.clamped is not None:
+        lines.append(f"Clamping the same features to their largest activation on the store at the answer position "
+                     f"instead: CoT rate {s.clamped.cot_rate:.2f} {ci(s.clamped.cot_rate_ci)}, accuracy "
+                     f"{s.clamped.accuracy:.2f} {ci(s.clamped.accuracy_ci)}.")
     return lines
 
 
-__all__ = ["SAEReasoningConfig", "SAEReasoningResult", "TransferRow", "SteerCell", "SteeringResult", "run",
-           "run_cached", "figures", "summary_sentences", "build_dataset", "store_for", "sae_for",
-           "steering_experiment"]
+__all__ = [
+    "SAEReasoningConfig",
+    "SAEReasoningResult",
+    "SteerCell",
+    "SteeringResult",
+    "TransferRow",
+    "build_dataset",
+    "figures",
+    "run",
+    "run_cached",
+    "sae_for",
+    "steering_experiment",
+    "store_for",
+    "summary_sentences",
+]

@@ -32,7 +32,12 @@ def _packed_tokens(dataset: Any, context: int) -> list[list[int]]:
 def run_runner(model: Any, dataset: Any, cfg: SAETrainConfig, out: Path, context: int = 64) -> dict[str, Any]:
     """Train with sae-lens' LanguageModelSAETrainingRunner on a HookedTransformer copy; seconds and samples."""
     from datasets import Dataset
-    from sae_lens import BatchTopKTrainingSAEConfig, LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
+    from sae_lens import (
+        BatchTopKTrainingSAEConfig,
+        LanguageModelSAERunnerConfig,
+        LanguageModelSAETrainingRunner,
+        LoggingConfig,
+    )
 
     from interp.patching.bench import hooked_transformer
 

@@ -65,7 +65,7 @@ class SAETrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SAETrainConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> SAETrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

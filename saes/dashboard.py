@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from interp.io import atomic_dir
-from saes.features import Context, FeatureTable, check_feature, logit_effects, top_contexts
+from saes.features import (
+    Context,
+    FeatureTable,
+    check_feature,
+    logit_effects,
+    top_contexts,
+)
 
 STYLE = ("body{font-family:sans-serif;max-width:980px;margin:1.5em auto;color:#222}"
          ".ctx{font-family:monospace;line-height:2;margin:.4em 0;padding:.3em;border-bottom:1px solid #eee}"
@@ -67,7 +73,7 @@ def feature_page(feature: int, contexts: Sequence[Context], acts: np.ndarray, up
     rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v if not isinstance(v, float) else f'{v:.3f}')}</td></tr>"
                    for k, v in {"firing rate": rate, "max activation": float(acts.max()) if len(acts) else 0.0,
                                 **(scores or {})}.items())
-    eff = lambda xs, h: (f"<table><tr><th>{h}</th><th>logit</th></tr>"  # noqa: E731
+    eff = lambda xs, h: (f"<table><tr><th>{h}</th><th>logit</th></tr>"
                          + "".join(f"<tr><td>{_esc(t)}</td><td>{v:+.3f}</td></tr>" for t, v in xs) + "</table>")
     ctx = "".join(context_html(c, vmax) for c in contexts) or '<p class="muted">no context where it fires</p>'
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>feature {feature}</title>"
@@ -105,4 +111,4 @@ def write_dashboard(sae: Any, model: Any, table: FeatureTable, dataset: Any, fea
     return out / "index.html"
 
 
-__all__ = ["write_dashboard", "feature_page", "context_html", "histogram_svg"]
+__all__ = ["context_html", "feature_page", "histogram_svg", "write_dashboard"]

@@ -92,7 +92,7 @@ class Context:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Context":
+    def from_dict(cls, d: Mapping[str, Any]) -> Context:
         return cls(d["example"], d["position"], d["activation"], tuple(d["tokens"]), tuple(d["acts"]))
 
 
@@ -199,7 +199,7 @@ class FeatureScore:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FeatureScore":
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureScore:
         return cls(**{**d, "mode_auroc_ci": tuple(d["mode_auroc_ci"])})
 
 
@@ -221,7 +221,7 @@ class ReasoningRanking:
                 "features": [f.to_dict() for f in self.features]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ReasoningRanking":
+    def from_dict(cls, d: Mapping[str, Any]) -> ReasoningRanking:
         return cls(tuple(FeatureScore.from_dict(f) for f in d["features"]), d["n_cot"], d["n_direct"],
                    d["null_mode_auroc"], d["null_value_eta2"], d["n_reasoning_tokens"], d["n_other_tokens"])
 
@@ -296,6 +296,18 @@ def logit_effects(sae: Any, model: Any, feature: int, k: int = 10) -> tuple[list
     return up, down
 
 
-__all__ = ["FeatureTable", "Context", "FeatureScore", "ReasoningRanking", "feature_table", "top_contexts", "auroc",
-           "eta_squared", "reason_score", "bootstrap_auroc", "rank_reasoning_features", "logit_effects",
-           "check_feature"]
+__all__ = [
+    "Context",
+    "FeatureScore",
+    "FeatureTable",
+    "ReasoningRanking",
+    "auroc",
+    "bootstrap_auroc",
+    "check_feature",
+    "eta_squared",
+    "feature_table",
+    "logit_effects",
+    "rank_reasoning_features",
+    "reason_score",
+    "top_contexts",
+]

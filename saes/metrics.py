@@ -76,7 +76,7 @@ class Quality:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Quality":
+    def from_dict(cls, d: Mapping[str, Any]) -> Quality:
         d = dict(d)
         d["explained_variance_ci"] = tuple(d["explained_variance_ci"])
         if d.get("ce_recovered_ci") is not None:
@@ -243,5 +243,18 @@ def quality(sae: Any, store: ActivationStore, hook: str, label: str | None = Non
     return q, freq
 
 
-__all__ = ["Quality", "encode", "reconstruct", "explained_variance", "reconstruction_quality", "replace_at",
-           "sae_splice", "zero_splice", "per_text_ce", "ce_recovered", "quality", "check_width", "DENSE_THRESHOLD"]
+__all__ = [
+    "DENSE_THRESHOLD",
+    "Quality",
+    "ce_recovered",
+    "check_width",
+    "encode",
+    "explained_variance",
+    "per_text_ce",
+    "quality",
+    "reconstruct",
+    "reconstruction_quality",
+    "replace_at",
+    "sae_splice",
+    "zero_splice",
+]

@@ -78,4 +78,4 @@ def feature_clamp(sae: Any, feature: int, value: float, model: Any, hook: str, w
     return FeatureClamp(feature_vector(sae, feature, model, hook), where, None, sae, int(feature), float(value))
 
 
-__all__ = ["feature_vector", "random_feature_vectors", "FeatureClamp", "feature_clamp"]
+__all__ = ["FeatureClamp", "feature_clamp", "feature_vector", "random_feature_vectors"]

@@ -24,7 +24,14 @@ import torch
 from jaxtyping import Float
 
 from interp.activations import ActivationStore, StoreError
-from interp.io import atomic_dir, library_versions, load_tensors, read_json, save_tensors, write_json
+from interp.io import (
+    atomic_dir,
+    library_versions,
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
 from saes.config import SAEError, SAETrainConfig, training_sae_config
 
 CARD = "card.json"
@@ -75,7 +82,7 @@ class DataProvider:
         self._it = mixing_buffer(cfg.buffer_size, cfg.batch_size,
                                  store_rows(store, cfg.hook, cfg.label, cfg.seed, cfg.chunk_rows, cfg.exclude_bos), cfg.mix_fraction)
 
-    def __iter__(self) -> "DataProvider":
+    def __iter__(self) -> DataProvider:
         return self
 
     def __next__(self) -> torch.Tensor:
@@ -349,5 +356,18 @@ def update_card(path: str | Path, **fields: Any) -> dict[str, Any]:
     return card
 
 
-__all__ = ["DataProvider", "TrainedSAE", "train_sae", "store_rows", "check_store", "load_sae", "check_fits",
-           "read_card", "update_card", "save_checkpoint", "load_checkpoint", "CARD", "StoreError"]
+__all__ = [
+    "CARD",
+    "DataProvider",
+    "StoreError",
+    "TrainedSAE",
+    "check_fits",
+    "check_store",
+    "load_checkpoint",
+    "load_sae",
+    "read_card",
+    "save_checkpoint",
+    "store_rows",
+    "train_sae",
+    "update_card",
+]

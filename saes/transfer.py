@@ -83,7 +83,7 @@ class FeatureShift:
         return {k: list(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FeatureShift":
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureShift:
         return cls(*(tuple(d[k]) for k in ("rate_base", "rate_tuned", "mean_base", "mean_tuned")))
 
 
@@ -97,4 +97,4 @@ def feature_shift(sae: Any, xb: torch.Tensor, xt: torch.Tensor) -> FeatureShift:
                         tuple(fb.mean(0).tolist()), tuple(ft.mean(0).tolist()))
 
 
-__all__ = ["aligned_rows", "delta_explained", "feature_shift", "FeatureShift"]
+__all__ = ["FeatureShift", "aligned_rows", "delta_explained", "feature_shift"]

@@ -9,7 +9,15 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from interp.cli.common import analyze_app, app, bench_app, console, fail, parse_steps, table_console
+from interp.cli.common import (
+    analyze_app,
+    app,
+    bench_app,
+    console,
+    fail,
+    parse_steps,
+    table_console,
+)
 
 sae_app = typer.Typer(help="Sparse autoencoders on harvested activations (sae-lens format).", no_args_is_help=True)
 app.add_typer(sae_app, name="sae")
@@ -31,7 +39,7 @@ def _quality_table(title: str, q: Any) -> Table:
     t = Table(title=title)
     t.add_column("metric")
     t.add_column("value", justify="right")
-    ci = lambda c: f" [{c[0]:.3f}, {c[1]:.3f}]" if c else ""  # noqa: E731
+    ci = lambda c: f" [{c[0]:.3f}, {c[1]:.3f}]" if c else ""
     rows = [("explained variance", f"{q.explained_variance:.4f}{ci(q.explained_variance_ci)}"), ("L0", f"{q.l0:.2f}"),
             ("dead features", f"{q.dead_features} of {q.n_features}"), ("dense features (>10%)", str(q.dense_features)),
             ("rows", f"{q.n_rows:,}")]

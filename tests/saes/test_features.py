@@ -127,7 +127,12 @@ def test_transfer_refuses_stores_of_different_texts(small_store: Any, base_s: An
 
 def test_feature_steering_vectors_clamp_and_controls(tiny_sae: Any, base_s: Any) -> None:
     from interp.steering import Add, Positions, steer
-    from saes.steering import FeatureClamp, feature_clamp, feature_vector, random_feature_vectors
+    from saes.steering import (
+        FeatureClamp,
+        feature_clamp,
+        feature_vector,
+        random_feature_vectors,
+    )
 
     sae = tiny_sae.load()
     v = feature_vector(sae, [3, 5], base_s, HOOK)
