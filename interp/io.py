@@ -29,15 +29,16 @@ def cache_dir(*parts: str) -> Path:
     return root.joinpath(*parts)
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (temp file in the same folder, then rename)."""
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    """Write JSON atomically (temp file in the same folder, then rename); `indent=None` writes it compact
+    (and fast: Python's C encoder only runs without indentation)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; artefacts get the usual mode
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
+            f.write(json.dumps(obj, indent=indent, sort_keys=False, separators=None if indent else (",", ":")))
             f.write("\n")
         os.replace(tmp, path)
     except BaseException:

@@ -88,7 +88,7 @@ class PromptDataset:
         return h.hexdigest()
 
     def save(self, path: str | Path) -> None:
-        write_json(path, self.to_dict())
+        write_json(path, self.to_dict(), indent=None)
 
     @classmethod
     def load(cls, path: str | Path) -> "PromptDataset":
