@@ -314,6 +314,33 @@ def steering_experiment(model: Any, reference: Any, sae: Any, ranking: Reasoning
               for j, (r, v) in enumerate(zip(rand, controls))), clamped)
 
 
+def _dashboard(sae: Any, base: Any, table: Any, dataset: PromptDataset, ranking: ReasoningRanking,
+               config: SAEReasoningConfig, sae_path: Path, out: str | Path) -> Path:
+    """Pages for the top CoT-mode, direct-mode and ReasonScore features."""
+    shown = list(dict.fromkeys([f.feature for f in ranking.top(config.n_dashboard // 2, "mode_auroc")]
+                               + [f.feature for f in ranking.top(config.n_dashboard // 4, "mode_auroc", -1)]
+                               + [f.feature for f in ranking.top(config.n_dashboard // 4, "reason_score")]))
+    scores = {f.feature: {"CoT-mode AUROC": f.mode_auroc, "CoT-token AUROC": f.token_auroc,
+                          "value eta^2": f.value_eta2, "ReasonScore": f.reason_score}
+              for f in ranking.features if f.feature in shown}
+    return write_dashboard(sae, base, table, dataset, shown, out, f"{config.base} {config.hook} SAE ({sae_path.name})",
+                           scores)
+
+
+def dashboard_from_result(result: SAEReasoningResult, out: str | Path) -> Path:
+    """Rewrite the dashboard of a (cached) result from its cached SAE and store, without rerunning the analysis."""
+    from interp.models import load
+    from saes import load_sae
+
+    cfg = result.config
+    base = load(cfg.base)
+    dataset = build_dataset(base, cfg)
+    store = store_for(base, dataset, cfg)
+    sae, _ = load_sae(result.sae_path, model=base, hook=cfg.hook)
+    return _dashboard(sae, base, feature_table(sae, store, cfg.hook), dataset, result.ranking, cfg,
+                      Path(result.sae_path), out)
+
+
 def run(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True,
         dashboard_dir: str | Path | None = None) -> SAEReasoningResult:
     """Every step of the module docstring; trained SAEs and stores are cached."""
@@ -333,14 +360,7 @@ def run(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True
         [(f"prompt.step{i}.end", f"value.step{i}") for i in range(1, 5)]
     ranking = rank_reasoning_features(table, dataset, value_positions=value_positions, n_boot=config.n_boot)
     if dashboard_dir is not None:
-        shown = list(dict.fromkeys([f.feature for f in ranking.top(config.n_dashboard // 2, "mode_auroc")]
-                                   + [f.feature for f in ranking.top(config.n_dashboard // 4, "mode_auroc", -1)]
-                                   + [f.feature for f in ranking.top(config.n_dashboard // 4, "reason_score")]))
-        scores = {f.feature: {"CoT-mode AUROC": f.mode_auroc, "CoT-token AUROC": f.token_auroc,
-                              "value eta^2": f.value_eta2, "ReasonScore": f.reason_score}
-                  for f in ranking.features if f.feature in shown}
-        write_dashboard(sae, base, table, dataset, shown, dashboard_dir,
-                        f"{config.base} {config.hook} SAE ({path.name})", scores)
+        _dashboard(sae, base, table, dataset, ranking, config, path, dashboard_dir)
     rows = []
     reference = None
     for name in tqdm(config.tuned, desc="transfer", disable=not progress, leave=False):
@@ -372,8 +392,11 @@ def run_cached(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool
     names = list(dict.fromkeys([config.base, *config.tuned, config.reference]))
     key = {"config": config.key(), "models": [load(n).checksum for n in names], "version": RESULT_VERSION}
     path = Path(config.cache_dir) / f"result-{_digest(key)}.json"
-    if path.is_file() and (dashboard_dir is None or (Path(dashboard_dir) / "index.html").is_file()):
-        return SAEReasoningResult.from_dict(read_json(path))
+    if path.is_file() and Path(SAEReasoningResult.from_dict(read_json(path)).sae_path).is_dir():
+        result = SAEReasoningResult.from_dict(read_json(path))
+        if dashboard_dir is not None and not (Path(dashboard_dir) / "index.html").is_file():
+            dashboard_from_result(result, dashboard_dir)
+        return result
     result = run(config, progress, dashboard_dir)
     write_json(path, result.to_dict())
     return result

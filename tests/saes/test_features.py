@@ -151,3 +151,26 @@ def test_feature_steering_vectors_clamp_and_controls(tiny_sae: Any, base_s: Any)
         assert base_s.generate(prompts) == plain
     with steer(base_s, [feature_clamp(sae, 3, 0.0, base_s, HOOK)]):
         base_s.generate(prompts)  # runs inside cached generation
+
+
+def test_dashboard_renders_in_headless_chromium(tiny_sae: Any, small_store: Any, base_s: Any, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium here")
+    from saes.dashboard import write_dashboard
+
+    sae = tiny_sae.load()
+    table = feature_table(sae, small_store, HOOK)
+    f = int(table.firing_rate().argmax())
+    write_dashboard(sae, base_s, table, small_store.dataset(), [f], tmp_path / "dash")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=900,900", (tmp_path / "dash" / f"feature-{f}.html").as_uri()],
+                   capture_output=True, timeout=60, check=False)
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (900, 900)
+    assert len(data) > 20_000  # a blank page compresses to a few kB; text, shading and the histogram do not
