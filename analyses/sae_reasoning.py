@@ -39,7 +39,7 @@ from saes.features import ReasoningRanking, feature_table, rank_reasoning_featur
 from saes.steering import feature_vector, random_feature_vectors
 from saes.transfer import FeatureShift, aligned_rows, delta_explained, feature_shift
 
-RESULT_VERSION = 3
+RESULT_VERSION = 4
 WILL_COT = "will_cot"
 
 
@@ -519,7 +519,8 @@ def summary_sentences(result: SAEReasoningResult) -> list[str]:
     lines.append(
         f"At the answer position ({r.n_cot} problems where {base} starts a CoT, {r.n_direct} where it answers "
         f"directly), the features that fire more before a CoT are "
-        + ", ".join(f"{f.feature} (AUROC {f.mode_auroc:.2f} {ci(f.mode_auroc_ci)})" for f in up)
+        + ", ".join(f"{f.feature} (AUROC {f.mode_auroc:.2f} {ci(f.mode_auroc_ci)}, {f.mode_auroc_within:.2f} within "
+                    f"the same number of steps)" for f in up)
         + "; before a direct answer " + ", ".join(f"{f.feature} ({f.mode_auroc:.2f})" for f in down)
         + f"; with the labels shuffled the best feature reaches only {r.null_mode_auroc:.2f}.")
     tv = r.top(1, "token_auroc")[0]

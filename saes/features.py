@@ -194,6 +194,7 @@ class FeatureScore:
     token_auroc: float
     value_eta2: float
     reason_score: float
+    mode_auroc_within: float = float("nan")  # mode AUROC comparing only problems of the same stratum (step count)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -233,9 +234,12 @@ class ReasoningRanking:
 def rank_reasoning_features(table: FeatureTable, dataset: PromptDataset, *, answer: str = "answer",
                             cot_key: str = "will_cot", format_key: str = "format",
                             value_positions: Sequence[tuple[str, str]] = (),
-                            n_boot: int = 200, seed: int = 0, alpha: float = 0.7) -> ReasoningRanking:
+                            n_boot: int = 200, seed: int = 0, alpha: float = 0.7,
+                            stratum_key: str | None = "n_steps") -> ReasoningRanking:
     """Score every live feature for reasoning (module docstring). `value_positions`: (position name, metadata
-    key) pairs where a value of the chain is computed, e.g. ("step2.before_value", "value.step2")."""
+    key) pairs where a value of the chain is computed, e.g. ("step2.before_value", "value.step2"). The mode AUROC
+    is also computed within strata of `stratum_key` (pairs of problems with the same number of steps only), so a
+    feature that merely tracks difficulty, which also drives the CoT choice, does not count."""
     a = table.acts.double().numpy()
     live = np.nonzero((a > 0).any(0))[0]
     if len(live) == 0:
@@ -271,9 +275,22 @@ def rank_reasoning_features(table: FeatureTable, dataset: PromptDataset, *, answ
         vals = np.array([dataset[int(e)].meta[key] for e in ex[sel]])
         eta = np.maximum(eta, eta_squared(a[sel], vals))
         null_eta = max(null_eta, float(eta_squared(a[sel], rng.permutation(vals)).max()))
+    within = np.full(len(live), np.nan)
+    if stratum_key is not None:
+        strata = np.array([str(dataset[int(ex[r])].meta.get(stratum_key)) for r in rows])
+        num, den = np.zeros(len(live)), 0.0
+        for st in np.unique(strata):
+            m = strata == st
+            n_pos, n_neg = int(labels[m].sum()), int((~labels[m]).sum())
+            if n_pos and n_neg:
+                num += auroc(a[rows][m], labels[m]) * n_pos * n_neg
+                den += n_pos * n_neg
+        if den:
+            within = num / den
     rate = (a > 0).mean(0)
     feats = tuple(FeatureScore(int(f), float(rate[j]), float(mode[j]), (float(ci[j, 0]), float(ci[j, 1])),
-                               float(token[j]), float(eta[j]), float(rs[j])) for j, f in enumerate(live))
+                               float(token[j]), float(eta[j]), float(rs[j]), float(within[j]))
+                  for j, f in enumerate(live))
     feats = tuple(sorted(feats, key=lambda f: -abs(f.mode_auroc - 0.5)))
     return ReasoningRanking(feats, int(labels.sum()), int((~labels).sum()), null_mode, null_eta,
                             int(reasoning.sum()), int((~reasoning).sum()))

@@ -178,11 +178,13 @@ def sae_features(
         return
     t = Table(title=f"reasoning features ({r.n_cot} CoT / {r.n_direct} direct answer positions; shuffled-label "
                     f"null {r.null_mode_auroc:.3f})")
-    for c in ("feature", "firing rate", "CoT-mode AUROC [95% CI]", "CoT-token AUROC", "value eta^2", "ReasonScore"):
+    for c in ("feature", "firing rate", "CoT-mode AUROC [95% CI]", "same steps", "CoT-token AUROC", "value eta^2",
+              "ReasonScore"):
         t.add_column(c, justify="right")
     for f in r.features[:top]:
         t.add_row(str(f.feature), f"{f.firing_rate:.3f}",
-                  f"{f.mode_auroc:.3f} [{f.mode_auroc_ci[0]:.3f}, {f.mode_auroc_ci[1]:.3f}]", f"{f.token_auroc:.3f}",
+                  f"{f.mode_auroc:.3f} [{f.mode_auroc_ci[0]:.3f}, {f.mode_auroc_ci[1]:.3f}]",
+                  f"{f.mode_auroc_within:.3f}", f"{f.token_auroc:.3f}",
                   f"{f.value_eta2:.3f}", f"{f.reason_score:.4f}")
     table_console().print(t)
 

@@ -57,18 +57,32 @@ def _mode_dataset(n: int) -> tuple[FeatureTable, PromptDataset]:
     """n one-token 'problems' at position 1 = answer; feature 0 fires iff will_cot, feature 1 never differs."""
     rng = np.random.default_rng(1)
     cot = rng.random(n) < 0.3
-    exs = tuple(Example((0, 5, 6), {"answer": 1}, {"will_cot": bool(c), "format": "direct", "problem": str(i)})
-                for i, c in enumerate(cot))
+    exs = tuple(Example((0, 5, 6), {"answer": 1}, {"will_cot": bool(c), "format": "direct", "problem": str(i),
+                                                   "n_steps": 1 + i % 2}) for i, c in enumerate(cot))
     acts = np.stack([cot * 2.0 + 0.1, np.full(n, 0.5)], 1)
     return FeatureTable(torch.tensor(acts, dtype=torch.float32), np.arange(n), np.ones(n, int), np.full(n, 5)), \
         PromptDataset(exs)
+
+
+def test_within_step_auroc_discounts_a_feature_that_only_tracks_difficulty() -> None:
+    n = 400
+    steps = np.arange(n) % 2 + 1  # harder problems (2 steps) choose a CoT far more often
+    rng = np.random.default_rng(0)
+    cot = rng.random(n) < np.where(steps == 2, 0.6, 0.1)
+    exs = tuple(Example((0, 5, 6), {"answer": 1}, {"will_cot": bool(c), "format": "direct", "n_steps": int(k)})
+                for c, k in zip(cot, steps))
+    acts = np.stack([steps * 1.0, cot * 1.0 + 0.1], 1)  # feature 0 = difficulty, feature 1 = the choice itself
+    t = FeatureTable(torch.tensor(acts, dtype=torch.float32), np.arange(n), np.ones(n, int), np.full(n, 5))
+    by = {f.feature: f for f in rank_reasoning_features(t, PromptDataset(exs), n_boot=20).features}
+    assert by[0].mode_auroc > 0.7 and by[0].mode_auroc_within == pytest.approx(0.5)
+    assert by[1].mode_auroc_within == pytest.approx(1.0)
 
 
 def test_ranking_finds_the_cot_feature_and_its_null_is_near_half() -> None:
     table, ds = _mode_dataset(300)
     r = rank_reasoning_features(table, ds, n_boot=50)
     assert r.features[0].feature == 0 and r.features[0].mode_auroc == pytest.approx(1.0)
-    assert r.features[0].mode_auroc_ci[0] > 0.99
+    assert r.features[0].mode_auroc_ci[0] > 0.99 and r.features[0].mode_auroc_within == pytest.approx(1.0)
     assert r.null_mode_auroc < 0.65
     assert r.n_cot + r.n_direct == 300
 
