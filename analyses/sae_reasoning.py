@@ -33,7 +33,7 @@ from interp.organism.dataset import problem_dataset
 from interp.organism.task import FORMATS, TaskConfig, sample_problems
 from interp.plots import color_for, save_figure, style
 from interp.steering import Add, Positions
-from saes import Quality, SAETrainConfig, quality, train_sae, update_card
+from saes import Quality, SAETrainConfig, quality, train_sae
 from saes.dashboard import write_dashboard
 from saes.features import ReasoningRanking, feature_table, rank_reasoning_features
 from saes.steering import feature_vector, random_feature_vectors
@@ -227,18 +227,15 @@ def store_for(model: Any, dataset: PromptDataset, cfg: SAEReasoningConfig) -> Ac
                    seed=cfg.problem_seed)
 
 
-def sae_for(store: ActivationStore, model: Any, sae_cfg: SAETrainConfig, cache: Path, n_boot: int) -> tuple[Any, Quality, Path]:
+def sae_for(store: ActivationStore, model: Any, sae_cfg: SAETrainConfig, cache: Path) -> tuple[Any, Quality, Path]:
     """The SAE of this store and config (trained once, cached by store hash + config) with its quality in the card."""
     from saes import load_sae, read_card
 
     key = _digest({"dataset": store.manifest["dataset_hash"], "model": store.model_checksum, "config": sae_cfg.to_dict()})
     path = cache / "saes" / f"{store.model_name.replace('/', '_')}-{key}"
     card = read_card(path) if (path / "cfg.json").is_file() else {}
-    if not card.get("metrics"):
-        train_sae(store, sae_cfg, path)
-        sae, _ = load_sae(path)
-        q, _ = quality(sae, store, sae_cfg.hook, model=model, n_boot=n_boot)
-        card = update_card(path, metrics=q.to_dict())
+    if not card.get("metrics", {}).get("ce_recovered"):
+        card = train_sae(store, sae_cfg, path, model=model).card
     sae, _ = load_sae(path, model=model, hook=sae_cfg.hook)
     return sae, Quality.from_dict(card["metrics"]), path
 
@@ -354,7 +351,7 @@ def run(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True
     base = load(config.base)
     dataset = build_dataset(base, config)
     bstore = store_for(base, dataset, config)
-    sae, q, path = sae_for(bstore, base, config.sae, cache, config.n_boot)
+    sae, q, path = sae_for(bstore, base, config.sae, cache)
     table = feature_table(sae, bstore, config.hook)
     value_positions = [(f"step{i}.before_value", f"value.step{i}") for i in range(1, 5)] + \
         [(f"prompt.step{i}.end", f"value.step{i}") for i in range(1, 5)]
@@ -368,7 +365,7 @@ def run(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True
         if name == config.reference:
             reference = tuned
         tstore = store_for(tuned, dataset, config)
-        own, own_q, _ = sae_for(tstore, tuned, config.sae, cache, config.n_boot)
+        own, own_q, _ = sae_for(tstore, tuned, config.sae, cache)
         bq, _ = quality(sae, tstore, config.hook, model=tuned, allow_other_model=True, n_boot=config.n_boot)
         xb, xt, ex = aligned_rows(bstore, tstore, config.hook)
         de, de_ci = delta_explained(sae, xb, xt, ex, config.n_boot)

@@ -212,8 +212,10 @@ class TrainedSAE:
 
 
 def train_sae(store: ActivationStore | str | Path, cfg: SAETrainConfig, out: str | Path, resume: bool = True,
-              on_checkpoint: Callable[[int], None] | None = None) -> TrainedSAE:
-    """Train on the store's rows of `cfg.hook`; resume from `<out>.checkpoint` if a killed run left one."""
+              on_checkpoint: Callable[[int], None] | None = None, model: Any = None, metrics: bool = True
+              ) -> TrainedSAE:
+    """Train on the store's rows of `cfg.hook`; resume from `<out>.checkpoint` if a killed run left one. The card
+    gets the quality metrics (`saes.metrics.quality` on the store; CE recovered too when `model` is given)."""
     from sae_lens import SAE, TrainingSAE
     from sae_lens.training.sae_trainer import SAETrainer
 
@@ -264,7 +266,12 @@ def train_sae(store: ActivationStore | str | Path, cfg: SAETrainConfig, out: str
         trained.save_inference_model(tmp)
         write_json(tmp / CARD, card)
     shutil.rmtree(ckpt, ignore_errors=True)
-    SAE.load_from_disk(out)  # the saved files load in sae-lens
+    saved = SAE.load_from_disk(out)  # the saved files load in sae-lens
+    if metrics:
+        from saes.metrics import quality
+
+        q, _ = quality(saved, store, cfg.hook, cfg.label, model=model, exclude_bos=cfg.exclude_bos)
+        card = update_card(out, metrics=q.to_dict())
     return TrainedSAE(out, card)
 
 

@@ -78,19 +78,18 @@ def sae_train(
 ) -> None:
     """Train an SAE with sae-lens' SAETrainer on stored activations (resumes a killed run), then measure it."""
     from interp.activations import ActivationStore
-    from saes import SAETrainConfig, load_sae, quality, train_sae, update_card
+    from saes import Quality, SAETrainConfig, train_sae
 
     try:
         st = ActivationStore.open(store)
         cfg = SAETrainConfig(hook=hook, label=label, architecture=architecture, expansion=expansion, k=k,
                              l1_coefficient=l1_coefficient, l0_coefficient=l0_coefficient, total_samples=total_samples,
                              batch_size=batch_size, lr=lr, seed=seed)
+        m = _model(model, {}, st)
         with console.status(f"training on {st.n_rows:,} stored rows"):
-            trained = train_sae(st, cfg, out, resume=not no_resume)
-        m = _model(model, trained.card, st)
-        sae, _ = load_sae(out)
-        q, _ = quality(sae, st, hook, label, model=m, exclude_bos=cfg.exclude_bos)
-        card = update_card(out, metrics=q.to_dict())
+            trained = train_sae(st, cfg, out, resume=not no_resume, model=m)
+        card = trained.card
+        q = Quality.from_dict(card["metrics"])
     except SAE_ERRORS as e:
         fail(e)
     if as_json:
