@@ -39,7 +39,7 @@ from saes.features import ReasoningRanking, feature_table, rank_reasoning_featur
 from saes.steering import feature_vector, random_feature_vectors
 from saes.transfer import FeatureShift, aligned_rows, delta_explained, feature_shift
 
-RESULT_VERSION = 4
+RESULT_VERSION = 5
 WILL_COT = "will_cot"
 
 
@@ -151,6 +151,15 @@ class SteeringResult:
     random_gap_recovered_ci: tuple[float, float]
     random_draws: tuple[SteerCell, ...] = ()  # each random draw alone
     clamped: SteerCell | None = None  # the same features clamped to their largest activation on the store
+    validation_random: tuple[SteerCell, ...] = ()  # every random draw at every scale of the sweep (validation)
+
+    def validation_share_beaten(self) -> dict[float, float]:
+        """Per scale: share of random draws whose validation accuracy is below the steered one."""
+        out = {}
+        for c in self.validation:
+            draws = [r.accuracy for r in self.validation_random if r.scale == c.scale]
+            out[c.scale] = float(np.mean([a < c.accuracy for a in draws])) if draws else float("nan")
+        return out
 
     def random_at_least(self, key: str) -> float:
         """Share of random draws whose `key` (accuracy, cot_rate) reaches the steered value."""
@@ -162,6 +171,7 @@ class SteeringResult:
         return {**d, "features": list(self.features), "validation": [c.to_dict() for c in self.validation],
                 "random_draws": [c.to_dict() for c in self.random_draws],
                 "clamped": self.clamped.to_dict() if self.clamped else None,
+                "validation_random": [c.to_dict() for c in self.validation_random],
                 "none": self.none.to_dict(), "steered": self.steered.to_dict(), "random": self.random.to_dict(),
                 "reference": self.reference.to_dict(), "gap_recovered_ci": list(self.gap_recovered_ci),
                 "random_gap_recovered_ci": list(self.random_gap_recovered_ci)}
@@ -172,7 +182,8 @@ class SteeringResult:
         return cls(tuple(d["features"]), d["scale"], tuple(c(x) for x in d["validation"]), c(d["none"]),
                    c(d["steered"]), c(d["random"]), c(d["reference"]), d["gap_recovered"],
                    tuple(d["gap_recovered_ci"]), d["random_gap_recovered"], tuple(d["random_gap_recovered_ci"]),
-                   tuple(c(x) for x in d.get("random_draws", ())), c(d["clamped"]) if d.get("clamped") else None)
+                   tuple(c(x) for x in d.get("random_draws", ())), c(d["clamped"]) if d.get("clamped") else None,
+                   tuple(c(x) for x in d.get("validation_random", ())))
 
 
 @dataclass(frozen=True)
@@ -267,16 +278,18 @@ def steering_experiment(model: Any, reference: Any, sae: Any, ranking: Reasoning
     where = Positions((-1,))
     val = problems_per_step(cfg.val_seed, cfg.n_val_per_step, cfg.steer_steps)
     test = problems_per_step(cfg.test_seed, cfg.n_test_per_step, cfg.steer_steps)
-    sweep = []
+    live = [f.feature for f in ranking.features if f.firing_rate > 0]
+    controls = random_feature_vectors(sae, vec, cot_feats, live, cfg.n_random, len(cot_feats), seed=cfg.test_seed)
+    sweep, sweep_random = [], []
     for s in tqdm(cfg.scales, desc="steering scale sweep", disable=not progress, leave=False):
         sweep.append(_cell(f"val x{s:g}", generate_graded(model, val, [Add(vec, where=where, scale=s)]), cfg.n_boot,
                            s, cot_feats))
+        sweep_random += [_cell(f"val random {j} x{s:g}", generate_graded(model, val, [Add(v, where=where, scale=s)]),
+                               cfg.n_boot, s, v.provenance["features"]) for j, v in enumerate(controls)]
     best = max(sweep, key=lambda c: (c.accuracy, c.cot_rate))
     runs = {"none": generate_graded(model, test),
             "steered": generate_graded(model, test, [Add(vec, where=where, scale=best.scale)]),
             "reference": generate_graded(reference, test)}
-    live = [f.feature for f in ranking.features if f.firing_rate > 0]
-    controls = random_feature_vectors(sae, vec, cot_feats, live, cfg.n_random, len(cot_feats), seed=cfg.test_seed)
     rand = [generate_graded(model, test, [Add(v, where=where, scale=best.scale)]) for v in controls]
     clamped = None
     if max_acts:
@@ -308,7 +321,7 @@ def steering_experiment(model: Any, reference: Any, sae: Any, ranking: Reasoning
         gap(a["steered"]["correct"])(np.arange(n)), paired_bootstrap(gap(a["steered"]["correct"]), n, cfg.n_boot),
         gap(rand_correct)(np.arange(n)), paired_bootstrap(gap(rand_correct), n, cfg.n_boot),
         tuple(_cell(f"random {j}", r, cfg.n_boot, best.scale, v.provenance["features"])
-              for j, (r, v) in enumerate(zip(rand, controls))), clamped)
+              for j, (r, v) in enumerate(zip(rand, controls))), clamped, tuple(sweep_random))
 
 
 def _dashboard(sae: Any, base: Any, table: Any, dataset: PromptDataset, ranking: ReasoningRanking,
@@ -548,6 +561,13 @@ def summary_sentences(result: SAEReasoningResult) -> list[str]:
         f"{s.reference.accuracy:.2f} accurate, so the features recover {s.gap_recovered:.2f} "
         f"{ci(s.gap_recovered_ci)} of the accuracy gap ({s.random_gap_recovered:.2f} "
         f"{ci(s.random_gap_recovered_ci)} for the random control).")
+    if s.validation_random:
+        beaten = s.validation_share_beaten()
+        lines.append("On the validation problems, the steered accuracy by scale (random draws of equal norm: mean, "
+                     "and the share of draws it beats): " + "; ".join(
+                         f"x{c.scale:g} {c.accuracy:.2f} (random "
+                         f"{np.mean([r.accuracy for r in s.validation_random if r.scale == c.scale]):.2f}, beats "
+                         f"{beaten[c.scale]:.0%})" for c in s.validation) + ".")
     if s.clamped is not None:
         lines.append(f"Clamping the same features to their largest activation on the store at the answer position "
                      f"instead: CoT rate {s.clamped.cot_rate:.2f} {ci(s.clamped.cot_rate_ci)}, accuracy "

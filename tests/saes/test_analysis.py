@@ -23,6 +23,7 @@ def test_sae_reasoning_runs_small_and_round_trips(tmp_path: Path) -> None:
     assert 0 < result.quality.explained_variance <= 1 and result.quality.ce_recovered is not None
     assert result.transfer[0].model == "organism/sft" and len(result.steering.random_draws) == 2
     assert result.steering.clamped is not None and result.steering.clamped.n == 30
+    assert len(result.steering.validation_random) == 2 and set(result.steering.validation_share_beaten()) == {10.0}
     assert result.steering.none.n == 30 and result.steering.reference.name == "sft"
     assert (tmp_path / "dash" / "index.html").is_file()
     paths = sr.figures(result, tmp_path / "figs", png=False)
