@@ -33,7 +33,17 @@ from interp.organism.dataset import problem_dataset
 from interp.organism.task import TaskConfig, sample_problems
 from interp.organism.tokenizer import digit_ids
 from interp.plots import color_for, save_figure, style
-from probes import CellResult, Probe, ProbeJobConfig, Score, fit_cell, rows_for, score, split_by_group
+from interp.stats import percentile_ci
+from probes import (
+    CellResult,
+    Probe,
+    ProbeJobConfig,
+    Score,
+    fit_cell,
+    rows_for,
+    score,
+    split_by_group,
+)
 
 ANSWER = "answer"
 WILL_COT = "will_cot"
@@ -243,7 +253,7 @@ def _direct_only(store: ActivationStore, cell: CellResult, job: ProbeJobConfig, 
     cs, cboots = score(ctrl, x[k], cy, g, job.n_boot, job.seed, store.model_checksum)
     d = boots - cboots
     return dataclasses.replace(cell, n_test=int(keep.sum()), score=s, control=cs, selectivity=s.value - cs.value,
-                               selectivity_ci=(float(np.quantile(d, 0.025)), float(np.quantile(d, 0.975))))
+                               selectivity_ci=percentile_ci(d))
 
 
 def _control(y: Sequence[Any], groups: Sequence[str], seed: int) -> list[Any]:

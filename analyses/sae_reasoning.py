@@ -253,7 +253,7 @@ def sae_for(store: ActivationStore, model: Any, sae_cfg: SAETrainConfig, cache: 
 
 def _cell(name: str, run: Any, n_boot: int, scale: float = 0.0, features: Sequence[int] = ()) -> SteerCell:
     from analyses.verbosity.common import arrays
-    from interp.organism.evaluate import bootstrap_ci
+    from interp.stats import bootstrap_ci
 
     a = arrays(run)
     return SteerCell(name, len(a["correct"]), float(a["correct"].mean()), bootstrap_ci(a["correct"], n_boot),

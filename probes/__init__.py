@@ -7,7 +7,16 @@
 
 from probes.linear import Probe, ProbeMismatchError, fit, infer_kind
 from probes.splits import control_labels, group_bootstrap, split_by_group
-from probes.sweep import CellResult, ProbeJobConfig, Score, SweepResult, fit_cell, rows_for, run, score
+from probes.sweep import (
+    CellResult,
+    ProbeJobConfig,
+    Score,
+    SweepResult,
+    fit_cell,
+    rows_for,
+    run,
+    score,
+)
 
 __all__ = [
     "CellResult", "Probe", "ProbeJobConfig", "ProbeMismatchError", "Score", "SweepResult", "control_labels",

@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
-from interp.io import library_versions, load_tensors, read_json, save_tensors, write_json
+from interp.io import (
+    library_versions,
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
 
 Kind = Literal["logistic", "ridge"]
 MAX_CLASSES = 64

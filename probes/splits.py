@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from interp.stats import group_bootstrap
+
 
 def split_by_group(groups: Sequence[str], test_fraction: float = 0.3, seed: int = 0
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -40,17 +42,6 @@ def control_labels(y: Sequence[Any], groups: Sequence[str], seed: int = 0) -> li
     shuffled = [first[keys[i]] for i in rng.permutation(len(keys))]
     mapping = dict(zip(keys, shuffled))
     return [mapping[g] for g in groups]
-
-
-def group_bootstrap(groups: Sequence[str], n_boot: int, seed: int = 0) -> np.ndarray:
-    """Bootstrap row weights [n_boot, n_rows]: whole problems drawn with replacement, each row weighted
-    by how often its problem was drawn (for intervals over problems, not over tokens)."""
-    keys, gid = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(keys), size=(n_boot, len(keys)))
-    counts = np.zeros((n_boot, len(keys)))
-    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
-    return counts[:, gid]
 
 
 __all__ = ["split_by_group", "control_labels", "group_bootstrap"]

@@ -22,6 +22,7 @@ import torch
 from interp.activations.store import ActivationStore
 from interp.hooks import layer_of
 from interp.io import library_versions, read_json, write_json
+from interp.stats import percentile_ci
 from probes.linear import Kind, Probe, fit, infer_kind
 from probes.splits import control_labels, group_bootstrap, split_by_group
 
@@ -160,7 +161,7 @@ def score(probe: Probe, x: torch.Tensor, y: Sequence[Any], groups: Sequence[str]
         pred = pred.astype(float)
     value = float(_metric(probe.kind, pred, y_arr))
     boots = np.asarray(_metric(probe.kind, pred, y_arr, group_bootstrap(groups, n_boot, seed))) if n_boot else np.zeros(0)
-    ci = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))) if n_boot else (value, value)
+    ci = percentile_ci(boots) if n_boot else (value, value)
     return Score("r2" if probe.kind == "ridge" else "accuracy", value, ci, len(y_arr)), boots
 
 
@@ -207,7 +208,7 @@ def fit_cell(store: ActivationStore, hook: str, label: str, target: str, cfg: Pr
     s, boots = score(probe, x[te], y_te, g_te, cfg.n_boot, cfg.seed, store.model_checksum)
     cs, cboots = score(ctrl, x[te], c_te, g_te, cfg.n_boot, cfg.seed, store.model_checksum)
     diff = boots - cboots
-    sel_ci = (float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))) if cfg.n_boot else (0.0, 0.0)
+    sel_ci = percentile_ci(diff) if cfg.n_boot else (0.0, 0.0)
     majority = 0.0
     if kind == "logistic":
         values, counts = np.unique(np.array(y_tr, dtype=str), return_counts=True)

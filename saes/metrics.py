@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float
 
 from interp.activations import ActivationStore
+from interp.stats import percentile_ci
 from probes import group_bootstrap
 from saes.config import SAEError
 
@@ -85,8 +86,7 @@ class Quality:
 
 
 def _ci(values: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.nanquantile(values, [0.025, 0.975])
-    return float(lo), float(hi)
+    return percentile_ci(values)
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float
 
 from interp.activations import ActivationStore
+from interp.stats import percentile_ci
 from probes import group_bootstrap
 from saes.config import SAEError
 from saes.metrics import check_width, reconstruct
@@ -53,7 +54,7 @@ def delta_explained(sae: Any, xb: torch.Tensor, xt: torch.Tensor, groups: np.nda
         raise SAEError("the two models' activations are identical here: there is no change to explain")
     w = group_bootstrap([str(g) for g in groups], n_boot, seed)
     b = 1 - (w @ err) / (w @ tot)
-    return float(1 - err.sum() / tot.sum()), (float(np.quantile(b, 0.025)), float(np.quantile(b, 0.975)))
+    return float(1 - err.sum() / tot.sum()), percentile_ci(b)
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from analyses.layer_changes.anatomy import lens_logits, residual_streams
 from interp.generate import left_pad
-from interp.organism.evaluate import bootstrap_ci
 from interp.organism.task import Problem
 from interp.organism.tokenizer import digit_ids
+from interp.stats import bootstrap_ci
 
 POSITIONS = ("prompt_end", "answer")  # where the direct answer would go; where the model writes its answer
 

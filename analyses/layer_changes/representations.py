@@ -18,7 +18,7 @@ from transformers import PreTrainedModel
 
 from analyses.layer_changes.anatomy import residual_streams
 from interp.generate import left_pad
-from interp.organism.evaluate import bootstrap_ci
+from interp.stats import bootstrap_ci
 
 MAX_STATS_BYTES = 2 << 30  # per-problem d x d statistics for the exact bootstrap
 

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from interp.generate import generate_ids, left_pad
-from interp.organism.evaluate import bootstrap_ci
 from interp.organism.grader import Grade, grade
 from interp.organism.task import Problem, TaskConfig, sample_problems
 from interp.organism.tokenizer import digit_ids
+from interp.stats import bootstrap_ci, paired_bootstrap
 from interp.steering import Intervention, steer
 
 
@@ -148,15 +148,6 @@ def best_wall_and_cpu(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[
             wall[k] = min(wall[k], time.perf_counter() - w0)
             cpu[k] = min(cpu[k], time.process_time() - c0)
     return wall, cpu
-
-
-def paired_bootstrap(fn: Callable[[np.ndarray], float], n: int, n_boot: int, seed: int = 0,
-                     level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of a statistic of resampled problem indices (paired across conditions)."""
-    rng = np.random.default_rng(seed)
-    vals = np.array([fn(rng.integers(0, n, size=n)) for _ in range(n_boot)])
-    lo, hi = np.nanquantile(vals, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from interp.generate import generate_ids, left_pad
 from interp.organism.grader import Grade, grade
 from interp.organism.task import Problem, TaskConfig, sample_problems
 from interp.organism.tokenizer import digit_ids
+from interp.stats import bootstrap_ci
 
 EVAL_SEED = 1_000_003  # problems for evaluation come from their own seed stream
 
@@ -51,16 +52,6 @@ class EvalConfig:
         top = max(self.task.max_steps, n_steps)
         task = self.task.shifted(min_steps=min(self.task.min_steps, n_steps), max_steps=top)
         return sample_problems(self.seed + n_steps, self.n_per_step, task, n_steps=n_steps)
-
-
-def bootstrap_ci(x: np.ndarray, n_boot: int, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean."""
-    if len(x) == 0:
-        return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
 
 
 @dataclass(frozen=True)
