@@ -115,7 +115,7 @@ def reconstruction_quality(sae: Any, x: Float[torch.Tensor, "rows d"], groups: S
 @contextlib.contextmanager
 def replace_at(model: Any, hook: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
     """Inside the block, `model.hf`'s activation at TL hook `hook` is replaced by fn(activation)."""
-    from interp.patching.engine import first_output, replace_first_output
+    from interp.sites import first_output, replace_first_output
     from interp.steering import hook_site
 
     module, side = hook_site(model, hook)

@@ -28,6 +28,7 @@ from interp.activations.store import (
     write_manifest,
 )
 from interp.io import library_versions, read_json, save_tensors, sha256_file
+from interp.sites import Hooks, add_capture, cached_sites, heads_view, kind_of_hook
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 UNSUPPORTED_HOOK_PARTS = ("hook_pattern", "hook_attn_scores")
@@ -65,26 +66,12 @@ def _select(dataset: PromptDataset, selector: Selector, tokenizer: Any, start: i
     return out
 
 
-# hook names that are Hugging Face module boundaries: read with torch hooks on `model.hf` (its own fast
-# attention), the rest through the Bridge. Both are tested equal to `run_with_cache`.
-_HF_KINDS = {"hook_resid_pre": "resid_pre", "hook_resid_post": "resid_post", "hook_attn_out": "attn_out",
-             "hook_mlp_out": "mlp_out", "hook_resid_mid": "resid_mid", "attn.hook_z": "z"}
-
-
-def _hf_kind(hook: str) -> tuple[str, int] | None:
-    """(patching hook kind, layer) for names read on the HF modules, else None."""
-    parts = hook.split(".")
-    if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
-        return None
-    kind = _HF_KINDS.get(".".join(parts[2:]))
-    return (kind, int(parts[1])) if kind else None
-
-
 def _forward_batch(model: Any, hooks: list[str], ids: torch.Tensor, b_idx: torch.Tensor, p_idx: torch.Tensor
                    ) -> dict[str, torch.Tensor]:
     """Run the model on `ids` until every hook in `hooks` has fired; gather rows (b_idx, p_idx) of each.
 
-    When every hook is an HF module boundary the forward runs on `model.hf`, otherwise on the Bridge."""
+    When every hook is an HF module boundary (`interp.sites`) the forward runs on `model.hf` with its own
+    fast attention, otherwise on the Bridge; both are tested equal to `run_with_cache`."""
     got: dict[str, torch.Tensor] = {}
 
     def keep(name: str, act: torch.Tensor) -> None:
@@ -95,12 +82,10 @@ def _forward_batch(model: Any, hooks: list[str], ids: torch.Tensor, b_idx: torch
         if len(got) == len(hooks):
             raise _Stop
 
-    kinds = [_hf_kind(h) for h in hooks]
+    kinds = [kind_of_hook(h) for h in hooks]
+    s = cached_sites(model) if all(kinds) else None
     with torch.no_grad():
-        if all(kinds) and _hf_sites(model) is not None:
-            from interp.patching.engine import Hooks, add_capture, heads_view
-
-            s = _hf_sites(model)
+        if s is not None:
 
             class Sink(dict):  # add_capture records into a dict: keep the rows at once instead
                 def __init__(self, name: str, z: bool) -> None:
@@ -130,20 +115,6 @@ def _forward_batch(model: Any, hooks: list[str], ids: torch.Tensor, b_idx: torch
     if missing:
         raise RuntimeError(f"hooks {missing} never fired in the forward pass of {model.name}")
     return got
-
-
-def _hf_sites(model: Any) -> Any:
-    """The HF modules behind the hook names (cached on the model), or None if the Bridge maps no blocks."""
-    cached = getattr(model, "_harvest_sites", False)
-    if cached is False:
-        from interp.patching.engine import sites
-
-        try:
-            cached = sites(model)
-        except (ValueError, KeyError, AttributeError):
-            cached = None
-        model._harvest_sites = cached
-    return cached
 
 
 def _release_free_memory() -> None:

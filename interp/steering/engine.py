@@ -1,7 +1,7 @@
 """Steering as torch hooks on `Model.hf`, so it acts in plain forwards and inside HF cached generation.
 
 TransformerLens hook names map to Hugging Face modules through the Bridge's component mapping
-(`interp.patching.engine.sites`): `hook_resid_pre` is decoder layer L's input, `hook_resid_post` its
+(`interp.sites`): `hook_resid_pre` is decoder layer L's input, `hook_resid_post` its
 output, `hook_attn_out` / `hook_mlp_out` the attention / MLP module outputs. A pre-hook on the whole model
 reads each forward's attention mask and cache length, so positions are known per row in a left-padded
 batch, at prefill and at every cached decoding step.
@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from interp.patching.engine import Sites, first_output, replace_first_output, sites
+from interp.sites import Sites, first_output, replace_first_output, sites
 from interp.steering.interventions import Intervention, Positions
 
 SUPPORTED = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
