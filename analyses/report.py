@@ -55,16 +55,36 @@ def zoo_table_html(result: ZooEvalResult) -> str:
 SECTIONS = (zoo_section,)
 
 
-def render(sections: list[Section], seconds: float) -> str:
+MAX_FIGURE_WIDTH = 1140  # the page body; wider figures scroll inside their frame
+
+
+def figure_size(path: Path, default: tuple[int, int] = (800, 480)) -> tuple[int, int]:
+    """(width, height) a saved plotly figure asks for, read from its HTML, so its iframe fits it."""
+    import re
+
+    try:
+        text = path.read_text()
+    except OSError:
+        return default
+    # the layout's size is the largest "width"/"height" in the page (line and marker widths are a few px)
+    ws = [int(x) for x in re.findall(r'"width":\s*(\d+)', text)]
+    hs = [int(x) for x in re.findall(r'"height":\s*(\d+)', text)]
+    w, h = max(ws, default=0), max(hs, default=0)
+    return (min(w + 20, MAX_FIGURE_WIDTH) if w >= 200 else default[0], h + 20 if h >= 200 else default[1])
+
+
+def render(sections: list[Section], seconds: float, out: Path | None = None) -> str:
     body = []
     for s in sections:
         body.append(f"<h2>{html.escape(s.title)}</h2>")
         body += [f"<p>{html.escape(t)}</p>" for t in s.sentences]
         body.append(s.table_html)
-        body += [f'<iframe src="{f}" width="800" height="480" frameborder="0"></iframe>' for f in s.figures]
+        for f in s.figures:
+            w, h = figure_size(out / f) if out is not None else (800, 480)
+            body.append(f'<iframe src="{f}" width="{w}" height="{h}" frameborder="0"></iframe>')
     libs = ", ".join(f"{k} {v}" for k, v in library_versions().items())
     return ("<!doctype html><html><head><meta charset='utf-8'><title>interp report</title><style>"
-            "body{font-family:sans-serif;max-width:900px;margin:2em auto}table{border-collapse:collapse}"
+            "body{font-family:sans-serif;max-width:1140px;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>"
             "<h1>What reasoning post-training changes, and how that differs from scale</h1>"
             + "".join(body) + f"<p><small>{html.escape(libs)}; built in {seconds:.0f} s</small></p></body></html>")
@@ -88,7 +108,7 @@ def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool =
     sections = [make(out, n_per_step, png) for make in SECTIONS if only is None or section_name(make) in only]
     page = out / "report.html"
     tmp = page.with_name(".report.html.tmp")
-    tmp.write_text(render(sections, time.time() - t0))
+    tmp.write_text(render(sections, time.time() - t0, out))
     tmp.replace(page)
     return page
 
