@@ -39,6 +39,7 @@ from probes import (
     Probe,
     ProbeJobConfig,
     Score,
+    control_labels,
     fit_cell,
     rows_for,
     score,
@@ -248,18 +249,12 @@ def _direct_only(store: ActivationStore, cell: CellResult, job: ProbeJobConfig, 
     g = [v for v, t in zip(groups, keep) if t]
     probe = Probe.load(cell.probe_path)
     s, boots = score(probe, x[k], sel, g, job.n_boot, job.seed, store.model_checksum)
-    cy = [v for v, t in zip(_control(y, groups, job.seed), keep) if t]
+    cy = [v for v, t in zip(control_labels(y, groups, job.seed), keep) if t]
     ctrl = Probe.load(cell.probe_path.removesuffix(".json") + ".control")
     cs, cboots = score(ctrl, x[k], cy, g, job.n_boot, job.seed, store.model_checksum)
     d = boots - cboots
     return dataclasses.replace(cell, n_test=int(keep.sum()), score=s, control=cs, selectivity=s.value - cs.value,
                                selectivity_ci=percentile_ci(d))
-
-
-def _control(y: Sequence[Any], groups: Sequence[str], seed: int) -> list[Any]:
-    from probes import control_labels
-
-    return control_labels(y, groups, seed)
 
 
 _DATASETS: dict[str, Any] = {}

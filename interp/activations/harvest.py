@@ -66,6 +66,18 @@ def _select(dataset: PromptDataset, selector: Selector, tokenizer: Any, start: i
     return out
 
 
+class _Sink(dict):
+    """`add_capture` records into a dict; this one hands each activation to `keep` at once instead."""
+
+    def __init__(self, name: str, view: Callable[[torch.Tensor], torch.Tensor] | None,
+                 keep: Callable[[str, torch.Tensor], None]) -> None:
+        super().__init__()
+        self.name, self.view, self.keep = name, view, keep
+
+    def __setitem__(self, layer: int, act: torch.Tensor) -> None:
+        self.keep(self.name, self.view(act) if self.view else act)
+
+
 def _forward_batch(model: Any, hooks: list[str], ids: torch.Tensor, b_idx: torch.Tensor, p_idx: torch.Tensor
                    ) -> dict[str, torch.Tensor]:
     """Run the model on `ids` until every hook in `hooks` has fired; gather rows (b_idx, p_idx) of each.
@@ -86,18 +98,10 @@ def _forward_batch(model: Any, hooks: list[str], ids: torch.Tensor, b_idx: torch
     s = cached_sites(model) if all(kinds) else None
     with torch.no_grad():
         if s is not None:
-
-            class Sink(dict):  # add_capture records into a dict: keep the rows at once instead
-                def __init__(self, name: str, z: bool) -> None:
-                    super().__init__()
-                    self.name, self.z = name, z
-
-                def __setitem__(self, layer: int, act: torch.Tensor) -> None:
-                    keep(self.name, heads_view(act, s) if self.z else act)
-
             with Hooks() as hk:
                 for h, (kind, layer) in zip(hooks, kinds):  # type: ignore[misc]
-                    add_capture(hk, s, kind, layer, Sink(h, kind == "z"))
+                    view = (lambda a, s=s: heads_view(a, s)) if kind == "z" else None
+                    add_capture(hk, s, kind, layer, _Sink(h, view, keep))
                 try:
                     model.hf(input_ids=ids, use_cache=False)
                 except _Stop:
