@@ -50,8 +50,8 @@ from interp.steering.directions import (
     random_directions,
 )
 
-RESULT_VERSION = 4
-VARIANTS = ("decision", "last")
+RESULT_VERSION = 5
+VARIANTS = ("decision", "target", "last")
 N_RANDOM = 3
 
 
@@ -64,10 +64,10 @@ class VerbosityConfig:
     val_seed: int = 3_100_019
     test_seed: int = 3_200_023
     steps: tuple[int, ...] = (1, 2, 3, 4)
-    n_val_per_step: int = 25
+    n_val_per_step: int = 50
     n_test_per_step: int = 50
     variants: tuple[str, ...] = VARIANTS
-    gammas: tuple[float, ...] = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5)
+    gammas: tuple[float, ...] = (0.125, 0.25, 0.375, 0.4375, 0.5, 0.625, 0.75, 1.0, 1.5)
     accuracy_tolerance: float = 0.01
     kl_bound: float = 0.5
     max_invalid_aggressive: float = 0.05
@@ -158,10 +158,12 @@ class VerbosityResult:
 # ------------------------------------------------------------------------------------------ pairs
 
 def decision_positions(problem: Problem, fmt: str) -> dict[str, int]:
-    """`step{i}.eq`: the `=` after step i's target in the written CoT (the token before the format choice)."""
+    """`step{i}.eq`: the `=` after step i's target in the written CoT (the token before the format choice);
+    `step{i}.target`: the target itself (the next token is `=` in both formats, so no value is predicted there)."""
     per = 4 if fmt == "concise" else 12
     start = 1 + len(problem.prompt_tokens())
-    return {f"step{i + 1}.eq": start + i * per + 1 for i in range(problem.n_steps)}
+    return ({f"step{i + 1}.eq": start + i * per + 1 for i in range(problem.n_steps)}
+            | {f"step{i + 1}.target": start + i * per for i in range(problem.n_steps)})
 
 
 def pair_datasets(problems: Sequence[Problem], tok: Any) -> tuple[PromptDataset, PromptDataset]:
@@ -177,7 +179,8 @@ def pair_datasets(problems: Sequence[Problem], tok: Any) -> tuple[PromptDataset,
 def selector(variant: str, max_steps: int) -> Named:
     if variant == "last":
         return Named(("final.value",))
-    return Named(tuple(f"step{i}.eq" for i in range(2, max_steps + 1)), missing="skip")
+    key = "eq" if variant == "decision" else "target"
+    return Named(tuple(f"step{i}.{key}" for i in range(2, max_steps + 1)), missing="skip")
 
 
 def pair_problems(cfg: VerbosityConfig) -> list[Problem]:

@@ -115,8 +115,11 @@ def verbosity_sentences(r: VerbosityResult) -> list[str]:
     lines = [f"Unsteered {m} on the test split ({u.n} problems, 1-4 steps): {tok(u)} CoT tokens, accuracy {acc(u)}."]
     p = t["prompt: concise first step"]
     lines.append(f"Prompting the concise format (its first step forced, with the model's own best digit): {tok(p)} "
-                 f"tokens ({rd('prompt: concise first step')} fewer), accuracy {acc(p)}: the model's concise chains "
-                 f"are far less accurate than its verbose ones, which bounds what any compression to that format keeps.")
+                 f"tokens ({rd('prompt: concise first step')} fewer), accuracy {acc(p)}"
+                 + (f": the model's concise chains are less accurate than its verbose ones ({p.accuracy:.2f} vs "
+                    f"{u.accuracy:.2f}), which bounds what any compression to that format keeps."
+                    if p.accuracy_ci[1] < u.accuracy else
+                    f": within its interval of unsteered accuracy ({u.accuracy:.2f}), so compression to that format can keep accuracy."))
     tf = r.teacher_forced
     if tf:
         lines.append("Teacher-forced on a correct chain (test problems), the most likely digit is each step's value for "

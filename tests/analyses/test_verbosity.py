@@ -45,10 +45,12 @@ def test_decision_positions_are_the_equals_before_each_steps_format_choice(sft: 
             for toks, e in ((vt, v), (ct, c)):
                 j = e.positions[f"step{i}.eq"]
                 assert (toks[j - 1], toks[j]) == (s.target, "=")
+                assert e.positions[f"step{i}.target"] == j - 1  # the next token is `=` in both formats
             # the contexts are the same up to step 1's choice, and differ from step 2 on
         assert v.ids[:v.positions["step1.eq"] + 1] == c.ids[:c.positions["step1.eq"] + 1]
     sel = analysis.selector("decision", 4)
     assert sel.names == ("step2.eq", "step3.eq", "step4.eq") and sel.missing == "skip"
+    assert analysis.selector("target", 3).names == ("step2.target", "step3.target")
     assert analysis.selector("last", 4).names == ("final.value",)
 
 
