@@ -123,31 +123,65 @@ def train_member(name: str, runs_dir: Path, out_dir: Path = ZOO_DIR, threads: in
     return path
 
 
-def lanes(names: list[str], jobs: int) -> list[list[str]]:
-    """Split members into `jobs` sequential lanes that respect dependencies (post-trained after base-s),
-    balancing the recipes' cost (steps x parameters-ish) so parallel lanes finish together."""
+def member_cost(name: str, out_dir: Path = ZOO_DIR) -> float:
+    """Seconds the member last took to train (its card), or an estimate from the recipe when it has no card."""
+    card = Path(out_dir) / name / "card.json"
+    if card.is_file():
+        return float(read_json(card)["train_seconds"])
+    r = RECIPES[name]
+    return 4e-6 * r.steps * r.batch_size * r.arch.n_layers * r.arch.d_model * (8 if r.kind == "rl" else 1)
+
+
+def dependency(name: str) -> str | None:
+    """The zoo member this one starts from (post-trained members start from base-s), if any."""
+    init = RECIPES[name].init or ""
+    return short_name(init) if init.startswith(ORGANISM_PREFIX) else None
+
+
+def lanes(names: list[str], jobs: int, out_dir: Path = ZOO_DIR) -> list[list[str]]:
+    """Split members into `jobs` sequential lanes: list scheduling by cost (longest first, each to the lane where
+    it finishes earliest), a dependent starting no earlier than its base finishes (a lane waits for a base
+    trained in another lane: see `train_all`)."""
     if jobs <= 1:
         return [names]
-    cost = {n: RECIPES[n].steps * RECIPES[n].arch.n_layers * RECIPES[n].arch.d_model ** 2
-            * (4 if RECIPES[n].kind == "rl" else 1) for n in names}
+    cost = {n: member_cost(n, out_dir) for n in names}
     out: list[list[str]] = [[] for _ in range(jobs)]
-    load = [0.0] * jobs
-    dependent = [n for n in names if (RECIPES[n].init or "").startswith(ORGANISM_PREFIX)]
-    first = [n for n in names if n not in dependent]
-    for n in sorted(first, key=lambda n: -cost[n]):
-        i = load.index(min(load))
+    end = [0.0] * jobs
+    finish: dict[str, float] = {}
+    independent = [n for n in names if dependency(n) not in names]
+    for n in sorted(independent, key=lambda n: -cost[n]) + sorted(set(names) - set(independent), key=lambda n: -cost[n]):
+        ready = finish.get(dependency(n) or "", 0.0)
+        i = min(range(jobs), key=lambda j: (max(end[j], ready) + cost[n], j))
+        end[i] = max(end[i], ready) + cost[n]
+        finish[n] = end[i]
         out[i].append(n)
-        load[i] += cost[n]
-    if dependent:  # after their base, in the lane that holds it (or the lightest)
-        i = next((j for j, lane in enumerate(out) if "base-s" in lane), load.index(min(load)))
-        out[i] += dependent
-    for lane in out:  # within a lane: base-s first so dependents can start
-        lane.sort(key=lambda n: ORDER.index(n))
+    for lane in out:  # within a lane: bases first, so dependents elsewhere wait as little as possible
+        lane.sort(key=lambda n: (dependency(n) is not None, ORDER.index(n)))
     return [lane for lane in out if lane]
 
 
-def _run_lane(lane: list[str], runs_dir: str, out_dir: str, threads: int, progress: bool) -> dict[str, str]:
-    return {n: str(train_member(n, Path(runs_dir), Path(out_dir), threads, progress)) for n in lane}
+def _marker(runs_dir: str, name: str, state: str) -> Path:
+    return Path(runs_dir) / f"{name}.{state}"
+
+
+def _run_lane(lane: list[str], runs_dir: str, out_dir: str, threads: int, progress: bool,
+              trained_here: list[str]) -> dict[str, str]:
+    """Train a lane's members in order; a member whose base is trained in this run (maybe in another lane) waits
+    for that base's `.done` marker, and stops if the base's lane failed."""
+    done = {}
+    for n in lane:
+        base = dependency(n)
+        while base in trained_here and not _marker(runs_dir, base, "done").exists():
+            if _marker(runs_dir, base, "failed").exists():
+                raise RuntimeError(f"{n} cannot start: training its base {base} failed in another lane")
+            time.sleep(2)
+        try:
+            done[n] = str(train_member(n, Path(runs_dir), Path(out_dir), threads, progress))
+        except BaseException:
+            _marker(runs_dir, n, "failed").touch()
+            raise
+        _marker(runs_dir, n, "done").touch()
+    return done
 
 
 def train_all(runs_dir: Path, out_dir: Path = ZOO_DIR, names: tuple[str, ...] = ORDER, threads: int = 0,
@@ -163,9 +197,13 @@ def train_all(runs_dir: Path, out_dir: Path = ZOO_DIR, names: tuple[str, ...] = 
     from concurrent.futures import ProcessPoolExecutor
 
     per_lane = threads or max(1, (torch.get_num_threads()) // jobs)
+    Path(runs_dir).mkdir(parents=True, exist_ok=True)
+    for n in wanted:  # markers of an earlier run must not release a dependent early
+        for state in ("done", "failed"):
+            _marker(str(runs_dir), n, state).unlink(missing_ok=True)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_run_lane, lane, str(runs_dir), str(out_dir), per_lane, progress)
-                   for lane in lanes(wanted, jobs)]
+        futures = [pool.submit(_run_lane, lane, str(runs_dir), str(out_dir), per_lane, progress, wanted)
+                   for lane in lanes(wanted, jobs, out_dir)]
         done: dict[str, Path] = {}
         for f in futures:
             done.update({k: Path(v) for k, v in f.result().items()})
@@ -192,5 +230,5 @@ def card_table(out_dir: Path = ZOO_DIR, hard: tuple[int, ...] = (3, 4)) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["card_table", "lanes", "RECIPES", "ORDER", "SIZES", "TASK", "BASE_MIX", "recipe", "train_member", "train_all", "export",
+__all__ = ["card_table", "lanes", "member_cost", "dependency", "RECIPES", "ORDER", "SIZES", "TASK", "BASE_MIX", "recipe", "train_member", "train_all", "export",
            "card_eval", "CARD_EVAL"]

@@ -12,6 +12,8 @@ EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.py"))
 EXPECT = {
     "zoo_tour.py": (("forced CoT", "logit-lens accuracy by layer"), ("logit_lens_base_s.html",)),
     "probing.py": (("selectivity by layer", "on sft (all problems)"), ("probe_selectivity_base_s.html",)),
+    "steering.py": (("held-out AUROC", "verbosity direction, gamma 0.625"), ("steering_length_vs_accuracy.html",
+                                                                           "verbosity_direction.json")),
 }
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from interp.organism.zoo import ORDER, RECIPES, card_table, lanes, recipe
+from interp.organism.zoo import ORDER, RECIPES, _run_lane, card_table, dependency, lanes, member_cost, recipe
 from interp.organism.zoo_paths import ZOO_DIR
 
 
@@ -37,7 +37,28 @@ def test_lanes_cover_every_member_once_with_dependents_after_base_s(jobs: int):
     assert sorted(flat) == sorted(ORDER) and len(split) <= jobs
     home = next(lane for lane in split if "base-s" in lane)
     for dependent in ("sft", "rl", "dpo"):
-        assert home.index(dependent) > home.index("base-s")
+        assert dependency(dependent) == "base-s"
+        if dependent in home:
+            assert home.index(dependent) > home.index("base-s")
+
+
+def test_two_lanes_balance_the_measured_costs_better_than_one():
+    cost = {n: member_cost(n) for n in ORDER}
+    split = lanes(list(ORDER), 2)
+    # a dependent in the other lane starts after base-s finishes; bases come first in base-s's lane
+    finish: dict[str, float] = {}
+    for lane in sorted(split, key=lambda lane: "base-s" not in lane):
+        t = 0.0
+        for n in lane:
+            t = max(t, finish.get(dependency(n) or "", 0.0)) + cost[n]
+            finish[n] = t
+    assert max(finish.values()) < 0.55 * sum(cost.values())  # all dependents in base-s's lane: 0.57
+
+
+def test_a_lane_stops_when_its_base_failed_in_another_lane(tmp_path: Path):
+    (tmp_path / "base-s.failed").touch()
+    with pytest.raises(RuntimeError, match="its base base-s failed"):
+        _run_lane(["sft"], str(tmp_path), str(tmp_path / "zoo"), 1, False, ["base-s", "sft"])
 
 
 def test_card_table_lists_every_shipped_member():
