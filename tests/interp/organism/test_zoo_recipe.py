@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from interp.organism.zoo import ORDER, RECIPES, _run_lane, card_table, dependency, lanes, member_cost, recipe
+from interp.organism.zoo import (
+    ORDER,
+    RECIPES,
+    _run_lane,
+    card_table,
+    dependency,
+    lanes,
+    member_cost,
+    recipe,
+)
 from interp.organism.zoo_paths import ZOO_DIR
 
 
