@@ -68,7 +68,8 @@ class FeatureClamp(Intervention):
             raise SAEError("FeatureClamp needs the SAE whose feature it clamps")
         check_feature(self.sae, self.feature)
 
-    def delta(self, h: Float[torch.Tensor, "batch pos d"]) -> torch.Tensor:
+    def delta(self, h: Float[torch.Tensor, "batch pos d"], v: torch.Tensor | None = None,
+              u: torch.Tensor | None = None) -> torch.Tensor:
         f = self.sae.encode(h.float())[..., self.feature]
         return ((self.value - f)[..., None] * self.sae.W_dec[self.feature].float()).to(h.dtype)
 

@@ -219,13 +219,17 @@ def bench_steer_cmd(
     new_tokens: Annotated[int, typer.Option(help="tokens generated per prompt (EOS suppressed)")] = 48,
     repeats: Annotated[int, typer.Option(help="timed repeats per method (best of)")] = 5,
     threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+    device: Annotated[str, typer.Option(help="torch device, e.g. cuda")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
 ) -> None:
     """Steered vs unsteered batched generation tokens/s on the same batch (target >= 0.85x)."""
     from interp.benchmark import print_bench
     from interp.steering.bench import bench_steer
 
+    if dtype not in ("float32", "bfloat16", "float16"):
+        fail(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
     try:
-        rows, figures = bench_steer(model, n, new_tokens, repeats, threads)
+        rows, figures = bench_steer(model, n, new_tokens, repeats, threads, device, dtype)
     except (ValueError, FileNotFoundError, OSError) as e:
         fail(e)
     print_bench("interp bench steer", rows, figures)

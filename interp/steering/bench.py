@@ -23,16 +23,19 @@ TARGET = 0.85
 
 
 def bench_steer(model_name: str = "organism/sft", n: int = 64, new_tokens: int = 48, repeats: int = 3,
-                threads: int = 1) -> tuple[list[BenchRow], dict[str, Any]]:
-    """Rows for the table and the JSON figures (ratios against unsteered generation of the same batch)."""
+                threads: int = 1, device: str = "cpu", dtype: str = "float32") -> tuple[list[BenchRow], dict[str, Any]]:
+    """Rows for the table and the JSON figures (ratios against unsteered generation of the same batch). Prompts are
+    organism problems, so a model of another vocabulary needs the organism's tokens in its tokenizer (or a
+    random-init model saved with the organism tokenizer, as the GPU check does)."""
     from interp.models import load
 
     torch.set_num_threads(threads)
-    m = load(model_name)
+    m = load(model_name, device=device, dtype=getattr(torch, dtype))
     tok = m.tokenizer
     probs = sample_problems(7, n, TaskConfig())
     ids, mask = left_pad([[tok.bos_token_id, *tok.convert_tokens_to_ids(p.prompt_tokens())] for p in probs],
                          tok.pad_token_id)
+    ids, mask = ids.to(m.device), mask.to(m.device)
     g = torch.Generator().manual_seed(0)
     mid = m.n_layers // 2
     one = [Subtract(SteeringVector(torch.randn(m.d_model, generator=g), resid_post(mid)), scale=0.5,
@@ -46,6 +49,8 @@ def bench_steer(model_name: str = "organism/sft", n: int = 64, new_tokens: int =
                 m.hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens,
                               min_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
                               eos_token_id=tok.eos_token_id)
+            if m.device.type == "cuda":
+                torch.cuda.synchronize()
         return f
 
     fns = {"unsteered": gen([]), "steered": gen(one), "steered_every_layer": gen(every)}
@@ -61,7 +66,7 @@ def bench_steer(model_name: str = "organism/sft", n: int = 64, new_tokens: int =
     ratio = tps["steered"] / tps["unsteered"]
     ratio_all = tps["steered_every_layer"] / tps["unsteered"]
     ratio_cpu = cpu["unsteered"] / cpu["steered"]
-    rows = [BenchRow("model", f"{model_name} ({m.n_layers} layers, d_model {m.d_model})"),
+    rows = [BenchRow("model", f"{model_name} ({m.n_layers} layers, d_model {m.d_model}, {dtype} on {m.device})"),
             BenchRow("batch", f"{n} prompts x {new_tokens} new tokens, greedy, HF KV cache, {threads} thread(s)"),
             BenchRow("unsteered tokens/s", f"{tps['unsteered']:,.0f}"),
             BenchRow(f"steered tokens/s (subtract at {resid_post(mid)}, every generated token)", f"{tps['steered']:,.0f}"),
@@ -69,7 +74,8 @@ def bench_steer(model_name: str = "organism/sft", n: int = 64, new_tokens: int =
             BenchRow("steered / unsteered (process CPU time)", f"{ratio_cpu:.3f}"),
             BenchRow(f"steered at all {m.n_layers} layers tokens/s", f"{tps['steered_every_layer']:,.0f}"),
             BenchRow("all layers / unsteered", f"{ratio_all:.3f}")]
-    figures = {"model": model_name, "batch": n, "new_tokens": new_tokens, "threads": threads,
+    figures = {"model": model_name, "device": str(m.device), "dtype": dtype, "batch": n, "new_tokens": new_tokens,
+               "threads": threads,
                "unsteered_tokens_per_s": round(tps["unsteered"], 1), "steered_tokens_per_s": round(tps["steered"], 1),
                "steered_tokens_per_s_ratio": round(ratio, 3), "steered_tokens_per_cpu_s_ratio": round(ratio_cpu, 3),
                "steered_every_layer_tokens_per_s_ratio": round(ratio_all, 3), "target_ratio": TARGET,

@@ -127,6 +127,8 @@ class Steering:
         self.check_finite = check_finite
         self.handles: list[Any] = []
         self.state = _State()
+        self._vectors: dict[tuple[int, torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._finite: dict[int, torch.Tensor] = {}  # per intervention, this forward: no NaN/inf (checked at its end)
         placed = []
         for iv in ivs:
             mod, side = hook_site(model, iv.at, s)
@@ -135,6 +137,8 @@ class Steering:
         if not ivs:
             return
         self.handles.append(model.hf.register_forward_pre_hook(self._on_forward, with_kwargs=True))
+        if check_finite:
+            self.handles.append(model.hf.register_forward_hook(self._check_finite))
         self._wheres = list({_where_key(iv.where): iv.where for iv in ivs}.items())
         for iv, mod, side in placed:
             if side == "pre":
@@ -188,14 +192,27 @@ class Steering:
         if h.dim() != 3 or h.shape[-1] != iv.vector.d_model:
             raise SteeringError(f"{iv.at} gives activations of shape {tuple(h.shape)}, not [batch, pos, "
                                 f"{iv.vector.d_model}]")
+        key = (id(iv), h.device, h.dtype)
+        if key not in self._vectors:  # one copy per device and dtype, not one per forward
+            vec = iv.vector
+            self._vectors[key] = (vec.vector.to(h), vec.unit().to(h) if vec.norm > 0 else None)
+        v, u = self._vectors[key]
         if sel is None:
-            out = h + iv.delta(h)
+            out = h + iv.delta(h, v, u)
         else:
-            out = h + iv.delta(h) * sel[..., None].to(h.dtype)
-        if self.check_finite and not bool(torch.isfinite(out).all()):
-            raise FloatingPointError(f"steering made NaN/inf at {iv.at} ({iv.describe()}): the scale is too large "
-                                     f"for this model's activations; stopped")
+            out = h + iv.delta(h, v, u) * sel[..., None].to(h.dtype)
+        if self.check_finite:  # a flag on the device; read once per forward, so a GPU is not synchronised per hook
+            ok = torch.isfinite(out).all()
+            self._finite[id(iv)] = ok if id(iv) not in self._finite else self._finite[id(iv)] & ok
         return out
+
+    def _check_finite(self, mod: torch.nn.Module, args: tuple, out: Any) -> None:
+        flags, self._finite = self._finite, {}
+        if not flags or bool(torch.stack(list(flags.values())).all()):
+            return
+        bad = next(iv for iv in self.interventions if id(iv) in flags and not bool(flags[id(iv)]))
+        raise FloatingPointError(f"steering made NaN/inf at {bad.at} ({bad.describe()}): the scale is too large "
+                                 f"for this model's activations; stopped")
 
     def _pre(self, iv: Intervention) -> Any:
         def fn(mod: torch.nn.Module, args: tuple, kwargs: dict) -> Any:

@@ -65,7 +65,9 @@ class Intervention:
     def at(self) -> str:
         return self.hook or self.vector.hook
 
-    def delta(self, h: Float[torch.Tensor, "batch pos d"]) -> torch.Tensor:
+    def delta(self, h: Float[torch.Tensor, "batch pos d"], v: torch.Tensor | None = None,
+              u: torch.Tensor | None = None) -> torch.Tensor:
+        """The change to `h`; `v` and `u` (the vector and its unit, already on h's device and dtype) spare a copy."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -81,8 +83,8 @@ class Add(Intervention):
 
     scale: float = 1.0
 
-    def delta(self, h: torch.Tensor) -> torch.Tensor:
-        return (self.scale * self.vector.vector.to(h)).expand_as(h)
+    def delta(self, h: torch.Tensor, v: torch.Tensor | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+        return (self.scale * (self.vector.vector.to(h) if v is None else v)).expand_as(h)
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,16 +93,16 @@ class Subtract(Intervention):
 
     scale: float = 1.0
 
-    def delta(self, h: torch.Tensor) -> torch.Tensor:
-        return (-self.scale * self.vector.vector.to(h)).expand_as(h)
+    def delta(self, h: torch.Tensor, v: torch.Tensor | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+        return (-self.scale * (self.vector.vector.to(h) if v is None else v)).expand_as(h)
 
 
 @dataclass(frozen=True, eq=False)
 class ProjectOut(Intervention):
     """h - (h . u) u with u = v / |v|: the component along v becomes zero."""
 
-    def delta(self, h: torch.Tensor) -> torch.Tensor:
-        u = self.vector.unit().to(h)
+    def delta(self, h: torch.Tensor, v: torch.Tensor | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+        u = self.vector.unit().to(h) if u is None else u
         return -(h @ u)[..., None] * u
 
 
@@ -110,8 +112,8 @@ class Clamp(Intervention):
 
     value: float = 0.0
 
-    def delta(self, h: torch.Tensor) -> torch.Tensor:
-        u = self.vector.unit().to(h)
+    def delta(self, h: torch.Tensor, v: torch.Tensor | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+        u = self.vector.unit().to(h) if u is None else u
         return (self.value - h @ u)[..., None] * u
 
 
