@@ -1,0 +1,188 @@
+"""One short check of the GPU path, run on a lent GPU machine (see the README's "GPU" notes).
+
+1. A random-init model of Qwen2.5-1.5B's shape (bf16, saved with the organism tokenizer so the organism's prompts
+   are valid) loaded through `interp.load` on CUDA: steered vs unsteered batched generation (`bench_steer`),
+   harvest of the last layer's residual stream vs a plain HF forward of the same batches, and exactness checks
+   (a zero vector changes no logit; projecting out leaves no component along the direction).
+2. The zoo's verbosity point on CUDA: sft's direction read again on the GPU and subtracted at every generated
+   token on the test split, to compare with the CPU numbers in figures/verbosity.json.
+
+Writes one JSON object (and prints it as the last line). `GPU_CHECK_SMALL=1` runs a tiny shape on CPU (a dry run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SMALL = os.environ.get("GPU_CHECK_SMALL") == "1"
+DEVICE = "cpu" if SMALL else "cuda"
+OUT = Path(os.environ.get("OUT") or tempfile.mkdtemp())
+
+
+def sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int = 3) -> float:
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def build(folder: Path) -> None:
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from analyses.layer_changes.bench import QWEN2_1_5B
+    from interp.organism.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(512)
+    shape = dict(QWEN2_1_5B)
+    if SMALL:
+        shape.update(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, vocab_size=512)
+    cfg = Qwen2Config(**shape, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    with torch.device(DEVICE):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+
+
+def big_model(res: dict) -> None:
+    import interp
+    from interp.activations import AllTokens, harvest
+    from interp.organism.dataset import problem_dataset
+    from interp.organism.task import sample_problems
+    from interp.steering import ProjectOut, SteeringVector, Subtract, steer
+    from interp.steering.bench import bench_steer
+
+    folder = Path(tempfile.mkdtemp()) / "qwen2_1_5b_shape"
+    t0 = time.perf_counter()
+    build(folder)
+    res["build_seconds"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    m = interp.load(folder, device=DEVICE, dtype=torch.bfloat16)
+    res["load_seconds"] = round(time.perf_counter() - t0, 1)
+    res["model"] = {"n_params": m.n_params, "n_layers": m.n_layers, "d_model": m.d_model, "device": str(m.device)}
+
+    _, steer_fig = bench_steer(str(folder), n=64, new_tokens=48, repeats=3, device=DEVICE, dtype="bfloat16")
+    res["bench_steer"] = steer_fig
+
+    # harvest one hook (last layer, every token, written to disk) vs a plain HF forward of the same batches
+    probs = sample_problems(11, 64 if SMALL else 1024)
+    ds = problem_dataset(probs, m.tokenizer)
+    hook = f"blocks.{m.n_layers - 1}.hook_resid_post"
+    batches = []
+    for s in range(0, len(ds), 64):
+        seqs = [list(e.ids) for e in ds.examples[s:s + 64]]
+        w = max(map(len, seqs))
+        batches.append(torch.tensor([q + [m.tokenizer.pad_token_id] * (w - len(q)) for q in seqs], device=m.device))
+
+    def forward() -> None:
+        with torch.no_grad():
+            for b in batches:
+                m.hf(input_ids=b)
+
+    store_dir = Path(tempfile.mkdtemp())
+
+    def harvest_all() -> None:
+        harvest(m, ds, [hook], AllTokens(), store_dir / "store", batch_size=64, overwrite=True)
+
+    t_fwd, t_harvest = timed(forward), timed(harvest_all)
+    res["harvest"] = {"prompts": len(ds), "hook": hook, "hf_forward_seconds": round(t_fwd, 4),
+                      "harvest_seconds": round(t_harvest, 4),
+                      "harvest_speed_over_hf_forward": round(t_fwd / t_harvest, 3)}
+
+    # exactness on the device
+    ids, mask = m.encode(["Q : a = 3 ; b = a + 4 ; c = b * 2 ; c ? A :"])
+    with torch.no_grad():
+        ref = m.hf(input_ids=ids, attention_mask=mask).logits
+        zero = SteeringVector(torch.zeros(m.d_model), "blocks.0.hook_resid_post")
+        with steer(m, [Subtract(zero, scale=1.0, where="all")]):
+            same = bool(torch.equal(m.hf(input_ids=ids, attention_mask=mask).logits, ref))
+        d = SteeringVector(torch.randn(m.d_model, generator=torch.Generator().manual_seed(1)), "blocks.0.hook_resid_post")
+        # the component after the edit: read at the next layer's input (what the edit hands on)
+        seen2: dict = {}
+
+        def grab(mod, a, kw) -> None:
+            seen2.setdefault("h", (a[0] if a else kw["hidden_states"]).detach())
+
+        h2 = m.hf.model.layers[1].register_forward_pre_hook(grab, with_kwargs=True)
+        with steer(m, [ProjectOut(d, where="all")]):
+            m.hf(input_ids=ids, attention_mask=mask)
+        h2.remove()
+        comp = (seen2["h"].float() @ d.unit().to(m.device)).abs().max().item()
+        norm = seen2["h"].float().norm(dim=-1).max().item()
+    res["exact"] = {"zero_vector_logits_equal": same, "project_out_max_component": comp,
+                    "project_out_component_over_norm": comp / norm}
+    del m
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
+def zoo_verbosity(res: dict) -> None:
+    import dataclasses
+
+    import interp
+    from analyses.verbosity.analysis import VerbosityConfig, directions, pair_problems
+    from analyses.verbosity.common import arrays, generate_graded, problems_per_step
+    from interp.steering import Subtract
+
+    ref = json.loads(Path("figures/verbosity.json").read_text())
+    cfg = VerbosityConfig.from_dict(ref["config"])
+    chosen = ref["chosen"]
+    m = interp.load(cfg.model, device=DEVICE)
+    dirs = directions(m, dataclasses.replace(cfg, variants=(chosen["variant"],)))
+    vec = dirs[chosen["variant"]].get(chosen["hook"]).mean_diff
+    prompts = {p.prompt() for p in pair_problems(cfg)}
+    test = [p for p in problems_per_step(cfg.test_seed, cfg.n_test_per_step, cfg.steps) if p.prompt() not in prompts]
+    out = {"direction_norm": vec.norm, "cpu_direction_norm": next(
+        h["norm_mean_diff"] for h in ref["directions"][f"organism/sft/{chosen['variant']}"]["hooks"]
+        if h["hook"] == chosen["hook"])}
+    for name, ivs in (("unsteered", []), ("chosen", [Subtract(vec, scale=-chosen["gamma"], where="generated")])):
+        a = arrays(generate_graded(m, test, ivs, max_new_tokens=cfg.max_new_tokens))
+        out[name] = {"mean_tokens": float(a["tokens"].mean()), "accuracy": float(a["correct"].mean()),
+                     "cpu_mean_tokens": ref["test"][name]["mean_tokens"], "cpu_accuracy": ref["test"][name]["accuracy"]}
+    res["zoo_verbosity_on_device"] = out
+
+
+def main() -> None:
+    res: dict = {"device": DEVICE, "torch": torch.__version__}
+    if DEVICE == "cuda":
+        res["gpu"] = torch.cuda.get_device_name(0)
+    import transformers
+
+    res["transformers"] = transformers.__version__
+    for name, fn in (("big_model", big_model), ("zoo_verbosity", zoo_verbosity)):
+        t0 = time.perf_counter()
+        try:
+            fn(res)
+        except Exception as e:  # report and go on: one failing part must not hide the other's numbers
+            import traceback
+
+            res[f"{name}_error"] = f"{type(e).__name__}: {e}"
+            traceback.print_exc()
+        res[f"{name}_seconds"] = round(time.perf_counter() - t0, 1)
+        (OUT / "gpu_check.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
