@@ -85,6 +85,26 @@ def big_model(res: dict) -> None:
     _, steer_fig = bench_steer(str(folder), n=64, new_tokens=48, repeats=3, device=DEVICE, dtype="bfloat16")
     res["bench_steer"] = steer_fig
 
+    # the floor for steering at every layer: the same generation with a no-op torch hook on every decoder layer
+    from interp.generate import left_pad
+
+    tok = m.tokenizer
+    ids, mask = left_pad([[tok.bos_token_id, *tok.convert_tokens_to_ids(p.prompt_tokens())]
+                          for p in sample_problems(7, 64)], tok.pad_token_id)
+    ids, mask = ids.to(m.device), mask.to(m.device)
+
+    def gen() -> None:
+        with torch.no_grad():
+            m.hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=48, min_new_tokens=48, do_sample=False,
+                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+
+    t_plain = timed(gen)
+    handles = [layer.register_forward_hook(lambda mod, a, out: None) for layer in m.hf.model.layers]
+    t_noop = timed(gen)
+    for h in handles:
+        h.remove()
+    res["noop_hook_every_layer_tokens_per_s_ratio"] = round(t_plain / t_noop, 3)
+
     # harvest one hook (last layer, every token, written to disk) vs a plain HF forward of the same batches
     probs = sample_problems(11, 64 if SMALL else 1024)
     ds = problem_dataset(probs, m.tokenizer)

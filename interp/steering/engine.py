@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from interp.sites import Sites, first_output, replace_first_output, sites
-from interp.steering.interventions import Intervention, Positions
+from interp.steering.interventions import Add, Intervention, Positions, Subtract
 
 SUPPORTED = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
 
@@ -127,8 +127,8 @@ class Steering:
         self.check_finite = check_finite
         self.handles: list[Any] = []
         self.state = _State()
-        self._vectors: dict[tuple[int, torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor | None]] = {}
-        self._finite: dict[int, torch.Tensor] = {}  # per intervention, this forward: no NaN/inf (checked at its end)
+        self._vectors: dict[tuple[int, torch.device, torch.dtype], tuple[Any, torch.Tensor, Any]] = {}
+        self._finite: list[tuple[Intervention, torch.Tensor]] = []  # this forward's NaN/inf flags, read at its end
         placed = []
         for iv in ivs:
             mod, side = hook_site(model, iv.at, s)
@@ -185,6 +185,14 @@ class Steering:
         st.sel = {k: _select(st, w, x.device) for k, w in self._wheres}
 
     # ------------------------------------------------------------------ the edits
+    def _prepare(self, iv: Intervention, h: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """The vector (and unit) on h's device and dtype, and for Add/Subtract the constant shift itself."""
+        vec = iv.vector
+        v = vec.vector.to(h)
+        u = vec.unit().to(h) if vec.norm > 0 else None
+        shift = iv.delta(h[:1, :1], v, u)[0, 0] if isinstance(iv, (Add, Subtract)) else None
+        return shift, v, u
+
     def _apply(self, iv: Intervention, h: torch.Tensor) -> torch.Tensor:
         sel = self.state.sel.get(_where_key(iv.where), False)
         if sel is False:
@@ -193,24 +201,21 @@ class Steering:
             raise SteeringError(f"{iv.at} gives activations of shape {tuple(h.shape)}, not [batch, pos, "
                                 f"{iv.vector.d_model}]")
         key = (id(iv), h.device, h.dtype)
-        if key not in self._vectors:  # one copy per device and dtype, not one per forward
-            vec = iv.vector
-            self._vectors[key] = (vec.vector.to(h), vec.unit().to(h) if vec.norm > 0 else None)
-        v, u = self._vectors[key]
-        if sel is None:
-            out = h + iv.delta(h, v, u)
-        else:
-            out = h + iv.delta(h, v, u) * sel[..., None].to(h.dtype)
-        if self.check_finite:  # a flag on the device; read once per forward, so a GPU is not synchronised per hook
-            ok = torch.isfinite(out).all()
-            self._finite[id(iv)] = ok if id(iv) not in self._finite else self._finite[id(iv)] & ok
+        prep = self._vectors.get(key)
+        if prep is None:  # one copy per device and dtype, not one per forward
+            prep = self._vectors[key] = self._prepare(iv, h)
+        shift, v, u = prep
+        d = shift if shift is not None else iv.delta(h, v, u)
+        out = h + d if sel is None else h + d * sel[..., None].to(h.dtype)
+        if self.check_finite:  # flags stay on the device; read once per forward (no GPU sync per hook)
+            self._finite.append((iv, torch.isfinite(out).all()))
         return out
 
     def _check_finite(self, mod: torch.nn.Module, args: tuple, out: Any) -> None:
-        flags, self._finite = self._finite, {}
-        if not flags or bool(torch.stack(list(flags.values())).all()):
+        flags, self._finite = self._finite, []
+        if not flags or bool(torch.stack([f for _, f in flags]).all()):
             return
-        bad = next(iv for iv in self.interventions if id(iv) in flags and not bool(flags[id(iv)]))
+        bad = next(iv for iv, f in flags if not bool(f))
         raise FloatingPointError(f"steering made NaN/inf at {bad.at} ({bad.describe()}): the scale is too large "
                                  f"for this model's activations; stopped")
 
