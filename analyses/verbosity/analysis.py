@@ -28,7 +28,6 @@ from analyses.verbosity.common import (
     Cell,
     Run,
     arrays,
-    best_wall_and_cpu,
     cell_of,
     digest,
     forced_concise_prefixes,
@@ -39,6 +38,7 @@ from analyses.verbosity.common import (
     teacher_forced_steps,
 )
 from interp.activations import Named, PromptDataset
+from interp.benchmark import best_wall_and_cpu
 from interp.hooks import resid_post
 from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.organism.dataset import problem_dataset
@@ -311,7 +311,8 @@ def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True) -> V
         fns = {"unsteered": gen([])}
         for label, pt in timed.items():
             fns[label] = gen([_intervention(dirs[pt.variant].get(pt.hook).mean_diff, pt.gamma)])
-        times, cpu = best_wall_and_cpu(fns, cfg.timing_repeats)
+        best = best_wall_and_cpu(fns, cfg.timing_repeats)
+        times, cpu = {k: w for k, (w, _) in best.items()}, {k: c for k, (_, c) in best.items()}
         n_gen = {k: sum(len(c) for c in runs[k].completions) for k in fns}
         for k, t in times.items():
             speed[f"{k}_seconds"] = round(t, 4)
@@ -331,9 +332,10 @@ def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True) -> V
                         generate_ids(model.hf, model.tokenizer, [p], cfg.max_new_tokens)
             return f
 
-        lat, lat_cpu = best_wall_and_cpu(
+        best = best_wall_and_cpu(
             {k: seq([] if pt is None else [_intervention(dirs[pt.variant].get(pt.hook).mean_diff, pt.gamma)])
              for k, pt in {"unsteered": None, **timed}.items()}, max(1, cfg.timing_repeats - 1))
+        lat, lat_cpu = {k: w for k, (w, _) in best.items()}, {k: c for k, (_, c) in best.items()}
         speed["latency_problems"] = len(one)
         for k, t in lat.items():
             speed[f"{k}_seconds_per_problem"] = round(t / len(one), 5)

@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,22 +132,6 @@ def teacher_forced_steps(model: Any, problems: Sequence[Problem], fmt: str, n_bo
     every = np.array([all(row) for row in per_problem], float)
     return {"format": fmt, "step_accuracy": float(steps.mean()), "step_accuracy_ci": list(bootstrap_ci(steps, n_boot)),
             "all_steps": float(every.mean()), "all_steps_ci": list(bootstrap_ci(every, n_boot)), "n": len(per_problem)}
-
-
-def best_wall_and_cpu(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Best-of-`repeats` wall-clock and process-CPU seconds per function, interleaved after one warm-up call each
-    (CPU time is the steadier measure on a machine shared with other jobs)."""
-    for f in fns.values():
-        f()
-    wall = {k: float("inf") for k in fns}
-    cpu = dict(wall)
-    for _ in range(repeats):
-        for k, f in fns.items():
-            w0, c0 = time.perf_counter(), time.process_time()
-            f()
-            wall[k] = min(wall[k], time.perf_counter() - w0)
-            cpu[k] = min(cpu[k], time.process_time() - c0)
-    return wall, cpu
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,11 @@ same forwards and the ratio measures the steering hooks alone. Best of `repeats`
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 
-from interp.benchmark import BenchRow, best_times
+from interp.benchmark import BenchRow, best_wall_and_cpu
 from interp.generate import left_pad
 from interp.hooks import resid_post
 from interp.organism.task import TaskConfig, sample_problems
@@ -54,13 +53,8 @@ def bench_steer(model_name: str = "organism/sft", n: int = 64, new_tokens: int =
         return f
 
     fns = {"unsteered": gen([]), "steered": gen(one), "steered_every_layer": gen(every)}
-    times = best_times(fns, repeats)
-    cpu = {k: float("inf") for k in fns}  # this process's CPU time: steadier than wall clock on a shared machine
-    for _ in range(repeats):
-        for k, f in fns.items():
-            c0 = time.process_time()
-            f()
-            cpu[k] = min(cpu[k], time.process_time() - c0)
+    best = best_wall_and_cpu(fns, repeats)  # CPU time too: steadier than wall clock on a shared machine
+    times, cpu = {k: w for k, (w, _) in best.items()}, {k: c for k, (_, c) in best.items()}
     n_tok = n * new_tokens
     tps = {k: n_tok / t for k, t in times.items()}
     ratio = tps["steered"] / tps["unsteered"]
