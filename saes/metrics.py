@@ -20,8 +20,7 @@ import torch
 from jaxtyping import Float
 
 from interp.activations import ActivationStore
-from interp.stats import percentile_ci
-from probes import group_bootstrap
+from interp.stats import group_bootstrap, percentile_ci
 from saes.config import SAEError
 
 DENSE_THRESHOLD = 0.1  # a feature firing on more than this share of rows counts as dense

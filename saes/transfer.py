@@ -19,8 +19,7 @@ import torch
 from jaxtyping import Float
 
 from interp.activations import ActivationStore
-from interp.stats import percentile_ci
-from probes import group_bootstrap
+from interp.stats import group_bootstrap, percentile_ci
 from saes.config import SAEError
 from saes.metrics import check_width, reconstruct
 
