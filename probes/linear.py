@@ -94,7 +94,7 @@ class Probe:
         return Path(f"{stem}.json")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Probe":
+    def load(cls, path: str | Path) -> Probe:
         """Load from the stem, the .json or the .safetensors path."""
         stem = _stem(path)
         meta = read_json(f"{stem}.json")
@@ -154,4 +154,4 @@ def _fit(x: torch.Tensor, y: Sequence[Any], kind: Kind | None, c: float, alpha: 
     return Probe(torch.from_numpy(w_raw).float(), torch.from_numpy(b_raw).float(), kind, classes, meta)
 
 
-__all__ = ["Probe", "ProbeMismatchError", "fit", "infer_kind", "Kind"]
+__all__ = ["Kind", "Probe", "ProbeMismatchError", "fit", "infer_kind"]

@@ -44,4 +44,4 @@ def control_labels(y: Sequence[Any], groups: Sequence[str], seed: int = 0) -> li
     return [mapping[g] for g in groups]
 
 
-__all__ = ["split_by_group", "control_labels", "group_bootstrap"]
+__all__ = ["control_labels", "group_bootstrap", "split_by_group"]

@@ -2,13 +2,16 @@
 
 `run(ProbeJobConfig(...))` fits one probe and one control probe per cell, scores both on held-out
 problems, and writes each cell (its probe and its metrics) as it finishes, so a killed job resumes
-where it stopped and gives the same numbers. `score` is the single place a probe is scored against
+where it stopped and gives the same numbers. A finished cell is reused only if it was computed from the
+same store contents (model checksum, dataset hash, shard checksums): a store re-harvested at the same
+path makes its cells recompute. `score` is the single place a probe is scored against
 labels, for the job and for transfer (a probe applied to another model's activations).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -54,7 +57,7 @@ class ProbeJobConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ProbeJobConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> ProbeJobConfig:
         d = dict(d)
         for k in ("targets", "hooks", "labels"):
             d[k] = tuple(d.get(k, ()))
@@ -78,7 +81,7 @@ class Score:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Score":
+    def from_dict(cls, d: Mapping[str, Any]) -> Score:
         return cls(d["metric"], d["value"], tuple(d["ci"]), d["n"])  # type: ignore[arg-type]
 
 
@@ -107,7 +110,7 @@ class CellResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "CellResult":
+    def from_dict(cls, d: Mapping[str, Any]) -> CellResult:
         d = dict(d)
         d["score"], d["control"] = Score.from_dict(d["score"]), Score.from_dict(d["control"])
         d["selectivity_ci"] = tuple(d["selectivity_ci"])
@@ -121,15 +124,17 @@ class SweepResult:
     model_checksum: str
     cells: tuple[CellResult, ...]
     libraries: Mapping[str, str]
+    source: Mapping[str, str] = field(default_factory=dict)  # store_identity of the store the cells came from
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "model_name": self.model_name, "model_checksum": self.model_checksum,
-                "cells": [c.to_dict() for c in self.cells], "libraries": dict(self.libraries)}
+                "cells": [c.to_dict() for c in self.cells], "libraries": dict(self.libraries),
+                "source": dict(self.source)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SweepResult":
+    def from_dict(cls, d: Mapping[str, Any]) -> SweepResult:
         return cls(ProbeJobConfig.from_dict(d["config"]), d["model_name"], d["model_checksum"],
-                   tuple(CellResult.from_dict(c) for c in d["cells"]), d["libraries"])
+                   tuple(CellResult.from_dict(c) for c in d["cells"]), d["libraries"], d.get("source", {}))
 
     def cell(self, hook: str, label: str, target: str) -> CellResult:
         for c in self.cells:
@@ -224,8 +229,31 @@ def fit_cell(store: ActivationStore, hook: str, label: str, target: str, cfg: Pr
                       len(probe.classes), s, cs, s.value - cs.value, sel_ci, majority, saved)
 
 
+def store_identity(store: ActivationStore) -> dict[str, str]:
+    """What a cell's numbers depend on besides the job config: the model, the dataset (prompts and labels)
+    and the stored activations (a digest of the manifest's per-shard sha256s)."""
+    shards = store.manifest.get("shards", {})
+    digest = hashlib.sha256(json.dumps([[k, shards[k].get("sha256")] for k in sorted(shards, key=int)]).encode())
+    return {"model_checksum": store.model_checksum, "dataset_hash": str(store.manifest.get("dataset_hash")),
+            "shards_sha256": digest.hexdigest()}
+
+
+def _cached_cell(path: Path, identity: Mapping[str, str]) -> CellResult | None:
+    """The cell stored at `path` if it was computed from a store with this identity, else None."""
+    if not path.is_file():
+        return None
+    d = read_json(path)
+    if d.pop("source", None) != identity:
+        return None
+    return CellResult.from_dict(d)
+
+
 def run(cfg: ProbeJobConfig, progress: Callable[[int, int, str], None] | None = None) -> SweepResult:
-    """Fit every cell (resuming from `cfg.out`), write `result.json`, and return the sweep."""
+    """Fit every cell (resuming from `cfg.out`), write `result.json`, and return the sweep.
+
+    Resuming reads back a finished cell only if it was computed from the same store contents
+    (`store_identity`: model checksum, dataset hash, shard checksums); a cell of a store since re-harvested
+    at the same path (another model, other prompts or labels) is recomputed and overwritten."""
     store = ActivationStore.open(cfg.store)
     hooks = list(cfg.hooks) or store.hooks
     for h in hooks:
@@ -239,22 +267,32 @@ def run(cfg: ProbeJobConfig, progress: Callable[[int, int, str], None] | None = 
             raise ValueError(f"{out} holds a probe job with another configuration; use another folder")
     write_json(out / "config.json", cfg.to_dict())
     dataset = store.dataset()
+    identity = store_identity(store)
     cells = [(h, lab, t) for h in hooks for lab in labels for t in cfg.targets]
     results = []
     for i, (h, lab, t) in enumerate(cells):
         slug = _slug(h, lab, t)
         done = out / "cells" / f"{slug}.json"
-        if done.is_file():
-            results.append(CellResult.from_dict(read_json(done)))
-        else:
+        r = _cached_cell(done, identity)
+        if r is None:
             r = fit_cell(store, h, lab, t, cfg, dataset, out / "probes" / slug)
-            write_json(done, r.to_dict())
-            results.append(r)
+            write_json(done, {"source": identity, **r.to_dict()})
+        results.append(r)
         if progress is not None:
             progress(i + 1, len(cells), slug)
-    result = SweepResult(cfg, store.model_name, store.model_checksum, tuple(results), library_versions())
+    result = SweepResult(cfg, store.model_name, store.model_checksum, tuple(results), library_versions(), identity)
     write_json(out / "result.json", result.to_dict())
     return result
 
 
-__all__ = ["ProbeJobConfig", "CellResult", "SweepResult", "Score", "run", "fit_cell", "score", "rows_for"]
+__all__ = [
+    "CellResult",
+    "ProbeJobConfig",
+    "Score",
+    "SweepResult",
+    "fit_cell",
+    "rows_for",
+    "run",
+    "score",
+    "store_identity",
+]

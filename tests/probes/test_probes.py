@@ -83,7 +83,7 @@ def test_no_leakage_when_a_problem_appears_several_times(model, tmp_path):
     (cell,) = run(ProbeJobConfig(store=str(st.root), out=str(tmp_path / "p"), targets=("secret",), n_boot=100)).cells
     assert cell.score.value < 0.35
     # the same rows split by token instead would look decodable: the test above could fail
-    x, y, groups, _ = rows_for(st, HOOK, "answer", "secret")
+    x, y, _, _ = rows_for(st, HOOK, "answer", "secret")
     rows = np.arange(len(y))
     tr = rows % 4 != 0
     leaky = fit(x[torch.from_numpy(tr)], [v for v, t in zip(y, tr) if t], c=100.0)
@@ -100,9 +100,22 @@ def test_control_labels_are_consistent_per_problem_and_keep_the_marginal():
 
 
 def test_group_bootstrap_draws_whole_problems():
-    w = group_bootstrap(["a", "a", "b", "c"], n_boot=50, seed=0)
-    assert w.shape == (50, 4) and (w[:, 0] == w[:, 1]).all() and (w.sum(1) == [4 if False else s for s in w.sum(1)]).all()
-    assert np.allclose(w[:, [0, 2, 3]].sum(1), 3)
+    groups = ["a", "a", "b", "c"]
+    w = group_bootstrap(groups, n_boot=2000, seed=0)
+    assert w.shape == (2000, 4)
+    assert (w[:, 0] == w[:, 1]).all()  # both rows of problem "a" always get the same weight
+    assert np.array_equal(w, np.round(w)) and (w >= 0).all()  # weights count draws
+    one_row_per_problem = w[:, [0, 2, 3]]
+    assert np.allclose(one_row_per_problem.sum(1), 3)  # each replicate draws 3 problems, not 4 rows
+    # each problem is drawn with probability 1/3 per draw: on average once per replicate, as a count of
+    # Binomial(3, 1/3) (variance 2/3); a row-level bootstrap would give "a" twice the share of "b"
+    assert np.allclose(one_row_per_problem.mean(0), 1.0, atol=0.08)
+    assert np.allclose(one_row_per_problem.var(0), 2 / 3, atol=0.1)
+    assert np.array_equal(group_bootstrap(groups, 2000, seed=0), w)
+    assert not np.array_equal(group_bootstrap(groups, 2000, seed=1), w)
+    # the share of rows from problem "a" drawn c times (of 3 draws) is 2c / (3 + c): exactly these values
+    share = (w @ np.array([1.0, 1.0, 0.0, 0.0])) / w.sum(1)
+    assert set(np.round(share, 6)) == {0.0, 0.5, 0.8, 1.0}
 
 
 def test_saved_probe_reloads_and_scores_new_activations_identically(store, tmp_path):
@@ -130,7 +143,22 @@ def test_probe_refuses_activations_of_another_width_or_model(store, tmp_path):
     assert len(probe.predict(x, checksum="f" * 64, allow_other_model=True)) == len(x)
 
 
-def test_a_killed_job_resumes_with_the_same_numbers(store, tmp_path):
+def counting_fits(monkeypatch):
+    """Count the cells `run` actually fits (our own fit_cell, wrapped; the sklearn fits stay real)."""
+    from probes import sweep
+
+    fitted = []
+    real = sweep.fit_cell
+
+    def counted(store, hook, label, target, *a, **kw):
+        fitted.append((hook, label, target))
+        return real(store, hook, label, target, *a, **kw)
+
+    monkeypatch.setattr(sweep, "fit_cell", counted)
+    return fitted
+
+
+def test_a_killed_job_resumes_with_the_same_numbers_fitting_only_the_missing_cells(store, tmp_path, monkeypatch):
     cfg = job(store, tmp_path / "p", targets=("value.start", "answer"))
     full = run(job(store, tmp_path / "ref", targets=("value.start", "answer")))
 
@@ -140,11 +168,48 @@ def test_a_killed_job_resumes_with_the_same_numbers(store, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         run(cfg, progress=die)
+    cells = sorted((tmp_path / "p" / "cells").glob("*.json"))
+    assert len(cells) == 3
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cells}
+    fitted = counting_fits(monkeypatch)
     seen = []
     resumed = run(cfg, progress=lambda i, n, name: seen.append(i))
     assert len(resumed.cells) == 8 and seen == list(range(1, 9))
-    strip = lambda r: [{**c.to_dict(), "probe_path": ""} for c in r.cells]  # noqa: E731
+    assert len(fitted) == 5  # the three finished cells are read back, not refitted
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cells} == before
+    strip = lambda r: [{**c.to_dict(), "probe_path": ""} for c in r.cells]
     assert strip(resumed) == strip(full)
+    fitted.clear()
+    assert strip(run(cfg)) == strip(full) and fitted == []  # a finished job fits nothing
+
+
+def test_a_store_reharvested_with_other_labels_is_not_resumed_from_stale_cells(model, tiny_checkpoint, tmp_path,
+                                                                              monkeypatch):
+    # same prompts, so the same activations; only the labels (the dataset) differ between A and B
+    problems = sample_problems(21, 150, TaskConfig(min_steps=1, max_steps=2))
+    base = problem_dataset(problems, model.tokenizer).examples
+    rng = random.Random(1)
+    a = PromptDataset(tuple(Example(e.ids, e.positions, {**e.meta, "secret": e.meta["value.start"]}) for e in base))
+    b = PromptDataset(tuple(Example(e.ids, e.positions, {**e.meta, "secret": rng.randrange(10)}) for e in base))
+    kw = {"hooks": (HOOK,), "labels": ("prompt.start_value",), "targets": ("secret",)}
+    harvest(model, a, [HOOK], Named(("prompt.start_value",)), tmp_path / "s")
+    st = harvest(model, a, [HOOK], Named(("prompt.start_value",)), tmp_path / "s")  # resumed: nothing to do
+    (on_a,) = run(job(st, tmp_path / "p", **kw)).cells
+    assert on_a.score.value > 0.9  # the start value is read at its own token
+    st = harvest(model, b, [HOOK], Named(("prompt.start_value",)), tmp_path / "s", overwrite=True)
+    fitted = counting_fits(monkeypatch)
+    (on_b,) = run(job(st, tmp_path / "p", **kw)).cells
+    assert fitted == [(HOOK, "prompt.start_value", "secret")]  # recomputed, not read back
+    (fresh,) = run(job(st, tmp_path / "fresh", **kw)).cells
+    assert {**on_b.to_dict(), "probe_path": ""} == {**fresh.to_dict(), "probe_path": ""}
+    assert on_b.score.value < 0.35  # B's labels are random per problem
+    assert Probe.load(on_b.probe_path).info["dataset_hash"] == st.manifest["dataset_hash"]
+    # the same for a store of another model written to the same path
+    other = load(tiny_checkpoint("llama", seed=1, n_layers=2))
+    st = harvest(other, b, [HOOK], Named(("prompt.start_value",)), tmp_path / "s", overwrite=True)
+    fitted.clear()
+    (on_other,) = run(job(st, tmp_path / "p", **kw)).cells
+    assert len(fitted) == 1 and Probe.load(on_other.probe_path).info["model_checksum"] == other.checksum
 
 
 def test_bad_job_configs_are_clear_errors(store, tmp_path):
