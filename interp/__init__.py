@@ -1,5 +1,42 @@
-"""interp: what reasoning post-training changes inside a language model, and how that differs from scale."""
+"""interp: what reasoning post-training changes inside a language model, and how that differs from scale.
 
-from interp.models import Model, load, load_pair
+    import interp
+    pair = interp.load_pair("organism/base-s", "organism/sft")    # or two Hugging Face checkpoints
+    task = interp.task("organism")
+    res = interp.evaluate(pair.tuned, task, task.sample(100, seed=0))
 
-__all__ = ["Model", "load", "load_pair"]
+Names are imported on first use (PEP 562), so `import interp` (and the CLI's `--help`) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "Model": "interp.models", "ModelPair": "interp.models", "load": "interp.models", "load_pair": "interp.models",
+    "task": "interp.registry", "task_names": "interp.registry",
+    "evaluate": "interp.evaluate", "GenerationConfig": "interp.evaluate",
+    "Item": "interp.tasks", "Task": "interp.tasks", "task_dataset": "interp.tasks",
+}
+
+if TYPE_CHECKING:
+    from interp.evaluate import GenerationConfig, evaluate
+    from interp.models import Model, ModelPair, load, load_pair
+    from interp.registry import task, task_names
+    from interp.tasks import Item, Task, task_dataset
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'interp' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = sorted(_LAZY)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from interp.organism.tokenizer import check_known_tokens
+from interp.tokens import check_known_tokens
 
 
 def context_length(model: PreTrainedModel) -> int:

@@ -23,10 +23,10 @@ from jaxtyping import Int
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from interp.generate import context_length
-from interp.generate import generate as _generate
+from interp.generate import generate_ids
 from interp.hooks import validate_hook_names
-from interp.organism.tokenizer import check_known_tokens
-from interp.organism.zoo_paths import ORGANISM_PREFIX, ZOO_NAMES, organism_path
+from interp.registry import model_names, model_resolver
+from interp.tokens import check_known_tokens, single_token
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 MAX_LISTED_PARAMETER_DIFFERENCES = 25
@@ -79,8 +79,9 @@ def resolve_path(name_or_path: str | os.PathLike[str]) -> Path:
             raise ModelNotFoundError(f"no such directory: {path}")
         return _check_checkpoint_dir(path, str(name_or_path))
     name = str(name_or_path)
-    if name.startswith(ORGANISM_PREFIX):
-        return organism_path(name)
+    resolver = model_resolver(name)
+    if resolver is not None:
+        return resolver(name)
     path = Path(name).expanduser()
     if path.exists():
         return _check_checkpoint_dir(path, name)
@@ -98,11 +99,12 @@ def _resolve_hub_id(repo_id: str) -> Path:
     except Exception as e:  # LocalEntryNotFoundError, HFValidationError, ...: all mean "not usable here"
         from huggingface_hub import constants
 
-        zoo_hint = (f" (the organism zoo member is spelled {ORGANISM_PREFIX}{repo_id})"
-                    if repo_id in ZOO_NAMES else "")
+        registered = model_names()
+        near = [n for n in registered if n.rsplit("/", 1)[-1] == repo_id]
+        zoo_hint = f" (a registered model is spelled {near[0]})" if near else ""
         raise ModelNotFoundError(
-            f"{repo_id!r} is neither a local directory, an organism name ({ORGANISM_PREFIX}<name>: "
-            f"{', '.join(ZOO_NAMES)}), nor a model in the local Hugging Face cache "
+            f"{repo_id!r} is neither a local directory, a registered model name ({', '.join(registered)}), "
+            f"nor a model in the local Hugging Face cache "
             f"({cache or constants.HF_HUB_CACHE}){zoo_hint}. Nothing is downloaded here: on a machine "
             f"with network run `hf download {repo_id}` into the same cache (or copy the checkpoint folder "
             f"here and pass its path), and set HF_HOME or HF_HUB_CACHE if the cache lives elsewhere. "
@@ -112,6 +114,18 @@ def _resolve_hub_id(repo_id: str) -> Path:
 
 
 # ----------------------------------------------------------------------------------------- model
+
+def right_pad(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
+              ) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
+    """Ids and attention mask of rows padded on the right with `pad_id`."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return ids.to(device), mask.to(device)
+
 
 def weights_checksum(weights: torch.nn.Module | Mapping[str, torch.Tensor]) -> str:
     """sha256 over every state_dict tensor (name, dtype, shape, bytes) in name order."""
@@ -229,35 +243,79 @@ class Model:
         """Raise UnknownHookError (with suggestions) unless every name is a hook of this model."""
         validate_hook_names(names, self.hook_names)
 
+    @property
+    def bos_token_id(self) -> int | None:
+        """The BOS id the Bridge prepends (None when the tokenizer has none)."""
+        tid = self.tokenizer.bos_token_id
+        return None if tid is None else int(tid)
+
+    @property
+    def prepend_bos(self) -> bool:
+        """Whether a prompt starts with BOS by default: the Bridge's rule (`cfg.default_prepend_bos`), so
+        `encode`, `to_tokens`, harvest, patching and generation all see the ids `bridge.to_tokens` gives."""
+        return bool(getattr(self.bridge.cfg, "default_prepend_bos", True)) and self.bos_token_id is not None
+
+    def check_text(self, text: str) -> None:
+        """Raise a TokenError if a word-level tokenizer would turn a word of `text` into its unknown token."""
+        check_known_tokens(self.tokenizer, text)
+
+    def to_single_token(self, text: str) -> int:
+        """Id of a string that is exactly one token (`" 9"` on byte-level BPE); a TokenError names the pieces."""
+        return single_token(self.tokenizer, text)
+
+    def token_ids(self, text: str, prepend_bos: bool | None = None) -> list[int]:
+        """Ids of one text: BOS by `prepend_bos` (default: the Bridge's rule), then the text without the
+        tokenizer's own special tokens. Unknown words and texts longer than the context are errors."""
+        self.check_text(text)
+        bos = self.prepend_bos if prepend_bos is None else prepend_bos
+        if bos and self.bos_token_id is None:
+            raise ValueError(f"{self.name}'s tokenizer has no BOS token: pass prepend_bos=False")
+        ids = ([self.bos_token_id] if bos else []) + list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(ids) > self.n_ctx:
+            raise ValueError(f"text has {len(ids)} tokens, more than the model's context length of {self.n_ctx} "
+                             f"tokens: shorten it to at most {self.n_ctx} tokens ({text[:60]!r}...)")
+        return [int(i) for i in ids]  # type: ignore[misc]
+
     def encode(
-        self, text: str | Sequence[str]
+        self, text: str | Sequence[str], prepend_bos: bool | None = None
     ) -> tuple[Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]:
-        """Token ids and attention mask, padded on the tokenizer's padding side, with the tokenizer's own BOS rule."""
+        """Token ids and attention mask `[batch, pos]`, padded on the RIGHT (the one padding convention of
+        every forward pass here: row i's positions are 0..len_i-1 whatever the batch), BOS by the Bridge's
+        rule unless `prepend_bos` says otherwise. Generation left-pads internally and returns unpadded ids."""
         texts = [text] if isinstance(text, str) else list(text)
         if not texts:
             raise ValueError("no text to tokenize")
-        for t in texts:
-            check_known_tokens(self.tokenizer, t)  # type: ignore[arg-type]
-        enc = self.tokenizer(texts, padding=True, return_tensors="pt")
-        ids, mask = enc["input_ids"], enc["attention_mask"]
-        lengths = mask.sum(-1).tolist()
-        too_long = [(i, n) for i, n in enumerate(lengths) if n > self.n_ctx]
-        if too_long:
-            i, n = too_long[0]
-            raise ValueError(
-                f"text {i} has {n} tokens, more than the model's context length of {self.n_ctx} tokens "
-                f"({len(too_long)} text(s) too long): shorten it to at most {self.n_ctx} tokens"
-            )
-        return ids.to(self.device), mask.to(self.device)
+        rows = []
+        for i, t in enumerate(texts):
+            try:
+                rows.append(self.token_ids(t, prepend_bos))
+            except ValueError as e:
+                raise type(e)(f"text {i}: {e}") from None
+        return right_pad(rows, self.pad_token_id, self.device)
 
-    def to_tokens(self, text: str | Sequence[str]) -> Int[torch.Tensor, "batch pos"]:
-        """Token ids `[batch, pos]` (see `encode` for the mask of a padded batch)."""
-        return self.encode(text)[0]
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else self.tokenizer.eos_token_id)
 
-    def generate(self, prompts: str | Sequence[str], **kw: Any) -> list[str]:
-        """Completions from `interp.generate.generate` on `hf` (greedy by default); forward hooks stay active."""
+    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool | None = None) -> Int[torch.Tensor, "batch pos"]:
+        """Token ids `[batch, pos]`, right-padded (see `encode` for the mask); equal to `bridge.to_tokens`."""
+        return self.encode(text, prepend_bos)[0]
+
+    def generate(self, prompts: str | Sequence[str], max_new_tokens: int = 64, temperature: float = 0.0,
+                 seed: int = 0, batch_size: int = 256, prepend_bos: bool | None = None) -> list[str]:
+        """Completions (text after each prompt, up to EOS) from HF generate on `hf`, greedy by default, seeded
+        otherwise; prompts get BOS by the Bridge's rule; steering and other forward hooks stay active."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        return _generate(self.hf, self.tokenizer, prompts, **kw)
+        ids = []
+        for i, p in enumerate(prompts):
+            row = self.token_ids(p, prepend_bos)
+            if len(row) >= self.n_ctx:
+                raise ValueError(f"prompt {i} has {len(row)} tokens, but the model's context is {self.n_ctx} tokens "
+                                 f"and generation needs at least one free position: shorten it to < {self.n_ctx}")
+            ids.append(row)
+        outs = generate_ids(self.hf, self.tokenizer, ids, max_new_tokens, temperature, seed, batch_size)
+        return [self.tokenizer.decode(o, skip_special_tokens=False) for o in outs]
 
     def __repr__(self) -> str:
         return (f"Model({self.name!r}, {type(self.hf).__name__}, n_layers={self.n_layers}, "

@@ -98,7 +98,7 @@ class PromptDataset:
     def from_texts(cls, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
                    metas: Sequence[Meta] | None = None, max_len: int | None = None) -> "PromptDataset":
         """Tokenize texts with the tokenizer's own BOS rule; words it does not know are a clear error."""
-        from interp.organism.tokenizer import check_known_tokens
+        from interp.tokens import check_known_tokens
 
         if metas is not None and len(metas) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(metas)} metadata entries")

@@ -37,18 +37,4 @@ def digit_ids(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     return torch.tensor(tokenizer.convert_tokens_to_ids([str(d) for d in range(10)]))
 
 
-def check_known_tokens(tokenizer: PreTrainedTokenizerFast, text: str) -> None:
-    """Raise if `text` holds a word the tokenizer would map to `<unk>`, naming it and the vocabulary."""
-    core = getattr(tokenizer, "backend_tokenizer", None)
-    if core is None or type(core.model).__name__ != "WordLevel":
-        return  # subword tokenizers can spell any text; only word-level vocabularies have gaps
-    vocab = tokenizer.get_vocab()
-    pre = core.pre_tokenizer
-    words = [w for w, _ in pre.pre_tokenize_str(text)] if pre is not None else text.split()
-    unknown = [w for w in words if w not in vocab]
-    if unknown:
-        known = " ".join(sorted((w for w in vocab if not w.startswith("<")), key=lambda w: (len(w), w)))
-        raise ValueError(f"token(s) {unknown} are not in the tokenizer's vocabulary; known words: {known}")
-
-
-__all__ = ["build_tokenizer", "check_known_tokens", "digit_ids", "SPECIAL_TOKENS", "PAD", "BOS", "EOS", "UNK"]
+__all__ = ["build_tokenizer", "digit_ids", "SPECIAL_TOKENS", "PAD", "BOS", "EOS", "UNK"]

@@ -172,13 +172,19 @@ def test_to_tokens_prepends_bos_like_the_bridge(loaded: Callable[[str], Model]) 
     assert torch.equal(tokens, m.bridge.to_tokens(PROMPT))
 
 
-def test_to_tokens_pads_a_batch_on_the_left_with_a_mask(loaded: Callable[[str], Model]) -> None:
-    """Rows of different length are left-padded; `encode` returns the mask that marks the padding."""
+def test_to_tokens_pads_a_batch_on_the_right_with_a_mask(loaded: Callable[[str], Model]) -> None:
+    """Rows of different length are right-padded whatever the tokenizer's padding side (the one convention of
+    forward passes); the mask marks the padding and each row's logits equal its unpadded forward."""
     m = loaded("llama")
+    assert m.tokenizer.padding_side == "left"  # the organism tokenizer pads left for HF generate
     ids, mask = m.encode(["Q : a = 3 ; a ? A :", "a ? A :"])
     assert ids.shape == mask.shape == (2, 11)
-    assert mask[1].tolist() == [0] * 6 + [1] * 5
-    assert (ids[1, :6] == m.tokenizer.pad_token_id).all()
+    assert mask[1].tolist() == [1] * 5 + [0] * 6
+    assert (ids[1, 5:] == m.tokenizer.pad_token_id).all()
+    with torch.no_grad():
+        batched = m.hf(input_ids=ids, attention_mask=mask).logits[1, :5]
+        alone = m.hf(input_ids=m.to_tokens("a ? A :")).logits[0]
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
 
 
 def test_to_tokens_rejects_unknown_word(loaded: Callable[[str], Model]) -> None:

@@ -6,7 +6,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from interp.organism.task import FORMATS, RENAMED_VARIABLES, TaskConfig, sample_problems, vocabulary
-from interp.organism.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, UNK, build_tokenizer, check_known_tokens
+from interp.organism.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, UNK, build_tokenizer
+from interp.tokens import check_known_tokens
 
 
 @pytest.fixture(scope="module")
