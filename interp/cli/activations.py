@@ -5,13 +5,27 @@ from __future__ import annotations
 import fnmatch
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from interp.cli.common import analyze_app, app, bench_app, console, fail, parse_steps, table_console
+from interp.cli.common import (
+    analyze_app,
+    app,
+    bench_app,
+    console,
+    fail,
+    parse_steps,
+    table_console,
+)
 
 store_app = typer.Typer(help="Activation stores: merge harvested parts, describe a store.", no_args_is_help=True)
 probe_app = typer.Typer(help="Linear probes on stored activations: train a sweep, show it, apply a probe.",
@@ -81,7 +95,7 @@ def harvest_cmd(
     hooks: Annotated[str, typer.Option(help="comma-separated hooks; * patterns allowed, e.g. 'blocks.*.hook_resid_post'")],
     out: Annotated[Path, typer.Option(help="store folder (resumed if it holds the same harvest)")],
     positions: Annotated[str, typer.Option(help="all | last | indices:-1,-2 | tokens:=,; | named:answer,step1.value[:skip]")] = "last",
-    texts: Annotated[Optional[Path], typer.Option(help="prompts file (lines, or JSON lines with text/meta); default: organism problems")] = None,
+    texts: Annotated[Path | None, typer.Option(help="prompts file (lines, or JSON lines with text/meta); default: organism problems")] = None,
     problems: Annotated[int, typer.Option(help="organism problems to sample (without --texts)")] = 1000,
     steps: Annotated[str, typer.Option(help="organism step counts")] = "1,2,3,4",
     fmt: Annotated[str, typer.Option("--format", help="prompt | direct | concise | verbose (text after the prompt)")] = "prompt",
@@ -202,7 +216,7 @@ def probe_show(out: Annotated[Path, typer.Argument(help="a probe job's output fo
 def probe_apply(
     probe: Annotated[Path, typer.Argument(help="a saved probe (.json or .safetensors or their stem)")],
     store: Annotated[Path, typer.Argument(help="an activation store")],
-    target: Annotated[Optional[str], typer.Option(help="metadata key to score against (default: the probe's)")] = None,
+    target: Annotated[str | None, typer.Option(help="metadata key to score against (default: the probe's)")] = None,
     allow_other_model: Annotated[bool, typer.Option(help="score another model's activations (transfer)")] = False,
     n_boot: int = 1000,
 ) -> None:

@@ -107,4 +107,4 @@ def bench_layers_cmd(
     print_bench("interp bench layers", rows, figures)
 
 
-__all__ = ["layers", "bench_layers_cmd", "parse_blocks"]
+__all__ = ["bench_layers_cmd", "layers", "parse_blocks"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,9 +13,9 @@ from interp.cli.common import console, fail, organism_app, parse_steps
 
 @organism_app.command("train")
 def organism_train(
-    names: Annotated[Optional[list[str]], typer.Argument(help="zoo members, e.g. base-s sft")] = None,
+    names: Annotated[list[str] | None, typer.Argument(help="zoo members, e.g. base-s sft")] = None,
     all_: Annotated[bool, typer.Option("--all", help="train the whole zoo in dependency order")] = False,
-    out: Annotated[Path, typer.Option(help="where the checkpoints go (default: the shipped zoo)")] = None,  # type: ignore[assignment]
+    out: Annotated[Path | None, typer.Option(help="where the checkpoints go (default: the shipped zoo)")] = None,  # type: ignore[assignment]
     runs_dir: Annotated[Path, typer.Option(help="checkpoints for resuming")] = Path("runs/organism"),
     threads: Annotated[int, typer.Option(help="torch threads per process (0: cores / jobs)")] = 0,
     jobs: Annotated[int, typer.Option(help="parallel training processes (lanes)")] = 1,
@@ -50,7 +50,7 @@ def organism_train(
 
 
 @organism_app.command("table")
-def organism_table(out: Annotated[Path, typer.Option(help="zoo folder")] = None) -> None:  # type: ignore[assignment]
+def organism_table(out: Annotated[Path | None, typer.Option(help="zoo folder")] = None) -> None:  # type: ignore[assignment]
     """Print the zoo's measured numbers (from the cards) as a markdown table."""
     from interp.organism.zoo import card_table
     from interp.organism.zoo_paths import ZOO_DIR

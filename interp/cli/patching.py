@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,7 +13,7 @@ from rich.table import Table
 from interp.cli.common import analyze_app, app, bench_app, console, fail, parse_steps
 
 
-def _ints(text: str, what: str) -> Optional[list[int]]:
+def _ints(text: str, what: str) -> list[int] | None:
     if not text.strip():
         return None
     try:
@@ -73,8 +73,8 @@ def patch_cmd(
             met = kl_div(m.hf(m.to_tokens(clean)).logits[0, -1])
         else:
             raise ValueError(f"unknown metric {metric!r}: logit_diff, prob or kl")
-        kw = dict(hook=hook, layers=_ints(layers, "layers"), positions=_ints(positions, "positions"),
-                  heads=_ints(heads, "heads"), align=_ints(align, "align"))
+        kw = {"hook": hook, "layers": _ints(layers, "layers"), "positions": _ints(positions, "positions"),
+                  "heads": _ints(heads, "heads"), "align": _ints(align, "align")}
         res = exact_patch(m, clean, corrupt, met, **kw)  # type: ignore[arg-type]
         attr = attribution_patch(m, clean, corrupt, met, **kw) if attribution else None  # type: ignore[arg-type]
     except (ValueError, FileNotFoundError, OSError) as e:

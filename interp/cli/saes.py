@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -25,7 +25,7 @@ app.add_typer(sae_app, name="sae")
 SAE_ERRORS = (ValueError, FileNotFoundError, OSError, FloatingPointError)
 
 
-def _model(name: Optional[str], card: dict[str, Any], store: Any = None) -> Any:
+def _model(name: str | None, card: dict[str, Any], store: Any = None) -> Any:
     """The model named, else the one the card or store was made from (if it loads here)."""
     from interp.models import load
 
@@ -51,7 +51,7 @@ def _quality_table(title: str, q: Any) -> Table:
     return t
 
 
-def _load(sae: str, release: Optional[str]) -> tuple[Any, dict[str, Any]]:
+def _load(sae: str, release: str | None) -> tuple[Any, dict[str, Any]]:
     from saes import load_sae
 
     return load_sae(release, sae) if release else load_sae(sae)
@@ -62,7 +62,7 @@ def sae_train(
     store: Annotated[Path, typer.Argument(help="activation store (interp harvest)")],
     hook: Annotated[str, typer.Option(help="hook whose rows to train on, e.g. blocks.1.hook_resid_post")],
     out: Annotated[Path, typer.Option(help="folder for the SAE (sae-lens format + card.json)")],
-    label: Annotated[Optional[str], typer.Option(help="only rows of this position label")] = None,
+    label: Annotated[str | None, typer.Option(help="only rows of this position label")] = None,
     architecture: Annotated[str, typer.Option(help="batchtopk | topk | standard (ReLU/L1) | jumprelu")] = "batchtopk",
     expansion: int = 8,
     k: Annotated[float, typer.Option(help="active features per row ((batch)topk)")] = 8.0,
@@ -72,7 +72,7 @@ def sae_train(
     batch_size: int = 1024,
     lr: float = 5e-3,
     seed: int = 0,
-    model: Annotated[Optional[str], typer.Option(help="model for the CE metrics (default: the store's)")] = None,
+    model: Annotated[str | None, typer.Option(help="model for the CE metrics (default: the store's)")] = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="discard a checkpoint left by a killed run")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the card as JSON")] = False,
 ) -> None:
@@ -104,9 +104,9 @@ def sae_train(
 def sae_eval(
     sae: Annotated[str, typer.Argument(help="SAE folder, or a sae-lens id with --release")],
     store: Annotated[Path, typer.Argument(help="activation store holding the SAE's hook")],
-    hook: Annotated[Optional[str], typer.Option(help="hook (default: the card's)")] = None,
-    release: Annotated[Optional[str], typer.Option(help="sae-lens pretrained release (local cache only)")] = None,
-    model: Annotated[Optional[str], typer.Option(help="model for CE recovered (default: the store's)")] = None,
+    hook: Annotated[str | None, typer.Option(help="hook (default: the card's)")] = None,
+    release: Annotated[str | None, typer.Option(help="sae-lens pretrained release (local cache only)")] = None,
+    model: Annotated[str | None, typer.Option(help="model for CE recovered (default: the store's)")] = None,
     no_ce: Annotated[bool, typer.Option("--no-ce", help="reconstruction metrics only (no model forward)")] = False,
     allow_other_model: Annotated[bool, typer.Option(help="evaluate on another model's activations (transfer)")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -142,7 +142,7 @@ def sae_features(
     sae: Annotated[Path, typer.Argument(help="SAE folder")],
     store: Annotated[Path, typer.Argument(help="store of the SAE's hook over organism problems (meta will_cot, format)")],
     top: Annotated[int, typer.Option(help="features to list")] = 10,
-    feature: Annotated[Optional[int], typer.Option(help="show this feature's top contexts instead")] = None,
+    feature: Annotated[int | None, typer.Option(help="show this feature's top contexts instead")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Reasoning features ranked by CoT-mode AUROC (with the shuffled-label null), or one feature's contexts."""
@@ -194,7 +194,7 @@ def sae_dashboard(
     store: Annotated[Path, typer.Argument(help="store of the SAE's hook (all tokens, for shaded contexts)")],
     features: Annotated[str, typer.Option(help="comma-separated feature indices")],
     out: Annotated[Path, typer.Option(help="folder for index.html and feature-<i>.html")],
-    model: Annotated[Optional[str], typer.Option(help="model for tokens and logit effects (default: the card's)")] = None,
+    model: Annotated[str | None, typer.Option(help="model for tokens and logit effects (default: the card's)")] = None,
 ) -> None:
     """Static offline HTML pages: top contexts shaded by activation, histogram, top logit effects."""
     from interp.activations import ActivationStore
@@ -220,12 +220,12 @@ def sae_dashboard(
 def sae_steer(
     sae: Annotated[Path, typer.Argument(help="SAE folder")],
     features: Annotated[str, typer.Option(help="comma-separated features to add (or the one to clamp)")],
-    model: Annotated[Optional[str], typer.Option(help="model to steer (default: the card's)")] = None,
-    prompt: Annotated[Optional[list[str]], typer.Option(help="a prompt; repeatable")] = None,
+    model: Annotated[str | None, typer.Option(help="model to steer (default: the card's)")] = None,
+    prompt: Annotated[list[str] | None, typer.Option(help="a prompt; repeatable")] = None,
     scale: Annotated[float, typer.Option(help="added activation per feature")] = 20.0,
-    clamp: Annotated[Optional[float], typer.Option(help="clamp the (single) feature to this activation instead")] = None,
+    clamp: Annotated[float | None, typer.Option(help="clamp the (single) feature to this activation instead")] = None,
     where: Annotated[str, typer.Option(help="generated | prompt | all | last | positions:I,J")] = "last",
-    steps: Annotated[Optional[str], typer.Option(help="also measure CoT rate and accuracy on N-step problems, e.g. 3,4")] = None,
+    steps: Annotated[str | None, typer.Option(help="also measure CoT rate and accuracy on N-step problems, e.g. 3,4")] = None,
     n_per_step: int = 100,
     n_random: Annotated[int, typer.Option(help="random-feature controls of equal norm (with --steps)")] = 3,
     as_json: Annotated[bool, typer.Option("--json")] = False,
