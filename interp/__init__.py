@@ -39,4 +39,5 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = sorted(_LAZY)
+__all__ = ["GenerationConfig", "Item", "Model", "ModelPair", "Task", "evaluate", "load", "load_pair", "task",
+           "task_dataset", "task_names"]

@@ -52,14 +52,17 @@ def check_vector(model: Any, iv: Intervention, allow_other_model: bool) -> None:
 
 
 class _State:
-    """Per-forward row geometry: prompt width, left pads, and the absolute positions of this call."""
+    """Per-forward row geometry: the prompt width, which positions hold real tokens and their index within
+    each row (`rel`, any padding side), the prompt lengths, and whether this forward runs in generation."""
 
     def __init__(self) -> None:
         self.prompt_width = 0
-        self.pads: torch.Tensor | None = None
+        self.lens: torch.Tensor | None = None
+        self.real: torch.Tensor | None = None
+        self.rel: torch.Tensor | None = None
         self.past = 0
         self.seq = 0
-        self.mask: torch.Tensor | None = None
+        self.generating = False
         self.sel: dict[int, Any] = {}
 
 
@@ -70,30 +73,20 @@ def _where_key(where: Any) -> int:
 def _select(st: _State, where: Any, device: torch.device) -> Any:
     """None: every position of this call; False: none; else a bool [batch, seq] tensor."""
     start, seq, width = st.past, st.seq, st.prompt_width
+    if isinstance(where, str) and where == "auto":
+        where = "generated" if st.generating else "all"
     if isinstance(where, str):
         if where == "generated":
-            if start >= width:
-                return None
-            if start + seq <= width:
-                return False
-            pos = torch.arange(start, start + seq, device=device)
-            return (pos >= width)[None].expand(st.pads.shape[0], -1)
-        pos = torch.arange(start, start + seq, device=device)
-        real = (pos[None] - st.pads[:, None]) >= 0
-        if st.mask is not None:
-            real = real & st.mask.bool()
-        if where == "all":
-            return None if bool(real.all()) else real
-        if start >= width:
-            return False
-        return real & (pos < width)[None]
+            return None if start >= width else False
+        if start >= width:  # a cached decoding step: only generated tokens here
+            return None if where == "all" else False
+        real = st.real
+        return None if (where == "all" or where == "prompt") and bool(real.all()) else real
     if isinstance(where, Positions):
         if start >= width:
             return False
-        lens = width - st.pads  # [batch]
-        pos = torch.arange(start, start + seq, device=device)
-        rel = pos[None] - st.pads[:, None]
-        out = torch.zeros_like(rel, dtype=torch.bool)
+        lens = st.lens
+        out = torch.zeros_like(st.real)
         for i in where.indices:
             j = lens + i if i < 0 else torch.full_like(lens, i)
             bad = (j < 0) | (j >= lens)
@@ -101,15 +94,24 @@ def _select(st: _State, where: Any, device: torch.device) -> Any:
                 row = int(bad.nonzero()[0, 0])
                 raise SteeringError(f"position {i} is outside row {row}'s prompt, which has {int(lens[row])} tokens "
                                     f"(valid: {-int(lens[row])}..{int(lens[row]) - 1})")
-            out |= rel == j[:, None]
+            out |= st.real & (st.rel == j[:, None])
         return out
     mask = where.to(device)
-    if mask.shape[0] != st.pads.shape[0]:
-        raise SteeringError(f"token mask has {mask.shape[0]} rows but the batch has {st.pads.shape[0]}")
+    if mask.shape[0] != st.real.shape[0]:
+        raise SteeringError(f"token mask has {mask.shape[0]} rows but the batch has {st.real.shape[0]}")
     part = mask[:, start:start + seq]
     if part.shape[1] < seq:
         part = torch.cat([part, part.new_zeros(part.shape[0], seq - part.shape[1])], 1)
     return part
+
+
+def _prefill(st: _State, batch: int, seq: int, mask: torch.Tensor | None, device: torch.device,
+             generating: bool) -> None:
+    """Geometry of a forward that starts a sequence (no KV cache yet): real tokens from the mask."""
+    real = mask.bool() if mask is not None else torch.ones(batch, seq, dtype=torch.bool, device=device)
+    st.prompt_width, st.past, st.seq, st.generating = seq, 0, seq, generating
+    st.real, st.lens = real, real.sum(-1)
+    st.rel = real.long().cumsum(-1) - 1
 
 
 class Steering:
@@ -126,6 +128,7 @@ class Steering:
         self.interventions = ivs
         self.check_finite = check_finite
         self.handles: list[Any] = []
+        self._bridge_points: list[Any] = []
         self.state = _State()
         self._vectors: dict[tuple[int, torch.device, torch.dtype], tuple[Any, torch.Tensor, Any]] = {}
         self._finite: list[tuple[Intervention, torch.Tensor]] = []  # this forward's NaN/inf flags, read at its end
@@ -145,6 +148,15 @@ class Steering:
                 self.handles.append(mod.register_forward_pre_hook(self._pre(iv), with_kwargs=True))
             else:
                 self.handles.append(mod.register_forward_hook(self._post(iv)))
+        # the Bridge runs its own module tree over the same weights: steer its calls too, through its hook points
+        bridge = model.bridge
+        self.handles.append(bridge.register_forward_pre_hook(self._on_bridge_forward, with_kwargs=True))
+        if check_finite:
+            self.handles.append(bridge.register_forward_hook(self._check_finite))
+        for iv, _, _ in placed:
+            point = bridge.hook_dict[iv.at]
+            point.add_hook(self._bridge_hook(iv))
+            self._bridge_points.append((point, point.fwd_hooks[-1]))  # our LensHandle, to remove only ours
 
     # ------------------------------------------------------------------ geometry of each forward
     def _on_forward(self, mod: torch.nn.Module, args: tuple, kwargs: dict) -> None:
@@ -167,22 +179,30 @@ class Steering:
             mask = mask[:, -seq:]  # this call's tokens (HF masks cover past + current)
         st = self.state
         if past == 0:
-            st.prompt_width = seq
-            if mask is not None:
-                m = mask.bool()
-                n_real = m.sum(-1)
-                # left padding only: each row's real tokens are the last n_real positions
-                expect = torch.arange(seq, device=m.device)[None] >= (seq - n_real)[:, None]
-                if not torch.equal(m, expect):
-                    raise SteeringError("the attention mask is not left-padded: steering positions assume left "
-                                        "padding (interp.generate.left_pad, or a tokenizer with padding_side='left')")
-                st.pads = (seq - n_real).to(x.device)
-            else:
-                st.pads = torch.zeros(batch, dtype=torch.long, device=x.device)
-        elif st.pads is None or st.pads.shape[0] != batch:
+            _prefill(st, batch, seq, mask, x.device, generating=cache is not None)
+        elif st.real is None or st.real.shape[0] != batch:
             raise SteeringError(f"a cached forward of {batch} rows continues no steered prompt of that batch size")
-        st.past, st.seq, st.mask = past, seq, mask
+        else:
+            st.past, st.seq = past, seq
         st.sel = {k: _select(st, w, x.device) for k, w in self._wheres}
+
+    def _on_bridge_forward(self, mod: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        """A TransformerBridge call (no KV cache, no generation): every row starts at position 0."""
+        x = args[0] if args else kwargs.get("input")
+        if isinstance(x, (str, list)):
+            x = self.model.to_tokens(x)
+        if not isinstance(x, torch.Tensor) or x.dim() != 2:
+            raise SteeringError("steering a Bridge call needs token ids [batch, pos] or text")
+        mask = kwargs.get("attention_mask")
+        _prefill(self.state, int(x.shape[0]), int(x.shape[1]), mask if isinstance(mask, torch.Tensor) else None,
+                 x.device, generating=False)
+        self.state.sel = {k: _select(self.state, w, x.device) for k, w in self._wheres}
+
+    def _bridge_hook(self, iv: Intervention) -> Any:
+        def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            return self._apply(iv, act)
+
+        return fn
 
     # ------------------------------------------------------------------ the edits
     def _prepare(self, iv: Intervention, h: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
@@ -236,7 +256,11 @@ class Steering:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
-        self.handles = []
+        for point, handle in self._bridge_points:
+            handle.hook.remove()
+            if handle in point.fwd_hooks:
+                point.fwd_hooks.remove(handle)
+        self.handles, self._bridge_points = [], []
 
 
 @contextlib.contextmanager

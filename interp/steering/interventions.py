@@ -1,6 +1,7 @@
 """Interventions on one hook's activations: add, subtract, project out, or clamp a component of a direction.
 
-Each says where it acts: `"prompt"` (every real prompt token, padding never), `"generated"` (every token
+Each says where it acts: `"auto"` (the default: the generated tokens inside generation, every token in any
+other forward, so a steered forward is never silently unsteered), `"prompt"` (every real prompt token, padding never), `"generated"` (every token
 the model writes), `"all"`, `Positions((-1,))` (indices in each row's own prompt; negative from its end),
 or a bool mask `[batch, pos]` laid out like the attention mask of the padded batch the model receives.
 `"generated"` acts at the positions whose input is a generated token, so the first new token (predicted at the
@@ -18,7 +19,7 @@ from jaxtyping import Bool, Float
 
 from interp.steering.vector import SteeringVector
 
-WHERE_NAMES = ("prompt", "generated", "all")
+WHERE_NAMES = ("auto", "prompt", "generated", "all")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Positions:
             raise ValueError("Positions needs at least one index, e.g. Positions((-1,)) for the prompt's last token")
 
 
-Where = Union[Literal["prompt", "generated", "all"], Positions, Bool[torch.Tensor, "batch pos"]]
+Where = Union[Literal["auto", "prompt", "generated", "all"], Positions, Bool[torch.Tensor, "batch pos"]]
 
 
 def check_where(where: Any) -> None:
@@ -44,7 +45,7 @@ def check_where(where: Any) -> None:
         if where.dim() != 2 or where.dtype != torch.bool:
             raise ValueError(f"a token mask must be a bool tensor [batch, pos], got {where.dtype} {tuple(where.shape)}")
     elif not isinstance(where, Positions):
-        raise ValueError(f"where={where!r}: use 'prompt', 'generated', 'all', Positions((i, ...)) or a bool mask")
+        raise ValueError(f"where={where!r}: use 'auto', 'prompt', 'generated', 'all', Positions((i, ...)) or a bool mask")
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,7 +53,7 @@ class Intervention:
     """Base: a direction at a hook, and where it acts. Subclasses say what they change (`delta`)."""
 
     vector: SteeringVector
-    where: Any = "generated"
+    where: Any = "auto"
     hook: str | None = None  # defaults to the vector's own hook
 
     def __post_init__(self) -> None:

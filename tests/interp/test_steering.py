@@ -240,9 +240,68 @@ def test_bad_inputs_have_clear_messages(llama: interp.Model, gpt2: interp.Model)
             llama.hf(ids)
     with pytest.raises(ValueError, match="NaN or inf"):
         SteeringVector(torch.full((4,), float("nan")), "blocks.0.hook_resid_post")
-    with pytest.raises(ValueError, match="not left-padded"):
-        with steer(llama, [Add(vec(llama, "blocks.0.hook_resid_post"), where="all")]), torch.no_grad():
-            llama.hf(input_ids=ids, attention_mask=torch.cat([torch.ones(1, ids.shape[1] - 1), torch.zeros(1, 1)], 1).long())
+
+
+def test_right_padded_batch_is_steered_at_each_rows_own_positions(llama: interp.Model) -> None:
+    """`Model.encode` pads on the right: Positions((-1,)) hits each row's last real token, as for the row alone."""
+    v = vec(llama, "blocks.1.hook_resid_post", scale=5.0)
+    iv = Add(v, where=Positions((-1,)))
+    ids, mask = llama.encode(PROMPTS)
+    with steer(llama, [iv]), torch.no_grad():
+        batched = llama.hf(input_ids=ids, attention_mask=mask).logits
+        for i, p in enumerate(PROMPTS):
+            alone = llama.hf(input_ids=llama.to_tokens(p)).logits[0]
+            n = int(mask[i].sum())
+            torch.testing.assert_close(batched[i, :n], alone, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        plain = llama.hf(input_ids=ids, attention_mask=mask).logits
+    assert (batched - plain).abs().amax() > 1e-2  # and the steering did act
+
+
+def test_default_where_steers_a_plain_forward_and_only_new_tokens_in_generation(llama: interp.Model) -> None:
+    """The default `where` follows the call: a forward outside generation is steered at every token (it was
+    silently unsteered when the default was 'generated'); generation steers the generated tokens only."""
+    v = vec(llama, "blocks.1.hook_resid_post", scale=5.0)
+    ids = llama.to_tokens(PROMPTS[0])
+    with torch.no_grad():
+        plain = llama.hf(ids).logits
+        with steer(llama, [Add(v)]):
+            auto = llama.hf(ids).logits
+        with steer(llama, [Add(v, where="all")]):
+            every = llama.hf(ids).logits
+    torch.testing.assert_close(auto, every)
+    assert (auto - plain).abs().amax() > 1e-2
+    with steer(llama, [Add(v)]):
+        auto_gen = llama.generate(PROMPTS, max_new_tokens=6)
+    with steer(llama, [Add(v, where="generated")]):
+        gen = llama.generate(PROMPTS, max_new_tokens=6)
+    assert auto_gen == gen
+
+
+def test_bridge_calls_and_bridge_hooks_are_steered_like_hf(llama: interp.Model) -> None:
+    """`model.bridge(ids)` inside `steer` is steered exactly like `model.hf(ids)` (it ran unsteered before),
+    and so is a harvest that needs a Bridge-only hook next to an HF-mapped one."""
+    from interp.activations import AllTokens, PromptDataset, harvest
+
+    hook = "blocks.0.hook_resid_post"
+    v = vec(llama, hook, scale=5.0)
+    ids = llama.to_tokens(PROMPTS[1])
+    with torch.no_grad(), steer(llama, [Add(v, where="all")]):
+        hf = llama.hf(ids).logits
+        br = llama.bridge(ids)
+    torch.testing.assert_close(br, hf, atol=1e-4, rtol=1e-4)
+    ds = PromptDataset.from_texts(llama.tokenizer, PROMPTS)
+    hooks = ["blocks.1.hook_resid_post", "blocks.1.mlp.hook_post"] if "blocks.1.mlp.hook_post" in llama.hook_names \
+        else ["blocks.1.hook_resid_post", "blocks.1.hook_resid_mid"]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        plain = harvest(llama, ds, hooks, AllTokens(), f"{d}/plain")
+        with steer(llama, [Add(v, where="all")]):
+            steered = harvest(llama, ds, hooks, AllTokens(), f"{d}/steered")
+        for h in hooks:
+            shift = (steered.get(h) - plain.get(h)).abs().amax()
+            assert shift > 1e-2, (h, float(shift))
 
 
 def test_directions_recover_a_planted_offset() -> None:
