@@ -20,11 +20,14 @@ class SAEError(ValueError):
 
 @dataclass(frozen=True)
 class SAETrainConfig:
-    """One SAE run on the rows of `hook` (optionally only position label `label`) of an activation store."""
+    """One SAE run on the rows of `hook` (optionally only position label `label`) of an activation store.
+
+    Checked when made, before any training: a warm-up of at least the run's steps (total_samples //
+    batch_size) is refused (sae-lens' cosine schedule divides by steps - warm-up)."""
 
     hook: str
     label: str | None = None
-    exclude_bos: bool = True  # leave out rows at position 0 (the BOS token, an outlier of every model)
+    exclude_bos: bool = True  # leave out rows of the tokenizer's BOS token, by id (an outlier of every model)
     architecture: str = "batchtopk"
     expansion: int = 8  # d_sae = expansion * d_in unless d_sae is given
     d_sae: int | None = None
@@ -57,6 +60,19 @@ class SAETrainConfig:
             raise SAEError("d_sae and expansion must be positive")
         if self.k <= 0:
             raise SAEError(f"k must be positive, got {self.k}")
+        if self.lr_warm_up_steps < 0:
+            raise SAEError(f"lr_warm_up_steps must be >= 0, got {self.lr_warm_up_steps}")
+        steps = self.n_steps
+        if self.lr_warm_up_steps >= steps:
+            raise SAEError(f"training has {steps} steps but lr_warm_up_steps={self.lr_warm_up_steps}; lower the "
+                           f"warm-up to < {steps} or train for more samples (total_samples {self.total_samples:,} // "
+                           f"batch_size {self.batch_size} = {steps} steps; a warm-up of {self.lr_warm_up_steps} needs "
+                           f"at least {(self.lr_warm_up_steps + 1) * self.batch_size:,} samples)")
+
+    @property
+    def n_steps(self) -> int:
+        """Optimiser steps of the run (sae-lens' SAETrainer: total_samples // batch_size)."""
+        return self.total_samples // self.batch_size
 
     def width(self, d_in: int) -> int:
         return int(self.d_sae) if self.d_sae is not None else self.expansion * d_in
@@ -83,11 +99,11 @@ def training_sae_config(cfg: SAETrainConfig, d_in: int, metadata: Mapping[str, A
     )
     from sae_lens.saes.sae import SAEMetadata
 
-    common: dict[str, Any] = dict(d_in=d_in, d_sae=cfg.width(d_in), dtype="float32", device="cpu")
+    common: dict[str, Any] = {"d_in": d_in, "d_sae": cfg.width(d_in), "dtype": "float32", "device": "cpu"}
     if cfg.architecture == "batchtopk":
         out = BatchTopKTrainingSAEConfig(**common, k=float(cfg.k))
     elif cfg.architecture == "topk":
-        out = TopKTrainingSAEConfig(**common, k=int(round(cfg.k)))
+        out = TopKTrainingSAEConfig(**common, k=round(cfg.k))
     elif cfg.architecture == "standard":
         out = StandardTrainingSAEConfig(**common, l1_coefficient=cfg.l1_coefficient)
     else:

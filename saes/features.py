@@ -69,8 +69,8 @@ def feature_table(sae: Any, store: ActivationStore, hook: str, label: str | Sequ
     acts, cols = [], {"example": [], "position": [], "token": []}
     for a, idx in shards(store, hook, label, exclude_bos):
         acts.append(encode(sae, a.float()))
-        for c in cols:
-            cols[c].append(idx[c])
+        for c, parts in cols.items():
+            parts.append(idx[c])
     if not acts:
         raise SAEError(f"the activation store {store.root} holds no rows of {hook}")
     return FeatureTable(torch.cat(acts), *(np.concatenate(cols[c]) for c in ("example", "position", "token")))

@@ -71,6 +71,7 @@ class Quality:
     ce_recovered: float | None = None
     ce_recovered_ci: tuple[float, float] | None = None
     n_tokens_ce: int = 0
+    ce_tokens: str = ""  # which tokens the CE numbers predict (see `quality`)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -136,34 +137,46 @@ def replace_at(model: Any, hook: str, fn: Callable[[torch.Tensor], torch.Tensor]
         handle.remove()
 
 
-def sae_splice(sae: Any, exclude_bos: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
-    """fn(activation [batch, pos, d]) = the SAE's reconstruction (position 0 kept as it is if `exclude_bos`)."""
+def _keep_where(out: torch.Tensor, h: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """`out` with the positions marked in `keep` [batch, pos] restored to `h`."""
+    if keep is None:
+        return out
+    k = keep.to(h.device)
+    if k.shape != h.shape[:2]:
+        raise SAEError(f"the BOS mask has shape {tuple(k.shape)}, the activations {tuple(h.shape[:2])}")
+    return torch.where(k[..., None], h, out)
+
+
+def sae_splice(sae: Any, keep: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """fn(activation [batch, pos, d]) = the SAE's reconstruction, except at the positions marked in `keep`
+    [batch, pos] (the BOS tokens, when they are left out), which pass through unchanged."""
     def fn(h: torch.Tensor) -> torch.Tensor:
         check_width(sae, h.shape[-1])
-        out = sae.decode(sae.encode(h.float())).to(h.dtype)
-        if exclude_bos:
-            out[:, 0] = h[:, 0]
-        return out
+        return _keep_where(sae.decode(sae.encode(h.float())).to(h.dtype), h, keep)
 
     return fn
 
 
-def zero_splice(exclude_bos: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
-    """fn(activation) = zeros (position 0 kept if `exclude_bos`): the ablation CE recovered is measured against."""
+def zero_splice(keep: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """fn(activation) = zeros except at the positions marked in `keep`: the ablation CE recovered is measured
+    against."""
     def fn(h: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros_like(h)
-        if exclude_bos:
-            out[:, 0] = h[:, 0]
-        return out
+        return _keep_where(torch.zeros_like(h), h, keep)
 
     return fn
+
+
+Splice = Callable[[torch.Tensor | None], Callable[[torch.Tensor], torch.Tensor]]
 
 
 @torch.no_grad()
-def per_text_ce(model: Any, texts: Sequence[Sequence[int]], batch_size: int = 64, starts: Sequence[int] | None = None
+def per_text_ce(model: Any, texts: Sequence[Sequence[int]], batch_size: int = 64, starts: Sequence[int] | None = None,
+                hook: str | None = None, splice: Splice | None = None, bos_id: int | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Summed next-token cross-entropy and number of predicted tokens per text (right-padded, unmasked);
-    only tokens after index `starts[i]` are predicted (all but the first by default)."""
+    only tokens after index `starts[i]` are predicted (all but the first by default). With `hook` and
+    `splice`, the activation at `hook` is replaced by `splice(keep)(activation)` in every batch, where
+    `keep` [batch, pos] marks the tokens whose id is `bos_id` (None: no position is kept)."""
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     sums, counts = [], []
     for i in range(0, len(texts), batch_size):
@@ -175,7 +188,14 @@ def per_text_ce(model: Any, texts: Sequence[Sequence[int]], batch_size: int = 64
             ids[r, :len(t)] = torch.tensor(t)
             first = 1 + (starts[i + r] if starts is not None else 0)  # index of the first predicted token
             real[r, first:len(t)] = True
-        logits = model.hf(input_ids=ids.to(model.device)).logits.float().cpu()
+        with contextlib.ExitStack() as stack:
+            if splice is not None:
+                if hook is None:
+                    raise ValueError("a splice needs the hook it replaces")
+                keep = (ids == bos_id) & (torch.arange(width)[None, :] < torch.tensor([len(t) for t in chunk])[:, None]) \
+                    if bos_id is not None else None
+                stack.enter_context(replace_at(model, hook, splice(keep)))
+            logits = model.hf(input_ids=ids.to(model.device)).logits.float().cpu()
         lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
         m = real[:, 1:]
         sums.append((-(lp * m)).sum(-1).double().numpy())
@@ -186,19 +206,20 @@ def per_text_ce(model: Any, texts: Sequence[Sequence[int]], batch_size: int = 64
 def ce_recovered(model: Any, sae: Any, hook: str, texts: Sequence[Sequence[int]], n_boot: int = 200, seed: int = 0,
                  batch_size: int = 64, starts: Sequence[int] | None = None, exclude_bos: bool = True) -> dict[str, Any]:
     """Mean next-token CE clean, with the SAE spliced in at `hook`, and with `hook` zero-ablated; CE recovered
-    with a bootstrap over texts. `starts[i]`: predict only text i's tokens after that index."""
+    with a bootstrap over texts. `starts[i]`: predict only text i's tokens after that index. With
+    `exclude_bos`, the tokens whose id is the tokenizer's BOS id keep their activation in both splices
+    (matched by id: a tokenizer without BOS, GPT-2 style, has a text token at position 0)."""
     if not texts:
         raise SAEError("no texts to measure the loss on")
     model.check_hooks(hook)
     check_width(sae, model.d_model)
+    bos = model.tokenizer.bos_token_id if exclude_bos else None
     clean, n = per_text_ce(model, texts, batch_size, starts)
-    with replace_at(model, hook, sae_splice(sae, exclude_bos)):
-        spliced, _ = per_text_ce(model, texts, batch_size, starts)
-    with replace_at(model, hook, zero_splice(exclude_bos)):
-        zero, _ = per_text_ce(model, texts, batch_size, starts)
     tot = n.sum()
     if tot == 0:
         raise SAEError("the texts have no tokens to predict after their start positions")
+    spliced, _ = per_text_ce(model, texts, batch_size, starts, hook, lambda keep: sae_splice(sae, keep), bos)
+    zero, _ = per_text_ce(model, texts, batch_size, starts, hook, zero_splice, bos)
     c, s, z = clean.sum() / tot, spliced.sum() / tot, zero.sum() / tot
     w = group_bootstrap([str(i) for i in range(len(texts))], n_boot, seed)
     cb, sb, zb = (w @ clean) / (w @ n), (w @ spliced) / (w @ n), (w @ zero) / (w @ n)
@@ -207,16 +228,38 @@ def ce_recovered(model: Any, sae: Any, hook: str, texts: Sequence[Sequence[int]]
             "ce_recovered_ci": _ci(rec_b), "n_tokens_ce": int(tot)}
 
 
+def loss_starts(examples: Sequence[Any], loss_after: str | None) -> tuple[list[int], str]:
+    """Per text, the index after which tokens are predicted, and a description of those tokens.
+
+    Texts predict the tokens after their named position `loss_after` (texts without that name: every token
+    after the first). If no text has any token after `loss_after` (a store of bare prompts that end at the
+    answer position), every text predicts all tokens after its first instead, and the description says so."""
+    everything = "all tokens after the first of each text"
+    if loss_after is None:
+        return [0] * len(examples), everything
+    named = [loss_after in e.positions for e in examples]
+    if not any(named):
+        return [0] * len(examples), f"{everything} (no text has a position named {loss_after!r})"
+    starts = [int(e.positions[loss_after]) if n else 0 for e, n in zip(examples, named)]
+    if not any(s < len(e.ids) - 1 for s, e, n in zip(starts, examples, named) if n):
+        return [0] * len(examples), f"{everything} (no text has tokens after {loss_after!r})"
+    return starts, f"tokens after {loss_after!r}" + ("" if all(named) else f" ({everything} without {loss_after!r})")
+
+
 def quality(sae: Any, store: ActivationStore, hook: str, label: str | None = None, model: Any = None,
             max_rows: int | None = 100_000, max_texts: int = 500, n_boot: int = 200, seed: int = 0,
             allow_other_model: bool = False, exclude_bos: bool = True, loss_after: str | None = "answer"
             ) -> tuple[Quality, torch.Tensor]:
     """Every quality number of `sae` on a store's rows of `hook` (and, given the model, on the store's texts:
-    the loss counts the tokens after each text's named position `loss_after` if it has one, else all)."""
-    from saes.training import shards
+    the loss counts the tokens after each text's named position `loss_after`; when no text has tokens after
+    it, all tokens after the first, as `Quality.ce_tokens` says). `exclude_bos` leaves out the rows, and keeps
+    the activations, of the tokenizer's BOS token (by id, wherever it is)."""
+    from saes.training import bos_token_id, shards
 
+    bos = bos_token_id(store, model if model is not None and model.checksum == store.model_checksum else None) \
+        if exclude_bos else None
     acts, idx = [], []
-    for a, ix in shards(store, hook, label, exclude_bos):
+    for a, ix in shards(store, hook, label, exclude_bos, bos_id=bos):
         acts.append(a)
         idx.append(ix["example"])
     x = torch.cat(acts) if acts else torch.zeros(0, int(sae.cfg.d_in))
@@ -234,11 +277,10 @@ def quality(sae: Any, store: ActivationStore, hook: str, label: str | None = Non
     if model is not None:
         if not allow_other_model:
             store.check_model(model.checksum)
-        ds = store.dataset()
-        examples = ds.examples[:max_texts]
-        starts = [int(e.positions.get(loss_after, 0)) if loss_after else 0 for e in examples]
-        q = dataclasses.replace(q, **ce_recovered(model, sae, hook, [e.ids for e in examples], n_boot, seed,
-                                                  starts=starts, exclude_bos=exclude_bos))
+        examples = store.dataset().examples[:max_texts]
+        starts, what = loss_starts(examples, loss_after)
+        q = dataclasses.replace(q, ce_tokens=what, **ce_recovered(model, sae, hook, [e.ids for e in examples], n_boot,
+                                                                  seed, starts=starts, exclude_bos=exclude_bos))
     return q, freq
 
 
@@ -249,6 +291,7 @@ __all__ = [
     "check_width",
     "encode",
     "explained_variance",
+    "loss_starts",
     "per_text_ce",
     "quality",
     "reconstruct",

@@ -40,7 +40,7 @@ def feature_vector(sae: Any, features: int | Sequence[int], model: Any, hook: st
 def random_feature_vectors(sae: Any, like: SteeringVector, exclude: Sequence[int], live: Sequence[int], n: int,
                            n_features: int, seed: int = 0) -> list[SteeringVector]:
     """n controls: sums of `n_features` random live features (not in `exclude`), rescaled to |like|."""
-    pool = sorted(set(int(f) for f in live) - set(int(f) for f in exclude))
+    pool = sorted({int(f) for f in live} - {int(f) for f in exclude})
     if len(pool) < n_features:
         raise SAEError(f"only {len(pool)} live features to draw a control of {n_features} from")
     rng = np.random.default_rng(seed)

@@ -41,27 +41,71 @@ CHECKPOINT = "checkpoint"
 
 # ------------------------------------------------------------------------------------------ data
 
-def _rows(store: ActivationStore, hook: str, label: str | None, exclude_bos: bool = False) -> int:
-    return sum(len(idx["example"]) for _, idx in shards(store, hook, label, exclude_bos))
+_NO_BOS = object()  # shards' default: look the BOS id up for the store
 
 
-def shards(store: ActivationStore, hook: str, label: str | None, exclude_bos: bool = False
-           ) -> Iterator[tuple[torch.Tensor, dict]]:
-    """The store's rows shard by shard (as `iter_batches`), without position-0 rows if `exclude_bos`."""
+def _tokenizer_bos(model_name: str) -> int | None:
+    """The BOS id of a model's tokenizer, read from its checkpoint folder (never downloads)."""
+    from transformers import AutoTokenizer
+
+    from interp.models import resolve_path
+
+    tok = AutoTokenizer.from_pretrained(resolve_path(model_name), local_files_only=True)
+    return None if tok.bos_token_id is None else int(tok.bos_token_id)
+
+
+_BOS_CACHE: dict[tuple[str, str], int | None] = {}
+
+
+def bos_token_id(store: ActivationStore, model: Any = None) -> int | None:
+    """The token id whose rows `exclude_bos` leaves out: the manifest's `bos_token_id` if the harvest recorded
+    one, else the tokenizer's of `model` (or of the store's model, found by name). None: the tokenizer has no
+    BOS token, so nothing is left out. Rows are matched by token id, not by position: GPT-2/Qwen-style
+    tokenizers put a text token at position 0."""
+    if "bos_token_id" in store.manifest:
+        v = store.manifest["bos_token_id"]
+        return None if v is None else int(v)
+    if model is not None:
+        if model.checksum != store.model_checksum:
+            raise SAEError(f"{store.root} was harvested from {store.model_name!r}, not {model.name!r}: its BOS token "
+                           f"is not necessarily {model.name!r}'s")
+        v = model.tokenizer.bos_token_id
+        return None if v is None else int(v)
+    key = (store.model_name, store.model_checksum)
+    if key not in _BOS_CACHE:
+        try:
+            _BOS_CACHE[key] = _tokenizer_bos(store.model_name)
+        except Exception as e:
+            raise SAEError(f"cannot tell which token is BOS in {store.root}: the tokenizer of {store.model_name!r} "
+                           f"cannot be read here ({type(e).__name__}: {str(e)[:160]}); pass the model (model=...) "
+                           f"or exclude_bos=False") from e
+    return _BOS_CACHE[key]
+
+
+def _rows(store: ActivationStore, hook: str, label: str | None, exclude_bos: bool = False, bos_id: Any = _NO_BOS
+          ) -> int:
+    return sum(len(idx["example"]) for _, idx in shards(store, hook, label, exclude_bos, bos_id))
+
+
+def shards(store: ActivationStore, hook: str, label: str | None, exclude_bos: bool = False,
+           bos_id: Any = _NO_BOS) -> Iterator[tuple[torch.Tensor, dict]]:
+    """The store's rows shard by shard (as `iter_batches`); with `exclude_bos`, without the rows whose token is
+    the BOS token (`bos_id`, looked up with `bos_token_id(store)` unless given; None leaves out nothing)."""
+    bos = (bos_token_id(store) if bos_id is _NO_BOS else bos_id) if exclude_bos else None
     for acts, idx in store.iter_batches(hook, label):
-        if exclude_bos:
-            keep = idx["position"] > 0
+        if bos is not None:
+            keep = idx["token"] != bos
             acts, idx = acts[torch.from_numpy(keep)], {k: v[keep] for k, v in idx.items()}
         yield acts, idx
 
 
 def store_rows(store: ActivationStore, hook: str, label: str | None, seed: int, chunk_rows: int,
-               exclude_bos: bool = False) -> Iterator[Float[torch.Tensor, "rows d_in"]]:
+               exclude_bos: bool = False, bos_id: Any = _NO_BOS) -> Iterator[Float[torch.Tensor, "rows d_in"]]:
     """Endless chunks of the store's rows: every epoch visits each row once, permuted by (seed, epoch)."""
     epoch = 0
     while True:
         rng = np.random.default_rng([seed, epoch])
-        for acts, _ in shards(store, hook, label, exclude_bos):
+        for acts, _ in shards(store, hook, label, exclude_bos, bos_id):
             if len(acts) == 0:
                 continue
             acts = acts.float()[torch.from_numpy(rng.permutation(len(acts)))]
@@ -74,13 +118,14 @@ class DataProvider:
     """sae-lens' mixing buffer over `store_rows`, with its own torch RNG state (the global one is untouched),
     counting the batches it served so that a resumed run can skip exactly those."""
 
-    def __init__(self, store: ActivationStore, cfg: SAETrainConfig) -> None:
+    def __init__(self, store: ActivationStore, cfg: SAETrainConfig, bos_id: Any = _NO_BOS) -> None:
         from sae_lens.training.mixing_buffer import mixing_buffer
 
         self.served = 0
         self._rng = torch.Generator().manual_seed(cfg.seed).get_state()
         self._it = mixing_buffer(cfg.buffer_size, cfg.batch_size,
-                                 store_rows(store, cfg.hook, cfg.label, cfg.seed, cfg.chunk_rows, cfg.exclude_bos), cfg.mix_fraction)
+                                 store_rows(store, cfg.hook, cfg.label, cfg.seed, cfg.chunk_rows, cfg.exclude_bos,
+                                            bos_id), cfg.mix_fraction)
 
     def __iter__(self) -> DataProvider:
         return self
@@ -103,7 +148,7 @@ class DataProvider:
 
 # ------------------------------------------------------------------------------------------ checks
 
-def check_store(store: ActivationStore, cfg: SAETrainConfig) -> int:
+def check_store(store: ActivationStore, cfg: SAETrainConfig, bos_id: Any = _NO_BOS) -> int:
     """The hook's width; clear errors for a missing hook, a non-vector hook and an empty store or label."""
     if cfg.hook not in store.hooks:
         raise SAEError(f"hook {cfg.hook!r} is not in the store {store.root}; it holds {store.hooks}")
@@ -113,7 +158,7 @@ def check_store(store: ActivationStore, cfg: SAETrainConfig) -> int:
                        f"hook_resid_*, hook_attn_out or hook_mlp_out, or flatten hook_z first)")
     if cfg.label is not None:
         store.label_ids(cfg.label)
-    n = _rows(store, cfg.hook, cfg.label, cfg.exclude_bos)
+    n = _rows(store, cfg.hook, cfg.label, cfg.exclude_bos, bos_id)
     if n == 0:
         what = f"rows with position label {cfg.label!r}" if cfg.label else "rows"
         raise SAEError(f"the activation store {store.root} holds no {what} of {cfg.hook}: nothing to train on")
@@ -168,11 +213,20 @@ def save_checkpoint(trainer: Any, provider: DataProvider, cfg: SAETrainConfig, f
         write_json(tmp / "state.json", state)
 
 
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`field: old -> new` for every config field that differs (fields only one side has included)."""
+    return [f"{k}: {old.get(k, '(absent)')!r} -> {new.get(k, '(absent)')!r}" for k in sorted(set(old) | set(new))
+            if old.get(k, "(absent)") != new.get(k, "(absent)")]
+
+
 def load_checkpoint(trainer: Any, provider: DataProvider, cfg: SAETrainConfig, folder: Path) -> None:
     """Restore everything `save_checkpoint` wrote, and move the data stream to where it was."""
     state = read_json(folder / "state.json")
-    if state["config"] != cfg.to_dict():
-        raise SAEError(f"the checkpoint in {folder} belongs to another configuration; delete it to start over")
+    diff = config_differences(state["config"], cfg.to_dict())
+    if diff:
+        raise SAEError(f"the checkpoint in {folder} was written by a run with another configuration ({'; '.join(diff)}"
+                       f"): rerun with that configuration to resume it, or delete the folder (resume=False, "
+                       f"`--no-resume`) to start over")
     t = load_tensors(folder / "state.safetensors")
     trainer.sae.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("sae.")})
     opt_state: dict[int, dict[str, torch.Tensor]] = {}
@@ -220,7 +274,9 @@ def train_sae(store: ActivationStore | str | Path, cfg: SAETrainConfig, out: str
     from sae_lens.training.sae_trainer import SAETrainer
 
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
-    d_in = check_store(store, cfg)
+    same_model = model if model is not None and model.checksum == store.model_checksum else None
+    bos = bos_token_id(store, same_model) if cfg.exclude_bos else None
+    d_in = check_store(store, cfg, bos)
     out = Path(out)
     ckpt = out.with_name(out.name + "." + CHECKPOINT)
     if not resume and ckpt.exists():
@@ -229,7 +285,7 @@ def train_sae(store: ActivationStore | str | Path, cfg: SAETrainConfig, out: str
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         sae = TrainingSAE.from_dict(training_sae_config(cfg, d_in, meta).to_dict())
-    provider = DataProvider(store, cfg)
+    provider = DataProvider(store, cfg, bos)
     holder: dict[str, Any] = {}
 
     def on_save(checkpoint_path: Any = None) -> None:
@@ -253,7 +309,8 @@ def train_sae(store: ActivationStore | str | Path, cfg: SAETrainConfig, out: str
     card = {
         "format_version": CARD_VERSION, "hook": cfg.hook, "label": cfg.label, "model_name": store.model_name,
         "model_checksum": store.model_checksum, "store": str(store.root),
-        "store_dataset_hash": store.manifest.get("dataset_hash"), "store_rows": _rows(store, cfg.hook, cfg.label, cfg.exclude_bos),
+        "store_dataset_hash": store.manifest.get("dataset_hash"), "store_rows": _rows(store, cfg.hook, cfg.label, cfg.exclude_bos, bos),
+        "excluded_token_id": bos,
         "d_in": d_in, "d_sae": cfg.width(d_in), "architecture": cfg.architecture, "config": cfg.to_dict(),
         "training": {"samples": trainer.n_training_samples, "steps": trainer.n_training_steps,
                      "resumed_from_samples": resumed_from, "seconds": round(seconds, 3),
@@ -368,6 +425,7 @@ __all__ = [
     "DataProvider",
     "StoreError",
     "TrainedSAE",
+    "bos_token_id",
     "check_fits",
     "check_store",
     "load_checkpoint",

@@ -14,7 +14,7 @@ def test_sae_reasoning_runs_small_and_round_trips(tmp_path: Path) -> None:
     cfg = sr.SAEReasoningConfig(
         tuned=("organism/sft",), hook=hook, n_problems=300, cache_dir=str(tmp_path / "cache"),
         sae=SAETrainConfig(hook=hook, total_samples=8192, batch_size=512, buffer_size=4096, expansion=2,
-                           n_checkpoints=0),
+                           lr_warm_up_steps=2, n_checkpoints=0),
         scales=(10.0,), n_val_per_step=10, n_test_per_step=15, n_random=2, n_boot=30, n_dashboard=4)
     result = sr.run_cached(cfg, progress=False, dashboard_dir=tmp_path / "dash")
     again = sr.SAEReasoningResult.from_dict(result.to_dict())

@@ -22,7 +22,7 @@ def _flat(text: str) -> str:
 def test_sae_train_then_eval_writes_metrics_into_the_card(small_store: Any, tmp_path: Path) -> None:
     out = tmp_path / "sae"
     r = runner.invoke(app, ["sae", "train", str(small_store.root), "--hook", HOOK, "--out", str(out), "--total-samples",
-                            "4096", "--batch-size", "256", "--expansion", "2", "--json"])
+                            "8192", "--batch-size", "256", "--expansion", "2", "--json"])
     assert r.exit_code == 0, r.output
     card = json.loads(r.stdout.strip().splitlines()[-1])
     assert card["metrics"]["ce_recovered"] is not None and 0 < card["metrics"]["explained_variance"] <= 1
@@ -40,6 +40,10 @@ def test_sae_cli_errors_are_clear(tiny_sae: Any, small_store: Any, tmp_path: Pat
     r = runner.invoke(app, ["sae", "train", str(small_store.root), "--hook", HOOK, "--out", str(tmp_path / "x"),
                             "--architecture", "gated"])
     assert r.exit_code == 2 and "batchtopk" in _flat(r.output)
+    r = runner.invoke(app, ["sae", "train", str(small_store.root), "--hook", HOOK, "--out", str(tmp_path / "short"),
+                            "--total-samples", "4096", "--batch-size", "256"])  # 16 steps, the default warm-up is 20
+    assert r.exit_code == 2 and "training has 16 steps but lr_warm_up_steps=20" in _flat(r.output)
+    assert not list(tmp_path.glob("short*"))  # refused before anything was written
     r = runner.invoke(app, ["sae", "eval", str(tmp_path), str(small_store.root)])
     assert r.exit_code == 2 and "not a saved SAE" in _flat(r.output)
 
@@ -53,10 +57,11 @@ def test_sae_steer_prints_both_completions(tiny_sae: Any) -> None:
 
 
 def test_sae_lens_runner_anchor_trains_on_the_same_texts(base_s: Any, small_store: Any, tmp_path: Path) -> None:
-    from saes.bench import run_runner
+    from interp.cli.bench.sae import run_runner
     from saes.config import SAETrainConfig
 
-    cfg = SAETrainConfig(hook=HOOK, total_samples=2048, batch_size=256, buffer_size=1024, expansion=2)
+    cfg = SAETrainConfig(hook=HOOK, total_samples=2048, batch_size=256, buffer_size=1024, expansion=2,
+                         lr_warm_up_steps=2)
     r = run_runner(base_s, small_store.dataset(), cfg, tmp_path)
     assert r["samples"] == 2048 and r["seconds"] > 0
     assert (tmp_path / "cfg.json").is_file()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from saes import SAEError, load_sae, train_sae
+from saes import SAEError, SAETrainConfig, load_sae, train_sae
 from tests.saes.conftest import HOOK, tiny_config
 
 
@@ -136,7 +136,7 @@ def test_sigkilled_training_process_resumes_to_identical_weights(small_store: An
             os.kill(os.getpid(), signal.SIGKILL)
         train_sae(ActivationStore.open({str(small_store.root)!r}), cfg, {str(tmp_path / "killed")!r}, on_checkpoint=die)
     """)
-    p = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], capture_output=True,
+    p = subprocess.run([sys.executable, "-c", script], check=False, cwd=Path(__file__).parents[2], capture_output=True,
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     assert p.returncode == -9, p.stderr.decode()[-2000:]
     assert (tmp_path / "killed.checkpoint" / "state.json").is_file()
@@ -146,3 +146,58 @@ def test_sigkilled_training_process_resumes_to_identical_weights(small_store: An
     a = load_file(whole.path / "sae_weights.safetensors")
     b = load_file(resumed.path / "sae_weights.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("warm_up", [8, 20])
+def test_a_warm_up_as_long_as_the_run_is_refused_when_the_config_is_made(warm_up: int) -> None:
+    # 2048 // 256 = 8 steps; sae-lens' cosine schedule runs for steps - warm-up (8 - 8 = 0: ZeroDivisionError)
+    msg = rf"training has 8 steps but lr_warm_up_steps={warm_up}; lower the warm-up to < 8 or train for more samples"
+    with pytest.raises(SAEError, match=msg):
+        tiny_config(total_samples=2048, lr_warm_up_steps=warm_up)
+    with pytest.raises(SAEError, match=msg):  # a card's config is checked too
+        SAETrainConfig.from_dict({**tiny_config(total_samples=2048).to_dict(), "lr_warm_up_steps": warm_up})
+
+
+def test_a_warm_up_one_step_shorter_than_the_run_trains(small_store: Any, tmp_path: Path) -> None:
+    out = train_sae(small_store, tiny_config(total_samples=2048, lr_warm_up_steps=7, n_checkpoints=0), tmp_path / "sae",
+                    metrics=False)
+    assert out.card["training"]["steps"] == 8
+
+
+def test_a_stale_checkpoint_names_exactly_the_fields_that_differ(small_store: Any, tmp_path: Path) -> None:
+    cfg = tiny_config(seed=3)
+
+    class Killed(Exception):
+        pass
+
+    def kill(samples: int) -> None:
+        raise Killed(samples)
+
+    with pytest.raises(Killed):
+        train_sae(small_store, cfg, tmp_path / "sae", on_checkpoint=kill)
+    other = tiny_config(seed=4, lr=1e-3)
+    with pytest.raises(SAEError, match="another configuration") as e:
+        train_sae(small_store, other, tmp_path / "sae")
+    differences = str(e.value).split("(", 1)[1].split(")", 1)[0].split("; ")
+    assert differences == ["lr: 0.005 -> 0.001", "seed: 3 -> 4"]
+    fresh = train_sae(small_store, other, tmp_path / "sae", resume=False, metrics=False)
+    assert fresh.card["training"]["resumed_from_samples"] == 0
+
+
+def test_a_checkpoint_write_that_fails_leaves_no_checkpoint(small_store: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    from saes import training
+
+    real = training.write_json
+
+    def broken(path: Any, obj: Any) -> None:
+        if Path(path).name == "state.json":
+            raise OSError("disk full")
+        real(path, obj)
+
+    monkeypatch.setattr(training, "write_json", broken)
+    with pytest.raises(OSError, match="disk full"):
+        train_sae(small_store, tiny_config(), tmp_path / "sae")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no checkpoint, no temporary folder, no SAE
+    monkeypatch.setattr(training, "write_json", real)
+    assert train_sae(small_store, tiny_config(), tmp_path / "sae", metrics=False).card["training"][
+        "resumed_from_samples"] == 0
