@@ -146,8 +146,8 @@ def normalize_number(text: str) -> str:
     return _canonical(value)
 
 
-def _numbers(text: str, start: int = 0, end: int | None = None) -> list[tuple[str, Span]]:
-    """Every number in `text[start:end]` with its span; a minus directly after a digit, letter or closing
+def numbers(text: str, start: int = 0, end: int | None = None) -> list[tuple[str, Span]]:
+    """Every number in `text[start:end]`, normalised, with its span; a minus directly after a digit, letter or closing
     bracket is subtraction, not a sign (`10-3` holds 10 and 3; `x = -3` holds -3)."""
     end = len(text) if end is None else end
     out = []
@@ -182,15 +182,15 @@ def _final_in(text: str, start: int, end: int) -> tuple[str, Span] | None:
         try:
             return normalize_number(text[s[0]:s[1]]), s
         except ValueError:
-            nums = _numbers(text, a, b)
+            nums = numbers(text, a, b)
             if nums:
                 return nums[-1]
     hashes = [m.end() for m in _HASHES.finditer(text, start, end)]
     if hashes:
-        nums = _numbers(text, hashes[-1], end)
+        nums = numbers(text, hashes[-1], end)
         if nums:
             return nums[0]
-    nums = _numbers(text, start, end)
+    nums = numbers(text, start, end)
     return nums[-1] if nums else None
 
 
@@ -276,4 +276,4 @@ def steps(text: str) -> list[Span]:
 
 
 __all__ = ["ABBREVIATIONS", "THINK_CLOSE", "THINK_OPEN", "Thinking", "final_number", "normalize_number",
-           "number_span", "split_thinking", "steps"]
+           "number_span", "numbers", "split_thinking", "steps"]
