@@ -33,17 +33,30 @@ def test_every_layer_and_variable_is_probed_with_a_control(result):
 
 def test_the_embedding_holds_no_intermediate_value_beyond_chance(result):
     base = result.get("base-s")
-    for v in lr.INTERMEDIATE_AT_ANSWER:
+    for v in (*lr.INTERMEDIATE_AT_ANSWER, lr.COT_VARIABLE):
         c = base.cell("blocks.0.hook_resid_pre", v)
-        assert c.score.value <= c.majority + 0.1  # the `:` token's embedding is the same for every problem
+        # the `:` token's embedding is the same for every problem: the probe can only predict the majority class
+        assert c.score.value == pytest.approx(c.majority, abs=1e-9), v.name
 
 
-def test_the_cot_decision_is_read_at_the_last_layer_and_sft_has_none_to_read(result):
+def test_the_cot_decision_is_read_above_the_majority_and_sft_has_none_to_read(result):
     base, sft = result.get("base-s"), result.get("sft")
-    last = base.cell(base.hooks[-1], lr.COT_VARIABLE)
-    assert 0.0 < base.cot_rate < 0.5 and last.score.value >= last.majority - 0.02
+    assert 0.0 < base.cot_rate < 0.5
+    # a weak signal that is really there (README: 0.91 against a majority of 0.85 on 1,200 problems): the best
+    # layer beats "always predict the majority choice", and beats its control task, by more than noise
+    cells = [base.cell(h, lr.COT_VARIABLE) for h in base.hooks[1:]]
+    best = max(cells, key=lambda c: c.score.value)
+    assert best.score.value > best.majority + 0.03 and best.selectivity_ci[0] > 0, (best.hook, best.score)
+    # its control probe (labels shuffled over problems) does no better than the majority
+    assert all(c.control.value <= c.majority + 0.02 for c in cells)
     assert sft.cot_rate == 1.0 and sft.cell(sft.hooks[-1], lr.COT_VARIABLE) is None
     assert any(s.variable == lr.COT_VARIABLE.name for s in sft.skipped)
+
+
+def test_the_final_answer_is_read_far_above_the_majority_in_the_last_layer(result):
+    base = result.get("base-s")
+    c = base.cell(base.hooks[-1], lr.VARIABLES[3])  # answer @ answer (README: 0.53 on 1,200 problems)
+    assert c.target == "answer" and c.score.ci[0] > c.majority + 0.1 and c.selectivity_ci[0] > 0.05
 
 
 def test_base_probes_transfer_to_sft_on_the_same_test_problems(result):
@@ -52,6 +65,13 @@ def test_base_probes_transfer_to_sft_on_the_same_test_problems(result):
     for t in ts:
         own = result.get("sft").cell(t.hook, lr.Variable("", t.label, t.target))
         assert t.own == own.score and t.transfer.n == own.score.n
+    # values about to be written in a verbose CoT: base-s's probes read them in sft's last layer as well as
+    # sft's own (README: 1.00), far above the control; a misaligned row or label would break this
+    last = result.get("sft").hooks[-1]
+    written = [t for t in ts if t.hook == last and t.label.endswith("before_value")]
+    assert len(written) == 2
+    for t in written:
+        assert t.transfer.value > 0.9 and t.transfer.ci[0] > t.control.ci[1] + 0.5, (t.label, t.transfer)
 
 
 def test_the_direct_only_subset_is_scored_on_problems_answered_directly(result):
