@@ -1,7 +1,7 @@
 """One short check of the GPU path, run on a lent GPU machine (see the README's "GPU" notes).
 
 1. A random-init model of Qwen2.5-1.5B's shape (bf16, saved with the organism tokenizer so the organism's prompts
-   are valid) loaded through `interp.load` on CUDA: steered vs unsteered batched generation (`bench_steer`),
+   are valid; built by `interp.cli.bench.checkpoints`, the benchmarks' one builder) loaded through `interp.load` on CUDA: steered vs unsteered batched generation (`bench_steer`),
    harvest of the last layer's residual stream vs a plain HF forward of the same batches, and exactness checks
    (a zero vector changes no logit; projecting out leaves no component along the direction).
 2. The zoo's verbosity point on CUDA: sft's direction read again on the GPU and subtracted at every generated
@@ -45,32 +45,19 @@ def timed(fn) -> float:
 
 
 def build(folder: Path) -> None:
-    from transformers import AutoModelForCausalLM, Qwen2Config
+    """The random-init Qwen2.5-1.5B-shaped checkpoint (bf16, organism tokenizer), from the benchmarks' one builder."""
+    from interp.cli.bench.checkpoints import CheckpointSpec, build_checkpoint
 
-    from analyses.layer_changes.bench import QWEN2_1_5B
-    from interp.organism.tokenizer import build_tokenizer
-
-    tok = build_tokenizer(512)
-    shape = dict(QWEN2_1_5B)
-    if SMALL:
-        shape.update(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, vocab_size=512)
-    cfg = Qwen2Config(**shape, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    with torch.device(DEVICE):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
+    spec = CheckpointSpec.named("qwen2-tiny" if SMALL else "qwen2-1.5b", dtype="bfloat16", model_max_length=512)
+    build_checkpoint(folder, spec, device=DEVICE)
 
 
 def big_model(res: dict) -> None:
     import interp
-    from interp.activations import AllTokens, harvest
+    from interp.cli.bench.steer import bench_steer
     from interp.organism.dataset import problem_dataset
     from interp.organism.task import sample_problems
     from interp.steering import ProjectOut, SteeringVector, Subtract, steer
-    from interp.steering.bench import bench_steer
 
     folder = Path(tempfile.mkdtemp()) / "qwen2_1_5b_shape"
     t0 = time.perf_counter()
@@ -105,29 +92,18 @@ def big_model(res: dict) -> None:
     res["noop_hook_every_layer_tokens_per_s_ratio"] = round(t_plain / t_noop, 3)
 
     # harvest one hook (last layer, every token, written to disk) vs a plain HF forward of the same batches
+    from interp.cli.bench.harvest import throughput
+
     probs = sample_problems(11, 64 if SMALL else 1024)
     ds = problem_dataset(probs, m.tokenizer)
-    hook = f"blocks.{m.n_layers - 1}.hook_resid_post"
-    batches = []
-    for s in range(0, len(ds), 64):
-        seqs = [list(e.ids) for e in ds.examples[s:s + 64]]
-        w = max(map(len, seqs))
-        batches.append(torch.tensor([q + [m.tokenizer.pad_token_id] * (w - len(q)) for q in seqs], device=m.device))
-
-    def forward() -> None:
-        with torch.no_grad():
-            for b in batches:
-                m.hf(input_ids=b)
-
-    store_dir = Path(tempfile.mkdtemp())
-
-    def harvest_all() -> None:
-        harvest(m, ds, [hook], AllTokens(), store_dir / "store", batch_size=64, overwrite=True)
-
-    t_fwd, t_harvest = timed(forward), timed(harvest_all)
-    res["harvest"] = {"prompts": len(ds), "hook": hook, "hf_forward_seconds": round(t_fwd, 4),
-                      "harvest_seconds": round(t_harvest, 4),
-                      "harvest_speed_over_hf_forward": round(t_fwd / t_harvest, 3)}
+    res["harvest"] = {"prompts": len(ds), "hook": f"blocks.{m.n_layers - 1}.hook_resid_post", "batch_size": 64}
+    for store_dtype in ("bfloat16", "float32"):
+        tps = throughput(m, ds, batch_size=64, repeats=3, anchors=False, dtype=store_dtype)
+        res["harvest"][f"{store_dtype}_store"] = {
+            "hf_forward_tokens_per_s": round(tps["hf_forward"][0], 1),
+            "harvest_tokens_per_s": round(tps["harvest_one_hook"][0], 1),
+            "harvest_speed_over_hf_forward": round(tps["harvest_one_hook"][0] / tps["hf_forward"][0], 3),
+            "harvest_mid_speed_over_hf_forward": round(tps["harvest_mid_hook"][0] / tps["hf_forward"][0], 3)}
 
     # exactness on the device
     ids, mask = m.encode(["Q : a = 3 ; b = a + 4 ; c = b * 2 ; c ? A :"])
@@ -192,7 +168,7 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             fn(res)
-        except Exception as e:  # report and go on: one failing part must not hide the other's numbers
+        except Exception as e:  # report and go on: one failing part must not hide the other's numbers  # noqa: BLE001
             import traceback
 
             res[f"{name}_error"] = f"{type(e).__name__}: {e}"

@@ -36,7 +36,7 @@ load torch either.
 
 from __future__ import annotations
 
-from interp.cli import (  # noqa: F401  (registers the subcommands)
+from interp.cli import (  # noqa: F401  (each module registers its subcommands)
     activations,
     core,
     layers,
@@ -45,6 +45,7 @@ from interp.cli import (  # noqa: F401  (registers the subcommands)
     saes,
     steering,
 )
+from interp.cli.bench import commands as bench_commands  # noqa: F401  (interp bench ...)
 from interp.cli.common import analyze_app, app, bench_app, organism_app
 
 

@@ -20,7 +20,6 @@ from rich.table import Table
 from interp.cli.common import (
     analyze_app,
     app,
-    bench_app,
     console,
     fail,
     parse_steps,
@@ -265,20 +264,3 @@ def analyze_latent(
         fail(e)
     for line in lr.summary_sentences(result):
         print(f"- {line}")
-
-
-@bench_app.command("harvest")
-def bench_harvest_cmd(
-    n: Annotated[int, typer.Option(help="prompts for organism/base-l")] = 256,
-    gpt2_n: Annotated[int, typer.Option(help="prompts for the GPT-2-small-shaped model")] = 64,
-    batch_size: int = 32,
-    repeats: Annotated[int, typer.Option(help="timed repeats per method (best of; the GPT-2 model gets 2 fewer)")] = 5,
-    memory_n: Annotated[int, typer.Option(help="prompts of the small memory run (the big one has 10x)")] = 500,
-    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
-) -> None:
-    """Harvest tokens/s vs a plain HF forward (plus run_with_cache and nnsight anchors); peak RSS at 10x prompts."""
-    from interp.activations.bench import bench_harvest
-    from interp.benchmark import print_bench
-
-    rows, figures = bench_harvest(n, gpt2_n, batch_size, repeats, memory_n, threads)
-    print_bench("interp bench harvest", rows, figures)

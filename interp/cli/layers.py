@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from interp.cli.common import analyze_app, bench_app, console, fail, parse_steps
+from interp.cli.common import analyze_app, console, fail, parse_steps
 
 
 def parse_blocks(text: str) -> tuple[tuple[int, int], ...] | str:
@@ -90,21 +90,4 @@ def layers(
     console.print(f"result: {out / f'{stem}.json'}; figures: {', '.join(p[0].name for p in paths.values())}")
 
 
-@bench_app.command("layers")
-def bench_layers_cmd(
-    zoo_pair: Annotated[str, typer.Option(help="tuned zoo model whose whole analysis is timed ('' to skip)")] = "organism/sft",
-    workdir: Annotated[Path | None, typer.Option(help="where the temporary 1.5B pair is written (~6 GiB)")] = None,
-) -> None:
-    """Peak memory of the streamed weight change on a local random-init Qwen2-1.5B-shaped pair, and zoo-pair time."""
-    from analyses.layer_changes.bench import bench_layers
-
-    try:
-        rows, figures = bench_layers(zoo_tuned=zoo_pair or None, workdir=workdir)
-    except (ValueError, OSError, RuntimeError) as e:
-        fail(e)
-    from interp.benchmark import print_bench
-
-    print_bench("interp bench layers", rows, figures)
-
-
-__all__ = ["bench_layers_cmd", "layers", "parse_blocks"]
+__all__ = ["layers", "parse_blocks"]

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from interp.cli.common import analyze_app, app, bench_app, console, fail, parse_steps
+from interp.cli.common import analyze_app, app, console, fail, parse_steps
 
 
 def _ints(text: str, what: str) -> list[int] | None:
@@ -139,37 +139,3 @@ def faithfulness_cmd(
     for s in sentences:
         console.print(s + "\n")
     console.print(f"figures: {', '.join(str(p[0]) for p in paths.values())}")
-
-
-@bench_app.command("patch")
-def bench_patch(
-    zoo_model: Annotated[str, typer.Option(help="zoo model to benchmark")] = "organism/base-l",
-    n_steps: Annotated[int, typer.Option(help="steps of the benchmark problem")] = 3,
-) -> None:
-    """Full resid_pre grid of one prompt: our batched engine vs TransformerLens' patching module (speed-up, max abs
-    diff) on a zoo model and a random GPT-2-small; attribution patching's Spearman with exact. Last line: JSON."""
-    import torch
-
-    from interp.patching.bench import run_bench, summary
-
-    torch.set_num_threads(1)
-    try:
-        rows = run_bench(zoo_model, n_steps)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        fail(e)
-    table = Table(title="interp bench patch: full resid_pre grid, one prompt (1 thread)")
-    for col in ("model", "params", "layers x positions", "ours s (cpu s)", "TL on Bridge s (cpu s)", "speed-up (cpu)",
-                "max |diff|", "TL on HookedTransformer s (cpu s)", "speed-up (cpu)", "max |diff|", "attribution s",
-                "Spearman (all / changed cells)"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(r["model"], f"{r['n_params']:,}", f"{r['n_layers']} x {r['n_positions']}",
-                      f"{r['ours_seconds']:.3f} ({r['ours_cpu_seconds']:.3f})",
-                      f"{r['tl_seconds']:.2f} ({r['tl_cpu_seconds']:.2f})",
-                      f"{r['speedup']:.1f}x ({r['speedup_cpu']:.1f}x)", f"{r['max_abs_diff']:.1e}",
-                      f"{r['ht_seconds']:.2f} ({r['ht_cpu_seconds']:.2f})",
-                      f"{r['speedup_vs_hooked_transformer']:.1f}x ({r['speedup_cpu_vs_hooked_transformer']:.1f}x)",
-                      f"{r['max_abs_diff_vs_hooked_transformer']:.1e}",
-                      f"{r['attribution_seconds']:.3f}", f"{r['spearman']:.3f} / {r['spearman_changed_cells']:.3f}")
-    Console(width=200).print(table)
-    print(json.dumps(summary(rows)))

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from interp.cli.common import analyze_app, app, bench_app, console, fail, table_console
+from interp.cli.common import analyze_app, app, console, fail, table_console
 
 steer_app = typer.Typer(help="Steering: directions from paired texts, generation with interventions.",
                         no_args_is_help=True)
@@ -210,26 +210,3 @@ def analyze_reasoning_direction(
         fail(e)
     for line in reasoning_sentences(r):
         print(line)
-
-
-@bench_app.command("steer")
-def bench_steer_cmd(
-    model: Annotated[str, typer.Option(help="model to generate with")] = "organism/sft",
-    n: Annotated[int, typer.Option(help="prompts in the batch")] = 64,
-    new_tokens: Annotated[int, typer.Option(help="tokens generated per prompt (EOS suppressed)")] = 48,
-    repeats: Annotated[int, typer.Option(help="timed repeats per method (best of)")] = 5,
-    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
-    device: Annotated[str, typer.Option(help="torch device, e.g. cuda")] = "cpu",
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
-) -> None:
-    """Steered vs unsteered batched generation tokens/s on the same batch (target >= 0.85x)."""
-    from interp.benchmark import print_bench
-    from interp.steering.bench import bench_steer
-
-    if dtype not in ("float32", "bfloat16", "float16"):
-        fail(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
-    try:
-        rows, figures = bench_steer(model, n, new_tokens, repeats, threads, device, dtype)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        fail(e)
-    print_bench("interp bench steer", rows, figures)

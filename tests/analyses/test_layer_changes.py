@@ -26,12 +26,12 @@ from analyses.layer_changes.behaviour import (
     problems_of,
     prompt_ids,
 )
-from analyses.layer_changes.bench import perturb_checkpoint
 from analyses.layer_changes.eft import check_shared_tokenizer, mixed_generate
 from analyses.layer_changes.grafting import ENDS, all_blocks, grafted
 from analyses.layer_changes.logit_lens import first_decodable
 from analyses.layer_changes.representations import linear_cka, representation_change
 from analyses.layer_changes.weights import weight_change
+from interp.cli.bench.checkpoints import perturb_checkpoint
 from interp.generate import generate_ids
 from interp.models import IncompatiblePairError, load, weights_checksum
 from interp.organism.evaluate import EvalConfig, evaluate

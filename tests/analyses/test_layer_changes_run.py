@@ -11,15 +11,15 @@ import torch
 from typer.testing import CliRunner
 
 from analyses.layer_changes.analysis import LayerChangesConfig, LayerChangesResult, run
-from analyses.layer_changes.bench import (
+from analyses.layer_changes.figures import figures, summary_sentences
+from interp.cli import app
+from interp.cli.bench.layers import (
     build_pair,
     injected_change,
     model_bytes,
     perturb_checkpoint,
     weight_change_subprocess,
 )
-from analyses.layer_changes.figures import figures, summary_sentences
-from interp.cli import app
 from interp.models import IncompatiblePairError
 from interp.organism.evaluate import EvalConfig
 
@@ -196,7 +196,7 @@ def test_report_section_renders_each_pair(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_bench_reports_the_issue_figures_by_name(tmp_path: Path):
-    from analyses.layer_changes.bench import MEMORY_LIMIT_RATIO, bench_layers
+    from interp.cli.bench.layers import MEMORY_LIMIT_RATIO, bench_layers
 
     rows, figures_ = bench_layers(TINY_QWEN2, zoo_tuned=None, workdir=tmp_path, progress=False)
     assert figures_["peak_memory_over_model_size"] == pytest.approx(

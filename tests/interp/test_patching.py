@@ -257,12 +257,14 @@ def test_bad_inputs_have_clear_messages(llama: interp.Model) -> None:
         exact_patch(llama, CLEAN, CORRUPT, metric, hook="resid")
     with pytest.raises(UnknownHookError, match="layer 7 is out of range.*0-3"):
         exact_patch(llama, CLEAN, CORRUPT, metric, layers=[7])
-    with pytest.raises(ValueError, match=r"positions \[40\] are outside the target sequence of 23 tokens"):
+    with pytest.raises(ValueError, match=r"position 40 is outside the corrupted prompt, which has 23 tokens"):
         exact_patch(llama, CLEAN, CORRUPT, metric, positions=[40])
-    with pytest.raises(ValueError, match="negative"):
-        exact_patch(llama, CLEAN, CORRUPT, metric, positions=[-1])
+    with pytest.raises(ValueError, match=r"position -24 is outside.*valid: -23..22"):
+        exact_patch(llama, CLEAN, CORRUPT, metric, positions=[-24])
+    with pytest.raises(ValueError, match="names layer 1 but layers=\\[0\\]"):
+        exact_patch(llama, CLEAN, CORRUPT, metric, hook="blocks.1.hook_resid_pre", layers=[0])
     longer = "Q : a = 5 ; b = a + 4 ; c = b * 2 ; d = c + 1 ; d ? A :"
-    with pytest.raises(ValueError, match="source has 29 tokens and target 23.*align"):
+    with pytest.raises(ValueError, match="clean prompt has 29 tokens and the corrupted one 23.*align"):
         exact_patch(llama, longer, CORRUPT, metric)
     with pytest.raises(ValueError, match="align has 1 entries but there are 2"):
         exact_patch(llama, longer, CORRUPT, metric, positions=[1, 2], align=[1])
@@ -274,6 +276,21 @@ def test_bad_inputs_have_clear_messages(llama: interp.Model) -> None:
         exact_patch(llama, CLEAN, CORRUPT, metric, hook="resid_pre", heads=[0])
     with pytest.raises(ValueError, match="heads \\[9\\] do not exist.*0..3"):
         exact_patch(llama, CLEAN, CORRUPT, metric, hook="z", heads=[9])
+
+
+def test_tl_hook_names_and_negative_positions_address_the_same_cells(llama: interp.Model) -> None:
+    """`blocks.*.hook_resid_pre` equals the kind form, `blocks.2.hook_z` one layer of it, and position -1 the
+    last index: one vocabulary with harvest and steering."""
+    metric = metric_for(llama)
+    n = llama.to_tokens(CORRUPT).shape[1]
+    kind = exact_patch(llama, CLEAN, CORRUPT, metric, hook="resid_pre", positions=[CHANGED, n - 1])
+    named = exact_patch(llama, CLEAN, CORRUPT, metric, hook="blocks.*.hook_resid_pre", positions=[CHANGED, -1])
+    torch.testing.assert_close(named.values, kind.values)
+    assert named.positions == (CHANGED, n - 1)
+    one = exact_patch(llama, CLEAN, CORRUPT, metric, hook="blocks.2.attn.hook_z", positions=[CHANGED])
+    every = exact_patch(llama, CLEAN, CORRUPT, metric, hook="blocks.*.attn.hook_z", positions=[CHANGED])
+    torch.testing.assert_close(one.values[0], every.values[2])
+    assert (every.values[2] != every.values[0]).any()
 
 
 def test_explicit_alignment_patches_unequal_prompts(llama: interp.Model) -> None:
@@ -289,7 +306,7 @@ def test_explicit_alignment_patches_unequal_prompts(llama: interp.Model) -> None
 @pytest.mark.parametrize("which", ["llama", "gpt2"])
 def test_resid_pre_grid_equals_transformer_lens_on_a_hooked_transformer(which: str, request: pytest.FixtureRequest) -> None:
     """The issue's anchor: TransformerLens' patching on a HookedTransformer built from the same weights."""
-    from interp.patching.bench import hooked_transformer
+    from interp.cli.bench.checkpoints import hooked_transformer
 
     m = request.getfixturevalue(which)
     metric = metric_for(m)

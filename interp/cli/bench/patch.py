@@ -1,7 +1,7 @@
 """`interp bench patch`: the full resid_pre grid of one prompt, our batched engine against TransformerLens'
 `patching.get_act_patch_resid_pre` (one forward per cell) run on the same model's Bridge and on a
 HookedTransformer built from the same weights, on a zoo model and on a random-init GPT-2-small-shaped model
-built locally; plus attribution patching's rank agreement with exact patching."""
+built locally (`checkpoints`); plus attribution patching's rank agreement with exact patching."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from typing import Any
 
 import torch
 
+from interp.cli.bench.checkpoints import (
+    CheckpointSpec,
+    build_checkpoint,
+    hooked_transformer,
+)
 from interp.organism.task import Problem, TaskConfig, apply_op, sample_problems
 from interp.patching.metrics import logit_diff
 from interp.patching.patch import attribution_agreement, attribution_patch, exact_patch
@@ -36,50 +41,6 @@ def bench_pair(n_steps: int = 3, seed: int = 0) -> tuple[Problem, Problem]:
             if q.answer != p.answer:
                 return q, p
     raise RuntimeError("no problem pair with different answers")  # pragma: no cover
-
-
-def build_gpt2_small(folder: Path, seed: int = 0) -> Path:
-    """A random-init GPT-2-small-shaped checkpoint (GPT2Config defaults) with the organism tokenizer."""
-    from transformers import AutoModelForCausalLM, GPT2Config
-
-    from interp.organism.tokenizer import build_tokenizer
-
-    tok = build_tokenizer(model_max_length=1024)
-    cfg = GPT2Config(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(cfg).float().eval()
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
-def hooked_transformer(model: Any) -> Any:
-    """A HookedTransformer over copies of `model`'s weights (config from the Bridge, no weight processing), for
-    the issue's anchor: TransformerLens' patching on its classic model class. GPT-2 and Llama only."""
-    import warnings
-
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformer_lens.pretrained.weight_conversions import (
-        convert_gpt2_weights,
-        convert_llama_weights,
-    )
-
-    convert = {"gpt2": convert_gpt2_weights, "llama": convert_llama_weights}.get(model.hf.config.model_type)
-    if convert is None:
-        raise ValueError(f"no HookedTransformer conversion for model_type {model.hf.config.model_type!r}")
-    bc = model.bridge.cfg
-    keys = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx", "act_fn", "normalization_type",
-            "positional_embedding_type", "rotary_dim", "rotary_base", "eps", "gated_mlp", "final_rms",
-            "original_architecture", "n_key_value_heads", "rotary_adjacent_pairs", "default_prepend_bos")
-    kw = {k: getattr(bc, k) for k in keys if getattr(bc, k, None) is not None}
-    cfg = HookedTransformerConfig(**kw, d_vocab_out=bc.d_vocab)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        ht = HookedTransformer(cfg)
-    ht.load_and_process_state_dict(convert(model.hf, cfg), fold_ln=False, center_writing_weights=False,
-                                   center_unembed=False, fold_value_biases=False)
-    return ht.eval()
 
 
 def bench_model(model: Any, clean: Problem, corrupt: Problem, repeats: int = 3) -> dict[str, Any]:
@@ -131,7 +92,7 @@ def run_bench(zoo_model: str = "organism/base-l", n_steps: int = 3, seed: int = 
     clean, corrupt = bench_pair(n_steps, seed)
     rows = [bench_model(load(zoo_model), clean, corrupt)]
     with tempfile.TemporaryDirectory() as d:
-        path = build_gpt2_small(Path(d), seed)
+        path = build_checkpoint(Path(d), CheckpointSpec.named("gpt2-small", seed=seed))
         rows.append(bench_model(load(path), clean, corrupt))
         rows[-1]["model"] = "gpt2-small-random"
     return rows
@@ -161,4 +122,4 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["run_bench", "bench_model", "bench_pair", "build_gpt2_small", "hooked_transformer", "with_start", "summary"]
+__all__ = ["bench_model", "bench_pair", "hooked_transformer", "run_bench", "summary", "with_start"]

@@ -1,5 +1,5 @@
 """`interp bench layers`: peak memory of the streamed weight change on a locally built random-init pair of
-Qwen2-1.5B shape (never downloaded) against the size of one model, measured in a clean subprocess, and
+Qwen2-1.5B shape (`checkpoints`, never downloaded) against the size of one model, measured in a clean subprocess, and
 the wall time of the whole analysis on one zoo pair. The tuned model is the base plus noise of a known
 relative size per layer, so the benchmark also checks the measured change against the injected one."""
 
@@ -17,11 +17,13 @@ from typing import Any
 import torch
 
 from interp.benchmark import BenchRow
+from interp.cli.bench.checkpoints import (
+    QWEN2_1_5B,
+    CheckpointSpec,
+    perturb_checkpoint,
+    random_model,
+)
 
-# Qwen2-1.5B's shape (config.json of Qwen/Qwen2-1.5B), written out so nothing is fetched
-QWEN2_1_5B: dict[str, Any] = dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                                  num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
-                                  tie_word_embeddings=True, rms_norm_eps=1e-6)
 MEMORY_LIMIT_RATIO = 2.5  # issue 5: peak memory under 2.5x one model
 ZOO_LIMIT_SECONDS = 180.0  # issue 5: one zoo pair in under 3 minutes on 2 cores
 
@@ -34,45 +36,27 @@ def injected_change(layer: int, n_layers: int) -> float:
 @torch.no_grad()
 def build_pair(folder: str | Path, shape: dict[str, Any] = QWEN2_1_5B, dtype: torch.dtype = torch.bfloat16,
                seed: int = 0, max_shard_size: str = "1GB") -> tuple[Path, Path]:
-    """Write a random-init Qwen2 base and a tuned copy (base + injected noise per layer) as safetensors shards."""
-    from transformers import AutoModelForCausalLM, Qwen2Config
-
+    """Write a random-init Qwen2 base and a tuned copy (base + injected noise per layer) as safetensors shards,
+    both built by the shared `checkpoints.random_model` (with the organism tokenizer)."""
     from analyses.layer_changes.anatomy import layer_of_param
 
     folder = Path(folder)
-    cfg = Qwen2Config(**shape)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=dtype).eval()
+    spec = CheckpointSpec("qwen2", shape, dtype=str(dtype).removeprefix("torch."), seed=seed)
+    model, tok = random_model(spec)
     base, tuned = folder / "base", folder / "tuned"
     model.save_pretrained(base, max_shard_size=max_shard_size)
-    n = cfg.num_hidden_layers
+    tok.save_pretrained(base)
+    n = model.config.num_hidden_layers
+    gen = torch.Generator().manual_seed(seed + 1)
     for name, p in model.named_parameters():
         layer = layer_of_param(name)
         eps = injected_change(layer, n) if layer is not None else 0.005
         rms = p.float().square().mean().sqrt()
-        p.add_((torch.randn(p.shape, dtype=torch.float32) * (eps * rms)).to(p.dtype))
+        p.add_((torch.randn(p.shape, dtype=torch.float32, generator=gen) * (eps * rms)).to(p.dtype))
     model.save_pretrained(tuned, max_shard_size=max_shard_size)
+    tok.save_pretrained(tuned)
     del model
     return base, tuned
-
-
-@torch.no_grad()
-def perturb_checkpoint(src: str | Path, dst: str | Path, layer: int, scale: float = 0.05, only: str | None = None,
-                       seed: int = 1) -> Path:
-    """A control pair with a known answer: copy a checkpoint with Gaussian noise of std `scale` added to the
-    parameters of one decoder layer (optionally only those whose name contains `only`)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from analyses.layer_changes.anatomy import decoder_layers
-
-    model = AutoModelForCausalLM.from_pretrained(src, local_files_only=True)
-    gen = torch.Generator().manual_seed(seed)
-    for name, p in decoder_layers(model)[layer].named_parameters():
-        if only is None or only in name:
-            p.add_(scale * torch.randn(p.shape, generator=gen))
-    model.save_pretrained(dst)
-    AutoTokenizer.from_pretrained(src, local_files_only=True).save_pretrained(dst)
-    return Path(dst)
 
 
 def model_bytes(folder: str | Path) -> int:
@@ -84,7 +68,7 @@ def weight_change_subprocess(base: str | Path, tuned: str | Path) -> dict[str, A
     """Run the streamed weight change in a fresh Python process; its result, seconds and peak RSS."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "analyses.layer_changes.weights", str(base), str(tuned)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2],
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[3],
                           check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"weight-change subprocess failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -142,5 +126,5 @@ def bench_layers(shape: dict[str, Any] = QWEN2_1_5B, zoo_tuned: str | None = "or
     return rows, figures
 
 
-__all__ = ["build_pair", "bench_layers", "perturb_checkpoint", "weight_change_subprocess", "model_bytes", "injected_change", "QWEN2_1_5B",
-           ]
+__all__ = ["QWEN2_1_5B", "bench_layers", "build_pair", "injected_change", "model_bytes", "perturb_checkpoint",
+           "weight_change_subprocess"]

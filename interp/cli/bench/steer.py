@@ -1,11 +1,14 @@
 """`interp bench steer`: tokens/s of steered vs unsteered batched HF generation on the same batch.
 
 Both runs generate exactly `new_tokens` tokens per row (EOS suppressed via `min_new_tokens`), so they do the
-same forwards and the ratio measures the steering hooks alone. Best of `repeats`, interleaved.
+same forwards and the ratio measures the steering hooks alone. Best of `repeats`, interleaved. The model is a zoo
+name, a local folder, or a random-init shape of `checkpoints.SHAPES` built on the spot.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,12 +27,22 @@ TARGET = 0.85
 def bench_steer(model_name: str = "organism/sft", n: int = 64, new_tokens: int = 48, repeats: int = 3,
                 threads: int = 1, device: str = "cpu", dtype: str = "float32") -> tuple[list[BenchRow], dict[str, Any]]:
     """Rows for the table and the JSON figures (ratios against unsteered generation of the same batch). Prompts are
-    organism problems, so a model of another vocabulary needs the organism's tokens in its tokenizer (or a
-    random-init model saved with the organism tokenizer, as the GPU check does)."""
+    organism problems, so a model of another vocabulary needs the organism's tokens in its tokenizer; a name of
+    `checkpoints.SHAPES` (e.g. qwen2-1.5b) builds a random-init model with the organism tokenizer first."""
+    from interp.cli.bench.checkpoints import SHAPES, CheckpointSpec, build_checkpoint
     from interp.models import load
 
     torch.set_num_threads(threads)
-    m = load(model_name, device=device, dtype=getattr(torch, dtype))
+    with tempfile.TemporaryDirectory(prefix="interp-bench-steer-") as tmp:
+        path: str | Path = model_name
+        if model_name in SHAPES:
+            path = build_checkpoint(Path(tmp) / model_name, CheckpointSpec.named(model_name, dtype=dtype), device)
+        m = load(path, device=device, dtype=getattr(torch, dtype))
+        return _bench(m, model_name, n, new_tokens, repeats, threads, dtype)
+
+
+def _bench(m: Any, model_name: str, n: int, new_tokens: int, repeats: int, threads: int, dtype: str
+           ) -> tuple[list[BenchRow], dict[str, Any]]:
     tok = m.tokenizer
     probs = sample_problems(7, n, TaskConfig())
     ids, mask = left_pad([[tok.bos_token_id, *tok.convert_tokens_to_ids(p.prompt_tokens())] for p in probs],

@@ -3,7 +3,7 @@
 Both train the same architecture (BatchTopK, same width, k, batch size, lr schedule and number of
 activations) on the same model and hook. Ours reads a harvested store; sae-lens'
 `LanguageModelSAETrainingRunner` runs a HookedTransformer built from the same weights
-(`interp.patching.bench.hooked_transformer`) on the same texts, packed into fixed-length contexts, and
+(`interp.cli.bench.checkpoints.hooked_transformer`) on the same texts, packed into fixed-length contexts, and
 mixes its activations in its own buffer. Throughput = activations trained / wall seconds, one torch
 thread; the harvest is timed too, so the end-to-end ratio (harvest + train) is reported next to the
 training-only one.
@@ -20,8 +20,6 @@ from typing import Any
 
 import torch
 
-from saes.config import SAETrainConfig
-
 
 def _packed_tokens(dataset: Any, context: int) -> list[list[int]]:
     """The dataset's texts (each with its BOS) concatenated and cut into contexts of `context` tokens."""
@@ -29,7 +27,7 @@ def _packed_tokens(dataset: Any, context: int) -> list[list[int]]:
     return [flat[i:i + context] for i in range(0, len(flat) - context + 1, context)]
 
 
-def run_runner(model: Any, dataset: Any, cfg: SAETrainConfig, out: Path, context: int = 64) -> dict[str, Any]:
+def run_runner(model: Any, dataset: Any, cfg: Any, out: Path, context: int = 64) -> dict[str, Any]:
     """Train with sae-lens' LanguageModelSAETrainingRunner on a HookedTransformer copy; seconds and samples."""
     from datasets import Dataset
     from sae_lens import (
@@ -39,7 +37,7 @@ def run_runner(model: Any, dataset: Any, cfg: SAETrainConfig, out: Path, context
         LoggingConfig,
     )
 
-    from interp.patching.bench import hooked_transformer
+    from interp.cli.bench.checkpoints import hooked_transformer
 
     ht = hooked_transformer(model)
     rows = _packed_tokens(dataset, context)
@@ -73,6 +71,7 @@ def run_bench(model_name: str = "organism/base-s", hook: str = "blocks.1.hook_re
     from interp.models import load
     from interp.organism.dataset import problem_dataset
     from interp.organism.task import FORMATS, TaskConfig, sample_problems
+    from saes.config import SAETrainConfig
     from saes.training import train_sae
 
     torch.set_num_threads(1)
