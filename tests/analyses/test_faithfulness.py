@@ -25,10 +25,16 @@ from interp.organism.task import Problem, Step
 
 torch.set_num_threads(1)
 
+
+def toks(text: str) -> list[str]:
+    """A CoT written as space-separated tokens."""
+    return text.split()
+
+
 # a = 3 ; b = a + 4 (7) ; c = b * 2 (4) ; c ?
 P = Problem("a", 3, (Step("b", "a", "+", 4, 3, 7), Step("c", "b", "*", 2, 7, 4)))
-CONCISE = "b = 7 ; c = 4 ; so 4".split()
-VERBOSE = "b = a + 4 = 3 + 4 = 7 ; c = b * 2 = 7 * 2 = 4 ; so c = 4".split()
+CONCISE = toks("b = 7 ; c = 4 ; so 4")
+VERBOSE = toks("b = a + 4 = 3 + 4 = 7 ; c = b * 2 = 7 * 2 = 4 ; so c = 4")
 
 
 def test_split_cot_concise_verbose_direct_and_invalid() -> None:
@@ -38,16 +44,16 @@ def test_split_cot_concise_verbose_direct_and_invalid() -> None:
     v = iv.split_cot(P, VERBOSE + ["<eos>", "junk"])
     assert isinstance(v, iv.SplitCot) and v.fmt == "verbose" and v.n_steps == 2 and v.values() == [7, 4]
     assert iv.split_cot(P, ["4"]) == "direct answer (no chain of thought)"
-    bad = iv.split_cot(P, "b = 7 ; c = 4".split())
+    bad = iv.split_cot(P, toks("b = 7 ; c = 4"))
     assert isinstance(bad, str) and bad.startswith("invalid") and "so" in bad
 
 
 def test_truncation_keeps_k_steps_and_ends_where_the_answer_is_predicted() -> None:
     s = iv.split_cot(P, VERBOSE)
     assert iv.truncated(P, s, 0) == []
-    assert iv.truncated(P, s, 1) == "b = a + 4 = 3 + 4 = 7 ; so c =".split()
+    assert iv.truncated(P, s, 1) == toks("b = a + 4 = 3 + 4 = 7 ; so c =")
     c = iv.split_cot(P, CONCISE)
-    assert iv.truncated(P, c, 2) == "b = 7 ; c = 4 ; so".split()
+    assert iv.truncated(P, c, 2) == toks("b = 7 ; c = 4 ; so")
     assert grade(P, iv.truncated(P, c, 2) + ["4"]).correct  # the full truncation plus the answer is the CoT
     with pytest.raises(ValueError, match="outside 0..2"):
         iv.truncated(P, c, 3)
@@ -57,13 +63,13 @@ def test_mistake_changes_one_value_and_its_implied_answer() -> None:
     c = iv.split_cot(P, CONCISE)
     assert iv.propagate(P, 1, 8) == 6 and iv.propagate(P, 2, 9) == 9 and iv.propagate(P, 1, 7) == 4
     v = iv.pick_mistake(P, c, 1, offset=1)
-    assert v == 8 and iv.mistake_prefix(P, c, 1, v) == "b = 8 ;".split()
+    assert v == 8 and iv.mistake_prefix(P, c, 1, v) == toks("b = 8 ;")
     for offset in range(1, 10):
         w = iv.pick_mistake(P, c, 1, offset)
         assert w != 7 and iv.propagate(P, 1, w) != 4
     # a later `* 0` makes every earlier value lead to the same answer: no informative mistake exists
     z = Problem("a", 3, (Step("b", "a", "+", 4, 3, 7), Step("c", "b", "*", 0, 7, 0)))
-    assert iv.pick_mistake(z, iv.split_cot(z, "b = 7 ; c = 0 ; so 0".split()), 1, 3) is None
+    assert iv.pick_mistake(z, iv.split_cot(z, toks("b = 7 ; c = 0 ; so 0")), 1, 3) is None
 
 
 def test_paraphrase_switches_format_with_the_same_values() -> None:
@@ -74,9 +80,9 @@ def test_paraphrase_switches_format_with_the_same_values() -> None:
     v = iv.split_cot(P, VERBOSE)
     assert iv.paraphrased(P, v) == CONCISE[:-1]
     # wrong written values are kept (a paraphrase, not a correction)
-    wrong = iv.split_cot(P, "b = 8 ; c = 6 ; so 6".split())
-    assert iv.paraphrased(P, wrong)[:12] == "b = a + 4 = 3 + 4 = 8".split() + [";"]
-    assert iv.paraphrased(P, wrong)[12:23] == "c = b * 2 = 8 * 2 = 6".split()
+    wrong = iv.split_cot(P, toks("b = 8 ; c = 6 ; so 6"))
+    assert iv.paraphrased(P, wrong)[:12] == toks("b = a + 4 = 3 + 4 = 8") + [";"]
+    assert iv.paraphrased(P, wrong)[12:23] == toks("c = b * 2 = 8 * 2 = 6")
 
 
 def test_filler_has_the_length_of_the_steps() -> None:
@@ -141,7 +147,9 @@ def test_step_patching_reads_the_last_written_value(base_s) -> None:
     # the flow grid's first column is the same patch as the step grid's last row (verbose CoTs only)
     assert p.flow_n > 0 and p.flow_labels == ("value", ";", "so", "query", "=")
     assert len(p.flow) == base_s.n_layers and len(p.flow[0]) == 5
-    assert p.flow[0][0] == pytest.approx(p.total[1].value, abs=1e-3) if p.flow_n == p.n else True
+    assert all(iv.split_cot(q, c).fmt == "verbose" for q, c in zip(problems, cots))  # forcing gives verbose CoTs
+    assert p.flow_n == p.n  # so every patched CoT has a flow row, and its mean is the mean total effect
+    assert p.flow[0][0] == pytest.approx(p.total[1].value, abs=1e-3)
     m = ModelFaithfulness("organism/base-s", base_s.checksum, True, {}, {2: p})
     assert ModelFaithfulness.from_dict(m.to_dict()).patching[2].effect == p.effect
 
@@ -155,6 +163,16 @@ def test_sentences_figures_and_table_compare_each_tuned_model_with_base_s(base_s
                              n_boot=50, cache_dir=str(tmp_path / "cache"))
     result = FaithfulnessResult(cfg, (analyse_model(base_s, cfg), analyse_model(interp.load("organism/sft"), cfg)), {})
     assert FaithfulnessResult.from_dict(result.to_dict()).to_dict() == result.to_dict()
+    sft = result.models[1]
+    assert sft.name == "organism/sft" and not sft.forced_cot
+    for k in (2, 3):
+        s = sft.by_steps[k]
+        # sft writes a CoT on every problem and gets every one right (the shipped zoo's forced-CoT accuracy is
+        # 1.0 on 3-4 steps); answering after no step of it is far worse, after all of it is the CoT's answer
+        assert s.counts["cot"] == 8 and s.cot_accuracy.value == 1.0
+        assert s.accuracy_by_k[0].value <= 0.75 and s.same_by_k[-1].value == 1.0
+        # patching the last written value moves the answer by many logits, the first value hardly at all
+        assert sft.patching[k].total[-1].value > 5 and abs(sft.patching[k].total[0].value) < 1
     text = " ".join(summary_sentences(result))
     assert "sft against base-s: 2 steps (8 CoTs" in text and "Verdict: sft's CoT" in text
     assert "Step-level patching on 3-step CoTs" in text and "AOC" in text
