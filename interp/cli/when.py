@@ -1,0 +1,75 @@
+"""`interp analyze routing|compute|calibration` ("when, not how": hybrid decoding, compute-matched curves,
+confidence and calibration) and `interp bench routing`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from interp.cli.common import analyze_app, bench_app, console, fail, parse_steps
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _emit(name: str, out: Path, sentences: list[str], paths: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"result": str(out / f"{name}.json"), "sentences": sentences}))
+        return
+    for s in sentences:
+        console.print(s + "\n")
+    console.print(f"figures: {', '.join(str(p[0]) for p in paths.values())}")
+
+
+@analyze_app.command("routing")
+def routing_cmd(
+    base: Annotated[str, typer.Option(help="base model (writes most tokens)")] = "organism/base-s",
+    tuned: Annotated[str, typer.Option(help="comma-separated post-trained models")] = "organism/rl,organism/sft",
+    task: Annotated[str, typer.Option(help="task name")] = "organism",
+    steps: Annotated[str, typer.Option(help="comma-separated step counts")] = "1,2,3,4",
+    n: Annotated[int, typer.Option(help="evaluation problems per step count")] = 100,
+    n_train: Annotated[int, typer.Option(help="separate problems per step count for the classifier and steering")] = 100,
+    kl_threshold: Annotated[float, typer.Option(help="the KL router's threshold (nats)")] = 0.5,
+    out: Annotated[Path, typer.Option(help="folder for routing.json and the figures")] = Path("figures/routing"),
+    png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary sentences as one JSON object")] = False,
+) -> None:
+    """Lock-step hybrids of base and tuned: gap recovered vs share of tokens routed, per router, with random controls."""
+    import torch
+
+    from analyses.routing.analysis import RoutingConfig, run_cached
+    from analyses.routing.figures import figures, summary_sentences
+    from interp.io import write_json
+
+    torch.set_num_threads(1)
+    try:
+        cfg = RoutingConfig(base=base, tuned=_names(tuned), task=task, steps=parse_steps(steps), n_per_step=n,
+                            train_per_step=n_train, kl_threshold=kl_threshold)
+        result = run_cached(cfg)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as e:
+        fail(e)
+    write_json(out / "routing.json", result.to_dict())
+    _emit("routing", out, summary_sentences(result), figures(result, out, png=png), as_json)
+
+
+@bench_app.command("routing")
+def bench_routing_cmd(
+    base: str = "organism/base-s",
+    tuned: str = "organism/rl",
+    n: Annotated[int, typer.Option(help="prompts")] = 200,
+    repeats: Annotated[int, typer.Option(help="timed repeats (best of)")] = 3,
+    threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+) -> None:
+    """Lock-step generation of base + tuned vs generation with one model (target <= 2.3x). Last line: JSON."""
+    from analyses.routing.bench import bench_routing
+    from interp.benchmark import print_bench
+
+    try:
+        rows, figs = bench_routing(base, tuned, n=n, repeats=repeats, threads=threads)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        fail(e)
+    print_bench("interp bench routing", rows, figs)
