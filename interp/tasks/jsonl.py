@@ -335,14 +335,14 @@ class JsonlTask(Task):
     def grade(self, item: Item, completion: str) -> Grade:
         """Valid when a number can be read as the answer (after `</think>` when the completion thinks); `cot`
         when it thinks (non-empty block) or writes `MIN_COT_STEPS` steps before the answer; `steps_correct`
-        counts the reference's intermediate values (`value.step{i}`) that appear among the reasoning's numbers."""
+        counts the reference's steps (`value.step{i}`) whose value appears among the reasoning's numbers."""
         r = self._read(completion)
         th = r["thinking"]
         n_steps = len(r["steps"])
         cot = bool(th.thinking) if th.thinking is not None else n_steps >= MIN_COT_STEPS
-        ref = {normalize_number(str(v)) for k, v in item.meta.items() if k.startswith("value.step")}
+        ref = [normalize_number(str(v)) for k, v in item.meta.items() if k.startswith("value.step")]
         written = {v for a, b in r["steps"] for v, _ in numbers(completion, a, b)}
-        steps_correct = len(ref & written)
+        steps_correct = sum(v in written for v in ref)
         if th.thinking is not None and not th.closed:
             return Grade(False, "invalid", True, None, False, n_steps, steps_correct,
                          reason=f"the thinking block is never closed (no {THINK_CLOSE})")
