@@ -26,7 +26,7 @@ from interp.generate import context_length
 from interp.generate import generate_ids
 from interp.hooks import validate_hook_names
 from interp.registry import model_names, model_resolver
-from interp.tokens import check_known_tokens, single_token
+from interp.tokens import TokenError, check_known_tokens, single_token
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 MAX_LISTED_PARAMETER_DIFFERENCES = 25
@@ -262,6 +262,24 @@ class Model:
     def to_single_token(self, text: str) -> int:
         """Id of a string that is exactly one token (`" 9"` on byte-level BPE); a TokenError names the pieces."""
         return single_token(self.tokenizer, text)
+
+    def answer_ids(self, prompt: str, answer: str) -> list[int]:
+        """Ids of `answer` as they follow `prompt` (tokenized on its own, as generation sees it). An answer with
+        no leading space after a prompt that ends in a word is refused when the tokenizer spells the spaced
+        form differently (`"9"` vs `" 9"` = `Ġ9` on byte-level BPE): the logit read would not be the one
+        the model writes."""
+        self.check_text(answer)
+        ids = [int(i) for i in self.tokenizer(answer, add_special_tokens=False)["input_ids"]]
+        if not ids:
+            raise TokenError(f"the answer {answer!r} has no tokens")
+        if answer[:1].isspace() or prompt[-1:].isspace() or not prompt:
+            return ids
+        spaced = [int(i) for i in self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"]]
+        if spaced[0] != ids[0]:
+            pieces = self.tokenizer.convert_ids_to_tokens(spaced[:1])
+            raise TokenError(f"answer {answer!r} has no leading space, but after {prompt[-12:]!r} this tokenizer "
+                             f"writes {' ' + answer!r} (first token {pieces[0]!r}): pass {' ' + answer!r}")
+        return ids
 
     def token_ids(self, text: str, prepend_bos: bool | None = None) -> list[int]:
         """Ids of one text: BOS by `prepend_bos` (default: the Bridge's rule), then the text without the

@@ -7,7 +7,7 @@
 
 from interp.activations.dataset import Example, PromptDataset
 from interp.activations.harvest import DTYPES, NonFiniteActivationError, harvest
-from interp.activations.selectors import (
+from interp.positions import (
     AllTokens,
     Indices,
     LastToken,

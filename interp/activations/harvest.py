@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from interp.activations.dataset import PromptDataset
-from interp.activations.selectors import Selector
+from interp.positions import Selector
 from interp.activations.store import (
     FORMAT_VERSION,
     ActivationStore,

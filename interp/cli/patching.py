@@ -25,16 +25,20 @@ def _ints(text: str, what: str) -> list[int] | None:
 @app.command("patch")
 def patch_cmd(
     model: Annotated[str, typer.Argument(help="organism name, local HF folder or cached hub id")],
-    clean: Annotated[str, typer.Option(help="source (clean) prompt")],
-    corrupt: Annotated[str, typer.Option(help="target (corrupt) prompt")],
-    answer: Annotated[str, typer.Option(help="the clean answer token")],
-    wrong: Annotated[str, typer.Option(help="the corrupt answer token (logit_diff) ")] = "",
+    clean: Annotated[str, typer.Option(help="the clean prompt (activations are taken from it)")],
+    corrupt: Annotated[str, typer.Option(help="the corrupted prompt (activations are patched into it)")],
+    answer: Annotated[str, typer.Option(help="the clean answer as it follows the prompt, e.g. ' 8' on BPE "
+                                             "tokenizers (multi-token answers are read at their first token)")],
+    wrong: Annotated[str, typer.Option(help="the corrupted answer, likewise (logit_diff)")] = "",
     metric: Annotated[str, typer.Option(help="logit_diff | prob | kl")] = "logit_diff",
-    hook: Annotated[str, typer.Option(help="resid_pre|resid_mid|resid_post|attn_out|mlp_out|z")] = "resid_pre",
+    hook: Annotated[str, typer.Option(help="TransformerLens name or pattern (blocks.*.hook_resid_pre, "
+                                           "blocks.2.attn.hook_z) or a kind: resid_pre|resid_mid|resid_post|"
+                                           "attn_out|mlp_out|z")] = "blocks.*.hook_resid_pre",
     layers: Annotated[str, typer.Option(help="comma-separated layers (default all)")] = "",
-    positions: Annotated[str, typer.Option(help="comma-separated target positions (default all)")] = "",
+    positions: Annotated[str, typer.Option(help="comma-separated positions in the corrupted prompt, negative from "
+                                                "the end (default all)")] = "",
     heads: Annotated[str, typer.Option(help="comma-separated heads, for z (default all)")] = "",
-    align: Annotated[str, typer.Option(help="source position of each target position (prompts of unequal length)")] = "",
+    align: Annotated[str, typer.Option(help="clean position of each patched position (prompts of unequal length)")] = "",
     attribution: Annotated[bool, typer.Option("--attribution", help="also run attribution patching and compare")] = False,
     out: Annotated[Path, typer.Option(help="folder for the result (safetensors) and the heatmap")] = Path("figures/patch"),
     png: Annotated[bool, typer.Option(help="also write a PNG (needs a Chrome)")] = True,
@@ -55,13 +59,12 @@ def patch_cmd(
     torch.set_num_threads(1)
     try:
         m = load(model)
-        tok = m.tokenizer
 
         def tid(t: str) -> int:
-            i = tok.convert_tokens_to_ids(t)
-            if i is None or i == tok.unk_token_id:
-                raise ValueError(f"{t!r} is not a token of {model}")
-            return int(i)
+            ids = m.answer_ids(corrupt, t)
+            if len(ids) > 1:
+                console.print(f"[yellow]{t!r} is {len(ids)} tokens: the metric reads its first token[/]")
+            return ids[0]
 
         if metric == "logit_diff":
             if not wrong:
@@ -80,7 +83,7 @@ def patch_cmd(
     except (ValueError, FileNotFoundError, OSError) as e:
         fail(e)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"patch_{hook}"
+    stem = out / f"patch_{res.hook}"
     res.save(stem)
     res.save_figure(stem, png=png)
     table = Table(title=f"{model}: {hook}, {met.name}; clean {res.clean:.3f}, corrupt {res.corrupt:.3f} "
@@ -99,7 +102,7 @@ def patch_cmd(
         table.add_row(*row, f"{v:+.3f}", f"{v / gap:+.2f}" if abs(gap) > 1e-9 else "n/a")
     Console().print(table)
     if attr is not None:
-        attr.save(out / f"attribution_{hook}")
+        attr.save(out / f"attribution_{res.hook}")
         console.print(f"attribution vs exact: {json.dumps(attribution_agreement(res, attr))}")
     console.print(f"result: {stem}.safetensors, figure: {stem}.html")
 

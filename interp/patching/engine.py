@@ -21,6 +21,7 @@ import torch
 from jaxtyping import Float, Int
 
 from interp.patching.metrics import Metric, check_metric
+from interp.positions import absolute_indices
 from interp.sites import (  # noqa: F401  (re-exported: the engine's public names)
     HOOK_KINDS,
     Hooks,
@@ -231,35 +232,53 @@ class Grid:
         return out
 
 
-def make_grid(model: Any, source: torch.Tensor, target: torch.Tensor, kind: str, layers: Sequence[int] | None,
-              positions: Sequence[int] | None, heads: Sequence[int] | None, align: Sequence[int] | None,
-              readout: int | None) -> Grid:
-    """Check hooks, positions, heads and source/target alignment; every error says what is valid."""
+_SUFFIX_KIND = {"hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid", "hook_resid_post": "resid_post",
+                "hook_attn_out": "attn_out", "hook_mlp_out": "mlp_out", "attn.hook_z": "z"}
+
+
+def parse_hook(model: Any, hook: str, layers: Sequence[int] | None) -> tuple[str, tuple[int, ...]]:
+    """Hook kind and layers from a TransformerLens name (`blocks.3.hook_resid_pre`), a pattern over layers
+    (`blocks.*.hook_resid_pre`), or a kind (`resid_pre`) with `layers` (default: every layer)."""
+    if hook.startswith("blocks."):
+        _, layer, rest = hook.split(".", 2)
+        if rest not in _SUFFIX_KIND:
+            raise ValueError(f"patching supports blocks.L.{', blocks.L.'.join(_SUFFIX_KIND)}; got {hook!r}")
+        kind = _SUFFIX_KIND[rest]
+        if layer != "*":
+            if not layer.isdigit():
+                raise ValueError(f"{hook!r}: the layer is a number or '*' (every layer)")
+            if layers is not None and tuple(layers) != (int(layer),):
+                raise ValueError(f"{hook!r} names layer {layer} but layers={list(layers)}: give one or the other")
+            layers = (int(layer),)
+    else:
+        kind = hook
     check_kind(kind)
-    layers = tuple(range(model.n_layers)) if layers is None else tuple(int(x) for x in layers)
-    if not layers:
+    out = tuple(range(model.n_layers)) if layers is None else tuple(int(x) for x in layers)
+    if not out:
         raise ValueError("no layers to patch")
-    model.check_hooks([tl_hook_name(kind, layer) for layer in layers])
+    model.check_hooks([tl_hook_name(kind, layer) for layer in out])
+    return kind, out
+
+
+def make_grid(model: Any, source: torch.Tensor, target: torch.Tensor, hook: str, layers: Sequence[int] | None,
+              positions: Any, heads: Sequence[int] | None, align: Sequence[int] | None,
+              readout: int | None) -> Grid:
+    """Check hooks, positions (any `interp.positions` form; negatives count from the end), heads and the
+    clean (source) / corrupted (target) alignment; every error says what is valid."""
+    kind, layers = parse_hook(model, hook, layers)
     n, n_src = target.shape[1], source.shape[1]
-    positions = tuple(range(n)) if positions is None else tuple(int(p) for p in positions)
+    positions = absolute_indices(positions, n, "the corrupted prompt")
     if not positions:
         raise ValueError("no positions to patch")
-    bad = [p for p in positions if not 0 <= p < n]
-    if bad:
-        raise ValueError(f"positions {bad} are outside the target sequence of {n} tokens (valid: 0..{n - 1}; "
-                         f"negative indices are not accepted, count from 0)")
     if align is None:
         if n_src != n:
-            raise ValueError(f"source has {n_src} tokens and target {n}: patched positions must align. Pass "
-                             f"prompts of equal length, or align=[source position for each target position]")
+            raise ValueError(f"the clean prompt has {n_src} tokens and the corrupted one {n}: patched positions must "
+                             f"align. Pass prompts of equal length, or align=[clean position for each corrupted one]")
         src_positions = positions
     else:
-        src_positions = tuple(int(p) for p in align)
+        src_positions = absolute_indices(align, n_src, "the clean prompt")
         if len(src_positions) != len(positions):
-            raise ValueError(f"align has {len(src_positions)} entries but there are {len(positions)} target positions")
-        bad = [p for p in src_positions if not 0 <= p < n_src]
-        if bad:
-            raise ValueError(f"align positions {bad} are outside the source sequence of {n_src} tokens")
+            raise ValueError(f"align has {len(src_positions)} entries but there are {len(positions)} positions")
     if kind == "z":
         heads = tuple(range(model.n_heads)) if heads is None else tuple(int(h) for h in heads)
         bad = [h for h in heads if not 0 <= h < model.n_heads]
@@ -271,9 +290,7 @@ def make_grid(model: Any, source: torch.Tensor, target: torch.Tensor, kind: str,
         dup = sorted({x for x in xs if list(xs).count(x) > 1})
         if dup:
             raise ValueError(f"{what} {dup} are listed more than once")
-    readout = n - 1 if readout is None else int(readout)
-    if not 0 <= readout < n:
-        raise ValueError(f"readout position {readout} is outside the target sequence of {n} tokens")
+    readout = n - 1 if readout is None else absolute_indices(int(readout), n, "the corrupted prompt")[0]
     return Grid(kind, layers, positions, src_positions, tuple(heads) if heads is not None else None, readout)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,10 @@ from interp.patching.engine import (
 )
 from interp.patching.metrics import Metric, MetricFn, as_metric, check_metric
 from interp.patching.result import PatchResult
+from interp.positions import PositionsLike
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 Tokens = str | torch.Tensor | Sequence[int]
 
@@ -36,10 +40,10 @@ def _labels(model: Any, ids: torch.Tensor, positions: Sequence[int]) -> tuple[st
     return tuple(str(toks[p]) for p in positions)
 
 
-def _prepare(model: Any, source: Tokens, target: Tokens, hook: str, layers: Sequence[int] | None,
-             positions: Sequence[int] | None, heads: Sequence[int] | None, align: Sequence[int] | None,
+def _prepare(model: Any, clean: Tokens, corrupted: Tokens, hook: str, layers: Sequence[int] | None,
+             positions: PositionsLike, heads: Sequence[int] | None, align: Sequence[int] | None,
              readout: int | None) -> tuple[torch.Tensor, torch.Tensor, Grid]:
-    src, tgt = as_ids(model, source), as_ids(model, target)
+    src, tgt = as_ids(model, clean), as_ids(model, corrupted)
     return src, tgt, make_grid(model, src, tgt, hook, layers, positions, heads, align, readout)
 
 
@@ -51,31 +55,34 @@ def _result(model: Any, grid: Grid, tgt: torch.Tensor, values: torch.Tensor, met
                        readout=grid.readout, seconds=seconds)
 
 
-def exact_patch(model: Any, source: Tokens, target: Tokens, metric: Metric | MetricFn, hook: str = "resid_pre",
-                layers: Sequence[int] | None = None, positions: Sequence[int] | None = None,
-                heads: Sequence[int] | None = None, align: Sequence[int] | None = None, readout: int | None = None,
-                max_batch: int = 512, overhead_tokens: float = 48.0) -> PatchResult:
-    """Patch each (layer, position[, head]) cell of `hook` from the source run into the target run, one run per
-    cell, all batched; the metric reads the logits at `readout` (default: the target's last token).
+def exact_patch(model: "Model", clean: Tokens, corrupted: Tokens, metric: Metric | MetricFn,
+                hook: str = "blocks.*.hook_resid_pre", layers: Sequence[int] | None = None,
+                positions: PositionsLike = None, heads: Sequence[int] | None = None, align: PositionsLike = None,
+                readout: int | None = None, max_batch: int = 512, overhead_tokens: float = 48.0) -> PatchResult:
+    """Patch each (layer, position[, head]) cell of `hook` from the clean run into the corrupted run, one run
+    per cell, all batched; the metric reads the logits at `readout` (default: the corrupted prompt's last token).
 
-    `metric` maps logits `[batch, vocab]` to `[batch]`. Positions index the target; `align` gives each one's
-    source position when the prompts differ in length. Defaults: every layer, every position, every head.
+    `hook` is a TransformerLens name (`blocks.3.hook_resid_pre`), a pattern over layers (`blocks.*.hook_z`), or
+    a kind (`resid_pre`) with `layers`. `metric` maps logits `[batch, vocab]` to `[batch]`. Positions (any
+    `interp.positions` form, negatives from the end) index the corrupted prompt; `align` gives each one's
+    clean position when the prompts differ in length. Defaults: every layer, every position, every head.
     """
     metric = as_metric(metric)
-    src, tgt, grid = _prepare(model, source, target, hook, layers, positions, heads, align, readout)
+    src, tgt, grid = _prepare(model, clean, corrupted, hook, layers, positions, heads, align, readout)
     t0 = time.perf_counter()
     values, clean, corrupt = exact_values(model, src, tgt, grid, metric, max_batch, overhead_tokens)
     return _result(model, grid, tgt, values, metric, clean, corrupt, "exact", time.perf_counter() - t0)
 
 
-def attribution_patch(model: Any, source: Tokens, target: Tokens, metric: Metric | MetricFn, hook: str = "resid_pre",
-                      layers: Sequence[int] | None = None, positions: Sequence[int] | None = None,
-                      heads: Sequence[int] | None = None, align: Sequence[int] | None = None,
-                      readout: int | None = None) -> PatchResult:
-    """First-order estimate of every cell's patched metric: corrupt + grad_target . (source - target), from one
-    source forward, one target forward and one backward (Nanda's attribution patching)."""
+def attribution_patch(model: "Model", clean: Tokens, corrupted: Tokens, metric: Metric | MetricFn,
+                      hook: str = "blocks.*.hook_resid_pre", layers: Sequence[int] | None = None,
+                      positions: PositionsLike = None, heads: Sequence[int] | None = None,
+                      align: PositionsLike = None, readout: int | None = None) -> PatchResult:
+    """First-order estimate of every cell's patched metric: corrupt + grad_corrupted . (clean - corrupted), from
+    one clean forward, one corrupted forward and one backward (Nanda's attribution patching); arguments as in
+    `exact_patch`."""
     metric = as_metric(metric)
-    src, tgt, grid = _prepare(model, source, target, hook, layers, positions, heads, align, readout)
+    src, tgt, grid = _prepare(model, clean, corrupted, hook, layers, positions, heads, align, readout)
     t0 = time.perf_counter()
     src_readout = grid.readout if src.shape[1] == tgt.shape[1] else src.shape[1] - 1
     src_logits, src_acts, _ = capture(model, src, grid.kind, grid.layers, readout=src_readout)
@@ -139,11 +146,13 @@ def attribution_agreement(exact: PatchResult, attribution: PatchResult) -> dict[
 
 
 @torch.no_grad()
-def run_with_patch(model: Any, source: Tokens, target: Tokens, hook: str, layer: int, positions: Sequence[int],
-                   align: Sequence[int] | None = None) -> torch.Tensor:
-    """Logits `[pos, vocab]` of ONE target run with the source's `hook` activation at `layer` written into all
-    `positions` at once (e.g. every position at layer 0 resid_pre: the run becomes the source run)."""
-    src, tgt, grid = _prepare(model, source, target, hook, [layer], positions, None, align, None)
+def run_with_patch(model: "Model", clean: Tokens, corrupted: Tokens, hook: str, layer: int | None,
+                   positions: PositionsLike, align: PositionsLike = None) -> torch.Tensor:
+    """Logits `[pos, vocab]` of ONE corrupted run with the clean run's `hook` activation at `layer` written into
+    all `positions` at once (e.g. every position at layer 0 resid_pre: the run becomes the clean run). `hook`
+    may name the layer itself (`blocks.0.hook_resid_pre`, layer None)."""
+    src, tgt, grid = _prepare(model, clean, corrupted, hook, None if layer is None else [layer], positions, None,
+                              align, None)
     if grid.kind == "z":
         raise ValueError("run_with_patch patches whole vectors; use exact_patch for per-head z")
     _, acts, _ = capture(model, src, grid.kind, [layer])

@@ -17,23 +17,38 @@ from typing import Any, Literal, Union
 import torch
 from jaxtyping import Bool, Float
 
+from interp.positions import AllTokens, Indices, LastToken, Selector, as_selector
 from interp.steering.vector import SteeringVector
 
 WHERE_NAMES = ("auto", "prompt", "generated", "all")
 
 
-@dataclass(frozen=True)
-class Positions:
-    """Token indices within each row's prompt (BOS included when the tokenizer adds one); -1 is the last."""
-
-    indices: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        if not self.indices:
-            raise ValueError("Positions needs at least one index, e.g. Positions((-1,)) for the prompt's last token")
+Positions = Indices
+"""Token indices within each row's prompt (BOS included when the model prepends one); -1 is the last. The
+same `interp.positions.Indices` harvest and patching take."""
 
 
 Where = Union[Literal["auto", "prompt", "generated", "all"], Positions, Bool[torch.Tensor, "batch pos"]]
+
+
+def normalize_where(where: Any) -> Any:
+    """`where` in the engine's terms: a name, Indices, or a bool mask; ints, lists of ints, LastToken and
+    AllTokens (the toolkit's positions type) are accepted too."""
+    if isinstance(where, str) and where in WHERE_NAMES:
+        return where
+    if isinstance(where, torch.Tensor):
+        return where
+    if isinstance(where, (int, list, tuple, Selector)):
+        sel = as_selector(where)
+        if isinstance(sel, LastToken):
+            return Indices((-1,))
+        if isinstance(sel, AllTokens):
+            return "prompt"
+        if isinstance(sel, Indices):
+            return sel
+        raise ValueError(f"steering positions must be indices, 'all'/'last' or a name in {WHERE_NAMES}; "
+                         f"{type(sel).__name__} needs a dataset (map names to a token mask with interp.tasks)")
+    return where
 
 
 def check_where(where: Any) -> None:
@@ -60,6 +75,7 @@ class Intervention:
         if not isinstance(self.vector, SteeringVector):
             raise TypeError(f"{type(self).__name__} takes a SteeringVector (wrap a tensor with "
                             f"SteeringVector(tensor, hook=...)), got {type(self.vector).__name__}")
+        object.__setattr__(self, "where", normalize_where(self.where))
         check_where(self.where)
 
     @property

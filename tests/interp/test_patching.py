@@ -331,8 +331,13 @@ def test_cli_patch_writes_a_result_and_rejects_bad_hooks(tmp_path: Path) -> None
     back = PatchResult.load(tmp_path / "patch_resid_pre.safetensors")
     assert back.values.shape == (2, 23) and back.model == "organism/base-s"
     assert (tmp_path / "attribution_resid_pre.safetensors").exists() and (tmp_path / "patch_resid_pre.html").exists()
-    r = CliRunner().invoke(app, [*args[:10], "--hook", "blocks.0.hook_resid_pre"])
-    assert r.exit_code == 2 and "unknown hook kind" in r.output + getattr(r, "stderr", "")
+    r = CliRunner().invoke(app, [*args[:10], "--out", str(tmp_path / "one"), "--no-png", "--hook",
+                                 "blocks.1.hook_resid_pre"])
+    assert r.exit_code == 0, r.output
+    one = PatchResult.load(tmp_path / "one" / "patch_resid_pre.safetensors")
+    torch.testing.assert_close(one.values[0], back.values[1])
+    r = CliRunner().invoke(app, [*args[:10], "--hook", "blocks.0.hook_resid"])
+    assert r.exit_code == 2 and "patching supports" in r.output + getattr(r, "stderr", "")
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "gpt_neox"])

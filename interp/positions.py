@@ -1,4 +1,5 @@
-"""Which token positions of each example to keep: all, the last, given indices, matching tokens, or names.
+"""Token positions, one type for the whole toolkit: all, the last, given indices (negative from the end),
+matching tokens, or names from the task. Harvest, steering and patching all take these.
 
 A selector maps one example to a list of (label, index) pairs; the label says which kind of position a
 stored row is (`last`, `answer`, `step2.value`, `=`, `-1`), so one store can hold several and a probe
@@ -8,13 +9,14 @@ picks one. Selectors are frozen dataclasses with `to_dict`/`from_dict` (they go 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
 from transformers import PreTrainedTokenizerBase
 
-from interp.activations.dataset import Example
+if TYPE_CHECKING:
+    from interp.activations.dataset import Example
 
 
 class PositionError(ValueError):
@@ -154,6 +156,53 @@ class Named(Selector):
         return out
 
 
+PositionsLike = Union[Selector, int, Sequence[int], str, None]
+
+
+def as_selector(positions: PositionsLike, default: Selector | None = None) -> Selector:
+    """The selector meant by an int, a list of ints (negatives count from the end), `"all"`, `"last"`, a
+    CLI string (`indices:-1,-2`, `named:answer`), a name from the task (`"answer"`), or a selector itself."""
+    if positions is None:
+        if default is None:
+            raise ValueError("no positions given: pass indices, 'all', 'last' or a selector")
+        return default
+    if isinstance(positions, Selector):
+        return positions
+    if isinstance(positions, bool):
+        raise TypeError("positions cannot be a bool")
+    if isinstance(positions, int):
+        return Indices((positions,))
+    if isinstance(positions, str):
+        kind = positions.partition(":")[0]
+        if kind in ("all", "last", "indices", "tokens", "named"):
+            return parse_selector(positions)
+        return Named((positions,))
+    items = list(positions)
+    if not items or not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+        raise ValueError(f"positions {positions!r}: give integers (negative from the end), 'all', 'last', a task "
+                         f"position name or a selector")
+    return Indices(tuple(int(i) for i in items))
+
+
+def absolute_indices(positions: PositionsLike, n: int, what: str = "the sequence") -> tuple[int, ...]:
+    """Absolute indices in a sequence of `n` tokens (no example needed): ints, Indices, LastToken or AllTokens."""
+    sel = as_selector(positions, AllTokens())
+    if isinstance(sel, AllTokens):
+        return tuple(range(n))
+    if isinstance(sel, LastToken):
+        return (n - 1,)
+    if not isinstance(sel, Indices):
+        raise ValueError(f"{type(sel).__name__} positions need an example with named positions or tokens; here "
+                         f"give indices (negative from the end), 'all' or 'last'")
+    out = []
+    for i in sel.indices:
+        j = i + n if i < 0 else i
+        if not 0 <= j < n:
+            raise PositionError(f"position {i} is outside {what}, which has {n} tokens (valid: {-n}..{n - 1})")
+        out.append(j)
+    return tuple(out)
+
+
 def parse_selector(text: str) -> Selector:
     """CLI form: `all`, `last`, `indices:-1,-2`, `tokens:=,;`, `named:answer,step1.value[:skip]`."""
     kind, _, rest = text.partition(":")
@@ -174,5 +223,5 @@ def parse_selector(text: str) -> Selector:
     raise ValueError(f"unknown positions {text!r}; use all, last, indices:I,J, tokens:T,U or named:NAME,NAME[:skip]")
 
 
-__all__ = ["Selector", "AllTokens", "LastToken", "Indices", "TokenMatch", "Named", "PositionError",
-           "parse_selector"]
+__all__ = ["AllTokens", "Indices", "LastToken", "Named", "PositionError", "PositionsLike", "Selector", "TokenMatch",
+           "absolute_indices", "as_selector", "parse_selector"]
