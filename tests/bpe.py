@@ -63,8 +63,8 @@ def qwen_style(texts: Iterable[str], vocab_size: int = 600, model_max_length: in
 def save_checkpoint(path: Path, tok: PreTrainedTokenizerFast, arch: str = "gpt2", seed: int = 0,
                     **shape: int) -> Path:
     """A random-init `arch` model sized for `tok`, saved with it by `save_pretrained`; returns `path`."""
-    special = {k: v for k, v in {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-                                     "pad_token_id": tok.pad_token_id}.items() if v is not None}
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id  # GPT-2: BOS = EOS, never prepended
+    special = {"bos_token_id": bos, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
     cfg = tiny_config(arch, vocab_size=len(tok), **{"max_len": tok.model_max_length, **shape}, **special)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -8,7 +8,8 @@ Formats (`format="auto"` picks by the first record's keys):
 - `gsm8k`: `{"question": ..., "answer": "worked solution\\n#### N"}`. The solution before `####`, its
   `<<a*b=c>>` calculator annotations stripped, is the reference chain of thought; the annotations' results
   become `value.step{i}` (and all but the last `intermediate.step{i}`, the probe targets); `n_steps` is the
-  number of solution lines. Prompts read `Question: {question}\\nAnswer:` (plain) or the question alone (chat).
+  number of solution lines. Prompts read `Question: {question}\\nAnswer:` as lm-evaluation-harness writes them
+  (plain; a completion is graded up to a new `Question:`, where the harness stops) or the question alone (chat).
 - `generic`: `{"prompt": ..., "answer": N}` with optional `id`, `meta` (an object merged into the item's
   metadata) and `chain` (a reference chain of thought; the `cot` format needs it). The prompt is used as is.
 
@@ -131,8 +132,8 @@ def _gsm_record(rec: Mapping[str, Any], where: str) -> dict[str, Any]:
     for m in _ANNOTATION_RESULT.finditer(solution):
         try:
             values.append(_as_number(normalize_number(m.group(1))))
-        except ValueError:
-            raise JsonlError(f"{where}: calculator annotation {m.group(0)!r} does not end in '=number'") from None
+        except ValueError:  # an annotation that is not `expr=number` names no value; the record still reads
+            continue
     chain = "\n".join(line.rstrip() for line in _ANNOTATION.sub("", solution).strip().splitlines() if line.strip())
     meta: dict[str, Any] = {"answer": _as_number(answer)}
     if chain:
@@ -239,7 +240,12 @@ class JsonlTask(Task):
 
     def for_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> JsonlTask:
         """A copy whose undecided options are decided for this tokenizer: `chat` when it has a chat
-        template, `think` when `<think>` is a single token of it. Options set explicitly are kept."""
+        template, `think` when `<think>` is a single token of it. Options set explicitly are kept.
+
+        Some base models ship a chat template (Qwen2.5-Math-1.5B does): set `chat=False` for plain prompts.
+        A template that itself ends in `<think>\\n` (recent DeepSeek-R1-Distill ones) makes every free
+        completion start inside the block, which the grader and spans read as thinking; forcing a chain
+        there (`cot_prefix`) would open a second block, so evaluate such a model with `force="free"`."""
         chat = self.config.chat
         if chat is None:
             chat = bool(getattr(tokenizer, "chat_template", None))

@@ -277,6 +277,7 @@ def test_answer_value_lands_on_the_numbers_last_token(which, gpt2_model, qwen_mo
     model = gpt2_model if which == "gpt2" else qwen_model
     t = JsonlTask(SHIPPED).for_model(model)
     chat = bool(t.chat)
+    assert chat == (which == "qwen") and not model.prepend_bos
     for it in t.sample(12, seed=0):
         for fmt in t.formats:
             comp = t.completion(it, fmt)
@@ -368,3 +369,22 @@ def test_evaluate_grades_a_model_that_writes_the_reference_as_all_correct(which,
     if t.think and fmt == "cot":
         assert all(split_thinking(c).closed for c in res.completions)
     assert all(v["accuracy"] == 1.0 for v in res.summary()["by_steps"].values())
+
+
+def test_grade_and_spans_never_raise_on_random_model_output(gsm):
+    """A grader never raises on model output, and every span it names is non-empty, inside the text and
+    ends on a non-space character (so a token holds it)."""
+    import random
+
+    pieces = ["<think>", "</think>", "\n", " ", "12", "-3", "1,234", "3.5", ".", "####", "\\boxed{", "}", "So",
+              "Question:", "e.g.", "$", "=", "Dr.", "ü", "<<2*3=6>>", "\t", "?"]
+    rng = random.Random(0)
+    items = gsm.sample(5, seed=0)
+    for k in range(400):
+        comp = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 25)))
+        it = items[k % len(items)]
+        g = gsm.grade(it, comp)
+        assert g.valid == (g.answer is not None) and (g.valid or g.reason)
+        text = gsm.prompt(it) + comp
+        for name, (a, b) in gsm.spans(it, comp).items():
+            assert 0 <= a < b <= len(text) and not text[b - 1].isspace(), (name, comp)
