@@ -190,8 +190,17 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def save_checkpoint(trainer: Any, provider: DataProvider, cfg: SAETrainConfig, folder: Path) -> None:
-    """SAE weights, Adam moments and firing counters (safetensors) plus counters and schedules (JSON)."""
+def _store_state(store: ActivationStore) -> dict[str, Any]:
+    """What the rows a run reads depend on: the store's model, dataset and shard checksums."""
+    shards_ = store.manifest.get("shards", {})
+    return {"model_checksum": store.model_checksum, "dataset_hash": store.manifest.get("dataset_hash"),
+            "shards_sha256": {k: shards_[k].get("sha256") for k in sorted(shards_, key=int)}}
+
+
+def save_checkpoint(trainer: Any, provider: DataProvider, cfg: SAETrainConfig, folder: Path,
+                    store: ActivationStore | None = None) -> None:
+    """SAE weights, Adam moments and firing counters (safetensors) plus counters, schedules, the config and the
+    store's identity (JSON), written atomically (a crash mid-write leaves the previous checkpoint or none)."""
     tensors = {f"sae.{k}": v for k, v in trainer.sae.state_dict().items()}
     opt = trainer.optimizer.state_dict()
     for pid, st in opt["state"].items():
@@ -201,7 +210,8 @@ def save_checkpoint(trainer: Any, provider: DataProvider, cfg: SAETrainConfig, f
     tensors["trainer.n_forward_passes_since_fired"] = trainer.n_forward_passes_since_fired
     tensors["provider.rng"] = provider._rng
     state = {
-        "config": cfg.to_dict(), "batches_served": provider.served,
+        "config": cfg.to_dict(), "store": _store_state(store) if store is not None else None,
+        "batches_served": provider.served,
         "n_training_samples": trainer.n_training_samples, "n_training_steps": trainer.n_training_steps,
         "n_frac_active_samples": trainer.n_frac_active_samples, "started_fine_tuning": trainer.started_fine_tuning,
         "param_groups": _jsonable(opt["param_groups"]), "lr_scheduler": _jsonable(trainer.lr_scheduler.state_dict()),
@@ -219,13 +229,20 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             if old.get(k, "(absent)") != new.get(k, "(absent)")]
 
 
-def load_checkpoint(trainer: Any, provider: DataProvider, cfg: SAETrainConfig, folder: Path) -> None:
-    """Restore everything `save_checkpoint` wrote, and move the data stream to where it was."""
+def load_checkpoint(trainer: Any, provider: DataProvider, cfg: SAETrainConfig, folder: Path,
+                    store: ActivationStore | None = None) -> None:
+    """Restore everything `save_checkpoint` wrote, and move the data stream to where it was. A checkpoint of
+    another configuration or of another store's contents is refused, naming what differs."""
     state = read_json(folder / "state.json")
     diff = config_differences(state["config"], cfg.to_dict())
+    if store is not None and state.get("store") is not None:
+        old, new = state["store"], _store_state(store)
+        diff += [f"store {k}: {str(old.get(k))[:16]} -> {str(new.get(k))[:16]}" if k != "shards_sha256" else
+                 "store shards: other contents" for k in ("model_checksum", "dataset_hash", "shards_sha256")
+                 if old.get(k) != new.get(k)]
     if diff:
-        raise SAEError(f"the checkpoint in {folder} was written by a run with another configuration ({'; '.join(diff)}"
-                       f"): rerun with that configuration to resume it, or delete the folder (resume=False, "
+        raise SAEError(f"the checkpoint in {folder} was written by a run with another configuration or store "
+                       f"({'; '.join(diff)}): rerun with that configuration and store to resume it, or delete the folder (resume=False, "
                        f"`--no-resume`) to start over")
     t = load_tensors(folder / "state.safetensors")
     trainer.sae.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("sae.")})
@@ -289,7 +306,7 @@ def train_sae(store: ActivationStore | str | Path, cfg: SAETrainConfig, out: str
     holder: dict[str, Any] = {}
 
     def on_save(checkpoint_path: Any = None) -> None:
-        save_checkpoint(holder["trainer"], provider, cfg, ckpt)
+        save_checkpoint(holder["trainer"], provider, cfg, ckpt, store)
         if on_checkpoint is not None:
             on_checkpoint(holder["trainer"].n_training_samples)
 
@@ -297,7 +314,7 @@ def train_sae(store: ActivationStore | str | Path, cfg: SAETrainConfig, out: str
     holder["trainer"] = trainer
     resumed_from = 0
     if ckpt.is_dir() and (ckpt / "state.json").is_file():
-        load_checkpoint(trainer, provider, cfg, ckpt)
+        load_checkpoint(trainer, provider, cfg, ckpt, store)
         resumed_from = trainer.n_training_samples
     t0 = time.perf_counter()
     try:

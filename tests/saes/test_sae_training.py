@@ -201,3 +201,25 @@ def test_a_checkpoint_write_that_fails_leaves_no_checkpoint(small_store: Any, tm
     monkeypatch.setattr(training, "write_json", real)
     assert train_sae(small_store, tiny_config(), tmp_path / "sae", metrics=False).card["training"][
         "resumed_from_samples"] == 0
+
+
+def test_a_checkpoint_of_a_store_since_reharvested_is_refused(base_s: Any, tmp_path: Path) -> None:
+    from interp.activations import AllTokens, harvest
+    from interp.organism.dataset import problem_dataset
+    from interp.organism.task import TaskConfig, sample_problems
+
+    def store(seed: int) -> Any:
+        ds = problem_dataset(sample_problems(seed, 30, TaskConfig(min_steps=2, max_steps=3)), base_s.tokenizer)
+        return harvest(base_s, ds, [HOOK], AllTokens(), tmp_path / "acts", overwrite=True)
+
+    class Killed(Exception):
+        pass
+
+    def kill(samples: int) -> None:
+        raise Killed(samples)
+
+    cfg = tiny_config(total_samples=4096)
+    with pytest.raises(Killed):
+        train_sae(store(0), cfg, tmp_path / "sae", on_checkpoint=kill)
+    with pytest.raises(SAEError, match="store dataset_hash: .* -> .*; store shards: other contents"):
+        train_sae(store(1), cfg, tmp_path / "sae")
