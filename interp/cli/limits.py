@@ -1,0 +1,54 @@
+"""`interp analyze shift|novelty|symbolic`: where reasoning breaks (distribution shift, instance novelty vs
+complexity, semantics vs symbols). Heavy imports stay inside the commands (see interp/cli/__init__.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from interp.cli.common import analyze_app, console, fail
+
+MODELS_HELP = "comma-separated members (default: the whole zoo)"
+
+
+def _models(text: str) -> tuple[str, ...] | None:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    return tuple(n if "/" in n else f"organism/{n}" for n in names) or None
+
+
+@analyze_app.command("shift")
+def shift(
+    models: Annotated[str, typer.Option(help=MODELS_HELP)] = "",
+    n: Annotated[int, typer.Option(help="problems per step count")] = 100,
+    seed: Annotated[int, typer.Option(help="problem seed")] = 515_000,
+    out: Annotated[Path, typer.Option(help="folder for shift.json and figures")] = Path("figures/shift"),
+    png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary sentences as one JSON object")] = False,
+) -> None:
+    """Shift battery: accuracy, CoT rate, chain validity, edit distance under length/task/format/variable shifts."""
+    import dataclasses
+
+    from analyses.shift.analysis import ShiftConfig, run
+    from analyses.shift.figures import figures, summary_sentences
+    from interp.io import write_json
+
+    try:
+        cfg = ShiftConfig(n_per_step=n, seed=seed)
+        names = _models(models)
+        if names:
+            cfg = dataclasses.replace(cfg, models=names, baseline=cfg.baseline if cfg.baseline in names else names[0])
+        result = run(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "shift.json", result.to_dict(), indent=None)
+        figures(result, out, png=png)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as e:
+        fail(e)
+    lines = summary_sentences(result)
+    if as_json:
+        print(json.dumps({"sentences": lines, "result": str(out / "shift.json")}))
+        return
+    for line in lines:
+        console.print(line)
