@@ -2,7 +2,8 @@
 random-init checkpoints that carry them.
 
 - `gpt2_style`: GPT-2's byte-level pre-tokenizer (`Ġ` marks a leading space), `<|endoftext|>` as EOS and
-  pad, no BOS, no chat template.
+  pad, no BOS token of its own (`interp.load`'s Bridge then prepends `<|endoftext|>`, as for GPT-2), no
+  chat template.
 - `qwen_style`: Qwen2's split (each digit its own pre-token, so numbers take several tokens), ChatML
   special tokens with a chat template, `<think>`/`</think>` as added tokens as in R1-distilled models.
 """
@@ -63,8 +64,8 @@ def qwen_style(texts: Iterable[str], vocab_size: int = 600, model_max_length: in
 def save_checkpoint(path: Path, tok: PreTrainedTokenizerFast, arch: str = "gpt2", seed: int = 0,
                     **shape: int) -> Path:
     """A random-init `arch` model sized for `tok`, saved with it by `save_pretrained`; returns `path`."""
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id  # GPT-2: BOS = EOS, never prepended
-    special = {"bos_token_id": bos, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    # no BOS stays no BOS (GPT2Config's default id 50256 would be outside the vocabulary)
+    special = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
     cfg = tiny_config(arch, vocab_size=len(tok), **{"max_len": tok.model_max_length, **shape}, **special)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

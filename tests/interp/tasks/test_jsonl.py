@@ -277,11 +277,12 @@ def test_answer_value_lands_on_the_numbers_last_token(which, gpt2_model, qwen_mo
     model = gpt2_model if which == "gpt2" else qwen_model
     t = JsonlTask(SHIPPED).for_model(model)
     chat = bool(t.chat)
-    assert chat == (which == "qwen") and not model.prepend_bos
+    assert chat == (which == "qwen")
     for it in t.sample(12, seed=0):
         for fmt in t.formats:
             comp = t.completion(it, fmt)
             enc = encode_text(model, t.prompt(it), comp, chat=chat)
+            assert (enc.offsets[0] is None) == (chat or model.prepend_bos)  # BOS or the template's head
             for name, span in t.spans(it, comp).items():
                 pos = enc.position(span, name)
                 assert enc.offsets[pos][0] < span[1] <= enc.offsets[pos][1]
