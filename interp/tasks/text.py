@@ -179,12 +179,14 @@ def _final_in(text: str, start: int, end: int) -> tuple[str, Span] | None:
     last number."""
     for a, b in reversed(_boxed_contents(text, start, end)):
         s = _strip_span(text, a, b)
+        nums = numbers(text, a, b)
         try:
-            return normalize_number(text[s[0]:s[1]]), s
+            value = normalize_number(text[s[0]:s[1]])
         except ValueError:
-            nums = numbers(text, a, b)
             if nums:
                 return nums[-1]
+        else:  # the span runs over the digits (`\$18` -> `18`, `\frac{3}{4}` -> `3}{4`), not the markup
+            return value, ((nums[0][1][0], nums[-1][1][1]) if nums else s)
     hashes = [m.end() for m in _HASHES.finditer(text, start, end)]
     if hashes:
         nums = numbers(text, hashes[-1], end)

@@ -111,6 +111,9 @@ def test_number_span_points_at_the_final_number():
         assert normalize_number(text[a:b]) == final_number(text)
     assert number_span(R1) == (R1.rindex("72"), R1.rindex("72") + 2)
     assert number_span("no number") is None
+    for boxed, digits in (("\\boxed{\\$18.}", "18"), ("\\boxed{ 1,234 }", "1,234"), ("\\boxed{\\frac{3}{4}}", "3}{4")):
+        a, b = number_span(boxed)
+        assert boxed[a:b] == digits
 
 
 def test_steps_segment_sentences_and_lines_robust_to_decimals_and_abbreviations():
