@@ -7,15 +7,25 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-PALETTE = {
-    "base-s": "#4C78A8", "base-m": "#72B7B2", "base-l": "#2E4A62",
-    "sft": "#E45756", "rl": "#F58518", "dpo": "#B279A2",
-}
+# Colours by the role a model name states (any family: `organism/sft`, `my-run/dpo-3`, `base-l`), so a
+# figure reads the same for every pair; other names get a stable colour from the qualitative palette.
+ROLE_COLORS = (("base-s", "#4C78A8"), ("base-m", "#72B7B2"), ("base-l", "#2E4A62"), ("base", "#4C78A8"),
+               ("sft", "#E45756"), ("distill", "#E45756"), ("dpo", "#B279A2"), ("rl", "#F58518"),
+               ("grpo", "#F58518"))
+QUALITATIVE = ("#54A24B", "#EECA3B", "#9D755D", "#BAB0AC", "#FF9DA6", "#79706E", "#D67195", "#439894")
 TEMPLATE = "plotly_white"
 
 
-def color_for(name: str) -> str | None:
-    return PALETTE.get(name.removeprefix("organism/"))
+def color_for(name: str) -> str:
+    """The colour of a model in every figure: by the role in its last path part, else stable by name."""
+    import hashlib
+    import re
+
+    short = name.rstrip("/").rsplit("/", 1)[-1].lower()
+    for role, color in ROLE_COLORS:
+        if re.search(rf"(^|[^a-z]){re.escape(role)}($|[^a-z])", short):
+            return color
+    return QUALITATIVE[int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(QUALITATIVE)]
 
 
 def style(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
