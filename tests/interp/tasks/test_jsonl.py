@@ -389,3 +389,40 @@ def test_grade_and_spans_never_raise_on_random_model_output(gsm):
         text = gsm.prompt(it) + comp
         for name, (a, b) in gsm.spans(it, comp).items():
             assert 0 <= a < b <= len(text) and not text[b - 1].isspace(), (name, comp)
+
+
+def test_gsm8k_records_with_money_decimals_and_commas(tmp_path):
+    """Solutions written the way GSM8K's are: `$` before annotations, decimals, `x` for times, commas."""
+    recs = [
+        {"question": "Ana earns $15 an hour. She worked 40 minutes. How much did she earn?",
+         "answer": "Ana earns 15/60 = $<<15/60=0.25>>0.25 per minute.\nWorking 40 minutes, she earned 0.25 x 40 = "
+                   "$<<0.25*40=10>>10.\n#### 10"},
+        {"question": "A farm has 1,200 hens. Each lays 3 eggs a week. How many eggs in 4 weeks?",
+         "answer": "Each week the hens lay 1,200 * 3 = <<1200*3=3600>>3,600 eggs.\n"
+                   "In 4 weeks they lay 3,600 * 4 = <<3600*4=14400>>14,400 eggs.\n#### 14,400"},
+    ]
+    p = tmp_path / "gsm.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    t = JsonlTask(p)
+    a, b = sorted(t.sample(2, seed=0), key=lambda i: i.id)
+    assert a.meta["value.step1"] == 0.25 and a.meta["intermediate.step1"] == 0.25 and a.meta["value.step2"] == 10
+    assert a.data["chain"].splitlines()[0] == "Ana earns 15/60 = $0.25 per minute."
+    assert b.answer == "14400" and b.meta["answer"] == 14400 and b.meta["value.step1"] == 3600
+    for it in (a, b):
+        g = t.grade(it, t.completion(it, "cot"))
+        assert g.correct and g.steps_written == 2 and g.steps_correct == 2
+    assert t.grade(b, " The farm gets 14,400 eggs.").correct
+    assert t.grade(b, " #### 14400.0").correct
+
+
+def test_task_dataset_of_reference_chains_names_every_position(qwen_model):
+    t = JsonlTask(SHIPPED).for_model(qwen_model)
+    items = t.sample(4, seed=0)
+    data = interp.task_dataset(qwen_model, t, items, fmt="cot", chat=bool(t.chat))
+    for ex, it in zip(data.examples, items):
+        n = it.meta["n_steps"]
+        assert {"answer", "thinking", "thinking.close", "answer.value"} <= set(ex.positions)
+        assert [f"step{i}.end" for i in range(1, n + 1)] == [k for k in ex.positions if k.startswith("step")]
+        assert ex.positions["answer"] < ex.positions["step1.end"] < ex.positions["thinking.close"] \
+            < ex.positions["answer.value"] < len(ex.ids)
+        assert ex.meta["format"] == "cot" and ex.meta["problem"] == it.id
