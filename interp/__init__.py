@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 _LAZY = {
     "Model": "interp.models", "ModelPair": "interp.models", "load": "interp.models", "load_pair": "interp.models",
     "task": "interp.registry", "task_names": "interp.registry",
-    "evaluate": "interp.evaluate", "GenerationConfig": "interp.evaluate",
+    "evaluate": "interp.evaluation", "GenerationConfig": "interp.evaluation",
     "Item": "interp.tasks", "Task": "interp.tasks", "task_dataset": "interp.tasks",
 }
 
 if TYPE_CHECKING:
-    from interp.evaluate import GenerationConfig, evaluate
+    from interp.evaluation import GenerationConfig, evaluate
     from interp.models import Model, ModelPair, load, load_pair
     from interp.registry import task, task_names
     from interp.tasks import Item, Task, task_dataset

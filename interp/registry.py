@@ -18,16 +18,26 @@ ModelResolver = Callable[[str], Path]
 TaskFactory = Callable[[str], Any]
 
 _MODELS: dict[str, tuple[ModelResolver, Callable[[], list[str]]]] = {}
+_DEFAULT_TASKS: dict[str, str] = {}
 _TASKS: dict[str, tuple[TaskFactory, str]] = {}
 _loaded = False
 
 
-def register_models(prefix: str, resolve: ModelResolver, names: Callable[[], list[str]]) -> None:
+def register_models(prefix: str, resolve: ModelResolver, names: Callable[[], list[str]],
+                    task: str | None = None) -> None:
     """Names starting with `prefix` (e.g. `organism/`) resolve to a checkpoint folder through `resolve`;
-    `names()` lists them for error messages."""
+    `names()` lists them for error messages; `task` is the task these models are evaluated on by default."""
     if not prefix.endswith("/"):
         raise ValueError(f"a model prefix ends in '/', e.g. 'organism/'; got {prefix!r}")
     _MODELS[prefix] = (resolve, names)
+    if task is not None:
+        _DEFAULT_TASKS[prefix] = task
+
+
+def default_task(model: str) -> str | None:
+    """The task registered with the model's name prefix (`organism/sft` -> `organism`), if any."""
+    load_plugins()
+    return next((t for prefix, t in _DEFAULT_TASKS.items() if model.startswith(prefix)), None)
 
 
 def register_task(name: str, factory: TaskFactory, help: str = "") -> None:
@@ -77,5 +87,5 @@ def task(spec: str) -> Any:
     return _TASKS[name][0](arg)
 
 
-__all__ = ["register_models", "register_task", "load_plugins", "model_resolver", "model_names", "task",
+__all__ = ["default_task", "register_models", "register_task", "load_plugins", "model_resolver", "model_names", "task",
            "task_names"]

@@ -16,32 +16,53 @@ from interp.cli.common import app, console, fail, parse_steps
 @app.command("eval")
 def eval_cmd(
     model: Annotated[str, typer.Argument(help="organism name, local HF folder or cached hub id")],
-    steps: Annotated[str, typer.Option(help="comma-separated step counts")] = "1,2,3,4",
-    force_cot: Annotated[bool, typer.Option("--force-cot", help="end each prompt with the first CoT token")] = False,
-    force_direct: Annotated[bool, typer.Option("--force-direct", help="answer with the most likely digit")] = False,
-    n: Annotated[int, typer.Option(help="problems per step count")] = 200,
+    task: Annotated[str, typer.Option(help="task name (organism, organism-nl, jsonl:FILE, ...); default: the "
+                                           "task the model is registered with")] = "",
+    steps: Annotated[str, typer.Option(help="comma-separated step counts (tasks that have steps)")] = "1,2,3,4",
+    force_cot: Annotated[bool, typer.Option("--force-cot", help="end each prompt with the task's CoT prefix")] = False,
+    force_direct: Annotated[bool, typer.Option("--force-direct", help="the most likely of the task's candidate "
+                                                                      "answers (sequence log-probability)")] = False,
+    chat: Annotated[bool, typer.Option("--chat", help="wrap prompts in the model's chat template")] = False,
+    n: Annotated[int, typer.Option(help="problems per step count (or in all, for tasks without steps)")] = 200,
+    max_new_tokens: Annotated[int, typer.Option(help="tokens to generate per problem")] = 72,
     seed: int = 1_000_003,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Greedy evaluation per number of steps: accuracy, CoT rate, answer length, bootstrap 95% CIs."""
+    from interp.evaluation import GenerationConfig, evaluate
     from interp.models import load
-    from interp.organism.evaluate import EvalConfig, evaluate
+    from interp.registry import default_task
+    from interp.registry import task as get_task
 
     try:
+        if force_cot and force_direct:
+            raise ValueError("--force-cot and --force-direct exclude each other: pick one (or neither)")
+        name = task or default_task(model)
+        if not name:
+            raise ValueError(f"no task given and {model!r} is registered with none: pass --task "
+                             f"(e.g. --task jsonl:problems.jsonl)")
+        t = get_task(name)
         m = load(model)
-        st = parse_steps(steps)
-        cfg = EvalConfig(steps=st, n_per_step=n, force_cot=force_cot, force_direct=force_direct, seed=seed)
-        res = evaluate(m.hf, m.tokenizer, cfg, name=model, checksum=m.checksum)
+        items = []
+        if t.has_steps:
+            for k in parse_steps(steps):
+                items += t.sample(n, seed + k, n_steps=k)
+        else:
+            items = t.sample(n, seed)
+        force = "cot" if force_cot else "direct" if force_direct else "free"
+        res = evaluate(m, t, items, GenerationConfig(force=force, max_new_tokens=max_new_tokens, seed=seed, chat=chat,
+                                                     batch_size=400))
     except (ValueError, FileNotFoundError, OSError) as e:
         fail(e)
     if as_json:
         print(json.dumps(res.summary()))
         return
     mode = " (forced CoT)" if force_cot else " (forced direct)" if force_direct else ""
-    table = Table(title=f"{model}{mode}")
-    for col in ("steps", "n", "accuracy [95% CI]", "CoT rate [95% CI]", "mean tokens", "invalid"):
+    table = Table(title=f"{model} on {name}{mode}")
+    for col in ("steps" if t.has_steps else "group", "n", "accuracy [95% CI]", "CoT rate [95% CI]", "mean tokens",
+                "invalid"):
         table.add_column(col, justify="right")
-    for k, s in res.by_steps.items():
+    for k, s in res.by_group.items():
         table.add_row(str(k), str(s.n), f"{s.accuracy:.3f} [{s.accuracy_ci[0]:.2f}, {s.accuracy_ci[1]:.2f}]",
                       f"{s.cot_rate:.3f} [{s.cot_rate_ci[0]:.2f}, {s.cot_rate_ci[1]:.2f}]",
                       f"{s.mean_tokens:.1f}", f"{s.invalid_rate:.3f}")

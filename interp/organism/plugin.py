@@ -21,5 +21,5 @@ def _task(arg: str):  # type: ignore[no-untyped-def]
 def register() -> None:
     from interp.organism.zoo_paths import ORGANISM_PREFIX, ZOO_NAMES, organism_path
 
-    register_models(ORGANISM_PREFIX, organism_path, lambda: [ORGANISM_PREFIX + n for n in ZOO_NAMES])
+    register_models(ORGANISM_PREFIX, organism_path, lambda: [ORGANISM_PREFIX + n for n in ZOO_NAMES], task="organism")
     register_task("organism", _task, "chains of assignments mod 10; `organism:{json TaskConfig}` for shifts")

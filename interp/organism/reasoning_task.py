@@ -40,6 +40,7 @@ class OrganismTask(Task):
     name = "organism"
     formats = FORMATS
     cot_formats = ("concise", "verbose")
+    has_steps = True
 
     def __init__(self, config: TaskConfig | None = None) -> None:
         self.config = config or TaskConfig()

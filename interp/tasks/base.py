@@ -77,6 +77,7 @@ class Task(ABC):
     name: str = ""
     formats: tuple[str, ...] = ("direct",)
     cot_formats: tuple[str, ...] = ()
+    has_steps: bool = False  # True when `sample(n, seed, n_steps=k)` draws items of exactly k steps
 
     @abstractmethod
     def sample(self, n: int, seed: int, **knobs: Any) -> list[Item]:

@@ -34,7 +34,7 @@ def test_every_core_module_is_under_the_core_contract() -> None:
 
 def test_importing_the_core_imports_no_organism_probes_saes_or_analyses() -> None:
     code = ("import sys, interp, interp.models, interp.activations, interp.steering, interp.patching, interp.tasks, "
-            "interp.evaluate, interp.positions, interp.scoring\n"
+            "interp.evaluation, interp.positions, interp.scoring\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('probes', 'saes', 'analyses') "
             "or m.startswith(('interp.organism', 'interp.cli')))\n"
             "print(bad); raise SystemExit(1 if bad else 0)")

@@ -29,7 +29,7 @@ torch.set_num_threads(1)
 
 SHIPPED = DATA_DIR / "gsm_synth.jsonl"
 ROOT = Path(__file__).resolve().parents[3]
-ev = importlib.import_module("interp.evaluate")
+ev = importlib.import_module("interp.evaluation")
 
 GENERIC = [
     {"prompt": "What is 12 times 3?\n", "answer": 36, "id": "mul", "meta": {"n_steps": 1, "topic": "times"},
