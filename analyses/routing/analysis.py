@@ -53,7 +53,7 @@ from interp.tasks.base import Item, Task
 if TYPE_CHECKING:
     from interp.models import Model
 
-RESULT_VERSION = 1
+RESULT_VERSION = 2
 CONTROLLED = ("first", "classifier")  # routers that get a random router at their rate
 
 
@@ -72,7 +72,7 @@ class RoutingConfig:
     classifier_layer: int | None = None  # None: the base's second-to-last layer
     classifier_c: float = 1.0
     steer: bool = True
-    steer_scales: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    steer_scales: tuple[float, ...] = (-2.0, -1.0, -0.5, 0.5, 1.0, 2.0)  # signed: the sign is chosen too
     max_new_tokens: int = 72
     batch_size: int = 256
     n_boot: int = 1000
@@ -87,8 +87,8 @@ class RoutingConfig:
                              f"{self.train_per_step}")
         if self.guardrail_k < 2:
             raise ValueError(f"guardrail_k must be at least 2 (one candidate is no choice), got {self.guardrail_k}")
-        if any(s <= 0 for s in self.steer_scales):
-            raise ValueError(f"steer_scales must be positive, got {self.steer_scales}")
+        if self.steer and (not self.steer_scales or 0.0 in self.steer_scales):
+            raise ValueError(f"steer_scales must be non-zero (signed), got {self.steer_scales}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -264,8 +264,8 @@ def steering_variant(base: Model, tuned: Model, task: Task, train: list[Item], t
                      cfg: RoutingConfig) -> tuple[dict[str, Any], list[str], list[int]] | None:
     """A base-space direction (mean base residual at the prompt's last position over training problems the tuned
     model answers with a chain of thought, minus those it answers directly), added at that position only; the
-    scale is the training problems' most accurate. Returns (info, test completions, test token counts)."""
-    from interp.evaluate import GenerationConfig, generate_completions
+    signed scale is the training problems' most accurate (ties: the smallest). Returns (info, test completions, test token counts)."""
+    from interp.evaluation import GenerationConfig, generate_completions
     from interp.hooks import resid_post
     from interp.steering import Add, Positions, SteeringVector, steer
 
@@ -297,7 +297,7 @@ def steering_variant(base: Model, tuned: Model, task: Task, train: list[Item], t
     for sc in cfg.steer_scales:
         t, _ = run_at(sc, train)
         tried[str(sc)] = float(np.mean([task.grade(it, x).correct for it, x in zip(train, t)]))
-    best = max(cfg.steer_scales, key=lambda s: (tried[str(s)], -s))
+    best = max(cfg.steer_scales, key=lambda s: (tried[str(s)], -abs(s)))
     texts, n_tok = run_at(best, test)
     info = {"layer": layer, "hook": vec.hook, "norm": vec.norm, "scale": best, "train_accuracy_by_scale": tried,
             "train_cot_share": float(cot.mean())}

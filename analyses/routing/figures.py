@@ -98,7 +98,8 @@ def pair_sentences(p: PairRouting) -> list[str]:
         out.append(f"Adding a base-space vector (tuned-CoT minus tuned-direct problems, layer {p.steering['layer']}, "
                    f"norm {p.steering['norm']:.2f}, scale {p.steering['scale']}) at the prompt's last position only, "
                    f"with no tuned tokens at all, recovers {_ci(s.gap_recovered, s.gap_recovered_ci)} "
-                   f"(CoT rate {100 * s.cot_rate:.0f}% against {100 * b.cot_rate:.0f}% unsteered).")
+                   f"(CoT rate {100 * s.cot_rate:.0f}% against {100 * b.cot_rate:.0f}% unsteered; training accuracy by "
+                   f"scale: {', '.join(f'{k}: {v:.2f}' for k, v in p.steering['train_accuracy_by_scale'].items())}).")
     sh = p.shift
     top = ", ".join(f"'{x['token']}' ({x['not_top1']}/{x['count']})" for x in sh["shifted_tokens"][:3])
     out.append(f"Token shift over {short(p.tuned)}'s own generations: the base ranks the tuned token first at "
