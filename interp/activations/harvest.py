@@ -6,19 +6,30 @@ sees the padding after it, so no attention mask is needed and each row's activat
 is bounded by one shard, not by the dataset. Shards are fixed runs of examples and batches never cross a
 shard, so a resumed harvest, or shards harvested by several processes (`shard=(i, N)`) and merged,
 give byte-identical files to one uninterrupted run.
+
+Writing overlaps compute: a finished shard goes to a writer thread (finiteness check, safetensors file,
+sha256, manifest) while the next shard's forwards run. At most two shards are in flight (one filling,
+one writing; their buffers are reused, pinned on CUDA, where copies to the host run asynchronously), so
+memory stays flat. A writer error (NaN/inf, disk full) is raised in the caller, and a shard file only
+appears, by rename, once it is complete.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import queue
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 from interp.activations.dataset import PromptDataset
-from interp.positions import Selector
 from interp.activations.store import (
     FORMAT_VERSION,
     ActivationStore,
@@ -27,7 +38,8 @@ from interp.activations.store import (
     shard_name,
     write_manifest,
 )
-from interp.io import library_versions, read_json, save_tensors, sha256_file
+from interp.io import library_versions, read_json, sha256_file
+from interp.positions import Selector
 from interp.sites import Hooks, add_capture, cached_sites, heads_view, kind_of_hook
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -78,9 +90,10 @@ class _Sink(dict):
         self.keep(self.name, self.view(act) if self.view else act)
 
 
-def _forward_batch(model: Any, hooks: list[str], ids: torch.Tensor, b_idx: torch.Tensor, p_idx: torch.Tensor
-                   ) -> dict[str, torch.Tensor]:
-    """Run the model on `ids` until every hook in `hooks` has fired; gather rows (b_idx, p_idx) of each.
+def _forward_batch(model: Any, hooks: list[str], ids: torch.Tensor, b_idx: torch.Tensor, p_idx: torch.Tensor,
+                   to_cpu: bool = True) -> dict[str, torch.Tensor]:
+    """Run the model on `ids` until every hook in `hooks` has fired; gather rows (b_idx, p_idx) of each (a copy:
+    the forward's tensors are not kept), on the CPU or, with `to_cpu=False`, on the model's device.
 
     When every hook is an HF module boundary (`interp.sites`) the forward runs on `model.hf` with its own
     fast attention, otherwise on the Bridge; both are tested equal to `run_with_cache`."""
@@ -90,7 +103,8 @@ def _forward_batch(model: Any, hooks: list[str], ids: torch.Tensor, b_idx: torch
         if act.shape[:2] != ids.shape:
             raise ValueError(f"hook {name} gives activations of shape {tuple(act.shape)}, not [batch, pos, ...] "
                              f"= [{ids.shape[0]}, {ids.shape[1]}, ...]; it cannot be stored per position")
-        got[name] = act[b_idx, p_idx].detach().to("cpu", copy=True)
+        rows = act[b_idx, p_idx].detach()  # advanced indexing copies
+        got[name] = rows.to("cpu") if to_cpu else rows
         if len(got) == len(hooks):
             raise _Stop
 
@@ -131,16 +145,142 @@ def _release_free_memory() -> None:
         pass
 
 
-def _check_finite(acts: torch.Tensor, hook: str, rows: torch.Tensor, model: Any, shard: int) -> None:
-    """Refuse NaN/inf, naming the hook, example, position and token of the first bad row."""
-    bad = ~torch.isfinite(acts.reshape(acts.shape[0], -1)).all(-1)
-    if bad.any():
-        r = int(bad.nonzero()[0, 0])
-        ex, pos, _, tok = (int(v) for v in rows[r])
-        word = model.tokenizer.convert_ids_to_tokens([tok])[0]
-        raise NonFiniteActivationError(
-            f"NaN/inf in {hook} of {model.name} at example {ex}, position {pos} (token {word!r}), shard {shard}; "
-            f"{int(bad.sum())} bad row(s) in this batch. Check the model's dtype and weights")
+def _non_finite_rows(acts: torch.Tensor) -> torch.Tensor:
+    """Per row: does it hold a NaN or inf? (bool [rows]; computed where `acts` lives, without a host sync)."""
+    return ~torch.isfinite(acts.reshape(acts.shape[0], -1)).all(-1)
+
+
+def _raise_non_finite(bad: torch.Tensor, hooks: Sequence[str], batches: Sequence[tuple[int, int]], cols: torch.Tensor,
+                      model: Any, shard: int) -> None:
+    """Refuse NaN/inf, naming the hook, example, position and token of the first bad row (batch by batch, hook by
+    hook: the order the forwards ran in). `bad` is [hooks, rows]."""
+    if not bool(bad.any()):
+        return
+    for at, n in batches:
+        for j, hook in enumerate(hooks):
+            seg = bad[j, at:at + n]
+            if bool(seg.any()):
+                r = at + int(seg.nonzero()[0, 0])
+                ex, pos, _, tok = (int(v) for v in cols[r])
+                word = model.tokenizer.convert_ids_to_tokens([tok])[0]
+                raise NonFiniteActivationError(
+                    f"NaN/inf in {hook} of {model.name} at example {ex}, position {pos} (token {word!r}), shard "
+                    f"{shard}; {int(seg.sum())} bad row(s) in this batch. Check the model's dtype and weights")
+
+
+@dataclass
+class _Buffers:
+    """Host memory of one shard in flight: activations per hook, NaN/inf flags [hooks, rows]; grown as needed and
+    reused shard after shard (pinned on CUDA so device-to-host copies run asynchronously)."""
+
+    pin: bool
+    acts: dict[str, torch.Tensor] = field(default_factory=dict)
+    bad: torch.Tensor | None = None
+
+    def ready(self, hooks: Sequence[str], shapes: dict[str, list[int]], rows: int, dtype: torch.dtype) -> None:
+        for h in hooks:
+            if h not in self.acts or self.acts[h].shape[0] < rows:
+                self.acts[h] = torch.empty(max(rows, 1), *shapes[h], dtype=dtype, pin_memory=self.pin)
+        if self.bad is None or self.bad.shape[1] < rows:
+            self.bad = torch.empty(len(hooks), max(rows, 1), dtype=torch.bool, pin_memory=self.pin)
+
+
+@dataclass
+class _Shard:
+    """A filled shard handed to the writer."""
+
+    k: int
+    start: int
+    stop: int
+    cols: torch.Tensor
+    batches: list[tuple[int, int]]
+    buffers: _Buffers
+    ready: Any = None  # a CUDA event recorded after the last copy, or None on CPU
+
+
+class _ShardWriter:
+    """The thread that checks and writes finished shards, in order, while the caller computes the next one.
+
+    Two buffer sets circulate between caller and writer, so at most two shards are in memory. After each shard
+    is on disk (file renamed into place, manifest updated) it calls `on_written` (the caller's progress). The
+    first error, there or in writing, stops all writing; `take_buffers` and `close` raise it in the caller."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], hooks: list[str], model: Any, pin: bool,
+                 on_written: Callable[[], None]) -> None:
+        self.root, self.manifest, self.hooks, self.model = root, manifest, hooks, model
+        self.on_written = on_written
+        self.todo: queue.Queue[_Shard | None] = queue.Queue()
+        self.free: queue.Queue[_Buffers] = queue.Queue()
+        for _ in range(2):
+            self.free.put(_Buffers(pin))
+        self.error: BaseException | None = None
+        self.abandon = False
+        self.thread = threading.Thread(target=self._run, name="interp-harvest-writer", daemon=True)
+        self.thread.start()
+
+    def check(self) -> None:
+        """Raise the writer's error, if it had one (the caller checks between batches, to stop early)."""
+        if self.error is not None:
+            raise self.error
+
+    def take_buffers(self) -> _Buffers:
+        """A free buffer set (waits while two shards are in flight); raises the writer's error if it had one."""
+        self.check()
+        buffers = self.free.get()
+        self.check()
+        return buffers
+
+    def put(self, shard: _Shard) -> None:
+        self.todo.put(shard)
+
+    def close(self) -> None:
+        """Let the writer finish the shards it holds, stop it, and raise its error if it had one."""
+        self.todo.put(None)
+        self.thread.join()
+        self.check()
+
+    def abort(self) -> None:
+        """The caller failed: finish the file being written (if any), drop the queued shards, stop."""
+        self.abandon = True
+        self.todo.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        while (shard := self.todo.get()) is not None:
+            try:
+                if self.error is None and not self.abandon:
+                    self._write(shard)
+                    self.on_written()  # the caller's progress: an error there stops the harvest here too
+            except BaseException as e:  # noqa: BLE001  (handed to the caller, which raises it)
+                self.error = e
+            finally:
+                self.free.put(shard.buffers)
+
+    def _write(self, s: _Shard) -> None:
+        if s.ready is not None:
+            s.ready.synchronize()
+        rows = len(s.cols)
+        b = s.buffers
+        assert b.bad is not None
+        _raise_non_finite(b.bad[:, :rows], self.hooks, s.batches, s.cols, self.model, s.k)
+        tensors = {f"act:{h}": b.acts[h][:rows] for h in self.hooks}
+        tensors.update(example=s.cols[:, 0].contiguous(), position=s.cols[:, 1].contiguous(),
+                       label=s.cols[:, 2].to(torch.int32).contiguous(), token=s.cols[:, 3].contiguous())
+        path = self.root / "shards" / shard_name(s.k)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            save_file(tensors, str(tmp))
+            digest = sha256_file(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        del tensors
+        self.manifest["shards"][str(s.k)] = {"rows": rows, "examples": [s.start, s.stop], "sha256": digest}
+        write_manifest(self.root, self.manifest)
+        _release_free_memory()
 
 
 def harvest(
@@ -163,7 +303,8 @@ def harvest(
     `shard=(i, N)` harvests only shards k with k % N == i (merge the parts with `merge`). A store left
     by an interrupted run with the same configuration is resumed; another configuration is an error
     unless `overwrite`. `seed` is recorded (the dataset's seed: the harvest itself is deterministic).
-    `progress(done, total)` is called after each shard."""
+    `progress(done, total)` is called after each shard is on disk, from the writer thread; an exception it
+    raises stops the harvest (no later shard is written) and reaches the caller."""
     hooks = _check_hooks(model, hooks)
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {list(DTYPES)}")
@@ -206,42 +347,60 @@ def harvest(
     done = sum(str(k) in manifest["shards"] for k in mine)
     torch_dtype = DTYPES[dtype]
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    for k in mine:
-        if str(k) in manifest["shards"]:
-            continue
-        start, stop = k * shard_size, min(len(dataset), (k + 1) * shard_size)
-        picks = _select(dataset, positions, model.tokenizer, start, stop)
-        # the shard's rows are known before any forward: fill preallocated tensors (no per-batch lists to join)
-        cols = torch.tensor([(i, pos, lab, dataset[i].ids[pos]) for i in range(start, stop) for lab, pos in picks[i - start]],
-                            dtype=torch.int64).reshape(-1, 4)
-        bufs = {h: torch.empty(len(cols), *manifest["hooks"][h], dtype=torch_dtype) for h in hooks}
-        at = 0
-        for b0 in range(start, stop, batch_size):
-            b1 = min(stop, b0 + batch_size)
-            n = sum(len(picks[i - start]) for i in range(b0, b1))
-            if n == 0:
-                continue
-            seqs = [dataset[i].ids for i in range(b0, b1)]
-            width = max(len(s) for s in seqs)
-            ids = torch.tensor([list(s) + [pad] * (width - len(s)) for s in seqs], device=model.device)
-            rows = cols[at:at + n]
-            acts = _forward_batch(model, hooks, ids, (rows[:, 0] - b0).to(model.device), rows[:, 1].to(model.device))
-            for h in hooks:
-                _check_finite(acts[h], h, rows, model, k)
-                bufs[h][at:at + n] = acts[h]
-            at += n
-        tensors = {f"act:{h}": b for h, b in bufs.items()}
-        tensors.update(example=cols[:, 0].contiguous(), position=cols[:, 1].contiguous(),
-                       label=cols[:, 2].to(torch.int32).contiguous(), token=cols[:, 3].contiguous())
-        path = root / "shards" / shard_name(k)
-        save_tensors(path, tensors)
-        manifest["shards"][str(k)] = {"rows": len(cols), "examples": [start, stop], "sha256": sha256_file(path)}
-        del tensors, bufs, cols
-        _release_free_memory()
-        write_manifest(root, manifest)
+    cuda = model.device.type == "cuda"
+    todo = [k for k in mine if str(k) not in manifest["shards"]]
+
+    def to_device(t: torch.Tensor) -> torch.Tensor:  # on CUDA without a host sync (pinned, asynchronous)
+        return t.pin_memory().to(model.device, non_blocking=True) if cuda else t
+
+    def written() -> None:
+        nonlocal done
         done += 1
         if progress is not None:
             progress(done, len(mine))
+
+    writer = _ShardWriter(root, manifest, hooks, model, pin=cuda, on_written=written)
+
+    try:
+        for k in todo:
+            start, stop = k * shard_size, min(len(dataset), (k + 1) * shard_size)
+            picks = _select(dataset, positions, model.tokenizer, start, stop)
+            # the shard's rows are known before any forward: fill preallocated tensors (no per-batch lists to join)
+            cols = torch.tensor([(i, pos, lab, dataset[i].ids[pos]) for i in range(start, stop)
+                                 for lab, pos in picks[i - start]], dtype=torch.int64).reshape(-1, 4)
+            buffers = writer.take_buffers()
+            buffers.ready(hooks, manifest["hooks"], len(cols), torch_dtype)
+            bad = buffers.bad
+            assert bad is not None
+            at, batches = 0, []
+            for b0 in range(start, stop, batch_size):
+                b1 = min(stop, b0 + batch_size)
+                n = sum(len(picks[i - start]) for i in range(b0, b1))
+                if n == 0:
+                    continue
+                seqs = [dataset[i].ids for i in range(b0, b1)]
+                width = max(len(s) for s in seqs)
+                ids = to_device(torch.tensor([list(s) + [pad] * (width - len(s)) for s in seqs]))
+                rows = cols[at:at + n]
+                acts = _forward_batch(model, hooks, ids, to_device(rows[:, 0] - b0), to_device(rows[:, 1].contiguous()),
+                                      to_cpu=not cuda)
+                for j, h in enumerate(hooks):
+                    # flags from the activations as the model made them (before any cast to the store's dtype)
+                    bad[j, at:at + n].copy_(_non_finite_rows(acts[h]), non_blocking=cuda)
+                    # on CUDA cast on the device (fewer bytes to copy when the store is narrower), then copy async
+                    buffers.acts[h][at:at + n].copy_(acts[h].to(torch_dtype) if cuda else acts[h], non_blocking=cuda)
+                batches.append((at, n))
+                at += n
+                writer.check()
+            ready = None
+            if cuda:
+                ready = torch.cuda.Event()
+                ready.record()
+            writer.put(_Shard(k, start, stop, cols, batches, buffers, ready))
+    except BaseException:
+        writer.abort()  # no shard is left half-written: files appear by rename once complete
+        raise
+    writer.close()
     store = ActivationStore.open(root, allow_partial=n_parts > 1)
     if n_parts == 1 and store.n_rows == 0:
         raise StoreError(f"no positions were selected in any of the {len(dataset)} examples by {positions}; "
@@ -249,4 +408,4 @@ def harvest(
     return store
 
 
-__all__ = ["harvest", "NonFiniteActivationError", "DTYPES"]
+__all__ = ["DTYPES", "NonFiniteActivationError", "harvest"]
