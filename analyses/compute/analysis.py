@@ -1,0 +1,335 @@
+"""Does more inference compute let a base catch up with a post-trained model? (Wang et al. 2025, arXiv
+2504.14047.) Accuracy against generated tokens per problem, for each model.
+
+Per model and problem: greedy, forced chain of thought, and K samples at a temperature. From the samples:
+majority vote over the first k (width), best-of-k with an oracle selector (pass@k) and with a verifier-free
+one (the sample the model itself gives the highest mean token log-probability), each at k = 1, 2, 4, ...;
+a forced chain cut at a token budget (depth: budget forcing by truncation). Width vs depth compares, at
+the same tokens per problem, majority over k parallel samples with one forced chain of that length.
+Parameter count is the other axis (the bases of several sizes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from analyses.routing.common import cached, mean_diff, prompt_ids, sample_items
+from interp.io import cache_dir, library_versions
+from interp.stats import bootstrap_ci
+from interp.tasks.base import Item, Task
+
+if TYPE_CHECKING:
+    from interp.models import Model
+
+RESULT_VERSION = 1
+ZOO = ("organism/base-s", "organism/base-m", "organism/base-l", "organism/sft", "organism/rl", "organism/dpo")
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    models: tuple[str, ...] = ZOO
+    bases: tuple[str, ...] = ("organism/base-s", "organism/base-m", "organism/base-l")  # the parameter axis
+    reference: str = "organism/rl"  # the post-trained model the bases try to catch up with
+    task: str = "organism"
+    steps: tuple[int, ...] = (1, 2, 3, 4)
+    n_per_step: int = 50
+    eval_seed: int = 14_300_007
+    n_samples: int = 16
+    temperature: float = 1.0
+    budgets: tuple[int, ...] = (4, 8, 16, 24, 32, 40, 52, 72)  # forced-chain token budgets (cut there)
+    max_new_tokens: int = 72
+    batch_size: int = 512
+    n_boot: int = 1000
+    seed: int = 0
+    cache_dir: str = field(default_factory=lambda: str(cache_dir("compute")))
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 1 or self.n_samples & (self.n_samples - 1):
+            raise ValueError(f"n_samples must be a power of two (k = 1, 2, 4, ... up to it), got {self.n_samples}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive (greedy is measured separately), got {self.temperature}")
+        if not self.budgets or min(self.budgets) < 1 or max(self.budgets) > self.max_new_tokens:
+            raise ValueError(f"budgets must lie in 1..max_new_tokens={self.max_new_tokens}, got {self.budgets}")
+        if self.reference not in self.models:
+            raise ValueError(f"the reference {self.reference!r} must be one of the models {self.models}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ComputeConfig:
+        d = dict(d)
+        for k in ("models", "bases", "steps", "budgets"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+    def key(self) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
+
+    @property
+    def ks(self) -> tuple[int, ...]:
+        return tuple(2 ** i for i in range(int(np.log2(self.n_samples)) + 1))
+
+
+# ------------------------------------------------------------------------------------------ selectors
+
+def majority(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:
+    """Is the most common answer right? Unparsed answers (None) do not vote; a tie goes to the answer seen
+    first; no answer at all is wrong. (Answers that agree are equally right, so `correct` of any holder.)"""
+    votes = Counter(a for a in answers if a is not None)
+    if not votes:
+        return False
+    top = max(votes.values())
+    winner = next(a for a in answers if a is not None and votes[a] == top)
+    return bool(correct[list(answers).index(winner)])
+
+
+def best_of(scores: Sequence[float], correct: Sequence[bool]) -> bool:
+    """Is the highest-scoring sample right? (first on ties)"""
+    return bool(correct[int(np.argmax(np.asarray(scores, float)))])
+
+
+def pass_at(correct: Sequence[bool]) -> bool:
+    """Best-of-k with an oracle selector: is any sample right?"""
+    return bool(any(correct))
+
+
+@dataclass(frozen=True)
+class Point:
+    """One condition: mean generated tokens per problem and accuracy, with 95% bootstrap intervals."""
+
+    method: str
+    k: int  # samples, or the token budget for `chain`
+    tokens: float
+    tokens_ci: tuple[float, float]
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Point:
+        return cls(d["method"], d["k"], d["tokens"], tuple(d["tokens_ci"]), d["accuracy"], tuple(d["accuracy_ci"]))
+
+
+@dataclass(frozen=True)
+class ModelCompute:
+    name: str
+    checksum: str
+    n_params: int
+    points: tuple[Point, ...]
+    # per problem (rows) and sample (columns), so every curve can be recomputed
+    sample_answers: tuple[tuple[str | None, ...], ...]
+    sample_correct: tuple[tuple[bool, ...], ...]
+    sample_tokens: tuple[tuple[int, ...], ...]
+    sample_logprob: tuple[tuple[float, ...], ...]  # mean log-probability per token (EOS included when written)
+    greedy_correct: tuple[bool, ...]
+    greedy_tokens: tuple[int, ...]
+    chain_correct: dict[str, tuple[bool, ...]]  # budget -> forced chain cut at that many tokens
+    chain_tokens: dict[str, tuple[int, ...]]
+
+    def point(self, method: str, k: int | None = None) -> Point:
+        for p in self.points:
+            if p.method == method and (k is None or p.k == k):
+                return p
+        raise KeyError(f"{self.name} has no point {method}@{k}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["points"] = [p.to_dict() for p in self.points]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelCompute:
+        t2 = lambda rows: tuple(tuple(r) for r in rows)
+        return cls(d["name"], d["checksum"], d["n_params"], tuple(Point.from_dict(p) for p in d["points"]),
+                   t2(d["sample_answers"]), t2(d["sample_correct"]), t2(d["sample_tokens"]), t2(d["sample_logprob"]),
+                   tuple(d["greedy_correct"]), tuple(d["greedy_tokens"]),
+                   {k: tuple(v) for k, v in d["chain_correct"].items()},
+                   {k: tuple(v) for k, v in d["chain_tokens"].items()})
+
+
+@dataclass(frozen=True)
+class ComputeResult:
+    config: ComputeConfig
+    task: dict[str, Any]
+    models: tuple[ModelCompute, ...]
+    n_steps: tuple[int, ...]
+    comparisons: dict[str, dict[str, Any]]  # catch-up and width-vs-depth contrasts with paired intervals
+    seconds: float
+    libraries: dict[str, str]
+
+    def model(self, name: str) -> ModelCompute:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(f"no model {name!r}; the models are {[m.name for m in self.models]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": RESULT_VERSION, "config": self.config.to_dict(), "task": self.task,
+                "models": [m.to_dict() for m in self.models], "n_steps": list(self.n_steps),
+                "comparisons": self.comparisons, "seconds": self.seconds, "libraries": self.libraries}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ComputeResult:
+        return cls(ComputeConfig.from_dict(d["config"]), d["task"], tuple(ModelCompute.from_dict(m) for m in d["models"]),
+                   tuple(d["n_steps"]), d["comparisons"], d["seconds"], d["libraries"])
+
+
+# ------------------------------------------------------------------------------------------ measuring
+
+def _graded(model: Model, task: Task, items: Sequence[Item], texts: Sequence[str]) -> tuple[list[bool], list[str | None]]:
+    grades = [task.grade(it, t) for it, t in zip(items, texts)]
+    return [g.correct for g in grades], [g.answer if g.valid else None for g in grades]
+
+
+@torch.no_grad()
+def mean_logprobs(model: Model, prompts: Sequence[Sequence[int]], comps: Sequence[Sequence[int]],
+                  batch_size: int) -> np.ndarray:
+    """Mean log-probability per token of each completion under the model (an empty one scores -inf)."""
+    from interp.scoring import completion_logprobs
+
+    keep = [i for i, c in enumerate(comps) if c]
+    out = np.full(len(comps), -np.inf)
+    if keep:
+        lp = completion_logprobs(model, [prompts[i] for i in keep], [comps[i] for i in keep], batch_size).numpy()
+        out[keep] = lp / np.array([len(comps[i]) for i in keep])
+    return out
+
+
+def measure(model: Model, task: Task, items: list[Item], cfg: ComputeConfig) -> ModelCompute:
+    """Greedy, K samples and forced chains at each budget for one model."""
+    from interp.generate import generate_ids
+
+    eos = model.tokenizer.eos_token_id
+    dec = lambda ids: model.tokenizer.decode(list(ids), skip_special_tokens=False)
+    prompts = prompt_ids(model, task, items)
+    greedy = generate_ids(model.hf, model.tokenizer, prompts, cfg.max_new_tokens, 0.0, 0, cfg.batch_size)
+    g_correct, _ = _graded(model, task, items, [dec(o) for o in greedy])
+    g_tokens = [len(o) + (len(o) < cfg.max_new_tokens) for o in greedy]  # EOS counts as a generated token
+    rep = [p for p in prompts for _ in range(cfg.n_samples)]
+    samples = generate_ids(model.hf, model.tokenizer, rep, cfg.max_new_tokens, cfg.temperature, cfg.seed,
+                           cfg.batch_size)
+    s_items = [it for it in items for _ in range(cfg.n_samples)]
+    s_correct, s_answer = _graded(model, task, s_items, [dec(o) for o in samples])
+    s_tokens = [len(o) + (len(o) < cfg.max_new_tokens) for o in samples]
+    s_lp = mean_logprobs(model, rep, [list(o) + ([eos] if len(o) < cfg.max_new_tokens else []) for o in samples],
+                         cfg.batch_size)
+    cot_prompts = prompt_ids(model, task, items, prefix=True)
+    n_prefix = [len(c) - len(p) for c, p in zip(cot_prompts, prompts)]
+    chains = generate_ids(model.hf, model.tokenizer, cot_prompts, cfg.max_new_tokens, 0.0, 0, cfg.batch_size)
+    chain_correct, chain_tokens = {}, {}
+    for b in cfg.budgets:
+        texts, toks = [], []
+        for c, p, n_pre, o in zip(cot_prompts, prompts, n_prefix, chains):
+            full = list(c[len(p):]) + list(o)  # the forced prefix is part of the chain
+            cut = full[:b]
+            texts.append(dec(cut))
+            toks.append(len(cut) + (len(full) < b))  # a chain that ended before the budget wrote its EOS too
+        chain_correct[str(b)] = tuple(_graded(model, task, items, texts)[0])
+        chain_tokens[str(b)] = tuple(toks)
+    k = cfg.n_samples
+    shape = lambda x: tuple(tuple(x[i * k:(i + 1) * k]) for i in range(len(items)))
+    mc = ModelCompute(model.name, model.checksum, model.n_params, (), shape(s_answer), shape(s_correct),
+                      shape(s_tokens), shape([float(v) for v in s_lp]), tuple(g_correct), tuple(g_tokens),
+                      chain_correct, chain_tokens)
+    return dataclasses.replace(mc, points=tuple(curve_points(mc, cfg)))
+
+
+def per_problem(mc: ModelCompute, method: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(correct, tokens) per problem of one condition."""
+    if method == "greedy":
+        return np.array(mc.greedy_correct, float), np.array(mc.greedy_tokens, float)
+    if method == "chain":
+        return np.array(mc.chain_correct[str(k)], float), np.array(mc.chain_tokens[str(k)], float)
+    ans, cor, tok, lp = mc.sample_answers, mc.sample_correct, mc.sample_tokens, mc.sample_logprob
+    tokens = np.array([sum(t[:k]) for t in tok], float)
+    if method == "majority":
+        c = [majority(a[:k], x[:k]) for a, x in zip(ans, cor)]
+    elif method == "best_oracle":
+        c = [pass_at(x[:k]) for x in cor]
+    elif method == "best_logprob":
+        c = [best_of(s[:k], x[:k]) for s, x in zip(lp, cor)]
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    return np.array(c, float), tokens
+
+
+def curve_points(mc: ModelCompute, cfg: ComputeConfig) -> list[Point]:
+    conds = [("greedy", 1)] + [(m, k) for m in ("majority", "best_oracle", "best_logprob") for k in cfg.ks] \
+        + [("chain", b) for b in cfg.budgets]
+    out = []
+    for method, k in conds:
+        c, t = per_problem(mc, method, k)
+        out.append(Point(method, k, float(t.mean()), bootstrap_ci(t, cfg.n_boot, cfg.seed), float(c.mean()),
+                         bootstrap_ci(c, cfg.n_boot, cfg.seed)))
+    return out
+
+
+def comparisons(models: Sequence[ModelCompute], cfg: ComputeConfig) -> dict[str, dict[str, Any]]:
+    """For each base: its best sampling condition (majority@K, verifier-free best-of-K) minus the reference's
+    greedy accuracy; and width vs depth: majority@k against the forced chain whose budget is closest to the
+    same tokens per problem (the budget whose chains' mean length is closest), paired over problems."""
+    by = {m.name: m for m in models}
+    ref_c, _ = per_problem(by[cfg.reference], "greedy", 1)
+    out: dict[str, dict[str, Any]] = {}
+    for name in cfg.bases:
+        if name not in by:
+            continue
+        m = by[name]
+        for method in ("majority", "best_logprob", "best_oracle"):
+            c, t = per_problem(m, method, cfg.n_samples)
+            d, ci = mean_diff(c, ref_c, cfg.n_boot, cfg.seed)
+            out[f"{name} {method}@{cfg.n_samples} - {cfg.reference} greedy"] = {
+                "diff": d, "diff_ci": ci, "tokens": float(t.mean()), "reference_tokens": float(
+                    np.mean(by[cfg.reference].greedy_tokens))}
+        for k in cfg.ks[1:]:
+            cw, tw = per_problem(m, "majority", k)
+            b = min(cfg.budgets, key=lambda x: abs(per_problem(m, "chain", x)[1].mean() - tw.mean()))
+            cd, td = per_problem(m, "chain", b)
+            d, ci = mean_diff(cw, cd, cfg.n_boot, cfg.seed)
+            out[f"{name} width majority@{k} - depth chain@{b}"] = {
+                "diff": d, "diff_ci": ci, "width_tokens": float(tw.mean()), "depth_tokens": float(td.mean())}
+    return out
+
+
+def run(config: ComputeConfig = ComputeConfig(), task: Task | None = None,
+        models: Mapping[str, Model] | None = None) -> ComputeResult:
+    """Measure every model on the same problems; `task` and `models` default to the config's names."""
+    from tqdm.auto import tqdm
+
+    import interp
+
+    t0 = time.time()
+    task = task if task is not None else interp.task(config.task)
+    items = sample_items(task, config.steps, config.n_per_step, config.eval_seed)
+    given = dict(models or {})
+    out = []
+    for name in tqdm(config.models, desc="compute", leave=False):
+        model = given.get(name) or interp.load(name)
+        out.append(measure(model, task, items, config))
+    return ComputeResult(config, task.describe(), tuple(out), tuple(int(it.meta.get("n_steps", 0)) for it in items),
+                         comparisons(out, config), time.time() - t0, library_versions())
+
+
+def run_cached(config: ComputeConfig = ComputeConfig()) -> ComputeResult:
+    """`run`, reusing a stored result when the config and every model's checksum are unchanged."""
+    import interp
+
+    models = {n: interp.load(n) for n in config.models}
+    key = {"config": config.key(), "models": [m.checksum for m in models.values()], "version": RESULT_VERSION}
+    return cached(config.cache_dir, key, lambda: run(config, models=models), ComputeResult.to_dict,
+                  ComputeResult.from_dict)
+
+
+__all__ = ["ComputeConfig", "ComputeResult", "ModelCompute", "Point", "best_of", "comparisons", "majority",
+           "measure", "pass_at", "per_problem", "run", "run_cached"]

@@ -1,0 +1,135 @@
+"""Figures, sentences and report section of the compute-matched curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from analyses.compute.analysis import ComputeResult, ModelCompute, Point
+from analyses.routing.common import short
+from interp.plots import color_for, save_figure, style
+
+LABELS = {"majority": "majority vote", "best_logprob": "best-of-k, own mean log-prob",
+          "best_oracle": "best-of-k, oracle (pass@k)", "chain": "one forced chain cut at a budget"}
+DASH = {"majority": "solid", "best_logprob": "dash", "best_oracle": "dot", "chain": "dashdot"}
+
+
+def _err(ps: list[Point]) -> dict:
+    return {"type": "data", "symmetric": False, "array": [max(0.0, p.accuracy_ci[1] - p.accuracy) for p in ps],
+            "arrayminus": [max(0.0, p.accuracy - p.accuracy_ci[0]) for p in ps]}
+
+
+def _pct(p: Point) -> str:
+    return f"{100 * p.accuracy:.0f}% [{100 * p.accuracy_ci[0]:.0f}%, {100 * p.accuracy_ci[1]:.0f}%]"
+
+
+def _trace(m: ModelCompute, method: str, show: bool, name: str | None = None) -> go.Scatter:
+    ps = sorted((p for p in m.points if p.method == method), key=lambda p: p.tokens)
+    return go.Scatter(x=[p.tokens for p in ps], y=[p.accuracy for p in ps], error_y=_err(ps), mode="lines+markers",
+                      name=name or f"{short(m.name)} {LABELS[method]}", legendgroup=m.name, showlegend=show,
+                      text=[f"k={p.k}" for p in ps], line={"color": color_for(m.name), "dash": DASH[method]})
+
+
+def figures(result: ComputeResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
+    """Accuracy vs tokens per problem (sampling, for every model; depth vs width for the bases) and accuracy vs
+    parameters for the bases with the post-trained models' greedy accuracy as lines."""
+    out_dir = Path(out_dir)
+    cfg = result.config
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(("width: majority vote over k samples (solid), verifier-free "
+                                                        "best-of-k (dash)"), "bases: width (majority) vs depth (one chain)"))
+    for m in result.models:
+        fig.add_trace(_trace(m, "majority", True, short(m.name)), row=1, col=1)
+        fig.add_trace(_trace(m, "best_logprob", False), row=1, col=1)
+        g = m.point("greedy")
+        fig.add_trace(go.Scatter(x=[g.tokens], y=[g.accuracy], mode="markers", marker={"symbol": "star", "size": 12,
+                                 "color": color_for(m.name)}, legendgroup=m.name, showlegend=False,
+                                 name=f"{short(m.name)} greedy"), row=1, col=1)
+    for m in result.models:
+        if m.name in cfg.bases:
+            fig.add_trace(_trace(m, "majority", False), row=1, col=2)
+            fig.add_trace(_trace(m, "chain", False), row=1, col=2)
+    ref = result.model(cfg.reference).point("greedy")
+    for col in (1, 2):
+        fig.add_hline(y=ref.accuracy, line_dash="dot", line_color="gray", row=1, col=col,
+                      annotation_text=f"{short(cfg.reference)} greedy", annotation_position="bottom right")
+        fig.update_xaxes(type="log", title_text="generated tokens per problem (log)", row=1, col=col)
+    style(fig, f"Does inference compute let a base catch up? (T={cfg.temperature}, stars: greedy; 95% CIs)", "",
+          "accuracy")
+    fig.update_layout(width=1100, height=500)
+    figs = {"compute_curves": fig}
+
+    fig = go.Figure()
+    bases = sorted((result.model(n) for n in cfg.bases if n in {m.name for m in result.models}), key=lambda m: m.n_params)
+    k = cfg.n_samples
+    for label, get in (("greedy", lambda m: m.point("greedy")), (f"majority@{k}", lambda m: m.point("majority", k)),
+                       (f"best-of-{k}, own log-prob", lambda m: m.point("best_logprob", k)),
+                       (f"best-of-{k}, oracle", lambda m: m.point("best_oracle", k)),
+                       ("forced chain (full)", lambda m: m.point("chain", max(cfg.budgets)))):
+        ps = [get(m) for m in bases]
+        fig.add_trace(go.Scatter(x=[m.n_params for m in bases], y=[p.accuracy for p in ps], error_y=_err(ps),
+                                 mode="lines+markers", name=label))
+    for m in result.models:
+        if m.name not in cfg.bases:
+            fig.add_hline(y=m.point("greedy").accuracy, line_dash="dot", line_color=color_for(m.name),
+                          annotation_text=f"{short(m.name)} greedy ({m.n_params:,} params)")
+    style(fig, "Scale vs sampling vs post-training", "parameters (log)", "accuracy")
+    fig.update_xaxes(type="log")
+    figs["compute_scale"] = fig
+    return {k: save_figure(f, out_dir / k, png=png) for k, f in figs.items()}
+
+
+def summary_sentences(result: ComputeResult) -> list[str]:
+    cfg = result.config
+    k = cfg.n_samples
+    ref = result.model(cfg.reference)
+    rg = ref.point("greedy")
+    out = [(f"Over {len(result.n_steps)} problems, {short(ref.name)} answers {_pct(rg)} greedily with "
+           f"{rg.tokens:.1f} tokens per problem; samples at T={cfg.temperature}, k up to {k}.")]
+    for name in cfg.bases:
+        try:
+            m = result.model(name)
+        except KeyError:
+            continue
+        g, maj, blp, orc = (m.point("greedy"), m.point("majority", k), m.point("best_logprob", k),
+                            m.point("best_oracle", k))
+        chain = m.point("chain", max(cfg.budgets))
+        c = result.comparisons
+        dm = c[f"{name} majority@{k} - {cfg.reference} greedy"]
+        db = c[f"{name} best_logprob@{k} - {cfg.reference} greedy"]
+        out.append(f"{short(name)} ({m.n_params:,} params): greedy {_pct(g)} at {g.tokens:.1f} tokens; majority@{k} "
+                   f"{_pct(maj)} and verifier-free best-of-{k} {_pct(blp)} at {maj.tokens:.0f} tokens "
+                   f"(vs {short(cfg.reference)} greedy: {dm['diff']:+.2f} [{dm['diff_ci'][0]:+.2f}, "
+                   f"{dm['diff_ci'][1]:+.2f}] and {db['diff']:+.2f} [{db['diff_ci'][0]:+.2f}, {db['diff_ci'][1]:+.2f}]); "
+                   f"oracle best-of-{k} {_pct(orc)}; one forced chain {_pct(chain)} at {chain.tokens:.1f} tokens.")
+        wd = [(key, v) for key, v in c.items() if key.startswith(f"{name} width")]
+        if wd:
+            key, v = wd[-1]
+            out.append(f"Width vs depth for {short(name)}: {key.split(' ', 1)[1]} = {v['diff']:+.2f} "
+                       f"[{v['diff_ci'][0]:+.2f}, {v['diff_ci'][1]:+.2f}] accuracy ({v['width_tokens']:.0f} vs "
+                       f"{v['depth_tokens']:.0f} tokens per problem).")
+    for m in result.models:
+        if m.name not in cfg.bases and m.name != cfg.reference:
+            g = m.point("greedy")
+            out.append(f"{short(m.name)}: greedy {_pct(g)} at {g.tokens:.1f} tokens, majority@{k} "
+                       f"{_pct(m.point('majority', k))}.")
+    return out
+
+
+def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """Run (or reuse) the analysis on the zoo; title, sentences, figure files for the report."""
+    import dataclasses
+
+    from analyses.compute.analysis import ComputeConfig, run_cached
+    from interp.io import write_json
+
+    cfg = dataclasses.replace(ComputeConfig(), n_per_step=min(n_per_step, 50))
+    result = run_cached(cfg)
+    write_json(Path(out) / "compute.json", result.to_dict())
+    paths = figures(result, out, png=png)
+    return ("Compute-matched curves: sampling, budget and scale against post-training", tuple(summary_sentences(result)),
+            tuple(p[0].name for p in paths.values()), "")
+
+
+__all__ = ["figures", "section_parts", "summary_sentences"]
