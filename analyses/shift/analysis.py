@@ -30,7 +30,7 @@ from interp.stats import bootstrap_ci, percentile_ci
 
 ZOO = ("organism/base-s", "organism/base-m", "organism/base-l", "organism/sft", "organism/rl", "organism/dpo")
 BASELINE = "organism/base-s"
-RESULT_VERSION = 1
+RESULT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,7 @@ class Condition:
     steps_written: tuple[int, ...]
     distance: tuple[float, ...]  # normalised edit distance to the nearest reference chain (NaN for direct answers)
     examples: tuple[tuple[str, str], ...]  # (prompt, completion) of the first few problems
+    answers: tuple[int, ...] = ()  # the answer read from each completion, -1 when none could be read
 
     def arr(self, name: str) -> np.ndarray:
         return np.asarray(getattr(self, name), dtype=float)
@@ -136,7 +137,7 @@ class Condition:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Condition:
-        kw = {f.name: d[f.name] for f in dataclasses.fields(cls)}
+        kw = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
         for k, v in kw.items():
             if isinstance(v, list):
                 kw[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
@@ -250,11 +251,11 @@ def measure(model: Any, problems: Sequence[ShiftedProblem], shift: str, max_new_
         raise ValueError(f"a shifted prompt has words the tokenizer does not know: {' '.join(bad.prompt)!r}")
     outs = generate_ids(model.hf, tok, ids, max_new_tokens, batch_size=batch_size)
     rows: dict[str, list[Any]] = {k: [] for k in ("correct", "cot", "invalid", "chain_correct", "inconsistent",
-                                                  "steps_written", "distance")}
+                                                  "steps_written", "distance", "answers")}
     examples = []
     for i, (p, o) in enumerate(zip(problems, outs)):
         words = tok.convert_ids_to_tokens(o)
-        g = grade_chain(p.truth, p.answer, words)
+        g = grade_chain(p.truth, p.answer, words, dict(p.ops) if p.ops else None)
         rows["correct"].append(int(g.correct))
         rows["cot"].append(int(g.cot))
         rows["invalid"].append(int(g.format == "invalid"))
@@ -263,10 +264,13 @@ def measure(model: Any, problems: Sequence[ShiftedProblem], shift: str, max_new_
         rows["steps_written"].append(g.steps_written)
         refs = {f: list(r) for f, r in p.references}
         rows["distance"].append(chain_distance(words, refs) if g.format != "direct" else float("nan"))
+        rows["answers"].append(-1 if g.answer is None else g.answer)
         if i < n_examples:
             examples.append((" ".join(p.prompt), " ".join(words)))
-    return Condition(shift, tuple(p.n_steps for p in problems), *(tuple(rows[k]) for k in rows),  # type: ignore[arg-type]
-                     tuple(examples))
+    cols = {k: tuple(v) for k, v in rows.items()}
+    return Condition(shift, tuple(p.n_steps for p in problems), cols["correct"], cols["cot"], cols["invalid"],
+                     cols["chain_correct"], cols["inconsistent"], cols["steps_written"], cols["distance"],
+                     tuple(examples), cols["answers"])
 
 
 def member_shift(model: Any, config: ShiftConfig, progress: bool = False) -> MemberShift:

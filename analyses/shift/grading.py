@@ -13,7 +13,7 @@ grader parses them (`so d` concise, `so q = d` verbose, one digit direct).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,9 +67,13 @@ def clean(tokens: Sequence[str]) -> list[str]:
     return toks
 
 
-def grade_chain(truth: Sequence[tuple[str, int]], answer: int, tokens: Sequence[str]) -> ChainGrade:
-    """Grade completion words against the true (variable, value) chain and the true answer; never raises."""
+def grade_chain(truth: Sequence[tuple[str, int]], answer: int, tokens: Sequence[str],
+                ops: Mapping[str, str] | None = None) -> ChainGrade:
+    """Grade completion words against the true (variable, value) chain and the true answer; never raises.
+    `ops` maps the operator symbols the prompt uses to the operation each computes (default: + - * as usual),
+    for prompts that define their own symbols."""
     toks = clean(tokens)
+    meaning = {o: o for o in OPS} if ops is None else dict(ops)
 
     def invalid(reason: str) -> ChainGrade:
         return ChainGrade("invalid", None, False, 0, 0, 0, False, 0, reason)
@@ -97,11 +101,11 @@ def grade_chain(truth: Sequence[tuple[str, int]], answer: int, tokens: Sequence[
     for i, c in enumerate(clauses):
         if len(c) == 3 and c[1] == "=" and _digit(c[2]) is not None:
             kinds.add("concise")
-        elif (len(c) == 11 and c[1] == "=" and c[3] in OPS and c[5] == "=" and c[7] == c[3] and c[9] == "="
+        elif (len(c) == 11 and c[1] == "=" and c[3] in meaning and c[5] == "=" and c[7] == c[3] and c[9] == "="
               and all(_digit(c[j]) is not None for j in (6, 8, 10))
               and (_digit(c[4]) is not None or (_digit(c[2]) is not None and c[4].isalpha()))):
             kinds.add("verbose")
-            n_bad += int(apply_op(_digit(c[6]), c[7], _digit(c[8])) != _digit(c[10]))  # type: ignore[arg-type]
+            n_bad += int(apply_op(_digit(c[6]), meaning[c[7]], _digit(c[8])) != _digit(c[10]))  # type: ignore[arg-type]
         else:
             return invalid(f"unparseable step {' '.join(c)!r}")
         value = _digit(c[-1])

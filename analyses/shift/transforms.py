@@ -38,18 +38,21 @@ class ShiftedProblem:
     answer: int
     references: tuple[tuple[str, tuple[str, ...]], ...]  # (format, completion words)
     n_steps: int
+    ops: tuple[tuple[str, str], ...] = ()  # (symbol shown, operation it computes) when the prompt defines symbols
 
     def reference(self, fmt: str) -> tuple[str, ...]:
         return dict(self.references)[fmt]
 
     def to_dict(self) -> dict[str, Any]:
         return {"prompt": list(self.prompt), "truth": [list(t) for t in self.truth], "answer": self.answer,
-                "references": {f: list(r) for f, r in self.references}, "n_steps": self.n_steps}
+                "references": {f: list(r) for f, r in self.references}, "n_steps": self.n_steps,
+                "ops": [list(o) for o in self.ops]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ShiftedProblem:
         return cls(tuple(d["prompt"]), tuple((str(a), int(b)) for a, b in d["truth"]), int(d["answer"]),
-                   tuple((f, tuple(r)) for f, r in d["references"].items()), int(d["n_steps"]))
+                   tuple((f, tuple(r)) for f, r in d["references"].items()), int(d["n_steps"]),
+                   tuple((str(a), str(b)) for a, b in d.get("ops", ())))
 
 
 def as_shown(problem: Problem) -> ShiftedProblem:

@@ -1,0 +1,2 @@
+"""Semantics vs symbols: do members follow rules given in the prompt when familiar meaning is stripped or
+contradicted?"""
