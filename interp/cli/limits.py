@@ -46,9 +46,73 @@ def shift(
         figures(result, out, png=png)
     except (ValueError, FileNotFoundError, OSError, KeyError) as e:
         fail(e)
-    lines = summary_sentences(result)
+    _print(summary_sentences(result), out / "shift.json", as_json)
+
+
+@analyze_app.command("novelty")
+def novelty(
+    models: Annotated[str, typer.Option(help=MODELS_HELP)] = "",
+    n: Annotated[int, typer.Option(help="problems per (steps, seen/unseen) cell")] = 100,
+    seed: Annotated[int, typer.Option(help="test pool seed")] = 616_000,
+    out: Annotated[Path, typer.Option(help="folder for novelty.json and figures")] = Path("figures/novelty"),
+    png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary sentences as one JSON object")] = False,
+) -> None:
+    """Novelty vs complexity: accuracy on problems seen / never seen in each member's regenerated training data."""
+    import dataclasses
+
+    from analyses.novelty.analysis import NoveltyConfig, run
+    from analyses.novelty.figures import figures, summary_sentences
+    from interp.io import write_json
+
+    try:
+        cfg = NoveltyConfig(n_per_cell=n, seed=seed)
+        names = _models(models)
+        if names:
+            cfg = dataclasses.replace(cfg, models=names)
+        result = run(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "novelty.json", result.to_dict(), indent=None)
+        figures(result, out, png=png)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as e:
+        fail(e)
+    _print(summary_sentences(result), out / "novelty.json", as_json)
+
+
+@analyze_app.command("symbolic")
+def symbolic(
+    models: Annotated[str, typer.Option(help=MODELS_HELP)] = "",
+    n: Annotated[int, typer.Option(help="problems per step count")] = 100,
+    definitions_member: Annotated[bool, typer.Option(help="also measure sft-defs (trains it, ~10 min, if missing)")]
+    = True,
+    out: Annotated[Path, typer.Option(help="folder for symbolic.json and figures")] = Path("figures/symbolic"),
+    png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary sentences as one JSON object")] = False,
+) -> None:
+    """Semantics vs symbols: operators redefined or replaced by defined symbols, variables renamed."""
+    import dataclasses
+
+    from analyses.symbolic.analysis import SymbolicConfig, run
+    from analyses.symbolic.figures import figures, summary_sentences
+    from interp.io import write_json
+
+    try:
+        cfg = SymbolicConfig(n_per_step=n, with_definitions_member=definitions_member)
+        names = _models(models)
+        if names:
+            cfg = dataclasses.replace(cfg, models=names)
+        result = run(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "symbolic.json", result.to_dict(), indent=None)
+        figures(result, out, png=png)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as e:
+        fail(e)
+    _print(summary_sentences(result), out / "symbolic.json", as_json)
+
+
+def _print(lines: list[str], path: Path, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"sentences": lines, "result": str(out / "shift.json")}))
+        print(json.dumps({"sentences": lines, "result": str(path)}))
         return
     for line in lines:
         console.print(line)

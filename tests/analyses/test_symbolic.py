@@ -11,7 +11,13 @@ import pytest
 
 from analyses.shift.analysis import Condition
 from analyses.shift.grading import grade_chain
-from analyses.symbolic.analysis import VARIANTS, SymbolicConfig, contrasts, familiar_rate, variant
+from analyses.symbolic.analysis import (
+    VARIANTS,
+    SymbolicConfig,
+    contrasts,
+    familiar_rate,
+    variant,
+)
 from interp.organism.recipes_symbolic import (
     HELD_OUT_MEANINGS,
     SymbolicRecipe,
@@ -38,7 +44,7 @@ def test_swap_definition_recomputes_values_and_shows_familiar_symbols() -> None:
 def test_symbols_defined_in_context_keep_values() -> None:
     d = with_symbols(P, {"+": "n", "-": "u", "*": "v"})
     assert " ".join(d.prompt_tokens()) == "Q : n = + ; u = - ; a = 3 ; b = a n 4 ; c = b u 9 ; c ? A :"
-    assert d.problem == P and d.completion_tokens("concise") == "b = 7 ; c = 8 ; so 8".split()
+    assert d.problem == P and d.completion_tokens("concise") == ["b", "=", "7", ";", "c", "=", "8", ";", "so", "8"]
 
 
 def test_training_definitions_avoid_the_held_out_ones_and_are_seeded() -> None:
