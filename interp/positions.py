@@ -101,7 +101,9 @@ class Indices(Selector):
 
 @dataclass(frozen=True)
 class TokenMatch(Selector):
-    """Every position whose token is one of `tokens` (label: the token)."""
+    """Every position whose token reads as one of `tokens` (label: the string as given). A token matches by
+    its vocabulary string or by its text without surrounding whitespace, so `"="` finds `=` in a word-level
+    vocabulary and `Ġ=` (a space then `=`) in a byte-level BPE one."""
 
     kind: ClassVar[str] = "tokens"
     tokens: tuple[str, ...] = ()
@@ -113,9 +115,18 @@ class TokenMatch(Selector):
                ) -> list[tuple[str, int]]:
         if tokenizer is None:
             raise ValueError("TokenMatch needs the tokenizer to read token strings")
-        toks = tokenizer.convert_ids_to_tokens(list(example.ids))
-        wanted = set(self.tokens)
-        return [(t, i) for i, t in enumerate(toks) if t in wanted]
+        ids = list(example.ids)
+        raw = tokenizer.convert_ids_to_tokens(ids)
+        wanted = dict.fromkeys(self.tokens)
+        out = []
+        for i, (t, tid) in enumerate(zip(raw, ids)):
+            if t in wanted:
+                out.append((t, i))
+                continue
+            text = tokenizer.decode([tid]).strip()
+            if text in wanted:
+                out.append((text, i))
+        return out
 
 
 @dataclass(frozen=True)

@@ -181,3 +181,16 @@ def test_harvest_of_every_token_keeps_bos_only_where_the_model_prepends_one(m: i
     first_ids = {ex.ids[0] for ex in ds}
     assert (first_ids == {m.bos_token_id}) == m.prepend_bos
     assert store.get("blocks.0.hook_resid_post", "all").shape[0] == sum(len(ex.ids) for ex in ds)
+
+
+def test_token_match_finds_the_same_symbols_on_every_tokenizer(m: interp.Model) -> None:
+    """`tokens:=` selects every `=` of the prompt, whether the vocabulary spells it `=` or `Ġ=`."""
+    from interp.positions import TokenMatch
+
+    items = TASK.sample(5, seed=10)
+    ds = task_dataset(m, TASK, items)
+    for i, (it, ex) in enumerate(zip(items, ds)):
+        got = TokenMatch(("=", ";")).select(ex, i, m.tokenizer)
+        assert [lab for lab, _ in got if lab == "="].__len__() == it.prompt.split().count("=")
+        assert len([lab for lab, _ in got if lab == ";"]) == it.prompt.split().count(";")
+        assert all(m.tokenizer.decode([ex.ids[j]]).strip() == lab for lab, j in got)
