@@ -40,7 +40,7 @@ class ProbeJobConfig:
     hooks: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     kind: Kind | None = None  # None: logistic for discrete targets, ridge for real ones
-    where: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # keep examples with meta[k] in values
+    meta_filter: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # keep examples with meta[k] in values
     test_fraction: float = 0.3
     c: float = 1.0
     alpha: float = 1.0
@@ -53,7 +53,7 @@ class ProbeJobConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["where"] = {k: list(v) for k, v in self.where.items()}
+        d["meta_filter"] = {k: list(v) for k, v in self.meta_filter.items()}
         return d
 
     @classmethod
@@ -61,7 +61,7 @@ class ProbeJobConfig:
         d = dict(d)
         for k in ("targets", "hooks", "labels"):
             d[k] = tuple(d.get(k, ()))
-        d["where"] = {k: tuple(v) for k, v in d.get("where", {}).items()}
+        d["meta_filter"] = {k: tuple(v) for k, v in d.pop("meta_filter", d.pop("where", {})).items()}
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown probe job keys {sorted(unknown)}; known: {[f.name for f in dataclasses.fields(cls)]}")
@@ -175,7 +175,7 @@ def _slug(*parts: str) -> str:
 
 
 def rows_for(store: ActivationStore, hook: str, label: str, target: str,
-             where: Mapping[str, Sequence[Any]] | None = None, dataset: Any = None
+             meta_filter: Mapping[str, Sequence[Any]] | None = None, dataset: Any = None
              ) -> tuple[torch.Tensor, list[Any], list[str], np.ndarray]:
     """Activations, target values, problem groups and example ids of the rows that have the target."""
     dataset = dataset if dataset is not None else store.dataset()
@@ -183,7 +183,7 @@ def rows_for(store: ActivationStore, hook: str, label: str, target: str,
     ex = store.index(label)["example"]
     meta = [dataset[int(e)].meta for e in ex]
     keep = np.array([target in m and m[target] is not None
-                     and all(m.get(k) in tuple(v) for k, v in (where or {}).items()) for m in meta], dtype=bool)
+                     and all(m.get(k) in tuple(v) for k, v in (meta_filter or {}).items()) for m in meta], dtype=bool)
     groups_all = dataset.groups()
     y = [meta[i][target] for i in np.flatnonzero(keep)]
     groups = [groups_all[int(e)] for e in ex[keep]]
@@ -194,7 +194,7 @@ def fit_cell(store: ActivationStore, hook: str, label: str, target: str, cfg: Pr
              dataset: Any = None, probe_path: Path | None = None, save_control: bool = False) -> CellResult:
     """Fit the probe and its control for one cell and score both on held-out problems; saved at
     `probe_path` (and the control at `<probe_path>.control`) if given."""
-    x, y, groups, _ = rows_for(store, hook, label, target, cfg.where, dataset)
+    x, y, groups, _ = rows_for(store, hook, label, target, cfg.meta_filter, dataset)
     if len(y) == 0:
         have = sorted({k for e in (dataset or store.dataset()) for k in e.meta})
         raise ValueError(f"no rows of label {label!r} have target {target!r}; the dataset's metadata keys are {have}")
