@@ -194,3 +194,24 @@ def test_token_match_finds_the_same_symbols_on_every_tokenizer(m: interp.Model) 
         assert [lab for lab, _ in got if lab == "="].__len__() == it.prompt.split().count("=")
         assert len([lab for lab, _ in got if lab == ";"]) == it.prompt.split().count(";")
         assert all(m.tokenizer.decode([ex.ids[j]]).strip() == lab for lab, j in got)
+
+
+def test_sae_trains_and_measures_on_every_tokenizer(m: interp.Model, tmp_path: Path) -> None:
+    """sae-lens training on harvested rows, the quality metrics with the model spliced, and BOS rows left out by
+    id: as many rows as BOS tokens are dropped (none where the model prepends none)."""
+    from saes import SAETrainConfig, quality, train_sae
+
+    items = TASK.sample(60, seed=11)
+    ds = task_dataset(m, TASK, items, fmt="concise")
+    hook = "blocks.1.hook_resid_post"
+    store = harvest(m, ds, [hook], AllTokens(), tmp_path / "acts")
+    cfg = SAETrainConfig(hook=hook, d_sae=4 * m.d_model, k=8, total_samples=60_000, batch_size=256, buffer_size=2048,
+                         lr_warm_up_steps=4, n_checkpoints=0, seed=0)
+    trained = train_sae(store, cfg, tmp_path / "sae", model=m)
+    sae = trained.load()
+    q, _ = quality(sae, store, hook, model=m, n_boot=50)
+    n_bos = sum(ex.ids.count(m.bos_token_id) for ex in ds) if m.bos_token_id is not None else 0
+    assert q.n_rows == sum(len(ex.ids) for ex in ds) - n_bos
+    assert (n_bos > 0) == m.prepend_bos
+    assert 0.5 < q.explained_variance <= 1.0, q
+    assert q.ce_clean is not None and q.ce_sae is not None and q.n_tokens_ce > 0
