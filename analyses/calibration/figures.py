@@ -1,0 +1,103 @@
+"""Figures, sentences and report section of the calibration analysis."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from analyses.calibration.analysis import Calibration, CalibrationResult, ece_difference
+from analyses.routing.common import short
+from interp.plots import save_figure, style
+
+COND_COLOR = {"direct": "#4C78A8", "cot": "#E45756", "free": "#54A24B"}
+COND_LABEL = {"direct": "forced direct", "cot": "forced CoT", "free": "free"}
+
+
+def _ci(v: float, ci: tuple[float, float], nd: int = 3) -> str:
+    return f"{v:.{nd}f} [{ci[0]:.{nd}f}, {ci[1]:.{nd}f}]"
+
+
+def figures(result: CalibrationResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
+    """Reliability diagrams (one panel per model, a line per condition, marker size ~ bin count) and ECE bars."""
+    out_dir = Path(out_dir)
+    n = len(result.models)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[short(m.name) for m in result.models],
+                        horizontal_spacing=0.06, vertical_spacing=0.12)
+    for i, m in enumerate(result.models):
+        r, c = i // cols + 1, i % cols + 1
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"color": "gray", "dash": "dot"},
+                                 showlegend=False), row=r, col=c)
+        for cal in m.conditions:
+            bins = [b for b in cal.bins if b["n"] > 0]
+            fig.add_trace(go.Scatter(
+                x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins], mode="lines+markers",
+                marker={"size": [4 + 14 * math.sqrt(b["n"] / len(cal.correct)) for b in bins],
+                        "color": COND_COLOR[cal.condition]}, line={"color": COND_COLOR[cal.condition]},
+                name=COND_LABEL[cal.condition], legendgroup=cal.condition, showlegend=i == 0,
+                text=[f"n={b['n']}" for b in bins]), row=r, col=c)
+        fig.update_xaxes(range=[0, 1.02], row=r, col=c)
+        fig.update_yaxes(range=[-0.02, 1.02], row=r, col=c)
+    style(fig, "Reliability: accuracy per confidence bin (answer-span probability; marker size ~ bin share)",
+          "", "")
+    fig.update_layout(width=1000, height=330 * rows + 80)
+    figs = {"calibration_reliability": fig}
+
+    fig = go.Figure()
+    for cond in result.config.conditions:
+        cs = [m.get(cond) for m in result.models]
+        fig.add_trace(go.Bar(x=[short(m.name) for m in result.models], y=[c.ece for c in cs],
+                             name=COND_LABEL[cond], marker_color=COND_COLOR[cond],
+                             error_y={"type": "data", "symmetric": False,
+                                      "array": [max(0.0, c.ece_ci[1] - c.ece) for c in cs],
+                                      "arrayminus": [max(0.0, c.ece - c.ece_ci[0]) for c in cs]}))
+    style(fig, f"Expected calibration error ({result.config.n_bins} bins, 95% bootstrap CIs)", "model", "ECE")
+    fig.update_layout(barmode="group")
+    figs["calibration_ece"] = fig
+    return {k: save_figure(f, out_dir / k, png=png) for k, f in figs.items()}
+
+
+def _line(c: Calibration) -> str:
+    auc = "undefined (one class)" if math.isnan(c.auroc) else _ci(c.auroc, c.auroc_ci, 2)
+    return (f"{COND_LABEL[c.condition]}: accuracy {c.accuracy:.2f}, mean confidence {c.mean_confidence:.2f}, "
+            f"ECE {_ci(c.ece, c.ece_ci)}, AUROC {auc}")
+
+
+def summary_sentences(result: CalibrationResult, base: str = "organism/base-s") -> list[str]:
+    cfg = result.config
+    out = [(f"Confidence is the probability of the final answer span given everything before it, over "
+           f"{len(result.n_steps)} problems; in the forced-direct condition it includes the mass a model puts on "
+           f"other formats, so a model that prefers a chain looks under-confident there.")]
+    for m in result.models:
+        out.append(f"{short(m.name)}: " + "; ".join(_line(c) for c in m.conditions) + ".")
+    names = {m.name for m in result.models}
+    if base in names and "free" in cfg.conditions:
+        b = result.model(base).get("free")
+        for m in result.models:
+            if m.name == base:
+                continue
+            d, ci = ece_difference(m.get("free"), b, cfg.n_bins, cfg.n_boot, cfg.seed)
+            out.append(f"Free-generation ECE of {short(m.name)} minus {short(base)}: {_ci(d, ci)} (paired over problems).")
+    return out
+
+
+def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """Run (or reuse) the analysis on the zoo; title, sentences and figure files for the report."""
+    import dataclasses
+
+    from analyses.calibration.analysis import CalibrationConfig, run_cached
+    from interp.io import write_json
+
+    cfg = dataclasses.replace(CalibrationConfig(), n_per_step=min(n_per_step, 100))
+    result = run_cached(cfg)
+    write_json(Path(out) / "calibration.json", result.to_dict())
+    paths = figures(result, out, png=png)
+    return ("Confidence and calibration of the answer span", tuple(summary_sentences(result)),
+            tuple(p[0].name for p in paths.values()), "")
+
+
+__all__ = ["figures", "section_parts", "summary_sentences"]
