@@ -1,7 +1,10 @@
-"""`interp report`: run each analysis on the embedded default and write figures plus one HTML page.
+"""`interp report`: run each analysis on the embedded default and write figures, `report.json`, one HTML
+page and `RESULTS.md`.
 
 Each analysis contributes a section (title, sentences with its numbers, figures). Results are cached by
-model checksum and config, so a second report reuses them.
+model checksum and config, so a second report reuses them. `report.json` holds every section as written;
+`report.html` and `RESULTS.md` are rendered from it (`render_only` re-renders them without recomputing),
+so no number in RESULTS.md is copied by hand.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from analyses.zoo_eval import ZooEvalResult
-from interp.io import library_versions, write_json
+from interp.io import library_versions, read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,13 @@ class Section:
     sentences: tuple[str, ...]
     figures: tuple[str, ...]  # HTML file names relative to the report folder
     table_html: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Section":
+        return cls(d["title"], tuple(d["sentences"]), tuple(d["figures"]), d.get("table_html", ""))
 
 
 def zoo_section(out: Path, n_per_step: int, png: bool) -> Section:
@@ -73,7 +83,56 @@ def figure_size(path: Path, default: tuple[int, int] = (800, 480)) -> tuple[int,
     return (min(w + 20, MAX_FIGURE_WIDTH) if w >= 200 else default[0], h + 20 if h >= 200 else default[1])
 
 
-def render(sections: list[Section], seconds: float, out: Path | None = None) -> str:
+TITLE = "What reasoning post-training changes, and how that differs from scale"
+
+
+def render_markdown(sections: Sequence[Section], seconds: float, figures: Path, results: Path,
+                    libraries: dict[str, str] | None = None) -> str:
+    """RESULTS.md: each section's sentences, its table (HTML, which GitHub renders) and its figures as PNGs
+    linked relative to where RESULTS.md is written."""
+    import os
+
+    rel = Path(os.path.relpath(figures.resolve(), results.resolve().parent))
+    lines = [f"# {TITLE}", "",
+             f"Written by `interp report` from `{rel.as_posix()}/report.json` (do not edit by hand; rerun the report). "
+             f"Every number below is computed by the analysis named in its section; interactive figures are in "
+             f"`{rel.as_posix()}/report.html`.", ""]
+    for s in sections:
+        lines += [f"## {s.title}", ""]
+        lines += [f"- {t}" for t in s.sentences]
+        lines.append("")
+        if s.table_html:
+            lines += [s.table_html, ""]
+        for f in s.figures:
+            png = Path(f).with_suffix(".png")
+            lines += [f"![{png.stem}]({(rel / png).as_posix()})", ""]
+    libs = ", ".join(f"{k} {v}" for k, v in (libraries or library_versions()).items())
+    lines += ["---", f"<small>{libs}; built in {seconds:.0f} s</small>", ""]
+    return "\n".join(lines)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def render_only(out: str | Path = "figures", results: str | Path | None = "RESULTS.md") -> Path:
+    """Re-render report.html and RESULTS.md from `<out>/report.json` without running any analysis."""
+    out = Path(out)
+    path = out / "report.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `interp report` once to write it")
+    data = read_json(path)
+    sections = [Section.from_dict(d) for d in data["sections"]]
+    _write(out / "report.html", render(sections, data["seconds"], out, data.get("libraries")))
+    if results is not None:
+        _write(Path(results), render_markdown(sections, data["seconds"], out, Path(results), data.get("libraries")))
+    return out / "report.html"
+
+
+def render(sections: Sequence[Section], seconds: float, out: Path | None = None,
+           libraries: dict[str, str] | None = None) -> str:
     body = []
     for s in sections:
         body.append(f"<h2>{html.escape(s.title)}</h2>")
@@ -82,11 +141,11 @@ def render(sections: list[Section], seconds: float, out: Path | None = None) -> 
         for f in s.figures:
             w, h = figure_size(out / f) if out is not None else (800, 480)
             body.append(f'<iframe src="{f}" width="{w}" height="{h}" frameborder="0"></iframe>')
-    libs = ", ".join(f"{k} {v}" for k, v in library_versions().items())
+    libs = ", ".join(f"{k} {v}" for k, v in (libraries or library_versions()).items())
     return ("<!doctype html><html><head><meta charset='utf-8'><title>interp report</title><style>"
             "body{font-family:sans-serif;max-width:1140px;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>"
-            "<h1>What reasoning post-training changes, and how that differs from scale</h1>"
+            f"<h1>{TITLE}</h1>"
             + "".join(body) + f"<p><small>{html.escape(libs)}; built in {seconds:.0f} s</small></p></body></html>")
 
 
@@ -96,8 +155,9 @@ def section_name(make: Any) -> str:
 
 
 def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool = True,
-                 only: Sequence[str] | None = None) -> Path:
-    """Run every section (or those named in `only`, in report order) and write report.html."""
+                 only: Sequence[str] | None = None, results: str | Path | None = "RESULTS.md") -> Path:
+    """Run every section (or those named in `only`, in report order); write report.json, report.html and
+    (unless `results` is None) RESULTS.md."""
     names = [section_name(m) for m in SECTIONS]
     unknown = sorted(set(only or ()) - set(names))
     if unknown:
@@ -106,14 +166,12 @@ def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool =
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     sections = [make(out, n_per_step, png) for make in SECTIONS if only is None or section_name(make) in only]
-    page = out / "report.html"
-    tmp = page.with_name(".report.html.tmp")
-    tmp.write_text(render(sections, time.time() - t0, out))
-    tmp.replace(page)
-    return page
+    write_json(out / "report.json", {"title": TITLE, "n_per_step": n_per_step, "seconds": time.time() - t0,
+                                     "libraries": library_versions(), "sections": [x.to_dict() for x in sections]})
+    return render_only(out, results)
 
 
-__all__ = ["build_report", "Section", "SECTIONS", "section_name"]
+__all__ = ["build_report", "render_markdown", "render_only", "Section", "SECTIONS", "section_name"]
 
 
 def layers_section(out: Path, n_per_step: int, png: bool) -> Section:

@@ -85,17 +85,23 @@ def info(model: Annotated[str, typer.Argument(help="organism name, local HF fold
 
 @app.command("report")
 def report(
-    out: Annotated[Path, typer.Option(help="folder for figures and report.html")] = Path("figures"),
+    out: Annotated[Path, typer.Option(help="folder for figures, report.json and report.html")] = Path("figures"),
     n: Annotated[int, typer.Option(help="problems per step count")] = 200,
     png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
     sections: Annotated[str, typer.Option(help="comma-separated sections to run (default: all)")] = "",
+    results: Annotated[str, typer.Option(help="where to write RESULTS.md ('' for nowhere)")] = "RESULTS.md",
+    render_only: Annotated[bool, typer.Option("--render-only", help="re-render report.html and RESULTS.md from "
+                                                                    "OUT/report.json, running nothing")] = False,
 ) -> None:
-    """Run every analysis on the zoo and write the report's figures (HTML and PNG) and report.html."""
-    from analyses.report import build_report
+    """Run every analysis on the zoo; write figures (HTML and PNG), report.json, report.html and RESULTS.md."""
+    from analyses import report as rep
 
     try:
-        only = [x.strip() for x in sections.split(",") if x.strip()] or None
-        path = build_report(out, n_per_step=n, png=png, only=only)
+        if render_only:
+            path = rep.render_only(out, results or None)
+        else:
+            only = [x.strip() for x in sections.split(",") if x.strip()] or None
+            path = rep.build_report(out, n_per_step=n, png=png, only=only, results=results or None)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         fail(e)
-    console.print(f"report: {path}")
+    console.print(f"report: {path}" + (f", results: {results}" if results else ""))
