@@ -73,3 +73,67 @@ def bench_routing_cmd(
     except (ValueError, FileNotFoundError, OSError) as e:
         fail(e)
     print_bench("interp bench routing", rows, figs)
+
+
+@analyze_app.command("compute")
+def compute_cmd(
+    models: Annotated[str, typer.Option(help="comma-separated models")] =
+        "organism/base-s,organism/base-m,organism/base-l,organism/sft,organism/rl,organism/dpo",
+    bases: Annotated[str, typer.Option(help="the bases of several sizes (parameter axis)")] =
+        "organism/base-s,organism/base-m,organism/base-l",
+    reference: Annotated[str, typer.Option(help="post-trained model the bases try to catch up with")] = "organism/rl",
+    task: Annotated[str, typer.Option(help="task name")] = "organism",
+    steps: Annotated[str, typer.Option(help="comma-separated step counts")] = "1,2,3,4",
+    n: Annotated[int, typer.Option(help="problems per step count")] = 50,
+    samples: Annotated[int, typer.Option(help="samples per problem (a power of two)")] = 16,
+    temperature: Annotated[float, typer.Option(help="sampling temperature")] = 1.0,
+    out: Annotated[Path, typer.Option(help="folder for compute.json and the figures")] = Path("figures/compute"),
+    png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary sentences as one JSON object")] = False,
+) -> None:
+    """Accuracy vs generated tokens (greedy, forced chain at budgets, majority vote, best-of-k) and vs parameters."""
+    import torch
+
+    from analyses.compute.analysis import ComputeConfig, run_cached
+    from analyses.compute.figures import figures, summary_sentences
+    from interp.io import write_json
+
+    torch.set_num_threads(1)
+    try:
+        cfg = ComputeConfig(models=_names(models), bases=_names(bases), reference=reference, task=task,
+                            steps=parse_steps(steps), n_per_step=n, n_samples=samples, temperature=temperature)
+        result = run_cached(cfg)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as e:
+        fail(e)
+    write_json(out / "compute.json", result.to_dict())
+    _emit("compute", out, summary_sentences(result), figures(result, out, png=png), as_json)
+
+
+@analyze_app.command("calibration")
+def calibration_cmd(
+    models: Annotated[str, typer.Option(help="comma-separated models")] =
+        "organism/base-s,organism/base-m,organism/base-l,organism/sft,organism/rl,organism/dpo",
+    conditions: Annotated[str, typer.Option(help="comma-separated: direct, cot, free")] = "direct,cot,free",
+    task: Annotated[str, typer.Option(help="task name")] = "organism",
+    steps: Annotated[str, typer.Option(help="comma-separated step counts")] = "1,2,3,4",
+    n: Annotated[int, typer.Option(help="problems per step count")] = 100,
+    out: Annotated[Path, typer.Option(help="folder for calibration.json and the figures")] = Path("figures/calibration"),
+    png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary sentences as one JSON object")] = False,
+) -> None:
+    """Answer-span confidence: ECE, AUROC and reliability diagrams per model and condition."""
+    import torch
+
+    from analyses.calibration.analysis import CalibrationConfig, run_cached
+    from analyses.calibration.figures import figures, summary_sentences
+    from interp.io import write_json
+
+    torch.set_num_threads(1)
+    try:
+        cfg = CalibrationConfig(models=_names(models), conditions=_names(conditions), task=task,
+                                steps=parse_steps(steps), n_per_step=n)
+        result = run_cached(cfg)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as e:
+        fail(e)
+    write_json(out / "calibration.json", result.to_dict())
+    _emit("calibration", out, summary_sentences(result), figures(result, out, png=png), as_json)
