@@ -245,3 +245,27 @@ def sae_section(out: Path, n_per_step: int, png: bool) -> Section:
 
 
 SECTIONS = (*SECTIONS, sae_section)
+
+
+def routing_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Hybrid decoding of base-s with rl and sft: routers, random controls, token shift (analyses.routing)."""
+    from analyses.routing.figures import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
+def compute_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Accuracy vs generated tokens and parameters for the zoo (analyses.compute)."""
+    from analyses.compute.figures import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
+def calibration_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Answer-span confidence, ECE and reliability per zoo member and condition (analyses.calibration)."""
+    from analyses.calibration.figures import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
+SECTIONS = (*SECTIONS, routing_section, compute_section, calibration_section)

@@ -44,6 +44,7 @@ from interp.cli import (  # noqa: F401  (each module registers its subcommands)
     patching,
     saes,
     steering,
+    when,
 )
 from interp.cli.bench import commands as bench_commands  # noqa: F401  (interp bench ...)
 from interp.cli.common import analyze_app, app, bench_app, organism_app
