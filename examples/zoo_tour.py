@@ -24,8 +24,8 @@ print(base)
 # Free vs forced chain of thought: the gap is the latent ability post-training can select.
 
 # %%
-free = evaluate(base.hf, base.tokenizer, EvalConfig(steps=(3, 4), n_per_step=N))
-forced = evaluate(base.hf, base.tokenizer, EvalConfig(steps=(3, 4), n_per_step=N, force_cot=True))
+free = evaluate(base, EvalConfig(steps=(3, 4), n_per_step=N))
+forced = evaluate(base, EvalConfig(steps=(3, 4), n_per_step=N, force_cot=True))
 for k in (3, 4):
     f, c = free.by_steps[k], forced.by_steps[k]
     print(f"{k} steps: free {f.accuracy:.2f} (CoT {f.cot_rate:.2f}) vs forced CoT {c.accuracy:.2f}")
@@ -63,6 +63,6 @@ print(save_figure(fig, os.path.join(out, "logit_lens_base_s"), png=False))
 # %%
 for name in ("organism/base-m", "organism/base-l"):
     m = interp.load(name)
-    r = evaluate(m.hf, m.tokenizer, EvalConfig(steps=(3, 4), n_per_step=N))
+    r = evaluate(m, EvalConfig(steps=(3, 4), n_per_step=N))
     print(f"{name} ({m.n_params:,} params): 3-4-step accuracy {r.mean_over((3, 4), 'accuracy'):.2f}, "
           f"CoT rate {r.mean_over((3, 4), 'cot_rate'):.2f}")

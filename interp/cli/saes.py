@@ -273,7 +273,7 @@ def sae_steer(
             res = {}
             for name, iv in conds.items():
                 with steer(m, iv):
-                    r = evaluate(m.hf, m.tokenizer, cfg)
+                    r = evaluate(m, cfg)
                 res[name] = {"accuracy": r.mean_over(cfg.steps, "accuracy"), "cot_rate": r.mean_over(cfg.steps, "cot_rate")}
             out["evaluation"] = res
     except SAE_ERRORS as e:

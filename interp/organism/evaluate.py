@@ -1,20 +1,27 @@
-"""Evaluate a model on the task: batched greedy generation, graded, per number of steps, with bootstrap CIs."""
+"""Evaluate a model on the organism task, per number of steps, with bootstrap CIs: the organism's defaults
+(its seeded problems per step count, its forced-CoT and forced-direct modes) over the core's `interp.evaluate`."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from interp.generate import generate_ids, left_pad
-from interp.organism.grader import Grade, grade
+from interp.evaluation import GenerationConfig, TaskEval
+from interp.generate import left_pad
+from interp.organism.grader import Grade
+from interp.organism.reasoning_task import OrganismTask, problem_item
 from interp.organism.task import Problem, TaskConfig, sample_problems
 from interp.organism.tokenizer import digit_ids
 from interp.stats import bootstrap_ci
+from interp.tasks.base import Item
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 EVAL_SEED = 1_000_003  # problems for evaluation come from their own seed stream
 
@@ -38,7 +45,7 @@ class EvalConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvalConfig":
+    def from_dict(cls, d: dict[str, Any]) -> EvalConfig:
         d = dict(d)
         d["steps"] = tuple(d.get("steps", (1, 2, 3, 4)))
         d["task"] = TaskConfig.from_dict(d.get("task", {}))
@@ -70,7 +77,7 @@ class StepStats:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StepStats":
+    def from_dict(cls, d: dict[str, Any]) -> StepStats:
         d = dict(d)
         for k in ("accuracy_ci", "cot_rate_ci", "mean_tokens_ci"):
             d[k] = tuple(d[k])
@@ -89,7 +96,7 @@ class EvalResult:
                 "by_steps": {str(k): v.to_dict() for k, v in self.by_steps.items()}}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvalResult":
+    def from_dict(cls, d: dict[str, Any]) -> EvalResult:
         return cls(d["model"], EvalConfig.from_dict(d["config"]),
                    {int(k): StepStats.from_dict(v) for k, v in d["by_steps"].items()}, d.get("checksum", ""))
 
@@ -138,27 +145,34 @@ def best_digits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prom
     return out
 
 
-def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: EvalConfig = EvalConfig(),
-             name: str = "", checksum: str = "") -> EvalResult:
-    """Greedy (or sampled) answers to `cfg.n_per_step` problems per step count, graded."""
-    problems: list[Problem] = []
-    for k in cfg.steps:
-        problems += cfg.problems(k)
-    prompts, prefixes = [], []
-    for p in problems:
-        pre = cot_prefix(p) if cfg.force_cot else []
-        prefixes.append(pre)
-        prompts.append([tokenizer.bos_token_id, *tokenizer.convert_tokens_to_ids(p.prompt_tokens() + pre)])
-    if cfg.force_direct:
-        comps = best_digits(model, tokenizer, prompts, cfg.batch_size)
-    else:
-        comps = generate_ids(model, tokenizer, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size)
-    grades = [grade(p, pre + tokenizer.convert_ids_to_tokens(c)) for p, pre, c in zip(problems, prefixes, comps)]
-    by_steps = {}
-    for i, k in enumerate(cfg.steps):
-        chunk = grades[i * cfg.n_per_step:(i + 1) * cfg.n_per_step]
-        by_steps[k] = stats(chunk, cfg.n_boot, seed=k)
+def eval_items(cfg: EvalConfig) -> list[Item]:
+    """The evaluation's problems as task items, step count by step count (`cfg.problems(k)` for each k)."""
+    return [problem_item(p) for k in cfg.steps for p in cfg.problems(k)]
+
+
+def generation_config(cfg: EvalConfig) -> GenerationConfig:
+    """How `interp.evaluate` produces the completions this config asks for (free, forced CoT, forced direct)."""
+    force = "cot" if cfg.force_cot else "direct" if cfg.force_direct else "free"
+    return GenerationConfig(force=force, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,  # type: ignore[arg-type]
+                            seed=cfg.seed, batch_size=cfg.batch_size)
+
+
+def result_of(run: TaskEval, cfg: EvalConfig, name: str, checksum: str) -> EvalResult:
+    """An `interp.evaluate` run as the organism's per-step `EvalResult` (the shape the cards and reports store)."""
+    by_steps = {k: StepStats.from_dict(run.by_group[str(k)].to_dict()) for k in cfg.steps}
     return EvalResult(name, cfg, by_steps, checksum)
 
 
-__all__ = ["EvalConfig", "EvalResult", "StepStats", "evaluate", "bootstrap_ci", "cot_prefix", "best_digits", "EVAL_SEED"]
+def evaluate(model: Model, cfg: EvalConfig = EvalConfig(), name: str | None = None,
+             checksum: str | None = None) -> EvalResult:
+    """Greedy (or sampled) answers to `cfg.n_per_step` organism problems per step count, graded: the core's
+    `interp.evaluate` on the organism task with this config's problems (name and checksum default to the model's)."""
+    from interp.evaluation import evaluate as evaluate_task
+
+    if len(set(cfg.steps)) != len(cfg.steps):
+        raise ValueError(f"steps {cfg.steps} repeat a step count")
+    run = evaluate_task(model, OrganismTask(cfg.task), eval_items(cfg), generation_config(cfg), n_boot=cfg.n_boot)
+    return result_of(run, cfg, model.name if name is None else name, model.checksum if checksum is None else checksum)
+
+
+__all__ = ["EVAL_SEED", "EvalConfig", "EvalResult", "StepStats", "best_digits", "bootstrap_ci", "cot_prefix", "eval_items", "evaluate", "generation_config", "result_of"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,6 +20,9 @@ from interp.organism.evaluate import EvalConfig, evaluate
 from interp.organism.task import FormatMix, TaskConfig
 from interp.organism.training import DPOConfig, RLConfig, TrainConfig, provenance, train
 from interp.organism.zoo_paths import ORGANISM_PREFIX, ZOO_DIR, ZOO_NAMES
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 TASK = TaskConfig(min_steps=1, max_steps=4)
 BASE_MIX = FormatMix(direct=0.8, concise=0.05, verbose=0.15)
@@ -71,16 +74,18 @@ def recipe(name: str, out_dir: Path = ZOO_DIR) -> TrainConfig:
     return cfg
 
 
-def card_eval(model: torch.nn.Module, tokenizer: Any, cfg: EvalConfig = CARD_EVAL) -> dict[str, Any]:
+def card_eval(model: Model, cfg: EvalConfig = CARD_EVAL, name: str | None = None) -> dict[str, Any]:
     """Free and forced-CoT evaluation tables, as stored in each card."""
     return {
-        mode: evaluate(model, tokenizer, dataclasses.replace(cfg, force_cot=(mode == "forced_cot"))).to_dict()
+        mode: evaluate(model, dataclasses.replace(cfg, force_cot=(mode == "forced_cot")), name=name).to_dict()
         for mode in ("free", "forced_cot")
     }
 
 
 def export(name: str, outcome: Any, out_dir: Path, eval_cfg: EvalConfig = CARD_EVAL) -> Path:
     """Write the member as an HF checkpoint plus `card.json`, atomically."""
+    from interp.models import load  # late import: models imports the Bridge stack
+
     target = Path(out_dir) / short_name(name)
     model, tok, cfg = outcome.model, outcome.tokenizer, outcome.config
     with atomic_dir(target) as tmp:
@@ -95,7 +100,7 @@ def export(name: str, outcome: Any, out_dir: Path, eval_cfg: EvalConfig = CARD_E
             "init": card_init(cfg),
             "train_seconds": round(outcome.seconds, 1),
             "sha256": {"model.safetensors": sha256_file(tmp / "model.safetensors")},
-            "eval": card_eval(model, tok, eval_cfg),
+            "eval": card_eval(load(tmp), eval_cfg, name=ORGANISM_PREFIX + short_name(name)),
             "train_log_tail": outcome.log[-5:],
             **provenance(dataclasses.replace(cfg, init=card_init(cfg)), model),
         }

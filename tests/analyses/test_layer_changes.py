@@ -226,7 +226,7 @@ def test_pooled_behaviour_matches_evaluate():
     m = load("organism/base-s")
     cfg = EvalConfig(steps=(2, 4), n_per_step=15, n_boot=50)
     ours = measure(hf_generator(m.hf, m.tokenizer, cfg), m.tokenizer, problems_of(cfg), cfg)
-    ref = evaluate(m.hf, m.tokenizer, cfg)
+    ref = evaluate(m, cfg)
     assert ours.accuracy == pytest.approx(ref.mean_over((2, 4), "accuracy"))
     assert ours.cot_rate == pytest.approx(ref.mean_over((2, 4), "cot_rate"))
     assert ours.subset((4,), "correct") == pytest.approx(ref.by_steps[4].accuracy)

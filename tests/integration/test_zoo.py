@@ -76,6 +76,6 @@ def test_card_numbers_reproduce_on_a_fresh_greedy_evaluation():
     c = card("base-s")["eval"]["forced_cot"]
     cfg = EvalConfig.from_dict(c["config"])
     cfg = dataclasses.replace(cfg, steps=(4,))
-    res = evaluate(m.hf, m.tokenizer, cfg)
+    res = evaluate(m, cfg)
     assert res.by_steps[4].accuracy == pytest.approx(c["by_steps"]["4"]["accuracy"], abs=0.02)
     assert res.by_steps[4].cot_rate == pytest.approx(c["by_steps"]["4"]["cot_rate"], abs=0.02)

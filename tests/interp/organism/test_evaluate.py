@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-import interp.organism.evaluate as evaluate_mod
+import interp.evaluation as evaluation_mod
+from interp.models import Model, load
 from interp.organism.evaluate import EvalConfig, EvalResult, StepStats, bootstrap_ci, cot_prefix, evaluate, stats
 from interp.organism.grader import grade
 from interp.organism.task import Problem, Step, TaskConfig, sample_problems
@@ -16,8 +17,17 @@ SMALL_EVAL = EvalConfig(steps=(1, 2), n_per_step=6, n_boot=50, max_new_tokens=8,
 
 
 @pytest.fixture(scope="module")
-def result(random_model, tok) -> EvalResult:
-    return evaluate(random_model, tok, SMALL_EVAL, name="tiny-random", checksum="abc123")
+def model(random_model, tok, tmp_path_factory) -> Model:
+    """The tiny random model saved and loaded as an `interp.Model` (what `evaluate` takes)."""
+    path = tmp_path_factory.mktemp("tiny-random")
+    random_model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return load(path)
+
+
+@pytest.fixture(scope="module")
+def result(model) -> EvalResult:
+    return evaluate(model, SMALL_EVAL, name="tiny-random", checksum="abc123")
 
 
 class FakeGenerator:
@@ -82,8 +92,13 @@ def test_eval_config_round_trips_through_json():
     assert EvalConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
-def test_evaluation_is_deterministic(random_model, tok, result):
-    assert evaluate(random_model, tok, SMALL_EVAL, name="tiny-random", checksum="abc123") == result
+def test_evaluation_is_deterministic(model, result):
+    assert evaluate(model, SMALL_EVAL, name="tiny-random", checksum="abc123") == result
+
+
+def test_name_and_checksum_default_to_the_models(model, result):
+    r = evaluate(model, SMALL_EVAL)
+    assert (r.model, r.checksum) == (model.name, model.checksum) and r.by_steps == result.by_steps
 
 
 def test_mean_over_averages_a_metric_over_steps(result):
@@ -159,12 +174,12 @@ def test_cot_prefix_is_the_first_steps_variable():
         assert cot_prefix(p) == [p.steps[0].target]
 
 
-def test_forced_cot_prompts_end_in_the_first_steps_variable(tok, monkeypatch):
+def test_forced_cot_prompts_end_in_the_first_steps_variable(model, tok, monkeypatch):
     cfg = EvalConfig(steps=(1, 3), n_per_step=5, n_boot=20, force_cot=True,
                      task=TaskConfig(shuffle_variables=True, n_distractors=1))
     fake = FakeGenerator(tok, cfg)
-    monkeypatch.setattr(evaluate_mod, "generate_ids", fake)
-    res = evaluate(None, tok, cfg)  # type: ignore[arg-type]
+    monkeypatch.setattr(evaluation_mod, "generate_ids", fake)
+    res = evaluate(model, cfg)
     problems = cfg.problems(1) + cfg.problems(3)
     assert len(fake.prompts) == len(problems)
     for ids, p in zip(fake.prompts, problems):
@@ -180,20 +195,20 @@ def test_forced_cot_prompts_end_in_the_first_steps_variable(tok, monkeypatch):
         assert st.mean_tokens == 4 * k + 2
 
 
-def test_unforced_prompts_end_in_a_colon(tok, monkeypatch):
+def test_unforced_prompts_end_in_a_colon(model, tok, monkeypatch):
     cfg = EvalConfig(steps=(2,), n_per_step=5, n_boot=20)
     fake = FakeGenerator(tok, cfg)
-    monkeypatch.setattr(evaluate_mod, "generate_ids", fake)
-    res = evaluate(None, tok, cfg)  # type: ignore[arg-type]
+    monkeypatch.setattr(evaluation_mod, "generate_ids", fake)
+    res = evaluate(model, cfg)
     for ids, p in zip(fake.prompts, cfg.problems(2)):
         assert tok.convert_ids_to_tokens(ids) == [tok.bos_token, *p.prompt_tokens()]
         assert tok.convert_ids_to_tokens(ids)[-2:] == ["A", ":"]
     assert res.summary()["by_steps"]["2"] == {"n": 5, "accuracy": 1.0, "cot_rate": 0.0, "mean_tokens": 1.0}
 
 
-def test_forced_cot_on_a_real_model_grades_the_prefix_as_part_of_the_answer(random_model, tok):
+def test_forced_cot_on_a_real_model_grades_the_prefix_as_part_of_the_answer(model):
     cfg = EvalConfig(steps=(2,), n_per_step=4, n_boot=20, max_new_tokens=6, force_cot=True)
-    res = evaluate(random_model, tok, cfg)
+    res = evaluate(model, cfg)
     assert res.by_steps[2].n == 4
     # every graded text starts with the forced variable, so it can never be a lone direct digit
     assert res.by_steps[2].formats.get("direct", 0) == 0
