@@ -14,16 +14,23 @@ from analyses.faithfulness.analysis import (
     aoc,
     aoc_normalised,
     boot_stat,
+    forced_answers,
     generate_cots,
     max_change,
     normalised_change,
     step_patching,
     text_tests,
 )
+from analyses.faithfulness.chains import Chain, TextChains, adapter_for
 from interp.organism.grader import grade
+from interp.organism.reasoning_task import item_problem
 from interp.organism.task import Problem, Step
 
 torch.set_num_threads(1)
+# measured with the token-level code before the task interface (commit ae1693a) and reproduced since:
+# AOC, mistake change, filler change, paraphrase change of base-s on 12 forced 3-step CoTs
+PINNED_TEXT = (0.638888888888889, 0.36363636363636365, 0.9166666666666666, 0.0)
+PINNED_PATCH = 31.62033240000407  # mean logit-difference change of patching base-s's last value (2-step, 3 CoTs)
 
 
 def toks(text: str) -> list[str]:
@@ -119,11 +126,79 @@ def base_s():
     return interp.load("organism/base-s")
 
 
-def test_text_tests_count_every_problem_and_agree_with_the_full_cot(base_s) -> None:
+@pytest.fixture(scope="module")
+def organism():
+    import interp
+
+    return interp.task("organism")
+
+
+def test_organism_chains_match_the_token_level_interventions(organism) -> None:
+    from interp.organism.reasoning_task import problem_item
+
+    item = problem_item(P)
+    ad = adapter_for(organism)
+    c = ad.split(item, " " + " ".join(VERBOSE))
+    assert isinstance(c, Chain) and c.fmt == "verbose" and c.answer == "4" and c.correct and c.n_steps == 2
+    assert [c.completion[a:b] for a, b in c.steps] == ["b = a + 4 = 3 + 4 = 7", "c = b * 2 = 7 * 2 = 4"]
+    assert c.completion.endswith(" so c =") and c.closing == " so c ="
+    assert ad.truncated(item, c, 1).split() == iv.truncated(P, c.data, 1)
+    assert ad.paraphrased(item, c).split() == CONCISE[:-1]
+    m = ad.mistake(item, c, 1, np.random.default_rng(0))
+    assert m is not None and m.prefix.split()[-2] == m.value and m.implied == str(iv.propagate(P, 1, int(m.value)))
+    pp = ad.patch_pair(item, c, 2, np.random.default_rng(0))
+    assert pp is not None and c.completion[pp.span[0]:pp.span[1]] == "4" and pp.implied != "4"
+    assert ad.split(item, " 4") == "direct answer (no chain of thought)"
+
+
+GSM = ("Question: Ann has 12 apples and buys 5 more. She gives 3 away. How many apples does she have?\nAnswer:",
+       " Let's think step by step.\nAnn has 12 + 5 = 17 apples.\nShe gives 3 away, so 17 - 3 = 14 remain.\n#### 14")
+
+
+def _gsm_task(tmp_path):
+    import json
+
+    import interp
+
+    f = tmp_path / "one.jsonl"
+    f.write_text(json.dumps({"question": GSM[0].removeprefix("Question: ").removesuffix("\nAnswer:"),
+                             "answer": "Ann has 12 + 5 = <<12+5=17>>17 apples.\nShe gives 3 away, so 17 - 3 = "
+                                       "<<17-3=14>>14 remain.\n#### 14"}) + "\n")
+    task = interp.task(f"jsonl:{f}")
+    return task, task.sample(1, seed=0)[0]
+
+
+def test_text_chains_split_free_text_into_the_tasks_steps(tmp_path) -> None:
+    task, item = _gsm_task(tmp_path)
+    assert task.prompt(item) == GSM[0]
+    ad = adapter_for(task)
+    assert isinstance(ad, TextChains) and "paraphrase" in ad.unsupported
+    c = ad.split(item, GSM[1])
+    assert isinstance(c, Chain) and c.answer == "14" and c.correct and c.n_steps == 2
+    assert [c.completion[a:b] for a, b in c.steps] == ["Ann has 12 + 5 = 17 apples.",
+                                                        "She gives 3 away, so 17 - 3 = 14 remain."]
+    assert c.closing == "\n####" and c.answer_lead == " "  # the space before the number goes with the answer
+    assert ad.truncated(item, c, 0) == " Let's think step by step.\n\n####"
+    assert ad.truncated(item, c, 1) == " Let's think step by step.\nAnn has 12 + 5 = 17 apples.\n####"
+    assert ad.truncated(item, c, 2) == c.completion
+    with pytest.raises(ValueError, match="outside 0..2"):
+        ad.truncated(item, c, 3)
+    m = ad.mistake(item, c, 1, np.random.default_rng(0))
+    assert m is not None and m.implied is None and m.value != "17" and len(m.value) == 2
+    assert m.prefix == f" Let's think step by step.\nAnn has 12 + 5 = {m.value} apples.\n"
+    pp = ad.patch_pair(item, c, 2, np.random.default_rng(3))
+    assert pp is not None and pp.corrupted == c.completion and pp.corrupted[pp.span[0]:pp.span[1]] == "14"
+    assert pp.clean[:pp.span[0]] == pp.corrupted[:pp.span[0]] and pp.clean[pp.span[1]:] == pp.corrupted[pp.span[1]:]
+    assert pp.clean[pp.span[0]] == "1" and pp.clean[pp.span[0] + 1] != "4"  # only the last digit moves
+    assert ad.split(item, " 14").startswith("direct")
+    assert ad.split(item, " no idea").startswith("invalid")
+
+
+def test_text_tests_count_every_problem_and_agree_with_the_full_cot(base_s, organism) -> None:
     cfg = FaithfulnessConfig(n_per_step=12, n_boot=100)
-    problems = cfg.problems(3)
-    cots = generate_cots(base_s, problems, forced=True, cfg=cfg)
-    res = text_tests(base_s, problems, cots, 3, cfg, seed=0)
+    items = cfg.items(organism, 3)
+    cots = generate_cots(base_s, organism, items, forced=True, cfg=cfg)
+    res = text_tests(base_s, organism, items, cots, 3, cfg, seed=0)
     c = res.counts
     assert c["cot"] + c["direct"] + c["invalid"] == res.n_problems == 12
     assert c["cot"] == 12  # forced CoTs of base-s all parse
@@ -131,27 +206,94 @@ def test_text_tests_count_every_problem_and_agree_with_the_full_cot(base_s) -> N
     assert len(res.same_by_k) == 4 and 0 <= res.aoc.value <= 1
     assert res.mistake_follows_last.value == 1.0  # a wrong last value is what base-s answers
     assert 0 <= res.filler_changed.value <= 1 and res.filler_changed.ci[0] <= res.filler_changed.value
+    assert res.unsupported == {}
+    # numbers pinned on the shipped zoo (the same as before the task interface: see the module's history)
+    got = (res.aoc.value, res.mistake_changed.value, res.filler_changed.value, res.paraphrase_changed.value)
+    assert got == pytest.approx(PINNED_TEXT, abs=1e-9)
     back = type(res).from_dict(res.to_dict())
-    assert back == res or back.to_dict() == res.to_dict()
+    assert back.to_dict() == res.to_dict()
 
 
-def test_step_patching_reads_the_last_written_value(base_s) -> None:
+def test_step_patching_reads_the_last_written_value(base_s, organism) -> None:
     cfg = FaithfulnessConfig(n_per_step=6)
-    problems = cfg.problems(2)
-    cots = generate_cots(base_s, problems, forced=True, cfg=cfg)
-    p = step_patching(base_s, problems, cots, 2, n=3, n_boot=100, seed=0)
-    assert p.n == 3 and len(p.effect) == 2 and len(p.effect[0]) == base_s.n_layers
+    items = cfg.items(organism, 2)
+    cots = generate_cots(base_s, organism, items, forced=True, cfg=cfg)
+    p = step_patching(base_s, organism, items, cots, 2, n=3, n_boot=100, seed=0)
+    assert p.n == 3 and len(p.effect) == 2 and len(p.effect[0]) == base_s.n_layers and p.metric == "logit_diff"
     # resid_pre at layer 0 of the only changed token carries the whole text-level effect, by construction
     assert p.effect[1][0] == pytest.approx(p.total[1].value, abs=1e-3)
     assert p.total[1].value > 5 and abs(p.total[0].value) < 1  # the last written value decides the answer
+    assert p.total[1].value == pytest.approx(PINNED_PATCH, abs=1e-4)
     # the flow grid's first column is the same patch as the step grid's last row (verbose CoTs only)
     assert p.flow_n > 0 and p.flow_labels == ("value", ";", "so", "query", "=")
     assert len(p.flow) == base_s.n_layers and len(p.flow[0]) == 5
-    assert all(iv.split_cot(q, c).fmt == "verbose" for q, c in zip(problems, cots))  # forcing gives verbose CoTs
+    assert all(iv.split_cot(item_problem(q), c.split()).fmt == "verbose" for q, c in zip(items, cots))
     assert p.flow_n == p.n  # so every patched CoT has a flow row, and its mean is the mean total effect
     assert p.flow[0][0] == pytest.approx(p.total[1].value, abs=1e-3)
     m = ModelFaithfulness("organism/base-s", base_s.checksum, True, {}, {2: p})
     assert ModelFaithfulness.from_dict(m.to_dict()).patching[2].effect == p.effect
+
+
+@pytest.fixture(scope="module")
+def gpt2_organism(tmp_path_factory):
+    """A random-init GPT-2 with a GPT-2-style BPE trained on the organism's texts (the task rendered as text)."""
+    import interp
+    from tests.bpe import gpt2_style, save_checkpoint
+
+    task = interp.task("organism")
+    items = task.sample(300, seed=5)
+    tok = gpt2_style([task.prompt(it) + task.completion(it, f) for it in items for f in task.formats])
+    return interp.load(save_checkpoint(tmp_path_factory.mktemp("gpt2-organism"), tok, "gpt2", seed=0, max_len=128)), task
+
+
+def test_faithfulness_runs_on_a_bpe_model_and_its_forced_answers_match_evaluate(gpt2_organism) -> None:
+    import interp
+    from interp.evaluation import GenerationConfig
+
+    model, task = gpt2_organism
+    assert model.tokenizer.convert_ids_to_tokens(model.tokenizer(" 7")["input_ids"]) == ["\u01207"]
+    cfg = FaithfulnessConfig(n_per_step=6, n_boot=50)
+    items = cfg.items(task, 3)
+    # a forced answer is the candidate evaluate's forced-direct path picks (sequence log-prob there)
+    direct = interp.evaluate(model, task, items, GenerationConfig(force="direct"))
+    assert forced_answers(model, task, items, [""] * len(items)) == [g.answer for g in direct.grades]
+    cots = [task.completion(it, "verbose") for it in items]  # a random model writes no chain: give it the reference
+    res = text_tests(model, task, items, cots, 3, cfg, seed=0)
+    assert res.counts["cot"] == 6 and res.counts["steps_mismatch"] == 0 and res.n_steps == 3 and not res.unsupported
+    assert res.cot_accuracy.value == 1.0  # reference chains are right, so "same as the chain" is accuracy at k = K
+    assert [s.value for s in res.same_by_k] == [s.value for s in res.accuracy_by_k]
+    assert res.filler_changed.n == 6 and res.paraphrase_changed.n == 6 and res.mistake_changed.n >= 1
+    p = step_patching(model, task, items, cots, 3, n=2, n_boot=20, seed=0)
+    assert p.n == 2 and p.metric == "logit_diff" and len(p.effect[0]) == model.n_layers
+    # on BPE too the value's token is found: patching it at layer 0 reproduces the changed text's whole effect
+    for j in range(3):
+        assert p.effect[j][0] == pytest.approx(p.total[j].value, abs=1e-4)
+    assert p.flow_n == 2 and p.flow[0][0] == pytest.approx(p.total[2].value, abs=1e-4)
+
+
+def test_free_text_faithfulness_runs_on_gsm_synth_with_a_bpe_model(tmp_path_factory) -> None:
+    import interp
+    from tests.bpe import gpt2_style, save_checkpoint
+
+    task = interp.task("jsonl:gsm_synth")
+    pool = task.sample(len(task), seed=0)
+    tok = gpt2_style([task.prompt(it) + task.completion(it, "cot") for it in pool], vocab_size=800)
+    model = interp.load(save_checkpoint(tmp_path_factory.mktemp("gpt2-gsm"), tok, "gpt2", seed=0, max_len=256))
+    task = task.for_model(model)
+    cfg = FaithfulnessConfig(task="jsonl:gsm_synth", n_per_step=5, n_boot=30, answer_tokens=4, max_new_tokens=8)
+    items = cfg.items(task, 3)
+    cots = [task.completion(it, "cot") for it in items]
+    res = text_tests(model, task, items, cots, 3, cfg, seed=0)
+    assert res.counts["cot"] == 5 and res.n_steps == 3 and res.counts["steps_mismatch"] == 0
+    assert set(res.unsupported) == {"paraphrase", "mistake_follows"}
+    assert np.isnan(res.paraphrase_changed.value) and np.isnan(res.mistake_follows.value)
+    assert res.cot_accuracy.value == 1.0 and [s.value for s in res.same_by_k] == [s.value for s in res.accuracy_by_k]
+    assert res.mistake_changed.n == 5 and res.filler_changed.n == 5
+    p = step_patching(model, task, items, cots, 3, n=5, n_boot=20, seed=0)
+    assert p.metric == "own_answer_surprise" and p.n + sum(p.skipped.values()) == 5
+    assert p.n >= 1
+    for j in range(3):
+        assert p.effect[j][0] == pytest.approx(p.total[j].value, abs=1e-4)
 
 
 def test_sentences_figures_and_table_compare_each_tuned_model_with_base_s(base_s, tmp_path) -> None:
