@@ -53,7 +53,7 @@ from interp.tasks.base import Item, Task
 if TYPE_CHECKING:
     from interp.models import Model
 
-RESULT_VERSION = 2
+RESULT_VERSION = 3
 CONTROLLED = ("first", "classifier")  # routers that get a random router at their rate
 
 
@@ -293,7 +293,8 @@ def steering_variant(base: Model, tuned: Model, task: Task, train: list[Item], t
         with steer(base, [Add(vec, scale=scale, where=Positions((-1,)))]):
             return generate_completions(base, task, items, gen)
 
-    tried = {}
+    plain, _ = generate_completions(base, task, train, gen)
+    tried = {"0": float(np.mean([task.grade(it, x).correct for it, x in zip(train, plain)]))}
     for sc in cfg.steer_scales:
         t, _ = run_at(sc, train)
         tried[str(sc)] = float(np.mean([task.grade(it, x).correct for it, x in zip(train, t)]))
@@ -417,7 +418,10 @@ def run_pair(base: Model, tuned: Model, task: Task, cfg: RoutingConfig) -> PairR
     if cfg.steer:
         sv = steering_variant(base, tuned, task, train, items, layer, cfg)
         bar.update()
-        if sv is not None:
+        if sv is None:
+            steering = {"skipped": f"{tuned.name} writes a chain on every training problem, or on none: no "
+                                   f"CoT-vs-direct contrast to read a vector from"}
+        else:
             steering, texts, n_tok = sv
             outs.append(outcome("steer@first", task, items, texts, n_tok, [1] * len(items), b, t, cfg,
                                 uses_tuned_tokens=False, params={"scale": steering["scale"], "layer": layer}))

@@ -93,13 +93,15 @@ def pair_sentences(p: PairRouting) -> list[str]:
                f"{_ci(kl.gap_recovered, kl.gap_recovered_ci)} at {100 * kl.share_routed:.1f}%; the Venhoff-style "
                f"guardrail (top-{g.params.get('k')} base candidates, the tuned model picks) "
                f"{_ci(g.gap_recovered, g.gap_recovered_ci)} at {100 * g.share_routed:.1f}%.")
-    if p.steering:
+    if p.steering.get("skipped"):
+        out.append(f"No steering variant: {p.steering['skipped']}.")
+    elif p.steering:
         s = p.router("steer@first")
         out.append(f"Adding a base-space vector (tuned-CoT minus tuned-direct problems, layer {p.steering['layer']}, "
                    f"norm {p.steering['norm']:.2f}, scale {p.steering['scale']}) at the prompt's last position only, "
                    f"with no tuned tokens at all, recovers {_ci(s.gap_recovered, s.gap_recovered_ci)} "
                    f"(CoT rate {100 * s.cot_rate:.0f}% against {100 * b.cot_rate:.0f}% unsteered; training accuracy by "
-                   f"scale: {', '.join(f'{k}: {v:.2f}' for k, v in p.steering['train_accuracy_by_scale'].items())}).")
+                   f"scale, 0 unsteered: {', '.join(f'{k}: {v:.2f}' for k, v in p.steering['train_accuracy_by_scale'].items())}).")
     sh = p.shift
     top = ", ".join(f"'{x['token']}' ({x['not_top1']}/{x['count']})" for x in sh["shifted_tokens"][:3])
     out.append(f"Token shift over {short(p.tuned)}'s own generations: the base ranks the tuned token first at "
