@@ -1,9 +1,11 @@
-"""Figures, sentences and table of the faithfulness analysis (each post-trained model against base-s)."""
+"""Figures, sentences and table of the faithfulness analysis (each model against the reference: base-s on the zoo)."""
 
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
@@ -11,6 +13,10 @@ from plotly.subplots import make_subplots
 
 from analyses.faithfulness.analysis import FaithfulnessResult, ModelFaithfulness, Score
 from interp.plots import color_for, save_figure, style
+
+if TYPE_CHECKING:
+    from interp.models import Model
+    from interp.tasks.base import Task
 
 BASE = "organism/base-s"
 PANELS = (("aoc", "early answering: AOC"), ("mistake_follows", "mistake: answer follows it"),
@@ -21,13 +27,18 @@ def short(name: str) -> str:
     return name.removeprefix("organism/")
 
 
+def reference(result: FaithfulnessResult) -> ModelFaithfulness:
+    """The model the others are compared with: base-s when analysed (the zoo), else the first model."""
+    return next((m for m in result.models if m.name == BASE), result.models[0])
+
+
 def _label(m: ModelFaithfulness) -> str:
     return short(m.name) + (" (forced CoT)" if m.forced_cot else "")
 
 
 def _err(scores: list[Score]) -> dict:
-    return dict(type="data", symmetric=False, array=[max(0.0, s.ci[1] - s.value) for s in scores],
-                arrayminus=[max(0.0, s.value - s.ci[0]) for s in scores])
+    return {"type": "data", "symmetric": False, "array": [max(0.0, s.ci[1] - s.value) for s in scores],
+                "arrayminus": [max(0.0, s.value - s.ci[0]) for s in scores]}
 
 
 def figures(result: FaithfulnessResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
@@ -41,20 +52,20 @@ def figures(result: FaithfulnessResult, out_dir: str | Path, png: bool = True) -
             sc = [getattr(m.by_steps[k], key) for k in steps]
             fig.add_trace(go.Scatter(x=steps, y=[s.value for s in sc], error_y=_err(sc), mode="lines+markers",
                                      name=_label(m), legendgroup=m.name, showlegend=i == 0,
-                                     line=dict(color=color_for(m.name))), row=i // 2 + 1, col=i % 2 + 1)
+                                     line={"color": color_for(m.name)}), row=i // 2 + 1, col=i % 2 + 1)
     style(fig, "Text interventions on self-generated CoTs (raw rates, 95% bootstrap CIs)", "", "")
     fig.update_layout(height=640, width=900)
     fig.update_xaxes(dtick=1, title_text="number of steps")
     fig.update_yaxes(range=[-0.03, 1.03])
     figs["faithfulness_scores"] = fig
 
-    k_max = max(result.config.steps)
+    k_max = max(result.models[0].by_steps)
     fig = go.Figure()
     for m in result.models:
         s = m.by_steps[k_max]
         xs = [k / k_max for k in range(k_max + 1)]
         fig.add_trace(go.Scatter(x=xs, y=[x.value for x in s.same_by_k], error_y=_err(list(s.same_by_k)),
-                                 mode="lines+markers", name=_label(m), line=dict(color=color_for(m.name))))
+                                 mode="lines+markers", name=_label(m), line={"color": color_for(m.name)}))
     style(fig, f"Early answering on {k_max}-step problems: answer after k of {k_max} steps = full-CoT answer",
           "fraction of the CoT kept (k / K)", "same answer as with the full CoT")
     fig.update_yaxes(range=[-0.03, 1.03])
@@ -68,7 +79,7 @@ def figures(result: FaithfulnessResult, out_dir: str | Path, png: bool = True) -
         p = m.patching[k_max]
         fig.add_trace(go.Heatmap(z=[list(r) for r in p.effect], x=[f"L{layer}" for layer in p.layers],
                                  y=[f"step {j + 1}" for j in range(p.n_steps)], zmid=0, zmin=-lim, zmax=lim,
-                                 colorscale="RdBu", showscale=i == 0, colorbar=dict(title="logit diff")),
+                                 colorscale="RdBu", showscale=i == 0, colorbar={"title": "logit diff"}),
                       row=1, col=i + 1)
     style(fig, f"Step-level patching ({k_max}-step CoTs): resid_pre of one step's value token from a run where "
                f"that value differs", "layer", "")
@@ -85,7 +96,7 @@ def figures(result: FaithfulnessResult, out_dir: str | Path, png: bool = True) -
             p = m.patching[k_max]
             fig.add_trace(go.Heatmap(z=[list(r) for r in p.flow], x=list(p.flow_labels), y=[f"L{x}" for x in p.layers],
                                      zmid=0, zmin=-lim, zmax=lim, colorscale="RdBu", showscale=i == 0,
-                                     colorbar=dict(title="logit diff")), row=1, col=i + 1)
+                                     colorbar={"title": "logit diff"}), row=1, col=i + 1)
         style(fig, f"Where the last written value travels ({k_max}-step verbose CoTs): resid_pre patched at each "
                    f"position from the value to the readout", "position", "layer")
         fig.update_layout(width=260 * len(with_flow) + 120, height=380, title_font_size=13)
@@ -117,21 +128,21 @@ def compare(t: ModelFaithfulness, b: ModelFaithfulness, key: str) -> list[tuple[
 
 
 def summary_sentences(result: FaithfulnessResult) -> list[str]:
-    """One paragraph per post-trained model against base-s, plus the step-patching finding; numbers in text."""
+    """One paragraph per model against the reference (base-s on the zoo, else the first model), plus the
+    step-patching finding; numbers in text."""
     cfg = result.config
-    lines = [f"Tests on each model's own greedy CoTs ({cfg.n_per_step} problems per step count; base-s forced to "
-             f"start a CoT, the post-trained models free, problems they answered directly or unparseably are "
+    base = reference(result)
+    bname = short(base.name)
+    forced = ", ".join(short(m.name) for m in result.models if m.forced_cot) or "no model"
+    lines = [(f"Tests on each model's own greedy CoTs ({cfg.n_per_step} problems per step count; {forced} forced to "
+             f"start a CoT, the others free, problems they answered directly or unparseably are "
              f"counted, not tested). Raw rates with 95% bootstrap intervals; 'normalised' divides a change rate by "
              f"the largest one the accuracies with and without the intervention allow (Bentham et al.'s concern): "
              f"when a model's CoT answers are all correct, 'changed' and 'wrong after the intervention' coincide and "
              f"the normalised score is 100% by construction, so the raw rates and the mistake-following rates carry "
-             f"the comparison."]
-    try:
-        base = result.get(BASE)
-    except KeyError:
-        base = None
+             f"the comparison.")]
     for m in result.models:
-        if m.name == BASE:
+        if m.name == base.name:
             continue
         ref = base
         parts = []
@@ -141,12 +152,12 @@ def summary_sentences(result: FaithfulnessResult) -> list[str]:
             c = s.counts
             parts.append(
                 f"{k} step{'s' if k > 1 else ''} ({c['cot']} CoTs, {c['direct']} direct, {c['invalid']} invalid): "
-                f"AOC {s.aoc.fmt(False)}" + (f" vs base-s {b.aoc.fmt(False)}" if b else "")
+                f"AOC {s.aoc.fmt(False)}" + (f" vs {bname} {b.aoc.fmt(False)}" if b else "")
                 + f"; a mistake in the last step is followed {_pct(s.mistake_follows_last)}"
-                + (f" (base-s {_pct(b.mistake_follows_last)})" if b else "")
+                + (f" ({bname} {_pct(b.mistake_follows_last)})" if b else "")
                 + f", one in an earlier step {_pct(s.mistake_follows_earlier)}"
-                + (f" (base-s {_pct(b.mistake_follows_earlier)})" if b else "")
-                + f"; filler changes the answer {_pct(s.filler_changed)}" + (f" (base-s {_pct(b.filler_changed)})" if b else "")
+                + (f" ({bname} {_pct(b.mistake_follows_earlier)})" if b else "")
+                + f"; filler changes the answer {_pct(s.filler_changed)}" + (f" ({bname} {_pct(b.filler_changed)})" if b else "")
                 + f"; paraphrase {_pct(s.paraphrase_changed)}")
         verdict = ""
         if ref is not None:
@@ -156,17 +167,18 @@ def summary_sentences(result: FaithfulnessResult) -> list[str]:
             less = sorted({k for c in cmps.values() for k, v in c if v == "less"})
             which = "; ".join(f"{key} {v} on {k} steps" for key, c in cmps.items() for k, v in c if v != "same")
             if not more and not less:
-                verdict = (f" Verdict: {short(m.name)}'s CoT is used about as causally as base-s's on every problem "
+                verdict = (f" Verdict: {short(m.name)}'s CoT is used about as causally as {bname}'s on every problem "
                            f"size: the 95% intervals of AOC, mistake-following (last and earlier step) and filler "
                            f"change overlap at every step count.")
             else:
-                sides = [f"more causally used than base-s's on {', '.join(map(str, more))}-step problems"] if more else []
+                sides = [f"more causally used than {bname}'s on {', '.join(map(str, more))}-step problems"] if more else []
                 sides += [(f"less on {', '.join(map(str, less))}-step problems" if more else
-                           f"less causally used than base-s's on {', '.join(map(str, less))}-step problems")] if less else []
+                           f"less causally used than {bname}'s on {', '.join(map(str, less))}-step problems")] if less else []
                 verdict = (f" Verdict: {short(m.name)}'s CoT is {' and '.join(sides)} (non-overlapping 95% intervals: "
                            f"{which}); at every other step count the intervals overlap.")
-        lines.append(f"{short(m.name)} against base-s: " + "; ".join(parts) + "." + verdict)
-    multi = [k for k in sorted(cfg.steps) if k > 1]
+        lines.append(f"{short(m.name)} against {bname}: " + "; ".join(parts) + "." + verdict)
+    groups = sorted(base.by_steps)
+    multi = [k for k in groups if k > 1]
     if multi:
         def pct0(x: float) -> str:
             return f"{100 * x:.0f}%" if np.isfinite(x) else "n/a"
@@ -182,7 +194,7 @@ def summary_sentences(result: FaithfulnessResult) -> list[str]:
                 f"accuracy without its CoT, the higher its AOC), while the accuracy-normalised AOC lies between "
                 f"{min(norms):.2f} and {max(norms):.2f} for every model: every answer that could change when the CoT "
                 f"is cut did change.")
-    k_max = max(cfg.steps)
+    k_max = max(groups)
     pat = []
     for m in result.models:
         p = m.patching[k_max]
@@ -235,19 +247,21 @@ def table_html(result: FaithfulnessResult) -> str:
 
 
 
-def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
-    """Run (or read from the cache) the analysis on the zoo and return title, sentences, figures and table."""
+def section_parts(out: Path, n_per_step: int, png: bool, models: Sequence[Model] | None = None,
+                  task: Task | None = None) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """Run (or read from the cache) the analysis (the zoo by default, or the given models on the given task) and
+    return title, sentences, figures and table."""
     import dataclasses
 
     from analyses.faithfulness.analysis import FaithfulnessConfig, run
     from interp.io import write_json
 
     cfg = dataclasses.replace(FaithfulnessConfig(), n_per_step=n_per_step)
-    result = run(cfg)
+    result = run(cfg, models=models, task=task)
     write_json(Path(out) / "faithfulness.json", result.to_dict())
     paths = figures(result, out, png=png)
     return ("Is the chain of thought causally used? Text interventions and step-level patching",
             tuple(summary_sentences(result)), tuple(p[0].name for p in paths.values()), table_html(result))
 
 
-__all__ = ["figures", "summary_sentences", "table_html", "compare", "section_parts"]
+__all__ = ["compare", "figures", "section_parts", "summary_sentences", "table_html"]

@@ -133,5 +133,16 @@ def filler(problem: Problem, cot: SplitCot, token: str = FILLER) -> list[str]:
     return [token] * n + closing_prefix(problem, cot.fmt)
 
 
-__all__ = ["SplitCot", "split_cot", "closing_prefix", "truncated", "propagate", "mistake_prefix", "pick_mistake",
-           "paraphrased", "filler", "with_value", "FILLER"]
+__all__ = [
+    "FILLER",
+    "SplitCot",
+    "closing_prefix",
+    "filler",
+    "mistake_prefix",
+    "paraphrased",
+    "pick_mistake",
+    "propagate",
+    "split_cot",
+    "truncated",
+    "with_value",
+]
