@@ -32,8 +32,8 @@ from analyses.faithfulness.chains import Chain, ChainAdapter, adapter_for
 from interp.evaluation import GenerationConfig, generate_completions
 from interp.generate import generate_ids, left_pad
 from interp.io import cache_dir, library_versions, read_json, write_json
-from interp.patching.metrics import Metric
 from interp.organism.evaluate import EVAL_SEED  # the default problems' seed stream
+from interp.patching.metrics import Metric
 from interp.stats import bootstrap_ci
 from interp.tasks.base import Item, Task
 from interp.tasks.encode import encode_text
