@@ -1,0 +1,265 @@
+"""RLSF-like label-free fine-tuning (arXiv 2507.21931): DPO on pairs ranked by the model's own answer-span
+confidence, no labels and no verifier.
+
+From the initial model (also the DPO reference), K samples per problem; each sample's confidence is the
+probability of its final answer span (`answer_confidence`; the task's parser only locates the answer, its
+correctness is never read). Chosen = the most confident sample, rejected = the least confident, when they
+differ. DPO hyperparameters mirror the zoo's `dpo` member (beta 0.5, lr 2e-4, batch 64, 200 steps), so
+the two differ only in how pairs are chosen. Each step's batch comes from a generator seeded by (seed,
+step), and checkpoints (weights, optimizer, step) are written atomically, so a run killed at any point
+resumes to exactly the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from analyses.calibration.analysis import answer_confidence
+from analyses.routing.common import digest, prompt_ids, sample_items
+from interp.io import (
+    atomic_dir,
+    cache_dir,
+    library_versions,
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
+
+
+@dataclass(frozen=True)
+class RLSFConfig:
+    init: str = "organism/base-s"
+    task: str = "organism"
+    steps_range: tuple[int, ...] = (1, 2, 3, 4)
+    pool_per_step: int = 512  # problems per step count in the preference pool
+    pool_seed: int = 14_500_017
+    samples_per_problem: int = 4
+    temperature: float = 1.0
+    max_new_tokens: int = 72
+    beta: float = 0.5
+    lr: float = 2e-4
+    warmup: int = 10
+    min_lr_ratio: float = 0.1
+    steps: int = 200
+    batch_size: int = 64
+    grad_clip: float = 1.0
+    seed: int = 0
+    ckpt_every: int = 50
+    run_dir: str = field(default_factory=lambda: str(cache_dir("rlsf")))
+
+    def __post_init__(self) -> None:
+        if self.samples_per_problem < 2:
+            raise ValueError(f"ranking needs at least 2 samples per problem, got {self.samples_per_problem}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be positive, got {self.steps}, {self.batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RLSFConfig:
+        d = dict(d)
+        d["steps_range"] = tuple(d["steps_range"])
+        return cls(**d)
+
+    def key(self) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items() if k not in ("run_dir", "ckpt_every")}
+
+    def folder(self) -> Path:
+        """This config's own run folder (so runs with other settings never share checkpoints)."""
+        return Path(self.run_dir) / f"run-{digest(self.key())}"
+
+
+def lr_at(cfg: RLSFConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to `min_lr_ratio * lr`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def sequence_logprobs(model: Any, prompts: list[list[int]], comps: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Differentiable sum of log p(completion token) per row (right-padded batch)."""
+    rows = [p + c for p, c in zip(prompts, comps)]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(r)] = 1
+    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+    tok = logp.gather(-1, ids[:, 1:, None])[..., 0]
+    keep = torch.zeros_like(tok)
+    for i, (p, c) in enumerate(zip(prompts, comps)):
+        keep[i, len(p) - 1:len(p) + len(c) - 1] = 1
+    return (tok * keep).sum(-1)
+
+
+def preference_pool(cfg: RLSFConfig) -> list[dict[str, Any]]:
+    """(prompt, chosen, rejected) ids ranked by the initial model's own answer-span confidence, with the
+    reference log-probabilities and (for the record only, never used in training) whether each is right."""
+    import interp
+    from interp.generate import generate_ids
+
+    model = interp.load(cfg.init)
+    task = interp.task(cfg.task)
+    items = sample_items(task, cfg.steps_range, cfg.pool_per_step, cfg.pool_seed)
+    prompts = prompt_ids(model, task, items)
+    k, eos = cfg.samples_per_problem, model.tokenizer.eos_token_id
+    rep = [p for p in prompts for _ in range(k)]
+    outs = generate_ids(model.hf, model.tokenizer, rep, cfg.max_new_tokens, cfg.temperature, cfg.seed, 512)
+    texts = [model.tokenizer.decode(o, skip_special_tokens=False) for o in outs]
+    conf, correct, _ = answer_confidence(model, task, [it for it in items for _ in range(k)], texts)
+    pairs = []
+    for i in range(len(items)):
+        c = conf[i * k:(i + 1) * k]
+        w, lo = int(np.argmax(c)), int(np.argmin(c))
+        if c[w] <= c[lo]:
+            continue
+        comp = [list(outs[i * k + j]) + ([eos] if len(outs[i * k + j]) < cfg.max_new_tokens else []) for j in (w, lo)]
+        pairs.append({"prompt": prompts[i], "chosen": comp[0], "rejected": comp[1],
+                      "confidence": [float(c[w]), float(c[lo])],
+                      "correct": [bool(correct[i * k + w]), bool(correct[i * k + lo])]})
+    if not pairs:
+        raise ValueError(f"no pair: {cfg.init}'s samples are equally confident on every problem")
+    with torch.no_grad():
+        for s in range(0, len(pairs), 256):
+            part = pairs[s:s + 256]
+            lp = sequence_logprobs(model.hf, [p["prompt"] for p in part for _ in range(2)],
+                                   [p[x] for p in part for x in ("chosen", "rejected")], model.pad_token_id)
+            for i, p in enumerate(part):
+                p["ref"] = [float(lp[2 * i]), float(lp[2 * i + 1])]
+    return pairs
+
+
+def _save(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: RLSFConfig, step: int,
+          log: list[dict[str, float]]) -> None:
+    sd = opt.state_dict()
+    flat = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
+    with atomic_dir(folder / "state") as tmp:
+        save_tensors(tmp / "model.safetensors", dict(model.state_dict()))
+        save_tensors(tmp / "optimizer.safetensors", flat)
+        write_json(tmp / "state.json", {"step": step, "config": cfg.key(), "log": log,
+                                        "param_groups": sd["param_groups"]})
+
+
+def _load(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: RLSFConfig
+          ) -> tuple[int, list[dict[str, float]]]:
+    for stale in folder.glob(".state.*.tmp"):  # a checkpoint write cut short by a kill
+        shutil.rmtree(stale, ignore_errors=True)
+    meta_path = folder / "state" / "state.json"
+    if not meta_path.is_file():
+        return 0, []
+    meta = read_json(meta_path)
+    if meta["config"] != json_normal(cfg.key()):
+        raise ValueError(f"{folder} holds a run with another config: use another run_dir")
+    model.load_state_dict(load_tensors(folder / "state" / "model.safetensors"))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in load_tensors(folder / "state" / "optimizer.safetensors").items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return int(meta["step"]), list(meta["log"])
+
+
+def json_normal(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj))
+
+
+@dataclass(frozen=True)
+class RLSFRun:
+    """Where the trained checkpoint is (loadable with `interp.load(path)`) and how training went."""
+
+    config: RLSFConfig
+    path: str
+    steps_done: int
+    n_pairs: int
+    pair_stats: dict[str, float]  # chosen/rejected correctness in the pool (never used in training)
+    log: tuple[dict[str, float], ...]
+    seconds: float
+    libraries: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RLSFRun:
+        d = dict(d)
+        d["config"] = RLSFConfig.from_dict(d["config"])
+        d["log"] = tuple(d["log"])
+        return cls(**d)
+
+
+def train_rlsf(cfg: RLSFConfig = RLSFConfig(), stop_after: int | None = None, progress: bool = True) -> RLSFRun:
+    """Build (or reuse) the pool, train (or resume) to `cfg.steps`; `stop_after` ends this call early, as a kill
+    would. The finished model is saved with `save_pretrained` (weights and tokenizer) in `<folder>/model`."""
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from interp.models import resolve_path
+
+    folder = cfg.folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    pool_path = folder / "pairs.json"
+    saved = read_json(pool_path) if pool_path.is_file() else None
+    if saved is not None and saved["config"] == json_normal(cfg.key()):
+        pairs = saved["pairs"]
+    else:
+        pairs = preference_pool(cfg)
+        write_json(pool_path, {"config": cfg.key(), "pairs": pairs}, indent=None)
+    init = resolve_path(cfg.init)
+    model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(init, local_files_only=True)
+    pad = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.0)
+    start, log = _load(folder, model, opt, cfg)
+    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    t0 = time.time()
+    model.train()
+    for step in tqdm(range(start, end), initial=start, total=cfg.steps, desc="rlsf", disable=not progress,
+                     leave=False):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        rng = np.random.default_rng([cfg.seed, step])
+        batch = [pairs[int(i)] for i in rng.integers(0, len(pairs), size=cfg.batch_size)]
+        pol = sequence_logprobs(model, [p["prompt"] for p in batch for _ in range(2)],
+                                [p[x] for p in batch for x in ("chosen", "rejected")], pad).view(-1, 2)
+        ref = torch.tensor([p["ref"] for p in batch])
+        margin = cfg.beta * ((pol[:, 0] - ref[:, 0]) - (pol[:, 1] - ref[:, 1]))
+        loss = -F.logsigmoid(margin).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        if step % 25 == 0 or step == cfg.steps - 1:
+            log.append({"step": step, "lr": lr_at(cfg, step), "loss": loss.item(),
+                        "pref_acc": float((margin > 0).float().mean())})
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
+            _save(folder, model, opt, cfg, step + 1, log)
+    model.eval()
+    out = folder / "model"
+    if end == cfg.steps and not (out / "config.json").is_file():
+        with atomic_dir(out) as tmp:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+    chosen_right = float(np.mean([p["correct"][0] for p in pairs]))
+    rejected_right = float(np.mean([p["correct"][1] for p in pairs]))
+    return RLSFRun(cfg, str(out), end, len(pairs), {"chosen_correct": chosen_right, "rejected_correct": rejected_right},
+                   tuple(log), time.time() - t0, library_versions())
+
+
+__all__ = ["RLSFConfig", "RLSFRun", "lr_at", "preference_pool", "sequence_logprobs", "train_rlsf"]
