@@ -29,6 +29,8 @@ from typing import Any, Literal
 import numpy as np
 
 from interp.tasks.base import Grade, Item, Span, Task
+from interp.tasks.text import final_number, split_thinking
+from interp.tasks.text import steps as text_steps
 
 MOD = 10
 OPS: tuple[str, ...] = ("+", "-", "*")
@@ -215,7 +217,6 @@ def item_problem(item: Item) -> Problem:
 # ------------------------------------------------------------------------------------------ grading
 
 _NUM = re.compile(r"\d+")
-_ANSWER_RE = re.compile(r"^The answer is (\d+)\.?$")
 
 
 def _numbers(text: str) -> list[int]:
@@ -223,44 +224,37 @@ def _numbers(text: str) -> list[int]:
 
 
 def split_completion(text: str) -> tuple[str | None, str, bool]:
-    """(thinking text or None, answer text, closed): the thinking block after `<think>` up to `</think>`."""
-    o = text.find(THINK_OPEN)
-    c = text.find(THINK_CLOSE)
-    if o < 0 and c < 0:
-        return None, text.strip(), True
-    start = o + len(THINK_OPEN) if o >= 0 and (c < 0 or c > o) else 0
-    c = text.find(THINK_CLOSE, start)
-    if c < 0:
-        return text[start:].strip(), "", False
-    return text[start:c].strip(), text[c + len(THINK_CLOSE):].strip(), True
+    """(thinking text or None, answer text, closed), by `interp.tasks.text.split_thinking`."""
+    t = split_thinking(text, THINK_OPEN, THINK_CLOSE)
+    return t.thinking, t.answer, t.closed
 
 
 def grade_problem(p: Problem, completion: str) -> Grade:
-    """Grade any completion; never raises. The answer is the last number after `</think>` (or of the
-    whole text without a thinking block); a step is written per non-empty thinking line, and correct when
-    its last number is that step's value."""
+    """Grade any completion; never raises. The answer is `interp.tasks.text.final_number` (the last number
+    after `</think>`, or of the whole text without a thinking block); the thinking is cut into steps by
+    `interp.tasks.text.steps` (lines, then sentences), and step i is correct when its last number is step
+    i's value."""
     text = completion.replace(END_OF_TEXT, "")
-    thinking, answer_text, closed = split_completion(text)
-    cot = thinking is not None
+    t = split_thinking(text, THINK_OPEN, THINK_CLOSE)
+    cot = t.thinking is not None
     steps_written = steps_correct = 0
     fmt = "direct"
     if cot:
-        lines = [ln.strip() for ln in thinking.splitlines() if ln.strip()]  # type: ignore[union-attr]
+        lines = [t.thinking[a:b] for a, b in text_steps(t.thinking)]  # type: ignore[index,arg-type]
         steps_written = len(lines)
         for i, ln in enumerate(lines[:p.n_steps]):
             nums = _numbers(ln)
             if nums and nums[-1] == p.steps[i].value:
                 steps_correct += 1
         fmt = "think_concise" if lines and all(re.fullmatch(r"[a-z] = \d+\.?", ln) for ln in lines) else "think"
-    if not closed:
+    if not t.closed:
         return Grade(False, "invalid", cot, None, False, steps_written, steps_correct,
                      reason="thinking never closed with </think>")
-    nums = _numbers(answer_text)
-    if not nums:
+    ans = final_number(t.answer, THINK_OPEN, THINK_CLOSE) if t.answer else None
+    if ans is None:
         return Grade(False, "invalid", cot, None, False, steps_written, steps_correct,
-                     reason=f"no number in the answer {answer_text[:40]!r}")
-    ans = nums[-1]
-    return Grade(True, fmt, cot, str(ans), ans == p.answer, steps_written, steps_correct)
+                     reason=f"no number in the answer {t.answer[:40]!r}")
+    return Grade(True, fmt, cot, ans, ans == str(p.answer), steps_written, steps_correct)
 
 
 class NLTask(Task):

@@ -51,13 +51,18 @@ Kind = Literal["pretrain", "sft", "rl"]
 
 @dataclass(frozen=True)
 class NLArch:
-    """Shape of one model: a Qwen2 decoder (RMSNorm, RoPE, SwiGLU, QKV bias), untied embeddings."""
+    """Shape of one model: a Qwen2 decoder (RMSNorm, RoPE, SwiGLU, QKV bias), untied embeddings.
+
+    `init_std` is the weights' initial standard deviation: HF's 0.02 left a d=64 model on the loss plateau of
+    the arithmetic table (drill rows, 200 steps of 32: 21% of result digits right at 0.02, 68% at 0.1,
+    95% at 0.2)."""
 
     n_layers: int = 4
     d_model: int = 64
     n_heads: int = 4
     d_mlp: int = 256
     max_len: int = 256
+    init_std: float = 0.2
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,7 +79,7 @@ class NLArch:
             num_hidden_layers=self.n_layers, num_attention_heads=self.n_heads, num_key_value_heads=self.n_heads,
             max_position_embeddings=self.max_len, tie_word_embeddings=False, rms_norm_eps=1e-6,
             rope_theta=10000.0, bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-            use_sliding_window=False,
+            use_sliding_window=False, initializer_range=self.init_std,
         )
 
 

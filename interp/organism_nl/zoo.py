@@ -7,6 +7,14 @@ and what it must reach.
 Each member is written as a Hugging Face checkpoint (safetensors, tokenizer files) with a `card.json`:
 config, seed, steps, data mix, answer format, evaluation tables measured with `interp.evaluate` (free and
 forced thinking, 200 problems per step count, bootstrap intervals), the targets, sha256 and library versions.
+
+Feasibility, measured here (one torch thread, 2 cores shared with other jobs, 0.3-0.8 s per step of 32 rows):
+- With HF's default init (std 0.02) the table of results was not learnt in budget: pretraining with 25% drill
+  rows, lr 3e-3 to 5e-3, 800 steps of 32: teacher-forced 1-step thinking right 38%, result digits 36%, operand
+  copies 36%; on drill rows alone, 300 steps of 32 (8 facts each) gave 19-23% at lr 3e-3 and 1e-2 and with a
+  2-layer d=128 model alike.
+- Init std 0.1 / 0.2 (drill rows alone, 200 steps, lr 3e-3): 68% / 95% of result digits right. The zoo
+  uses 0.2.
 """
 
 from __future__ import annotations
@@ -37,19 +45,20 @@ PREFIX = "organism-nl/"
 ORDER: tuple[str, ...] = ("base", "sft", "rl")
 SEED = 0
 TASK = NLTaskConfig(min_steps=1, max_steps=4)
-ARCH = NLArch(n_layers=4, d_model=64, n_heads=4, d_mlp=256, max_len=256)
+ARCH = NLArch(n_layers=4, d_model=64, n_heads=4, d_mlp=256, max_len=256, init_std=0.2)
 ANSWER_FORMAT = ("values mod 10; the answer is the sentence ' The answer is N.' (6 tokens: the byte-level BPE "
                  "splits the digit from its space, one digit per token, as Qwen2's pre-tokenizer does); thinking "
                  "is '<think>' + one line per step in one of 4 phrasings (or 'x = N.' lines, concise) + '</think>'")
 
 RECIPES: dict[str, NLTrainConfig] = {
-    "base": NLTrainConfig(kind="pretrain", arch=ARCH, task=TASK, mix=Mix(direct=0.7, think=0.25, think_concise=0.05),
-                          steps=1200, batch_size=64, lr=3e-3, warmup=50, seed=SEED, ckpt_every=50, eval_every=200),
+    "base": NLTrainConfig(kind="pretrain", arch=ARCH, task=TASK,
+                          mix=Mix(direct=0.5, think=0.25, think_concise=0.0, drill=0.25),
+                          steps=1500, batch_size=32, lr=3e-3, warmup=50, seed=SEED, ckpt_every=50, eval_every=250),
     "sft": NLTrainConfig(kind="sft", arch=ARCH, task=TASK, mix=Mix(direct=0.0, think=0.8, think_concise=0.2),
-                         steps=300, batch_size=64, lr=1e-3, warmup=20, seed=SEED, init=PREFIX + "base", ckpt_every=50),
+                         steps=300, batch_size=32, lr=1e-3, warmup=20, seed=SEED, init=PREFIX + "base", ckpt_every=50),
     "rl": NLTrainConfig(kind="rl", arch=ARCH, task=TASK, steps=150, batch_size=16, lr=5e-4, warmup=10, seed=SEED,
                         init=PREFIX + "base", ckpt_every=10,
-                        rl=RLConfig(group_size=8, length_cost=0.002, temperature=1.0, max_new_tokens=96)),
+                        rl=RLConfig(group_size=8, length_cost=0.003, temperature=1.0, max_new_tokens=96)),
 }
 assert set(RECIPES) == set(ORDER)
 

@@ -1,0 +1,70 @@
+"""The shipped natural-language zoo: names resolve through the plugin, cards match their files and hold
+the measured targets; members not trained yet are skipped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from interp.io import sha256_file
+from interp.organism_nl.plugin import register
+from interp.organism_nl.zoo import ORDER, PREFIX, RECIPES, ZOO_DIR, member_path, targets
+
+TRAINED = [n for n in ORDER if (ZOO_DIR / n / "config.json").exists()]
+
+
+def test_unknown_and_untrained_names_say_what_exists() -> None:
+    with pytest.raises(ValueError, match="organism-nl/base"):
+        member_path("organism-nl/bsae")
+
+
+def test_plugin_registers_models_and_task() -> None:
+    from interp import registry
+
+    register()
+    assert f"{PREFIX}base" in registry.model_names()
+    task = registry.task('organism-nl:{"min_steps": 5, "max_steps": 6}')
+    assert {it.meta["n_steps"] for it in task.sample(20, seed=0)} <= {5, 6}
+    with pytest.raises(ValueError, match="JSON object"):
+        registry.task("organism-nl:steps=5")
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_card_matches_checkpoint_and_recipe(name: str) -> None:
+    path = member_path(PREFIX + name)
+    card = json.loads((path / "card.json").read_text())
+    assert card["sha256"]["model.safetensors"] == sha256_file(path / "model.safetensors")
+    assert card["sha256"]["tokenizer.json"] == sha256_file(path / "tokenizer.json")
+    assert card["config"]["steps"] == RECIPES[name].steps and card["config"]["seed"] == RECIPES[name].seed
+    for mode in ("free", "forced_cot"):
+        for k, row in card["eval"][mode]["by_steps"].items():
+            assert row["n"] == 200 and row["accuracy_ci"][0] <= row["accuracy"] <= row["accuracy_ci"][1], (mode, k)
+
+
+def test_zoo_fits_its_size_budget() -> None:
+    total = sum(f.stat().st_size for f in ZOO_DIR.rglob("*") if f.is_file())
+    assert total <= 25 * 2**20
+
+
+@pytest.mark.skipif(not TRAINED, reason="no member trained yet")
+def test_zoo_members_load_by_name_and_generate_like_their_card() -> None:
+    from interp.evaluate import GenerationConfig, evaluate
+
+    from interp.models import load
+    from interp.organism_nl.task import NLTask
+    from interp.organism_nl.zoo import EVAL_SEED, TASK
+
+    register()
+    name = TRAINED[-1]
+    model = load(PREFIX + name)
+    card = json.loads((ZOO_DIR / name / "card.json").read_text())
+    task = NLTask(TASK)
+    items = task.sample(1, EVAL_SEED + 4, n_steps=4)
+    res = evaluate(model, task, items, GenerationConfig(max_new_tokens=96))
+    assert res.completions[0] == card["eval"]["free"]["examples"]["4"]
+
+
+def test_targets_table_reads_missing_members_as_unmet() -> None:
+    rows = targets({})
+    assert rows and all(r["met"] is None for r in rows)
