@@ -38,7 +38,7 @@ def normalize_where(where: Any) -> Any:
         return where
     if isinstance(where, torch.Tensor):
         return where
-    if isinstance(where, (int, list, tuple, Selector)):
+    if isinstance(where, (int, list, tuple, str, Selector)):
         sel = as_selector(where)
         if isinstance(sel, LastToken):
             return Indices((-1,))
@@ -46,6 +46,9 @@ def normalize_where(where: Any) -> Any:
             return "prompt"
         if isinstance(sel, Indices):
             return sel
+        if isinstance(where, str):
+            raise ValueError(f"where={where!r}: use one of {', '.join(WHERE_NAMES)}, 'last', indices, Positions((i, ...)) "
+                             f"or a bool mask [batch, pos]")
         raise ValueError(f"steering positions must be indices, 'all'/'last' or a name in {WHERE_NAMES}; "
                          f"{type(sel).__name__} needs a dataset (map names to a token mask with interp.tasks)")
     return where
