@@ -19,6 +19,7 @@ from typing import Any
 
 from analyses.zoo_eval import ZooEvalResult
 from interp.io import library_versions, read_json, write_json
+from interp.plots import ensure_plotlyjs
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ def render_only(out: str | Path = "figures", results: str | Path | None = "RESUL
         raise FileNotFoundError(f"{path} does not exist: run `interp report` once to write it")
     data = read_json(path)
     sections = [Section.from_dict(d) for d in data["sections"]]
+    ensure_plotlyjs(out)  # the figures' pages share one plotly.min.js (not committed: 4.8 MB)
     _write(out / "report.html", render(sections, data["seconds"], out, data.get("libraries")))
     if results is not None:
         _write(Path(results), render_markdown(sections, data["seconds"], out, Path(results), data.get("libraries")))

@@ -46,7 +46,7 @@ def ensure_plotlyjs(folder: Path) -> Path:
     return target
 
 
-def save_figure(fig: go.Figure, path_stem: str | Path, png: bool = True, scale: float = 2.0) -> list[Path]:
+def save_figure(fig: go.Figure, path_stem: str | Path, png: bool = True, scale: float = 1.25) -> list[Path]:
     """Write `<stem>.html` (self-contained) and `<stem>.png`; both atomically. Returns the paths."""
     stem = Path(path_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
