@@ -97,7 +97,29 @@ def validate_hook_names(names: str | Iterable[str], valid: Iterable[str]) -> Non
     raise UnknownHookError("\n".join(lines), unknown)
 
 
+def expand_hook_names(names: str | Iterable[str], valid: Iterable[str]) -> list[str]:
+    """Hook names with `*` patterns expanded over the model's hooks (`blocks.*.hook_resid_post` -> every
+    layer's, in layer order; `*` stands for one dotted part); plain names pass through; a pattern that
+    matches nothing is an UnknownHookError."""
+    names = [names] if isinstance(names, str) else list(names)
+    valid = list(valid)
+    out: list[str] = []
+    for name in names:
+        if "*" not in name:
+            out.append(name)
+            continue
+        pattern = re.compile("^" + re.escape(name).replace(r"\*", "[^.]+") + "$")
+        hits = sorted((v for v in valid if pattern.match(v)),
+                      key=lambda v: (layer_of(v) if layer_of(v) is not None else -1, v))
+        if not hits:
+            raise UnknownHookError(f"hook pattern {name!r} matches no hook of this model (e.g. "
+                                   f"{', '.join(valid[:3])})", [name])
+        out += hits
+    return list(dict.fromkeys(out))
+
+
 __all__ = [
+    "expand_hook_names",
     "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "attn_z", "attn_pattern",
     "CANONICAL_HOOKS", "layer_of", "validate_hook_names", "UnknownHookError",
 ]

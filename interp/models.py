@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from interp.generate import context_length
 from interp.generate import generate_ids
-from interp.hooks import validate_hook_names
+from interp.hooks import expand_hook_names, validate_hook_names
 from interp.registry import model_names, model_resolver
 from interp.tokens import TokenError, check_known_tokens, single_token
 
@@ -242,6 +242,12 @@ class Model:
     def check_hooks(self, names: str | Sequence[str]) -> None:
         """Raise UnknownHookError (with suggestions) unless every name is a hook of this model."""
         validate_hook_names(names, self.hook_names)
+
+    def hooks(self, names: str | Sequence[str]) -> list[str]:
+        """Hook names with `*` patterns expanded (`blocks.*.hook_resid_post`), every one checked."""
+        out = expand_hook_names(names, self.hook_names)
+        self.check_hooks(out)
+        return out
 
     @property
     def bos_token_id(self) -> int | None:

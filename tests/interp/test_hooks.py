@@ -142,3 +142,17 @@ def test_bridge_hooks_act_in_bridge_calls_and_leave_hf_generation_untouched(llam
     torch.testing.assert_close(hooked_hf, clean)
     assert hooked_text == clean_text
     torch.testing.assert_close(restored, clean_bridge)
+
+
+def test_hook_patterns_expand_in_layer_order_and_unknown_patterns_are_named(tiny_checkpoint) -> None:
+    import interp
+    from interp.hooks import UnknownHookError
+
+    m = interp.load(tiny_checkpoint("llama", n_layers=3))
+    assert m.hooks("blocks.*.hook_resid_post") == [f"blocks.{i}.hook_resid_post" for i in range(3)]
+    assert m.hooks(["blocks.*.attn.hook_z", "blocks.0.hook_resid_pre"]) == \
+        [f"blocks.{i}.attn.hook_z" for i in range(3)] + ["blocks.0.hook_resid_pre"]
+    with pytest.raises(UnknownHookError, match="matches no hook"):
+        m.hooks("blocks.*.hook_z")  # z lives under attn: `*` is one dotted part
+    with pytest.raises(UnknownHookError, match="layer 7 is out of range"):
+        m.hooks(["blocks.*.hook_resid_post", "blocks.7.hook_resid_post"])
