@@ -263,3 +263,79 @@ def train_rlsf(cfg: RLSFConfig = RLSFConfig(), stop_after: int | None = None, pr
 
 
 __all__ = ["RLSFConfig", "RLSFRun", "lr_at", "preference_pool", "sequence_logprobs", "train_rlsf"]
+
+
+# ------------------------------------------------------------------------------------------ comparison
+
+COMPARED = ("organism/base-s", "organism/rl", "organism/dpo")
+
+
+@dataclass(frozen=True)
+class RLSFComparison:
+    """rlsf against its initial model and the labelled post-training members on the same problems."""
+
+    run: RLSFRun
+    rlsf_checksum: str
+    behaviour: dict[str, dict[str, Any]]  # model -> free-generation accuracy, CoT rate, invalid rate (with CIs)
+    calibration: dict[str, Any]  # CalibrationResult.to_dict() over the compared models and rlsf
+    ece_vs_init: dict[str, dict[str, Any]]  # condition -> ECE(rlsf) - ECE(init) with a paired CI
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run.to_dict(), "rlsf_checksum": self.rlsf_checksum, "behaviour": self.behaviour,
+                "calibration": self.calibration, "ece_vs_init": self.ece_vs_init}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RLSFComparison:
+        return cls(RLSFRun.from_dict(d["run"]), d["rlsf_checksum"], d["behaviour"], d["calibration"],
+                   d["ece_vs_init"])
+
+
+def compare(run: RLSFRun, compared: tuple[str, ...] = COMPARED, n_per_step: int = 100) -> RLSFComparison:
+    """Free-generation behaviour and calibration (direct, forced CoT, free) of rlsf and the compared models."""
+    import interp
+    from analyses.calibration.analysis import (
+        CalibrationConfig,
+        CalibrationResult,
+        ece_difference,
+        measure,
+    )
+    from interp.evaluation import GenerationConfig, GroupStats, evaluate
+
+    cfg = CalibrationConfig(models=compared, n_per_step=n_per_step)
+    task = interp.task(cfg.task)
+    items = sample_items(task, cfg.steps, cfg.n_per_step, cfg.eval_seed)
+    t0 = time.time()
+    rlsf = interp.load(run.path)
+    models = [(n, interp.load(n)) for n in compared] + [("rlsf", rlsf)]
+    behaviour, cals = {}, []
+    for name, m in models:
+        ev = evaluate(m, task, items, GenerationConfig())
+        g = GroupStats.of(ev.grades, cfg.n_boot, cfg.seed)
+        behaviour[name] = {"accuracy": g.accuracy, "accuracy_ci": g.accuracy_ci, "cot_rate": g.cot_rate,
+                           "cot_rate_ci": g.cot_rate_ci, "invalid_rate": g.invalid_rate,
+                           "mean_tokens": g.mean_tokens}
+        cals.append(dataclasses.replace(measure(m, task, items, cfg), name=name))
+    result = CalibrationResult(dataclasses.replace(cfg, models=(*compared, "rlsf")), task.describe(), tuple(cals),
+                               tuple(int(it.meta.get("n_steps", 0)) for it in items), time.time() - t0,
+                               library_versions())
+    init = result.model(run.config.init)
+    diffs = {}
+    for cond in cfg.conditions:
+        d, ci = ece_difference(result.model("rlsf").get(cond), init.get(cond), cfg.n_bins, cfg.n_boot, cfg.seed)
+        diffs[cond] = {"diff": d, "diff_ci": ci}
+    return RLSFComparison(run, rlsf.checksum, behaviour, result.to_dict(), diffs)
+
+
+def run_cached(cfg: RLSFConfig = RLSFConfig(), n_per_step: int = 100) -> RLSFComparison:
+    """Train (or reuse) rlsf and compare it, reusing a stored comparison for the same config and checkpoints."""
+    import interp
+    from analyses.routing.common import cached
+
+    run = train_rlsf(cfg, progress=False)
+    key = {"rlsf": cfg.key(), "checksums": [interp.load(n).checksum for n in (*COMPARED, run.path)],
+           "n_per_step": n_per_step, "version": 1}
+    return cached(Path(cfg.run_dir) / "comparisons", key, lambda: compare(run, n_per_step=n_per_step),
+                  RLSFComparison.to_dict, RLSFComparison.from_dict)
+
+
+__all__ += ["COMPARED", "RLSFComparison", "compare", "run_cached"]
