@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analyses.calibration.analysis import Calibration, CalibrationResult, ece_difference
+from analyses.calibration.rlsf import RLSFComparison
 from analyses.routing.common import short
 from interp.plots import save_figure, style
 
@@ -20,7 +21,8 @@ def _ci(v: float, ci: tuple[float, float], nd: int = 3) -> str:
     return f"{v:.{nd}f} [{ci[0]:.{nd}f}, {ci[1]:.{nd}f}]"
 
 
-def figures(result: CalibrationResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
+def figures(result: CalibrationResult, out_dir: str | Path, png: bool = True, prefix: str = "calibration"
+            ) -> dict[str, list[Path]]:
     """Reliability diagrams (one panel per model, a line per condition, marker size ~ bin count) and ECE bars."""
     out_dir = Path(out_dir)
     n = len(result.models)
@@ -45,7 +47,7 @@ def figures(result: CalibrationResult, out_dir: str | Path, png: bool = True) ->
     style(fig, "Reliability: accuracy per confidence bin (answer-span probability; marker size ~ bin share)",
           "", "")
     fig.update_layout(width=1000, height=330 * rows + 80)
-    figs = {"calibration_reliability": fig}
+    figs = {f"{prefix}_reliability": fig}
 
     fig = go.Figure()
     for cond in result.config.conditions:
@@ -57,7 +59,7 @@ def figures(result: CalibrationResult, out_dir: str | Path, png: bool = True) ->
                                       "arrayminus": [max(0.0, c.ece - c.ece_ci[0]) for c in cs]}))
     style(fig, f"Expected calibration error ({result.config.n_bins} bins, 95% bootstrap CIs)", "model", "ECE")
     fig.update_layout(barmode="group")
-    figs["calibration_ece"] = fig
+    figs[f"{prefix}_ece"] = fig
     return {k: save_figure(f, out_dir / k, png=png) for k, f in figs.items()}
 
 
@@ -100,4 +102,39 @@ def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str
             tuple(p[0].name for p in paths.values()), "")
 
 
-__all__ = ["figures", "section_parts", "summary_sentences"]
+def rlsf_sentences(c: RLSFComparison) -> list[str]:
+    """rlsf against its initial model and rl/dpo: behaviour, ECE, and whether the ECE intervals separate."""
+    init = c.run.config.init
+    cal = CalibrationResult.from_dict(c.calibration)
+    b = c.behaviour
+    out = [(f"rlsf: DPO from {short(init)} for {c.run.steps_done} steps on {c.run.n_pairs} pairs ranked only by "
+           f"{short(init)}'s own answer-span confidence (no labels; in hindsight the chosen sample was right "
+           f"{100 * c.run.pair_stats['chosen_correct']:.0f}% of the time and the rejected one "
+           f"{100 * c.run.pair_stats['rejected_correct']:.0f}%).")]
+    for name in b:
+        x = b[name]
+        out.append(f"{short(name)}: free accuracy {100 * x['accuracy']:.0f}% [{100 * x['accuracy_ci'][0]:.0f}%, "
+                   f"{100 * x['accuracy_ci'][1]:.0f}%], CoT rate {100 * x['cot_rate']:.0f}%, invalid "
+                   f"{100 * x['invalid_rate']:.1f}%, {x['mean_tokens']:.1f} tokens; free ECE "
+                   f"{_ci(cal.model(name).get('free').ece, cal.model(name).get('free').ece_ci)}.")
+    r, i = cal.model("rlsf").get("free"), cal.model(init).get("free")
+    d = c.ece_vs_init["free"]
+    apart = r.ece_ci[1] < i.ece_ci[0]
+    out.append(f"Free-generation ECE of rlsf minus {short(init)}: {_ci(d['diff'], d['diff_ci'])} (paired); the two "
+               f"ECE intervals {'do not overlap: rlsf is better calibrated' if apart else 'overlap'}.")
+    return out
+
+
+def rlsf_section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """Train (or reuse) rlsf and compare it; title, sentences and figure files for the report."""
+    from analyses.calibration.rlsf import RLSFConfig, run_cached
+    from interp.io import write_json
+
+    c = run_cached(RLSFConfig(), n_per_step=min(n_per_step, 100))
+    write_json(Path(out) / "rlsf.json", c.to_dict())
+    paths = figures(CalibrationResult.from_dict(c.calibration), out, png=png, prefix="rlsf")
+    return ("Label-free self-confidence fine-tuning (RLSF-like) against rl and dpo", tuple(rlsf_sentences(c)),
+            tuple(p[0].name for p in paths.values()), "")
+
+
+__all__ = ["figures", "rlsf_section_parts", "rlsf_sentences", "section_parts", "summary_sentences"]
