@@ -271,3 +271,13 @@ def calibration_section(out: Path, n_per_step: int, png: bool) -> Section:
 
 
 SECTIONS = (*SECTIONS, routing_section, compute_section, calibration_section)
+
+
+def rlsf_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """rlsf (label-free, own-confidence preferences) against base-s, rl and dpo (analyses.calibration.rlsf)."""
+    from analyses.calibration.figures import rlsf_section_parts
+
+    return Section(*rlsf_section_parts(out, n_per_step, png))
+
+
+SECTIONS = (*SECTIONS, rlsf_section)

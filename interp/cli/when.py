@@ -137,3 +137,31 @@ def calibration_cmd(
         fail(e)
     write_json(out / "calibration.json", result.to_dict())
     _emit("calibration", out, summary_sentences(result), figures(result, out, png=png), as_json)
+
+
+@analyze_app.command("rlsf")
+def rlsf_cmd(
+    init: Annotated[str, typer.Option(help="model to fine-tune (also the DPO reference)")] = "organism/base-s",
+    steps: Annotated[int, typer.Option(help="DPO steps")] = 200,
+    n: Annotated[int, typer.Option(help="comparison problems per step count")] = 100,
+    out: Annotated[Path, typer.Option(help="folder for rlsf.json and the figures")] = Path("figures/rlsf"),
+    png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary sentences as one JSON object")] = False,
+) -> None:
+    """Label-free fine-tuning on pairs ranked by the model's own answer confidence (resumable); compared with rl, dpo."""
+    import torch
+
+    from analyses.calibration.figures import figures, rlsf_sentences
+    from analyses.calibration.rlsf import RLSFConfig, run_cached
+    from interp.io import write_json
+
+    torch.set_num_threads(1)
+    try:
+        from analyses.calibration.analysis import CalibrationResult
+
+        c = run_cached(RLSFConfig(init=init, steps=steps), n_per_step=n)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as e:
+        fail(e)
+    write_json(out / "rlsf.json", c.to_dict())
+    paths = figures(CalibrationResult.from_dict(c.calibration), out, png=png, prefix="rlsf")
+    _emit("rlsf", out, rlsf_sentences(c), paths, as_json)
