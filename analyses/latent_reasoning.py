@@ -6,6 +6,11 @@ thought is visible) and at the separator that closes each step's clause (where t
 computed as the prompt is read). Each probe has a control task; selectivity = accuracy - control.
 Probes trained on the base are applied to the post-trained models (transfer: the same directions?),
 and a probe reads "this model is about to write a chain of thought" from the answer position.
+
+Any task runs: probe targets are the task's intermediate values (`task.intermediate_keys`) and answer,
+positions are the task's named spans, and the chain-of-thought label is the task's grade of the model's
+own greedy generation. The organism task (its seeded problems, the variables below) is the default; a
+variable a task cannot provide (no such position or value) is recorded with the reason, not an error.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -29,9 +34,6 @@ from interp.activations import ActivationStore, Named, harvest
 from interp.generate import left_pad
 from interp.hooks import resid_post, resid_pre
 from interp.io import cache_dir, library_versions, read_json, write_json
-from interp.organism.dataset import problem_dataset
-from interp.organism.task import TaskConfig, sample_problems
-from interp.organism.tokenizer import digit_ids
 from interp.plots import color_for, save_figure, style
 from interp.stats import percentile_ci
 from probes import (
@@ -45,6 +47,11 @@ from probes import (
     score,
     split_by_group,
 )
+
+if TYPE_CHECKING:
+    from interp.activations.dataset import PromptDataset
+    from interp.models import Model
+    from interp.tasks import Item, Task
 
 ANSWER = "answer"
 WILL_COT = "will_cot"
@@ -77,6 +84,7 @@ VARIABLES = (
 TEXTS = ("prompt", "verbose")
 INTERMEDIATE_AT_ANSWER = tuple(v for v in VARIABLES if v.label == ANSWER and v.target.startswith("intermediate"))
 COT_VARIABLE = Variable("will write a CoT", ANSWER, WILL_COT)
+ALL = "*"  # the hook of a Skipped entry that concerns a variable at every layer
 
 
 @dataclass(frozen=True)
@@ -93,19 +101,26 @@ class LatentConfig:
     n_boot: int = 500
     batch_size: int = 200
     cache_dir: str = field(default_factory=lambda: str(cache_dir("latent_reasoning")))
+    task: str = "organism"  # a name for `interp.task`; "organism" draws the organism's problems as it always has
+    max_new_tokens: int = 72  # greedy generation that decides the chain-of-thought label
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LatentConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> LatentConfig:
         d = dict(d)
         d["models"], d["steps"] = tuple(d["models"]), tuple(d["steps"])
         return cls(**d)
 
     def key(self) -> dict[str, Any]:
-        """What decides the numbers (not where they are cached)."""
-        return {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
+        """What decides the numbers (not where they are cached; the defaults of fields added later are left
+        out, so results cached before them stay valid)."""
+        d = {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
+        for k, default in (("task", "organism"), ("max_new_tokens", 72)):
+            if d[k] == default:
+                d.pop(k)
+        return d
 
 
 @dataclass(frozen=True)
@@ -138,7 +153,7 @@ class ModelProbes:
                 "direct_only": [c.to_dict() for c in self.direct_only], "skipped": [s.to_dict() for s in self.skipped]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelProbes":
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelProbes:
         return cls(d["name"], d["checksum"], d["n_layers"], d["d_model"], tuple(d["hooks"]), d["cot_rate"],
                    tuple(CellResult.from_dict(c) for c in d["cells"]),
                    tuple(CellResult.from_dict(c) for c in d["direct_only"]), tuple(Skipped(**s) for s in d["skipped"]))
@@ -176,7 +191,7 @@ class Transfer:
                 "transfer_centred": self.transfer_centred.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Transfer":
+    def from_dict(cls, d: Mapping[str, Any]) -> Transfer:
         return cls(d["model"], d["hook"], d["label"], d["target"], Score.from_dict(d["own"]),
                    Score.from_dict(d["transfer"]), Score.from_dict(d["control"]),
                    Score.from_dict(d["transfer_centred"]))
@@ -189,16 +204,18 @@ class LatentResult:
     transfers: tuple[Transfer, ...]
     seconds: float
     libraries: Mapping[str, str]
+    variables: tuple[Variable, ...] = VARIABLES  # the variables this task provides (the organism's: all)
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "models": [m.to_dict() for m in self.models],
                 "transfers": [t.to_dict() for t in self.transfers], "seconds": self.seconds,
-                "libraries": dict(self.libraries)}
+                "libraries": dict(self.libraries), "variables": [dataclasses.asdict(v) for v in self.variables]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LatentResult":
+    def from_dict(cls, d: Mapping[str, Any]) -> LatentResult:
+        variables = tuple(Variable(**v) for v in d["variables"]) if "variables" in d else VARIABLES
         return cls(LatentConfig.from_dict(d["config"]), tuple(ModelProbes.from_dict(m) for m in d["models"]),
-                   tuple(Transfer.from_dict(t) for t in d["transfers"]), d["seconds"], d["libraries"])
+                   tuple(Transfer.from_dict(t) for t in d["transfers"]), d["seconds"], d["libraries"], variables)
 
     def get(self, name: str) -> ModelProbes:
         for m in self.models:
@@ -210,14 +227,42 @@ class LatentResult:
 # ------------------------------------------------------------------------------------------ steps
 
 @torch.no_grad()
-def will_write_cot(model: Any, prompts: Sequence[Sequence[int]], batch_size: int = 200) -> list[bool]:
-    """Per prompt: is the greedy first answer token something other than a digit (a chain of thought)?"""
-    digits = set(digit_ids(model.tokenizer).tolist())
+def will_write_cot(model: Model, prompts: Sequence[Sequence[int]], batch_size: int = 200,
+                   answer_ids: Sequence[int] | None = None) -> list[bool]:
+    """Per prompt (token ids): is the greedy first token something other than the first token of a direct
+    answer (`answer_ids`; the organism's digits by default)? One forward pass, no generation."""
+    if answer_ids is None:
+        from interp.organism.tokenizer import digit_ids  # the default task's answers
+
+        answer_ids = digit_ids(model.tokenizer).tolist()
+    firsts = {int(t) for t in answer_ids}
     out: list[bool] = []
     for i in range(0, len(prompts), batch_size):
-        ids, mask = left_pad([list(p) for p in prompts[i:i + batch_size]], model.tokenizer.pad_token_id)
+        ids, mask = left_pad([list(p) for p in prompts[i:i + batch_size]], model.pad_token_id)
         logits = model.hf(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits[:, -1]
-        out += [int(t) not in digits for t in logits.argmax(-1).tolist()]
+        out += [int(t) not in firsts for t in logits.argmax(-1).tolist()]
+    return out
+
+
+def cot_labels(model: Model, task: Task, items: Sequence[Item], batch_size: int = 200,
+               max_new_tokens: int = 72) -> list[bool]:
+    """Per item: does the model, left free (greedy), write a chain of thought? The task's grade of its own
+    generation says; a completion the task cannot parse counts as a chain unless it begins with one of the
+    task's direct answers (an abandoned chain is still the decision to write one)."""
+    from interp.evaluation import GenerationConfig, generate_completions
+
+    texts, _ = generate_completions(model, task, items, GenerationConfig(max_new_tokens=max_new_tokens,
+                                                                         batch_size=batch_size))
+    cands = getattr(task, "answer_candidates", None)
+    out = []
+    for it, text in zip(items, texts):
+        g = task.grade(it, text)
+        if g.valid or cands is None:
+            out.append(bool(g.cot))
+        else:
+            t = text.lstrip()
+            out.append(not any(t.startswith(c.strip()) and (len(t) == len(c.strip()) or not t[len(c.strip())].isalnum())
+                               for c in cands(it)))
     return out
 
 
@@ -230,8 +275,9 @@ def layer_name(hook: str) -> str:
     return "emb" if hook.endswith("hook_resid_pre") else f"L{hook.split('.')[1]}"
 
 
-def _job(cfg: LatentConfig, store: ActivationStore, out: Path) -> ProbeJobConfig:
-    targets = tuple(dict.fromkeys(v.target for v in (*VARIABLES, COT_VARIABLE)))
+def _job(cfg: LatentConfig, store: ActivationStore, out: Path,
+         variables: Sequence[Variable] = VARIABLES) -> ProbeJobConfig:
+    targets = tuple(dict.fromkeys(v.target for v in (*variables, COT_VARIABLE)))
     return ProbeJobConfig(store=str(store.root), targets=targets, out=str(out), kind="logistic",
                           test_fraction=cfg.test_fraction, c=cfg.c, n_boot=cfg.n_boot, seed=cfg.probe_seed)
 
@@ -268,45 +314,102 @@ def _dataset(store: ActivationStore) -> Any:
     return _DATASETS[key]
 
 
-def probe_model(name: str, cfg: LatentConfig, progress: bool = True
-                ) -> tuple[ModelProbes, dict[str, ActivationStore]]:
-    """Harvest one model's activations (cached by checksum and dataset) and fit every cell."""
-    from interp.models import load
+def problem_items(cfg: LatentConfig, task: Task | None = None) -> list[Item]:
+    """`cfg.n_per_step` items per step count: the organism's problems as this analysis has always drawn them
+    (seed `problem_seed + k`, a config of exactly k steps) by default, else `task.sample(n, seed + k, n_steps=k)`
+    (or `n * len(steps)` items from `problem_seed` for a task that does not sample by steps)."""
+    if task is None:
+        from interp.organism.reasoning_task import problem_item
+        from interp.organism.task import TaskConfig, sample_problems
 
-    model = load(name)
-    problems = []
-    for k in cfg.steps:
-        problems += sample_problems(cfg.problem_seed + k, cfg.n_per_step, TaskConfig(min_steps=k, max_steps=k))
-    plain = problem_dataset(problems, model.tokenizer)
-    cot = will_write_cot(model, [e.ids for e in plain], cfg.batch_size)
+        return [problem_item(p) for k in cfg.steps
+                for p in sample_problems(cfg.problem_seed + k, cfg.n_per_step, TaskConfig(min_steps=k, max_steps=k))]
+    if task.has_steps:
+        return [it for k in cfg.steps for it in task.sample(cfg.n_per_step, cfg.problem_seed + k, n_steps=k)]
+    return task.sample(cfg.n_per_step * len(cfg.steps), cfg.problem_seed)
+
+
+def resolve_task(cfg: LatentConfig) -> Task:
+    """The task a config names (the organism by default)."""
+    from interp.registry import task
+
+    return task(cfg.task)
+
+
+def available_variables(task: Task, datasets: Mapping[str, PromptDataset]) -> tuple[list[Variable], list[Skipped]]:
+    """The variables the task's items provide (a named position in that text and a value in the metadata):
+    the organism's `VARIABLES` that apply, then one "@ answer" variable per intermediate value they miss;
+    with the reason for each that does not apply."""
+    labels = {t: {k for e in ds for k in e.positions} for t, ds in datasets.items()}
+    prompt = datasets["prompt"]
+    keys = {k for e in prompt for k in e.meta}
+    inter = list(dict.fromkeys(k for e in prompt for k in task.intermediate_keys(_as_item(e.meta))))
+    out, skipped = [], []
+    for v in VARIABLES:
+        if v.text not in datasets:
+            skipped.append(Skipped(ALL, v.name, f"the task {task.name!r} has no {v.text!r} format to write"))
+        elif v.label not in labels[v.text]:
+            skipped.append(Skipped(ALL, v.name, f"the task {task.name!r} names no position {v.label!r}"))
+        elif v.target not in keys:
+            why = ("the task has no intermediate values" if v.target.startswith("intermediate") and not inter
+                   else f"the task's items carry no value {v.target!r}")
+            skipped.append(Skipped(ALL, v.name, why))
+        else:
+            out.append(v)
+    have = {v.target for v in out if v.label == ANSWER}
+    out += [Variable(f"{k.removeprefix('intermediate.')} @ answer", ANSWER, k) for k in inter
+            if k not in have and ANSWER in labels["prompt"]]
+    return out, skipped
+
+
+def _as_item(meta: Mapping[str, Any]) -> Item:
+    from interp.tasks import Item
+
+    return Item(str(meta.get("problem", "")), "", str(meta.get("answer", "")), dict(meta))
+
+
+def probe_model(name: str | Model, cfg: LatentConfig, progress: bool = True, task: Task | None = None
+                ) -> tuple[ModelProbes, dict[str, ActivationStore]]:
+    """Harvest one model's activations (cached by checksum and dataset) and fit every cell, on the task's
+    items (the organism's by default)."""
+    from interp.models import load
+    from interp.tasks import task_dataset
+
+    model = load(name) if isinstance(name, str) else name
+    items = problem_items(cfg, task)
+    task = task if task is not None else resolve_task(cfg)
+    cot = cot_labels(model, task, items, cfg.batch_size, cfg.max_new_tokens)
     extra = [{WILL_COT: c} for c in cot]
     hooks = probe_hooks(model.n_layers)
+    texts = [t for t in TEXTS if t == "prompt" or t in task.formats]
+    datasets = {t: task_dataset(model, task, items, None if t == "prompt" else t, extra_meta=extra) for t in texts}
+    variables, unavailable = available_variables(task, datasets)
     stores = {}
-    for text in TEXTS:
-        dataset = problem_dataset(problems, model.tokenizer, None if text == "prompt" else text,  # type: ignore[arg-type]
-                                  extra_meta=extra)
-        labels = tuple(dict.fromkeys(v.label for v in VARIABLES if v.text == text))
+    for text, dataset in datasets.items():
+        labels = tuple(dict.fromkeys(v.label for v in (*variables, COT_VARIABLE) if v.text == text))
+        if not labels:
+            continue
         tag = f"{model.checksum[:16]}-{dataset.hash()[:16]}"
         stores[text] = harvest(model, dataset, hooks, Named(labels, missing="skip"),
                                Path(cfg.cache_dir) / "stores" / tag, batch_size=cfg.batch_size, seed=cfg.problem_seed)
     store = stores["prompt"]
     dataset = _dataset(store)
     out = Path(cfg.cache_dir) / "probes"
-    job = _job(cfg, store, out)
-    cells, direct, skipped = [], [], []
-    todo = [(h, v) for h in hooks for v in (*VARIABLES, COT_VARIABLE)]
-    for h, v in tqdm(todo, desc=f"probing {name}", disable=not progress, leave=False):
+    job = _job(cfg, store, out, variables)
+    cells, direct, skipped = [], [], list(unavailable)
+    todo = [(h, v) for h in hooks for v in (*variables, COT_VARIABLE)]
+    for h, v in tqdm(todo, desc=f"probing {model.name}", disable=not progress, leave=False):
         try:
             cell = _cached_cell(stores[v.text], h, v, job, out)
         except ValueError as e:
             skipped.append(Skipped(h, v.name, str(e)))
             continue
         cells.append(cell)
-        if v in INTERMEDIATE_AT_ANSWER or v.target == "answer":
+        if (v.label == ANSWER and v.target.startswith("intermediate")) or v.target == "answer":
             d = _direct_only(store, cell, job, dataset)
             if d is not None:
                 direct.append(d)
-    probes = ModelProbes(name, model.checksum, model.n_layers, model.d_model, tuple(hooks), float(np.mean(cot)),
+    probes = ModelProbes(model.name, model.checksum, model.n_layers, model.d_model, tuple(hooks), float(np.mean(cot)),
                          tuple(cells), tuple(direct), tuple(skipped))
     return probes, stores
 
@@ -332,7 +435,7 @@ def transfer(base: ModelProbes, tuned: ModelProbes, base_stores: Mapping[str, Ac
     problems: as they are, and re-centred on the base's mean."""
     if base.d_model != tuned.d_model or base.hooks != tuned.hooks:
         return []
-    text_of = {v.label: v.text for v in VARIABLES}
+    text_of = {v.label: v.text for v in VARIABLES} | {ANSWER: "prompt"}
     out = []
     for cell in base.cells:
         own = tuned.cell(cell.hook, Variable("", cell.label, cell.target))
@@ -354,20 +457,38 @@ def transfer(base: ModelProbes, tuned: ModelProbes, base_stores: Mapping[str, Ac
     return out
 
 
-def run(config: LatentConfig = LatentConfig(), progress: bool = True) -> LatentResult:
-    """Probe every model, then transfer the base's probes; cached by the config and model checksums."""
+def run(config: LatentConfig = LatentConfig(), progress: bool = True, models: Sequence[Model] | None = None,
+        task: Task | None = None) -> LatentResult:
+    """Probe every model (loaded `models`, the first one the base, or `config.models` by name), then transfer
+    the base's probes; on `task` (the organism's problems by default)."""
     t0 = time.time()
+    if models is not None:
+        config = dataclasses.replace(config, models=tuple(m.name for m in models), base=models[0].name)
+    if task is not None and task.name != config.task:
+        config = dataclasses.replace(config, task=task.name)
+    given = {m.name: m for m in models or ()}
     results, stores = {}, {}
     names = list(dict.fromkeys([config.base, *config.models]))
     for name in tqdm(names, desc="latent reasoning", disable=not progress):
-        results[name], stores[name] = probe_model(name, config, progress)
+        results[name], stores[name] = probe_model(given.get(name, name), config, progress, task)
     base = results[config.base]
     transfers = []
     for name in names:
         if name != config.base:
             transfers += transfer(base, results[name], stores[config.base], stores[name], config)
-    models = tuple(results[n] for n in names if n in config.models or n == config.base)
-    return LatentResult(config, models, tuple(transfers), round(time.time() - t0, 1), library_versions())
+    models_out = tuple(results[n] for n in names if n in config.models or n == config.base)
+    variables = tuple(_variables_of(base))
+    return LatentResult(config, models_out, tuple(transfers), round(time.time() - t0, 1), library_versions(), variables)
+
+
+def _variables_of(m: ModelProbes) -> list[Variable]:
+    """The variables a model was probed for: `VARIABLES` but those its task cannot provide, then any
+    intermediate value the task added (read at the answer position)."""
+    unavailable = {x.variable for x in m.skipped if x.hook == ALL}
+    extra = dict.fromkeys(c.target for c in m.cells if c.label == ANSWER and c.target.startswith("intermediate.")
+                          and not any(v.target == c.target and v.label == ANSWER for v in VARIABLES))
+    return [v for v in VARIABLES if v.name not in unavailable] + [
+        Variable(f"{t.removeprefix('intermediate.')} @ answer", ANSWER, t) for t in extra]
 
 
 def run_cached(config: LatentConfig = LatentConfig(), progress: bool = True) -> LatentResult:
@@ -402,11 +523,11 @@ def figures(result: LatentResult, out_dir: str | Path, png: bool = True) -> dict
                         horizontal_spacing=0.04, vertical_spacing=0.16)
     for i, m in enumerate(result.models):
         z, text = [], []
-        for v in VARIABLES:
+        for v in result.variables:
             row = [m.cell(h, v) for h in m.hooks]
             z.append([c.selectivity if c else None for c in row])
             text.append([f"acc {c.score.value:.2f}<br>ctrl {c.control.value:.2f}" if c else "" for c in row])
-        fig.add_trace(go.Heatmap(z=z, x=[layer_name(h) for h in m.hooks], y=[v.name for v in VARIABLES],
+        fig.add_trace(go.Heatmap(z=z, x=[layer_name(h) for h in m.hooks], y=[v.name for v in result.variables],
                                  text=text, hovertemplate="%{y}, %{x}: selectivity %{z:.2f}<br>%{text}<extra></extra>",
                                  zmin=0, zmax=1, colorscale="Viridis", showscale=i == 0,
                                  colorbar=dict(title="selectivity")), row=i // cols + 1, col=i % cols + 1)
@@ -424,14 +545,15 @@ def figures(result: LatentResult, out_dir: str | Path, png: bool = True) -> dict
         last = {m.name: m.hooks[-1] for m in result.models}
         shown = [t for t in result.transfers if t.hook == last[t.model]]
         names = [Variable("", t.label, t.target) for t in shown]
-        label_of = {(v.label, v.target): v.name for v in VARIABLES}
+        label_of = {(v.label, v.target): v.name for v in result.variables}
+        base_name = _short(result.config.base)
         x = [[_short(t.model) for t in shown], [label_of.get((v.label, v.target), v.target) for v in names]]
         for what, color in (("own", None), ("transfer", "#555"), ("transfer_centred", "#999"), ("control", "#ccc")):
             ys = [getattr(t, what).value for t in shown]
             cis = [getattr(t, what).ci for t in shown]
             fig.add_trace(go.Bar(
-                x=x, y=ys, name={"own": "own probe", "transfer": "base-s probe (transfer)",
-                              "transfer_centred": "base-s probe, re-centred", "control": "control"}[what],
+                x=x, y=ys, name={"own": "own probe", "transfer": f"{base_name} probe (transfer)",
+                              "transfer_centred": f"{base_name} probe, re-centred", "control": "control"}[what],
                 marker_color=[color_for(t.model) for t in shown] if color is None else color,
                 error_y=dict(type="data", symmetric=False, array=[c[1] - y for c, y in zip(cis, ys)],
                              arrayminus=[y - c[0] for c, y in zip(cis, ys)])))
@@ -459,10 +581,10 @@ def figures(result: LatentResult, out_dir: str | Path, png: bool = True) -> dict
 def summary_sentences(result: LatentResult) -> list[str]:
     """The numbers behind the figures, one sentence each."""
     lines = []
-    fmt = lambda c: (f"{c.score.value:.2f} [{c.score.ci[0]:.2f}, {c.score.ci[1]:.2f}] vs control "  # noqa: E731
+    fmt = lambda c: (f"{c.score.value:.2f} [{c.score.ci[0]:.2f}, {c.score.ci[1]:.2f}] vs control "
                      f"{c.control.value:.2f} (selectivity {c.selectivity:+.2f})")
     base = result.get(result.config.base)
-    for v in VARIABLES:
+    for v in result.variables:
         b = base.best(v)
         if b is not None:
             direct = base.cell(b.hook, v, direct_only=True)
@@ -473,7 +595,8 @@ def summary_sentences(result: LatentResult) -> list[str]:
         if m.name == base.name:
             continue
         parts = []
-        for v in (*INTERMEDIATE_AT_ANSWER, VARIABLES[4]):
+        at_answer = [v for v in result.variables if v.label == ANSWER and v.target.startswith("intermediate")]
+        for v in (*at_answer, *(v for v in result.variables if v == VARIABLES[4])):
             b = m.best(v)
             if b is not None:
                 parts.append(f"{v.name} {b.score.value:.2f} (control {b.control.value:.2f}, {layer_name(b.hook)})")
@@ -483,13 +606,13 @@ def summary_sentences(result: LatentResult) -> list[str]:
     for t in result.transfers:
         by_model.setdefault(t.model, []).append(t)
     shown = ("answer @ answer", "step 1 @ answer", "step 1 @ its clause", "step 2 @ written CoT")
-    label_of = {(v.label, v.target): v.name for v in VARIABLES}
+    label_of = {(v.label, v.target): v.name for v in result.variables}
     for name, ts in by_model.items():
         m = result.get(name)
         parts = [f"{label_of[(t.label, t.target)]} {t.transfer.value:.2f} [{t.transfer.ci[0]:.2f}, {t.transfer.ci[1]:.2f}] "
                  f"(re-centred {t.transfer_centred.value:.2f}; own probe {t.own.value:.2f}, control {t.control.value:.2f})"
                  for t in ts if t.hook == m.hooks[-1] and label_of.get((t.label, t.target)) in shown]
-        lines.append(f"base-s probes on {_short(name)}'s last layer: " + "; ".join(parts) + ".")
+        lines.append(f"{_short(base.name)} probes on {_short(name)}'s last layer: " + "; ".join(parts) + ".")
     for m in result.models:
         cells = [c for c in (m.cell(h, COT_VARIABLE) for h in m.hooks) if c]
         if cells:
@@ -500,8 +623,27 @@ def summary_sentences(result: LatentResult) -> list[str]:
         elif any(s.variable == COT_VARIABLE.name for s in m.skipped):
             lines.append(f"{_short(m.name)}: its CoT decision cannot be probed, it always makes the same choice "
                          f"(CoT rate {m.cot_rate:.2f}).")
+    reasons = {x.variable: x.reason for x in base.skipped if x.hook == ALL}
+    for v, why in reasons.items():
+        lines.append(f"{v}: not probed ({why}).")
     return lines
 
 
-__all__ = ["LatentConfig", "LatentResult", "ModelProbes", "Transfer", "Variable", "VARIABLES", "run", "run_cached",
-           "figures", "summary_sentences", "will_write_cot", "probe_model", "transfer"]
+__all__ = [
+    "VARIABLES",
+    "LatentConfig",
+    "LatentResult",
+    "ModelProbes",
+    "Transfer",
+    "Variable",
+    "available_variables",
+    "cot_labels",
+    "figures",
+    "probe_model",
+    "problem_items",
+    "run",
+    "run_cached",
+    "summary_sentences",
+    "transfer",
+    "will_write_cot",
+]
