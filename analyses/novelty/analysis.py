@@ -99,14 +99,15 @@ class Effect:
 
     value: float
     ci: tuple[float, float]
-    answer: str  # yes | no (interval across 0) | reversed (interval on the other side)
+    answer: str  # yes | no (interval across 0) | reversed (interval on the other side) | n/a (too few problems)
+    n: tuple[int, ...] = ()  # problems behind each side (or each cell, for a slope)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "ci": list(self.ci), "answer": self.answer}
+        return {"value": self.value, "ci": list(self.ci), "answer": self.answer, "n": list(self.n)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Effect:
-        return cls(float(d["value"]), (float(d["ci"][0]), float(d["ci"][1])), d["answer"])
+        return cls(float(d["value"]), (float(d["ci"][0]), float(d["ci"][1])), d["answer"], tuple(d.get("n", ())))
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class MemberNovelty:
     n_training_problems: int
     cells: tuple[Cell, ...]
     novelty_effect: dict[int, Effect]
-    complexity_slope: dict[str, Effect]  # "seen" | "unseen"
+    complexity_slope: dict[str, Effect]  # "seen" | "unseen" | "unseen_in_length" (unseen up to the longest seen)
     prefix_effect: dict[int, Effect]  # unseen problems: longest seen prefix = k-1 minus shorter, at each k
 
     def cell(self, n_steps: int, seen: bool) -> Cell:
@@ -188,30 +189,33 @@ def select_cells(index: TrainingIndex, cfg: NoveltyConfig) -> list[tuple[int, bo
     return out
 
 
+MIN_GROUP = 10  # fewer problems on a side of a difference: no answer (n/a)
+
+
 def _diff(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, positive_is_yes: bool = True) -> Effect:
     """mean(a) - mean(b), a and b resampled independently."""
-    if len(a) < 2 or len(b) < 2:
-        return Effect(float("nan"), (float("nan"), float("nan")), "n/a")
+    if len(a) < MIN_GROUP or len(b) < MIN_GROUP:
+        return Effect(float("nan"), (float("nan"), float("nan")), "n/a", (len(a), len(b)))
     rng = np.random.default_rng(seed)
     reps = a[rng.integers(0, len(a), (n_boot, len(a)))].mean(1) - b[rng.integers(0, len(b), (n_boot, len(b)))].mean(1)
-    return _effect(float(a.mean() - b.mean()), percentile_ci(reps), positive_is_yes)
+    return _effect(float(a.mean() - b.mean()), percentile_ci(reps), positive_is_yes, (len(a), len(b)))
 
 
-def _effect(value: float, ci: tuple[float, float], positive_is_yes: bool) -> Effect:
+def _effect(value: float, ci: tuple[float, float], positive_is_yes: bool, n: tuple[int, ...] = ()) -> Effect:
     lo, hi = ci
     if positive_is_yes:
         answer = "yes" if lo > 0 else "reversed" if hi < 0 else "no"
     else:
         answer = "yes" if hi < 0 else "reversed" if lo > 0 else "no"
-    return Effect(value, ci, answer)
+    return Effect(value, ci, answer, n)
 
 
 def slope(cells: Sequence[Cell], n_boot: int, seed: int) -> Effect:
     """Least-squares slope of correctness on the number of steps (accuracy per extra step), cells resampled
     within themselves; 'yes' when the whole interval is below 0."""
-    cells = [c for c in cells if len(c.correct) >= 2]
+    cells = [c for c in cells if len(c.correct) >= MIN_GROUP]
     if len(cells) < 2:
-        return Effect(float("nan"), (float("nan"), float("nan")), "n/a")
+        return Effect(float("nan"), (float("nan"), float("nan")), "n/a", tuple(len(c.correct) for c in cells))
     ks = [np.full(len(c.correct), c.n_steps, dtype=float) for c in cells]
     ys = [np.asarray(c.correct, dtype=float) for c in cells]
 
@@ -224,7 +228,8 @@ def slope(cells: Sequence[Cell], n_boot: int, seed: int) -> Effect:
     for _ in range(n_boot):
         idx = [rng.integers(0, len(y), len(y)) for y in ys]
         reps.append(fit(np.concatenate(ks), np.concatenate([y[i] for y, i in zip(ys, idx)])))
-    return _effect(fit(np.concatenate(ks), np.concatenate(ys)), percentile_ci(reps), positive_is_yes=False)
+    return _effect(fit(np.concatenate(ks), np.concatenate(ys)), percentile_ci(reps), False,
+                   tuple(len(c.correct) for c in cells))
 
 
 def effects(name: str, checksum: str, n_train: int, cells: list[Cell], cfg: NoveltyConfig) -> MemberNovelty:
@@ -234,8 +239,10 @@ def effects(name: str, checksum: str, n_train: int, cells: list[Cell], cfg: Nove
     arr = lambda c: np.asarray(c.correct, dtype=float)
     nov = {k: _diff(arr(by[(k, True)]), arr(by[(k, False)]), nb, cfg.seed + k)
            for k in sorted(set(cfg.seen_steps) & set(cfg.unseen_steps)) if (k, True) in by and (k, False) in by}
+    top = max(cfg.seen_steps)  # the longest problems seen: beyond it the unseen slope mixes in the length shift
     slopes = {"seen": slope([c for c in cells if c.seen], nb, cfg.seed + 101),
-              "unseen": slope([c for c in cells if not c.seen], nb, cfg.seed + 102)}
+              "unseen": slope([c for c in cells if not c.seen], nb, cfg.seed + 102),
+              "unseen_in_length": slope([c for c in cells if not c.seen and c.n_steps <= top], nb, cfg.seed + 103)}
     prefix = {}
     for c in cells:
         if c.seen or c.n_steps < 2:
@@ -267,8 +274,9 @@ def run(config: NoveltyConfig = NoveltyConfig(), progress: bool = True) -> Novel
     for name in tqdm(config.models, desc="novelty", disable=not progress):
         model = load(name)
         path = Path(config.cache_dir) / f"{config.key(name, model.checksum)}-{name.replace('/', '_')}.json"
-        if path.exists():
-            out.append(MemberNovelty.from_dict(read_json(path)))
+        if path.exists():  # the cells are cached; effects are recomputed from them (seconds)
+            m = MemberNovelty.from_dict(read_json(path))
+            out.append(effects(m.name, m.checksum, m.n_training_problems, list(m.cells), config))
             continue
         draws = member_draws(name)
         dkey = hashlib.sha256(repr(draws).encode()).hexdigest()

@@ -24,6 +24,9 @@ def _err(scores: list[Score] | list[Effect]) -> dict:
                 "arrayminus": [max(0.0, s.value - s.ci[0]) if np.isfinite(s.value) else 0 for s in scores]}
 
 
+SLOPES = {"seen": "seen problems", "unseen": "unseen problems", "unseen_in_length": "unseen, trained lengths"}
+
+
 def figures(result: NoveltyResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
     """Accuracy by steps for seen and unseen problems (one panel per member); the two effects per member."""
     out_dir = Path(out_dir)
@@ -58,20 +61,22 @@ def figures(result: NoveltyResult, out_dir: str | Path, png: bool = True) -> dic
         fig.add_trace(go.Scatter(x=[k + dx for k in ks if k in m.novelty_effect], y=[e.value for e in ef],
                                  error_y=_err(ef), mode="markers", name=short(m.name), legendgroup=m.name,
                                  marker={"color": color_for(m.name), "size": 8}), row=1, col=1)
-        sl = [m.complexity_slope["seen"], m.complexity_slope["unseen"]]
-        fig.add_trace(go.Scatter(x=[0 + dx, 1 + dx], y=[e.value for e in sl], error_y=_err(sl), mode="markers",
+        sl = [m.complexity_slope[k] for k in SLOPES]
+        fig.add_trace(go.Scatter(x=[i + dx for i in range(len(sl))], y=[e.value for e in sl], error_y=_err(sl), mode="markers",
                                  name=short(m.name), legendgroup=m.name, showlegend=False,
                                  marker={"color": color_for(m.name), "size": 8}), row=1, col=2)
     fig.add_hline(y=0, line_dash="dot")
     style(fig, "Novelty effect and complexity effect per member (95% CIs)", "", "")
     fig.update_layout(width=1000, height=420)
     fig.update_xaxes(tickvals=ks, ticktext=[f"{k} steps" for k in ks], row=1, col=1)
-    fig.update_xaxes(tickvals=[0, 1], ticktext=["seen problems", "unseen problems"], row=1, col=2)
+    fig.update_xaxes(tickvals=list(range(len(SLOPES))), ticktext=list(SLOPES.values()), row=1, col=2)
     figs["novelty_effects"] = fig
     return {name: save_figure(f, out_dir / name, png=png) for name, f in figs.items()}
 
 
 def _pp(e: Effect) -> str:
+    if not np.isfinite(e.value):
+        return "n/a"
     return f"{100 * e.value:+.0f} points [{100 * e.ci[0]:+.0f}, {100 * e.ci[1]:+.0f}]"
 
 
@@ -87,12 +92,14 @@ def summary_sentences(result: NoveltyResult) -> list[str]:
     for m in result.members:
         nov = "; ".join(f"at {k} steps {_pp(m.novelty_effect[k])} ({m.novelty_effect[k].answer})" for k in ks
                         if k in m.novelty_effect)
-        s, u = m.complexity_slope["seen"], m.complexity_slope["unseen"]
+        s, u, ui = (m.complexity_slope[k] for k in SLOPES)
         lines.append(f"{short(m.name)} ({m.n_training_problems:,} training problems): does accuracy fall with novelty "
                      f"at fixed steps (seen - unseen)? {nov}. Does it fall with steps at fixed novelty? seen problems "
-                     f"{_pp(s)} per step ({s.answer}); unseen {_pp(u)} per step ({u.answer}).")
+                     f"{_pp(s)} per step ({s.answer}); unseen {_pp(u)} per step ({u.answer}), of which within the "
+                     f"trained lengths {_pp(ui)} ({ui.answer}).")
     m0 = result.members[0]
-    pre = "; ".join(f"{k} steps {_pp(e)} ({e.answer})" for k, e in sorted(m0.prefix_effect.items()))
+    pre = "; ".join(f"{k} steps {_pp(e)} ({e.answer}; n = {'/'.join(map(str, e.n))})"
+                    for k, e in sorted(m0.prefix_effect.items()))
     if pre:
         lines.append(f"A finer novelty measure, among never-seen problems ({short(m0.name)}): accuracy when all but the "
                      f"last step occurred as a training prefix minus when a shorter prefix did: {pre}.")

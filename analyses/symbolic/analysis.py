@@ -5,8 +5,8 @@ Variants of each problem (every one has at least one + or -): plain; identity de
 control for the clause format); `+` and `-` swapped by definition (`+ = - ; - = + ;`: contradicted meaning);
 operators shown as symbols defined in context (held-out `n u v`, and the `x y z` a definitions-trained member saw);
 variables renamed to digits (`5 = 3 ; 7 = 5 + 4`, names that contradict their meaning) and to unseen letters.
-Measured on the zoo and on a member trained with definitions in 10% of its data (interp.organism.recipes_symbolic),
-which makes the definition variants fair. Effects are paired differences over the same problems.
+Measured on the zoo and on members trained with definitions in a share of their data
+(interp.organism.recipes_symbolic), which makes the definition variants fair. Effects are paired differences over the same problems.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from analyses.shift.analysis import ZOO, Condition, Score, measure
 from analyses.shift.transforms import ShiftedProblem, as_shown
 from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.organism.recipes_symbolic import (
+    RECIPES_SYMBOLIC,
     DefinedProblem,
     SymbolicRecipe,
     redefine,
@@ -81,8 +82,8 @@ def variant(problem: Problem, name: str, rng: np.random.Generator) -> ShiftedPro
 @dataclass(frozen=True)
 class SymbolicConfig:
     models: tuple[str, ...] = ZOO
-    with_definitions_member: bool = True  # also measure the member trained with definitions (trained if missing)
-    recipe: SymbolicRecipe = field(default_factory=SymbolicRecipe)
+    # members trained with definitions, also measured (each trained first if missing: minutes on one thread)
+    recipes: tuple[SymbolicRecipe, ...] = RECIPES_SYMBOLIC
     variants: tuple[str, ...] = VARIANTS
     steps: tuple[int, ...] = (1, 2, 3, 4)
     n_per_step: int = 100
@@ -100,7 +101,7 @@ class SymbolicConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["recipe"] = self.recipe.to_dict()
+        d["recipes"] = [r.to_dict() for r in self.recipes]
         return d
 
     @classmethod
@@ -108,19 +109,11 @@ class SymbolicConfig:
         d = dict(d)
         for k in ("models", "variants", "steps"):
             d[k] = tuple(d[k])
-        r = dict(d["recipe"])
-        r["task"] = TaskConfig.from_dict(r["task"])
-        from interp.organism.task import FormatMix
-
-        r["mix"] = FormatMix.from_dict(r["mix"])
-        for k in ("train_symbols", "held_out_symbols"):
-            r[k] = tuple(r[k])
-        r["held_out_meanings"] = tuple(tuple(x) for x in r["held_out_meanings"])
-        d["recipe"] = SymbolicRecipe(**r)
+        d["recipes"] = tuple(_recipe(r) for r in d["recipes"])
         return cls(**d)
 
     def key(self, name: str, checksum: str) -> str:
-        d = {k: v for k, v in self.to_dict().items() if k not in ("models", "cache_dir", "with_definitions_member")}
+        d = {k: v for k, v in self.to_dict().items() if k not in ("models", "cache_dir", "recipes")}
         blob = json.dumps({"name": name, "checksum": checksum, "version": RESULT_VERSION, **d}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -192,18 +185,18 @@ class MemberSymbolic:
 class SymbolicResult:
     config: SymbolicConfig
     members: tuple[MemberSymbolic, ...]
-    definitions_member: str  # its path ('' when not measured)
+    definitions_members: tuple[str, ...]  # their paths
     libraries: dict[str, str]
     seed: int
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "members": [m.to_dict() for m in self.members],
-                "definitions_member": self.definitions_member, "libraries": self.libraries, "seed": self.seed}
+                "definitions_members": list(self.definitions_members), "libraries": self.libraries, "seed": self.seed}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SymbolicResult:
         return cls(SymbolicConfig.from_dict(d["config"]), tuple(MemberSymbolic.from_dict(m) for m in d["members"]),
-                   d["definitions_member"], d["libraries"], d["seed"])
+                   tuple(d["definitions_members"]), d["libraries"], d["seed"])
 
     def member(self, name: str) -> MemberSymbolic:
         for m in self.members:
@@ -243,6 +236,18 @@ def familiar_rate(plain: list[ShiftedProblem], swapped: list[ShiftedProblem], co
     return Score.mean(follows[differ], n_boot, seed)
 
 
+def _recipe(d: dict[str, Any]) -> SymbolicRecipe:
+    from interp.organism.task import FormatMix
+
+    r = dict(d)
+    r["task"] = TaskConfig.from_dict(r["task"])
+    r["mix"] = FormatMix.from_dict(r["mix"])
+    for k in ("train_symbols", "held_out_symbols"):
+        r[k] = tuple(r[k])
+    r["held_out_meanings"] = tuple(tuple(x) for x in r["held_out_meanings"])
+    return SymbolicRecipe(**r)
+
+
 def analyse_member(model: Any, cfg: SymbolicConfig, shown: dict[str, list[ShiftedProblem]]) -> MemberSymbolic:
     conds = {v: measure(model, ps, v, cfg.max_new_tokens) for v, ps in shown.items()}
     swap = "swap + - (defined)"
@@ -256,11 +261,8 @@ def run(config: SymbolicConfig = SymbolicConfig(), progress: bool = True) -> Sym
     """Every member (and the definitions-trained one); results cached per member checksum and config."""
     from interp.models import load
 
-    names = list(config.models)
-    defs = ""
-    if config.with_definitions_member:
-        defs = str(symbolic_member(config.recipe))
-        names.append(defs)
+    defs = tuple(str(symbolic_member(r)) for r in config.recipes)
+    names = [*config.models, *defs]
     shown = config.shown()
     out = []
     for name in tqdm(names, desc="symbolic", disable=not progress):

@@ -71,15 +71,17 @@ def summary_sentences(result: SymbolicResult) -> list[str]:
     """Per member: accuracy under each variant, the contradiction and symbol costs, and the familiar-meaning rate."""
     cfg = result.config
     nb = cfg.n_boot
+    members = "; ".join(f"'{r.name}' continued sft for {r.steps} steps (lr {r.lr:g}) with {100 * r.def_share:.0f}% "
+                        f"of problems written with definitions" for r in cfg.recipes)
+    held = (f" (symbols {' '.join(cfg.recipes[0].train_symbols)} or familiar operators, random meanings; never "
+            f"'+ = -' or '- = +', never {' '.join(cfg.recipes[0].held_out_symbols)})" if cfg.recipes else "")
     lines = [
         (f"{cfg.n_per_step} problems per step count ({', '.join(map(str, cfg.steps))} steps, each with a + or -), "
         f"shown in {len(cfg.variants)} variants built from the organism's own words (its word-level tokenizer has no "
         f"'means', so a definition is a clause `x = +` after `Q :`; '+ = - ; - = + ;' swaps the two). What could not "
         f"be tested: symbols outside the vocabulary (every 'unseen' symbol is an organism word the zoo never saw in "
         f"that role: n u v x y z are variable letters it never saw at all), and definitions in words. The zoo never "
-        f"saw a definition clause; the member '{cfg.recipe.name}' continued sft for {cfg.recipe.steps} steps with "
-        f"{100 * cfg.recipe.def_share:.0f}% of problems written with definitions (symbols {' '.join(cfg.recipe.train_symbols)} "
-        f"or familiar operators, random meanings; never '+ = -' or '- = +', never {' '.join(cfg.recipe.held_out_symbols)}).")]
+        f"saw a definition clause; {members}{held}.")]
     for m in result.members:
         acc = {v: m.get(v).scores(nb)["accuracy"] for v in cfg.variants}
         parts = ", ".join(f"{v} {acc[v].fmt()}" for v in cfg.variants)
@@ -87,16 +89,21 @@ def summary_sentences(result: SymbolicResult) -> list[str]:
         lines.append(f"{short(m.name)}: accuracy {parts}. Paired costs: {con}. Under the swap, among problems whose "
                      f"answer the swap changes, {m.familiar_answer_rate.fmt()} of answers are the familiar-meaning "
                      f"answer.")
-    if result.definitions_member:
-        try:
-            d, s = result.member(Path(result.definitions_member).name), result.member("sft")
-            dc = d.contrast("contradiction cost: identity - swapped definitions")
-            sc = s.contrast("contradiction cost: identity - swapped definitions")
-            lines.append(f"Fair test: with definitions in its training, the contradiction cost is {_pp(dc)} for "
-                         f"{short(d.name)} against {_pp(sc)} for sft; familiar-meaning answers under the swap "
-                         f"{d.familiar_answer_rate.fmt()} against {s.familiar_answer_rate.fmt()}.")
-        except (KeyError, StopIteration):
-            pass
+    try:
+        s = result.member("sft")
+    except KeyError:
+        return lines
+    for path in result.definitions_members:
+        d = result.member(Path(path).name)
+        name = "contradiction cost: identity - swapped definitions"
+        acc = {v: d.get(v).scores(nb)["accuracy"] for v in cfg.variants}
+        sacc = {v: s.get(v).scores(nb)["accuracy"] for v in cfg.variants}
+        trained = "trained symbols defined (x y z)"
+        lines.append(f"Fair test, {short(d.name)} against sft: trained-symbol definitions (its own training "
+                     f"distribution) {acc[trained].fmt()} vs {sacc[trained].fmt()}; identity definitions "
+                     f"{acc['identity definitions'].fmt()} vs {sacc['identity definitions'].fmt()}; contradiction "
+                     f"cost {_pp(d.contrast(name))} vs {_pp(s.contrast(name))}; familiar-meaning answers under the "
+                     f"swap {d.familiar_answer_rate.fmt()} vs {s.familiar_answer_rate.fmt()}.")
     return lines
 
 

@@ -83,8 +83,8 @@ def novelty(
 def symbolic(
     models: Annotated[str, typer.Option(help=MODELS_HELP)] = "",
     n: Annotated[int, typer.Option(help="problems per step count")] = 100,
-    definitions_member: Annotated[bool, typer.Option(help="also measure sft-defs (trains it, ~10 min, if missing)")]
-    = True,
+    definitions_members: Annotated[bool, typer.Option(help="also measure the members trained with definitions "
+                                                            "(trained first if missing: minutes each)")] = True,
     out: Annotated[Path, typer.Option(help="folder for symbolic.json and figures")] = Path("figures/symbolic"),
     png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary sentences as one JSON object")] = False,
@@ -97,7 +97,9 @@ def symbolic(
     from interp.io import write_json
 
     try:
-        cfg = SymbolicConfig(n_per_step=n, with_definitions_member=definitions_member)
+        cfg = SymbolicConfig(n_per_step=n)
+        if not definitions_members:
+            cfg = dataclasses.replace(cfg, recipes=())
         names = _models(models)
         if names:
             cfg = dataclasses.replace(cfg, models=names)
