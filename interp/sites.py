@@ -12,11 +12,14 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from interp import hooks as H
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 HOOK_KINDS: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
 _TL_NAME: dict[str, Callable[[int], str]] = {
@@ -51,7 +54,7 @@ class Sites:
     d_head: int
 
 
-def sites(model: Any) -> Sites:
+def sites(model: "Model") -> Sites:
     """Map blocks/attn/mlp/ln2/attn.o of the Bridge's component mapping onto `model.hf`'s modules."""
     cm = model.bridge.adapter.component_mapping
     blocks = cm["blocks"]
@@ -141,7 +144,7 @@ def heads_view(x: torch.Tensor, s: Sites) -> torch.Tensor:
 _SITES: "weakref.WeakKeyDictionary[Any, Sites | None]" = weakref.WeakKeyDictionary()
 
 
-def cached_sites(model: Any) -> Sites | None:
+def cached_sites(model: "Model") -> Sites | None:
     """`sites(model)`, computed once per model; None when the Bridge maps no attn/mlp blocks."""
     if model not in _SITES:
         try:

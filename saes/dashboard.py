@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from saes.features import (
     logit_effects,
     top_contexts,
 )
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 STYLE = ("body{font-family:sans-serif;max-width:980px;margin:1.5em auto;color:#222}"
          ".ctx{font-family:monospace;line-height:2;margin:.4em 0;padding:.3em;border-bottom:1px solid #eee}"
@@ -84,7 +87,7 @@ def feature_page(feature: int, contexts: Sequence[Context], acts: np.ndarray, up
             f"<h2>Top logit effects (W_dec @ W_U)</h2>{eff(up, 'promotes')}{eff(down, 'suppresses')}</body></html>")
 
 
-def write_dashboard(sae: Any, model: Any, table: FeatureTable, dataset: Any, features: Sequence[int],
+def write_dashboard(sae: Any, model: "Model", table: FeatureTable, dataset: Any, features: Sequence[int],
                     out: str | Path, title: str = "", scores: Mapping[int, Mapping[str, Any]] | None = None,
                     k_contexts: int = 8) -> Path:
     """Write `<out>/feature-<i>.html` for each feature and `<out>/index.html`; returns the index path."""

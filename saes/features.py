@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from jaxtyping import Float
 from interp.activations import ActivationStore, PromptDataset
 from saes.config import SAEError
 from saes.metrics import encode
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 
 def check_feature(sae: Any, feature: int) -> int:
@@ -299,7 +302,7 @@ def rank_reasoning_features(table: FeatureTable, dataset: PromptDataset, *, answ
 # ------------------------------------------------------------------------------------------ logit effects
 
 @torch.no_grad()
-def logit_effects(sae: Any, model: Any, feature: int, k: int = 10) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+def logit_effects(sae: Any, model: "Model", feature: int, k: int = 10) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """Tokens the feature's decoder direction promotes and suppresses most: W_dec[i] @ W_U (no final norm)."""
     feature = check_feature(sae, feature)
     w_u = model.hf.get_output_embeddings().weight.detach().float()  # [vocab, d_model]

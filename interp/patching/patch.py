@@ -35,19 +35,19 @@ if TYPE_CHECKING:
 Tokens = str | torch.Tensor | Sequence[int]
 
 
-def _labels(model: Any, ids: torch.Tensor, positions: Sequence[int]) -> tuple[str, ...]:
+def _labels(model: "Model", ids: torch.Tensor, positions: Sequence[int]) -> tuple[str, ...]:
     toks = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
     return tuple(str(toks[p]) for p in positions)
 
 
-def _prepare(model: Any, clean: Tokens, corrupted: Tokens, hook: str, layers: Sequence[int] | None,
+def _prepare(model: "Model", clean: Tokens, corrupted: Tokens, hook: str, layers: Sequence[int] | None,
              positions: PositionsLike, heads: Sequence[int] | None, align: Sequence[int] | None,
              readout: int | None) -> tuple[torch.Tensor, torch.Tensor, Grid]:
     src, tgt = as_ids(model, clean), as_ids(model, corrupted)
     return src, tgt, make_grid(model, src, tgt, hook, layers, positions, heads, align, readout)
 
 
-def _result(model: Any, grid: Grid, tgt: torch.Tensor, values: torch.Tensor, metric: Metric, clean: float,
+def _result(model: "Model", grid: Grid, tgt: torch.Tensor, values: torch.Tensor, metric: Metric, clean: float,
             corrupt: float, method: str, seconds: float) -> PatchResult:
     return PatchResult(values=values.float(), hook=grid.kind, layers=grid.layers, positions=grid.positions,
                        heads=grid.heads, position_labels=_labels(model, tgt, grid.positions), metric=metric.name,

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from jaxtyping import Float
 
 from interp.activations import PromptDataset, Selector, harvest
 from interp.steering.vector import SteeringVector
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 N_RANDOM = 20
 
@@ -153,7 +156,7 @@ def directions_from_activations(
 
 
 def activations_of_texts(
-    model: Any, positive: PromptDataset, negative: PromptDataset, hooks: Sequence[str], positions: Selector, *,
+    model: "Model", positive: PromptDataset, negative: PromptDataset, hooks: Sequence[str], positions: Selector, *,
     seed: int = 0, store: str | Path | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per hook, (positive, negative) activations, one row per text: the mean over the positions selected in it."""
@@ -176,7 +179,7 @@ def activations_of_texts(
 
 
 def directions_from_texts(
-    model: Any, positive: PromptDataset, negative: PromptDataset, hooks: Sequence[str], positions: Selector, *,
+    model: "Model", positive: PromptDataset, negative: PromptDataset, hooks: Sequence[str], positions: Selector, *,
     paired: bool = True, test_fraction: float = 0.3, seed: int = 0, store: str | Path | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> DirectionSet:

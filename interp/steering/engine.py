@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from interp.sites import Sites, first_output, replace_first_output, sites
 from interp.steering.interventions import Add, Intervention, Positions, Subtract
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 SUPPORTED = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
 
@@ -25,7 +28,7 @@ class SteeringError(ValueError):
     """An intervention that cannot act on this model or these inputs."""
 
 
-def hook_site(model: Any, hook: str, s: Sites | None = None) -> tuple[torch.nn.Module, str]:
+def hook_site(model: "Model", hook: str, s: Sites | None = None) -> tuple[torch.nn.Module, str]:
     """The HF module behind a TL hook name and whether its `input` (pre) or `output` (post) is that activation."""
     model.check_hooks(hook)
     kind = hook.rsplit(".", 1)[-1]
@@ -40,7 +43,7 @@ def hook_site(model: Any, hook: str, s: Sites | None = None) -> tuple[torch.nn.M
     return (s.attn if kind == "hook_attn_out" else s.mlp)[layer], "post"
 
 
-def check_vector(model: Any, iv: Intervention, allow_other_model: bool) -> None:
+def check_vector(model: "Model", iv: Intervention, allow_other_model: bool) -> None:
     vec = iv.vector
     if vec.d_model != model.d_model:
         raise SteeringError(f"vector for {iv.at} has width {vec.d_model} but {model.name} has d_model "
@@ -117,7 +120,7 @@ def _prefill(st: _State, batch: int, seq: int, mask: torch.Tensor | None, device
 class Steering:
     """Registered steering hooks; `remove()` takes them all off (the context manager does it for you)."""
 
-    def __init__(self, model: Any, interventions: Sequence[Intervention], allow_other_model: bool = False,
+    def __init__(self, model: "Model", interventions: Sequence[Intervention], allow_other_model: bool = False,
                  check_finite: bool = True) -> None:
         ivs = list(interventions)
         for iv in ivs:
@@ -264,7 +267,7 @@ class Steering:
 
 
 @contextlib.contextmanager
-def steer(model: Any, interventions: Sequence[Intervention], allow_other_model: bool = False,
+def steer(model: "Model", interventions: Sequence[Intervention], allow_other_model: bool = False,
           check_finite: bool = True) -> Iterator[Steering]:
     """Interventions active on `model.hf` inside the block (forwards and `model.generate` alike)."""
     s = Steering(model, interventions, allow_other_model, check_finite)
@@ -274,7 +277,7 @@ def steer(model: Any, interventions: Sequence[Intervention], allow_other_model: 
         s.remove()
 
 
-def generate_steered(model: Any, prompts: str | Sequence[str], interventions: Sequence[Intervention],
+def generate_steered(model: "Model", prompts: str | Sequence[str], interventions: Sequence[Intervention],
                      allow_other_model: bool = False, **kw: Any) -> list[str]:
     """`model.generate(prompts, **kw)` with the interventions active (greedy by default)."""
     with steer(model, interventions, allow_other_model):
