@@ -69,4 +69,4 @@ def save_figure(fig: go.Figure, path_stem: str | Path, png: bool = True, scale: 
     return out
 
 
-__all__ = ["save_figure", "ensure_plotlyjs", "style", "color_for", "PALETTE"]
+__all__ = ["QUALITATIVE", "ROLE_COLORS", "color_for", "ensure_plotlyjs", "save_figure", "style"]
