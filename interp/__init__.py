@@ -18,9 +18,16 @@ _LAZY = {
     "task": "interp.registry", "task_names": "interp.registry",
     "evaluate": "interp.evaluation", "GenerationConfig": "interp.evaluation",
     "Item": "interp.tasks", "Task": "interp.tasks", "task_dataset": "interp.tasks",
+    "harvest": "interp.activations", "ActivationStore": "interp.activations",
+    "steer": "interp.steering", "Add": "interp.steering", "Subtract": "interp.steering",
+    "ProjectOut": "interp.steering", "Clamp": "interp.steering", "SteeringVector": "interp.steering",
+    "exact_patch": "interp.patching", "attribution_patch": "interp.patching", "logit_diff": "interp.patching",
 }
 
 if TYPE_CHECKING:
+    from interp.activations import ActivationStore, harvest
+    from interp.patching import attribution_patch, exact_patch, logit_diff
+    from interp.steering import Add, Clamp, ProjectOut, SteeringVector, Subtract, steer
     from interp.evaluation import GenerationConfig, evaluate
     from interp.models import Model, ModelPair, load, load_pair
     from interp.registry import task, task_names
@@ -39,5 +46,6 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["GenerationConfig", "Item", "Model", "ModelPair", "Task", "evaluate", "load", "load_pair", "task",
-           "task_dataset", "task_names"]
+__all__ = ["ActivationStore", "Add", "Clamp", "GenerationConfig", "Item", "Model", "ModelPair", "ProjectOut",
+           "SteeringVector", "Subtract", "Task", "attribution_patch", "evaluate", "exact_patch", "harvest", "load",
+           "load_pair", "logit_diff", "steer", "task", "task_dataset", "task_names"]
