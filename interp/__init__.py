@@ -26,11 +26,11 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from interp.activations import ActivationStore, harvest
-    from interp.patching import attribution_patch, exact_patch, logit_diff
-    from interp.steering import Add, Clamp, ProjectOut, SteeringVector, Subtract, steer
     from interp.evaluation import GenerationConfig, evaluate
     from interp.models import Model, ModelPair, load, load_pair
+    from interp.patching import attribution_patch, exact_patch, logit_diff
     from interp.registry import task, task_names
+    from interp.steering import Add, Clamp, ProjectOut, SteeringVector, Subtract, steer
     from interp.tasks import Item, Task, task_dataset
 
 
