@@ -530,10 +530,10 @@ def figures(result: LatentResult, out_dir: str | Path, png: bool = True) -> dict
         fig.add_trace(go.Heatmap(z=z, x=[layer_name(h) for h in m.hooks], y=[v.name for v in result.variables],
                                  text=text, hovertemplate="%{y}, %{x}: selectivity %{z:.2f}<br>%{text}<extra></extra>",
                                  zmin=0, zmax=1, colorscale="Viridis", showscale=i == 0,
-                                 colorbar=dict(title="selectivity")), row=i // cols + 1, col=i % cols + 1)
+                                 colorbar={"title": "selectivity"}), row=i // cols + 1, col=i % cols + 1)
     fig.update_layout(template="plotly_white", width=1100, height=330 * rows + 80,
                       title="Which values of the chain a linear probe reads, per layer (selectivity = accuracy - control)",
-                      margin=dict(l=140, r=20, t=90, b=40))
+                      margin={"l": 140, "r": 20, "t": 90, "b": 40})
     fig.update_yaxes(autorange="reversed")
     for i in range(n):
         if i % cols:
@@ -555,8 +555,8 @@ def figures(result: LatentResult, out_dir: str | Path, png: bool = True) -> dict
                 x=x, y=ys, name={"own": "own probe", "transfer": f"{base_name} probe (transfer)",
                               "transfer_centred": f"{base_name} probe, re-centred", "control": "control"}[what],
                 marker_color=[color_for(t.model) for t in shown] if color is None else color,
-                error_y=dict(type="data", symmetric=False, array=[c[1] - y for c, y in zip(cis, ys)],
-                             arrayminus=[y - c[0] for c, y in zip(cis, ys)])))
+                error_y={"type": "data", "symmetric": False, "array": [c[1] - y for c, y in zip(cis, ys)],
+                             "arrayminus": [y - c[0] for c, y in zip(cis, ys)]}))
         style(fig, "Do post-trained models use the base's directions? (last layer, held-out problems)", "", "accuracy")
         fig.update_layout(barmode="group", width=1100, height=480)
         figs["latent_transfer"] = fig
@@ -569,9 +569,9 @@ def figures(result: LatentResult, out_dir: str | Path, png: bool = True) -> dict
         xs = [layer_name(h) for h, c in zip(m.hooks, cells) if c]
         ys = [c.score.value for c in cells if c]
         fig.add_trace(go.Scatter(x=xs, y=ys, name=f"{_short(m.name)} (CoT rate {m.cot_rate:.2f})",
-                                 mode="lines+markers", line=dict(color=color_for(m.name))))
+                                 mode="lines+markers", line={"color": color_for(m.name)}))
         fig.add_trace(go.Scatter(x=xs, y=[c.majority for c in cells if c], mode="lines", showlegend=False,
-                                 line=dict(color=color_for(m.name), dash="dot", width=1)))
+                                 line={"color": color_for(m.name), "dash": "dot", "width": 1}))
     style(fig, "Decoding 'about to write a chain of thought' at the answer position (dotted: majority)", "layer",
           "probe accuracy (held-out)")
     figs["latent_will_cot"] = fig

@@ -21,7 +21,12 @@ import plotly.graph_objects as go
 from tqdm.auto import tqdm
 
 from interp.io import cache_dir, library_versions, read_json, write_json
-from interp.organism.evaluate import EvalConfig, EvalResult, StepStats, generation_config
+from interp.organism.evaluate import (
+    EvalConfig,
+    EvalResult,
+    StepStats,
+    generation_config,
+)
 from interp.plots import color_for, save_figure, style
 
 if TYPE_CHECKING:
@@ -75,7 +80,7 @@ class ModelEval:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelEval:
-        opt = lambda k: EvalResult.from_dict(d[k]) if d.get(k) else None  # noqa: E731
+        opt = lambda k: EvalResult.from_dict(d[k]) if d.get(k) else None
         return cls(d["name"], d["n_params"], d["checksum"], EvalResult.from_dict(d["free"]), opt("forced"),
                    opt("direct"), dict(d.get("skipped", {})))
 
@@ -219,15 +224,15 @@ def figures(result: ZooEvalResult, out_dir: str | Path, png: bool = True) -> dic
             ys = [getattr(m.free.by_steps[k], metric) for k in steps]
             ci = [getattr(m.free.by_steps[k], f"{metric}_ci") for k in steps]
             fig.add_trace(go.Scatter(
-                x=steps, y=ys, name=short, mode="lines+markers", line=dict(color=color_for(m.name)),
-                error_y=dict(type="data", symmetric=False, array=[c[1] - y for c, y in zip(ci, ys)],
-                             arrayminus=[y - c[0] for c, y in zip(ci, ys)])))
+                x=steps, y=ys, name=short, mode="lines+markers", line={"color": color_for(m.name)},
+                error_y={"type": "data", "symmetric": False, "array": [c[1] - y for c, y in zip(ci, ys)],
+                             "arrayminus": [y - c[0] for c, y in zip(ci, ys)]}))
         base = next((m for m in result.models if m.name.endswith("base-s")), result.models[0])
         if metric == "accuracy" and base.forced is not None:
             steps = sorted(base.forced.by_steps)
             fig.add_trace(go.Scatter(x=steps, y=[base.forced.by_steps[k].accuracy for k in steps],
                                      name=f"{base.name.removeprefix('organism/')} forced CoT", mode="lines+markers",
-                                     line=dict(color=color_for(base.name), dash="dash")))
+                                     line={"color": color_for(base.name), "dash": "dash"}))
         style(fig, title, "number of steps", metric.replace("_", " "))
         fig.update_yaxes(range=[-0.02, 1.02])
         fig.update_xaxes(dtick=1)
@@ -240,14 +245,14 @@ def figures(result: ZooEvalResult, out_dir: str | Path, png: bool = True) -> dic
         fig.add_trace(go.Scatter(
             x=[m.n_params], y=[m.free.mean_over(HARD_STEPS, "accuracy")], name=short, mode="markers+text",
             text=[short], textposition="top center" if m in bases else LABEL_SIDE.get(short, "middle right"),
-            marker=dict(size=12, color=color_for(m.name), symbol="circle" if m in bases else "diamond")))
+            marker={"size": 12, "color": color_for(m.name), "symbol": "circle" if m in bases else "diamond"}))
     if bases:
         fig.add_trace(go.Scatter(x=[m.n_params for m in bases], y=[m.free.mean_over(HARD_STEPS, "accuracy") for m in bases],
-                                 mode="lines", line=dict(color="#999", dash="dot"), name="base scaling (free)"))
+                                 mode="lines", line={"color": "#999", "dash": "dot"}, name="base scaling (free)"))
     if bases and all(m.direct is not None for m in bases):
         fig.add_trace(go.Scatter(x=[m.n_params for m in bases], y=[m.direct.mean_over(HARD_STEPS, "accuracy")  # type: ignore[union-attr]
                                                                    for m in bases],
-                                 mode="lines+markers", line=dict(color="#555", dash="dash"), marker=dict(symbol="x"),
+                                 mode="lines+markers", line={"color": "#555", "dash": "dash"}, marker={"symbol": "x"},
                                  name="base scaling (forced direct)"))
     style(fig, "Scaling vs post-training: accuracy on 3-4-step problems", "parameters", "accuracy (3-4 steps)")
     fig.update_xaxes(type="log")
@@ -260,7 +265,7 @@ def summary_sentences(result: ZooEvalResult) -> list[str]:
     """The figures' numbers written out, one sentence per claim."""
     lines = []
     names = {m.name.removeprefix("organism/"): m for m in result.models}
-    pct = lambda x: f"{100 * x:.0f}%"  # noqa: E731
+    pct = lambda x: f"{100 * x:.0f}%"
     if "base-s" in names and names["base-s"].forced is not None:
         b = names["base-s"]
         assert b.forced is not None

@@ -97,7 +97,7 @@ class AblationCell:
                 "forced_cot": self.forced_cot.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AblationCell":
+    def from_dict(cls, d: dict[str, Any]) -> AblationCell:
         return cls(d["model"], d["layer"], d["mode"], Behaviour.from_dict(d["free"]), Behaviour.from_dict(d["forced_cot"]))
 
 
@@ -115,4 +115,4 @@ def ablation_sweep(models: dict[str, PreTrainedModel], means: dict[str, torch.Te
     return tuple(cells)
 
 
-__all__ = ["ablated", "ablation_sweep", "mean_block_deltas", "AblationCell", "MODES"]
+__all__ = ["MODES", "AblationCell", "ablated", "ablation_sweep", "mean_block_deltas"]

@@ -1,6 +1,7 @@
 """Where fine-tuning acts, for one base/tuned pair: weight change, representation change, logit lens,
 grafting, ablation and emulated fine-tuning, in one `run(config) -> LayerChangesResult`, cached by the
-models' checksums and the config."""
+models' checksums and the config. Behaviour is measured on a task (the organism by default) through its
+prompts, chain-of-thought prefix and grader; any pair runs on given texts instead (KL only)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -23,12 +24,12 @@ from analyses.layer_changes.anatomy import check_block, point_labels
 from analyses.layer_changes.behaviour import (
     KL,
     Behaviour,
-    check_task_tokenizer,
+    check_task_model,
     grade_behaviour,
-    hf_generator,
+    items_of,
     kl_to_tuned,
     measure,
-    problems_of,
+    model_generator,
     prompt_ids,
     reference,
 )
@@ -41,11 +42,15 @@ from interp.generate import context_length, encode_prompts, generate_ids
 from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.organism.evaluate import EvalConfig
 
+if TYPE_CHECKING:
+    from interp.models import Model
+    from interp.tasks import Item, Task
+
 RESULT_VERSION = 4  # part of the cache key: bump when a result gains or changes fields
 PARTS = ("weights", "representations", "logit_lens", "grafting", "ablation", "eft")
 BEHAVIOUR_PARTS = ("logit_lens", "grafting", "ablation", "eft")
 BLOCK_SETS = ("all", "single")
-TASK_ONLY_PARTS = ("logit_lens", "ablation", "eft")  # need the organism task's answers; the rest also run on texts
+TASK_ONLY_PARTS = ("logit_lens", "ablation", "eft")  # need a task's answers; the rest also run on texts
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,8 @@ class LayerChangesConfig:
     """Which pair, which parts, how many problems. `large` is the base whose scale EFT borrows (up-scaling);
     `tuned_large`, when given, is a post-trained large model for down-scaling. With `texts` (any pair, any
     tokenizer) representations and grafting run on those prompts and the tuned model's continuations of
-    them, grafting measuring KL only; without, everything runs on organism task problems."""
+    them, grafting measuring KL only; without, everything runs on `task`'s items (a name for `interp.task`;
+    "organism" uses `eval.task`'s knobs), drawn per step count as `eval` says."""
 
     base: str = "organism/base-s"
     tuned: str = "organism/sft"
@@ -65,6 +71,7 @@ class LayerChangesConfig:
     parts: tuple[str, ...] = PARTS
     cache_dir: str = field(default_factory=lambda: str(cache_dir("layers")))
     texts: tuple[str, ...] | None = None
+    task: str = "organism"
 
     def __post_init__(self) -> None:
         bad = [p for p in self.parts if p not in PARTS]
@@ -75,7 +82,7 @@ class LayerChangesConfig:
                 raise ValueError("texts must be non-empty prompts (one per problem)")
             task_only = [p for p in self.parts if p in TASK_ONLY_PARTS]
             if task_only:
-                raise ValueError(f"parts {task_only} need the organism task's answers and cannot run on free texts; "
+                raise ValueError(f"parts {task_only} need a task's answers and cannot run on free texts; "
                                  f"with texts, run {', '.join(p for p in PARTS if p not in TASK_ONLY_PARTS)}")
         if isinstance(self.blocks, str) and self.blocks not in BLOCK_SETS:
             raise ValueError(f"unknown block set {self.blocks!r}; valid: {', '.join(BLOCK_SETS)} or explicit "
@@ -89,7 +96,7 @@ class LayerChangesConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LayerChangesConfig":
+    def from_dict(cls, d: dict[str, Any]) -> LayerChangesConfig:
         d = dict(d)
         d["eval"] = EvalConfig.from_dict(d["eval"])
         b = d.get("blocks")
@@ -129,7 +136,7 @@ class LayerChangesResult:
                 "eft": [e.to_dict() for e in self.eft], "libraries": self.libraries, "seconds": self.seconds}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LayerChangesResult":
+    def from_dict(cls, d: dict[str, Any]) -> LayerChangesResult:
         return cls(LayerChangesConfig.from_dict(d["config"]), d["checksums"], d["n_layers"], tuple(d["points"]),
                    WeightChange.from_dict(d["weights"]) if d.get("weights") else None,
                    {k: RepChange.from_dict(v) for k, v in d["representations"].items()},
@@ -150,17 +157,26 @@ class LayerChangesResult:
 def cache_key(checksums: dict[str, str], config: LayerChangesConfig) -> str:
     d = config.to_dict()
     d.pop("cache_dir")
+    if d["task"] == "organism":  # results cached before tasks were a field stay valid
+        d.pop("task")
     blob = json.dumps({"checksums": checksums, "config": d, "version": RESULT_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True, use_cache: bool = True) -> LayerChangesResult:
-    """Load the pair (clear error if incompatible), then measure each requested part on the same problems."""
+def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True, use_cache: bool = True,
+        pair: tuple[Model, Model] | None = None, task: Task | None = None) -> LayerChangesResult:
+    """Load the pair (clear error if incompatible; or take a loaded `pair`), then measure each requested part on
+    the same items of `task` (or `config.task`)."""
+    from analyses.zoo_eval import resolve_task
     from interp.models import load, load_pair
 
     t0 = time.perf_counter()
-    pair = load_pair(config.base, config.tuned)
-    base, tuned = pair.base, pair.tuned
+    if pair is not None:
+        config = dataclasses.replace(config, base=pair[0].name, tuned=pair[1].name)
+    if task is not None and task.name != config.task:
+        config = dataclasses.replace(config, task=task.name)
+    loaded = load_pair(*(pair if pair is not None else (config.base, config.tuned)))
+    base, tuned = loaded.base, loaded.tuned
     extra = {}
     if "eft" in config.parts and config.large is not None:
         extra["large"] = load(config.large)
@@ -169,8 +185,13 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
         check_shared_tokenizer({config.base: base.tokenizer, config.tuned: tuned.tokenizer,
                                 **{getattr(config, k): m.tokenizer for k, m in extra.items()}})
     needs_prompts = any(p in config.parts for p in ("representations", *BEHAVIOUR_PARTS))
-    if needs_prompts and config.texts is None:
-        check_task_tokenizer(base.tokenizer)
+    cfg = config.eval
+    items: list[Item] = []
+    if config.texts is None:
+        task = task if task is not None else resolve_task(config.task, cfg)
+        items = items_of(task, cfg)
+        if needs_prompts:
+            check_task_model(base, task, items)
     n_layers = base.n_layers
     if config.blocks is None or config.blocks == "all":
         blocks = all_blocks(n_layers)
@@ -184,21 +205,21 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
     if use_cache and path.exists():
         return LayerChangesResult.from_dict(read_json(path))
 
-    cfg, tok, pad = config.eval, base.tokenizer, base.tokenizer.pad_token_id
+    tok, pad = base.tokenizer, base.pad_token_id
     points = point_labels(n_layers)
     weights = weight_change(base.path, tuned.path) if "weights" in config.parts else None
     if config.texts is not None:
-        problems = []
         prompts = encode_prompts(tok, list(config.texts), context_length(tuned.hf))
     else:
-        problems = problems_of(cfg)
-        prompts = prompt_ids(tok, problems)
+        assert task is not None
+        prompts = prompt_ids(base, task, items)
     ref = reference(tuned.hf, tok, prompts, cfg) if needs_prompts else None
     reps: dict[str, RepChange] = {}
     if "representations" in config.parts:
         assert ref is not None
-        reps["prompt"] = representation_change(base.hf, tuned.hf, prompts, [range(1, len(p)) for p in prompts], pad,
-                                               points, "prompt", cfg.n_boot)
+        first = 1 if base.prepend_bos else 0  # BOS carries nothing about the prompt
+        reps["prompt"] = representation_change(base.hf, tuned.hf, prompts, [range(first, len(p)) for p in prompts],
+                                               pad, points, "prompt", cfg.n_boot)
         reps["generation"] = representation_change(base.hf, tuned.hf, ref.seqs,
                                                    [range(pl, len(s)) for s, pl in zip(ref.seqs, ref.prompt_lens)],
                                                    pad, points, "generation", cfg.n_boot)
@@ -214,35 +235,38 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
         grafts = graft_sweep(base.hf, tuned.hf, blocks, lambda hf: (None, kl_to_tuned(hf, ref, pad, cfg.n_boot)),
                              progress)
     elif any(p in config.parts for p in BEHAVIOUR_PARTS):
-        assert ref is not None
+        assert ref is not None and task is not None
         comps = {"base": generate_ids(base.hf, tok, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size),
                  "tuned": [list(s[pl:]) for s, pl in zip(ref.seqs, ref.prompt_lens)]}
         if cfg.temperature > 0:
             comps["tuned"] = generate_ids(tuned.hf, tok, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size)
         models = {"base": base, "tuned": tuned}
         for role, m in models.items():
-            baselines[role] = grade_behaviour(tok, problems, comps[role], cfg.n_boot)
-            baselines[f"{role}_forced_cot"] = measure(hf_generator(m.hf, tok, cfg), tok, problems, cfg, force_cot=True)
+            baselines[role] = grade_behaviour(m, task, items, comps[role], cfg.n_boot)
+            baselines[f"{role}_forced_cot"] = measure(model_generator(m, cfg), m, task, items, cfg, force_cot=True)
         kl_base = kl_to_tuned(base.hf, ref, pad, cfg.n_boot)
         if "logit_lens" in config.parts:
             greedy = dict(comps) if cfg.temperature == 0 else {
                 r: generate_ids(m.hf, tok, prompts, cfg.max_new_tokens, 0.0, cfg.seed, cfg.batch_size)
                 for r, m in models.items()}
-            lens = {r: logit_lens(m.hf, tok, problems, prompts, greedy[r], points, m.name, cfg.n_boot)
-                    for r, m in models.items()}
+            lens = {r: logit_lens(m, task, items, prompts, greedy[r], points, cfg.n_boot) for r, m in models.items()}
         if "grafting" in config.parts:
+            # the grafted weights are `base.hf`'s (or `tuned.hf`'s) own tensors: measuring that model sees them
+            role_of = {id(base.hf): base, id(tuned.hf): tuned}
             grafts = graft_sweep(base.hf, tuned.hf, blocks,
-                                 lambda hf: (measure(hf_generator(hf, tok, cfg), tok, problems, cfg),
+                                 lambda hf: (measure(model_generator(role_of[id(hf)], cfg), base, task, items, cfg),
                                              kl_to_tuned(hf, ref, pad, cfg.n_boot)), progress)
         if "ablation" in config.parts:
             own = {r: [p + c for p, c in zip(prompts, comps[r])] for r in models}
             means = {r: mean_block_deltas(m.hf, own[r], pad) for r, m in models.items()}
+            role_of = {id(m.hf): m for m in models.values()}
             ablations = ablation_sweep({r: m.hf for r, m in models.items()}, means,
-                                       lambda hf: (measure(hf_generator(hf, tok, cfg), tok, problems, cfg),
-                                                   measure(hf_generator(hf, tok, cfg), tok, problems, cfg, force_cot=True)),
+                                       lambda hf: (measure(model_generator(role_of[id(hf)], cfg), base, task, items, cfg),
+                                                   measure(model_generator(role_of[id(hf)], cfg), base, task, items, cfg,
+                                                           force_cot=True)),
                                        progress)
         if "eft" in config.parts and "large" in extra:
-            efts = _eft(config, base, tuned, extra, problems, prompts, baselines, progress)
+            efts = _eft(config, base, tuned, extra, task, items, baselines, progress)
     for m in (base, tuned, *extra.values()):  # every intervention restores the weights: prove it
         if m.checksum != checksums[m.name]:
             raise RuntimeError(f"{m.name}'s weights changed during the analysis (checksum differs): a bug")
@@ -253,25 +277,25 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
     return result
 
 
-def _eft(config: LayerChangesConfig, base: Any, tuned: Any, extra: dict[str, Any], problems: list, prompts: list,
-         baselines: dict[str, Behaviour], progress: bool) -> list[EFTResult]:
+def _eft(config: LayerChangesConfig, base: Model, tuned: Model, extra: dict[str, Model], task: Task,
+         items: list[Item], baselines: dict[str, Behaviour], progress: bool) -> list[EFTResult]:
     cfg, tok = config.eval, base.tokenizer
     large = extra["large"]
     refs = {config.base: baselines["base"], config.tuned: baselines["tuned"],
-            config.large: measure(hf_generator(large.hf, tok, cfg), tok, problems, cfg)}
+            config.large: measure(model_generator(large, cfg), base, task, items, cfg)}
     jobs = [("up", {"scale": large, "tuned": tuned, "base": base})]
     if "tuned_large" in extra:
         tl = extra["tuned_large"]
-        refs[config.tuned_large] = measure(hf_generator(tl.hf, tok, cfg), tok, problems, cfg)
+        refs[config.tuned_large] = measure(model_generator(tl, cfg), base, task, items, cfg)
         jobs.append(("down", {"scale": base, "tuned": tl, "base": large}))
     out = []
     for direction, roles in tqdm(jobs, desc="emulated fine-tuning", disable=not progress):
         gen = lambda p, r=roles: mixed_generate([r["scale"].hf, r["tuned"].hf, r["base"].hf], [1.0, 1.0, -1.0], tok, p,
                                                 cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size)
-        eft = measure(gen, tok, problems, cfg)
+        eft = measure(gen, base, task, items, cfg)
         names = {k: m.name for k, m in roles.items()}
         out.append(EFTResult(direction, names, eft, {m.name: refs[m.name] for m in roles.values()}))
     return out
 
 
-__all__ = ["LayerChangesConfig", "LayerChangesResult", "run", "PARTS", "cache_key"]
+__all__ = ["PARTS", "LayerChangesConfig", "LayerChangesResult", "cache_key", "run"]

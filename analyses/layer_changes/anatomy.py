@@ -130,6 +130,18 @@ def check_block(block: Sequence[int], n_layers: int) -> tuple[int, int]:
     return start, end
 
 
-__all__ = ["MATRIX_KINDS", "layer_of_param", "kind_of_param", "decoder_layers", "final_norm", "block_output",
-           "replace_block_output", "block_input", "left_pad_positions", "residual_streams", "lens_logits",
-           "point_labels", "check_block"]
+__all__ = [
+    "MATRIX_KINDS",
+    "block_input",
+    "block_output",
+    "check_block",
+    "decoder_layers",
+    "final_norm",
+    "kind_of_param",
+    "layer_of_param",
+    "left_pad_positions",
+    "lens_logits",
+    "point_labels",
+    "replace_block_output",
+    "residual_streams",
+]

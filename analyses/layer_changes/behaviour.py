@@ -1,14 +1,15 @@
-"""The behaviour post-training changed, per problem: accuracy and CoT rate of greedy answers to the organism
-task (graded by `interp.organism.grader`), and KL to the tuned model's next-token distribution, each with
-a bootstrap interval over problems. Problems, prompts and grading are `interp.organism.evaluate`'s own;
-this module keeps the per-problem values so that any intervention and any subset share one sample."""
+"""The behaviour post-training changed, per item: accuracy and CoT rate of greedy answers to a task (graded
+by the task, as `interp.evaluate` grades them), and KL to the tuned model's next-token distribution, each
+with a bootstrap interval over items. Items, prompts (the task's prompt, plus its chain-of-thought prefix
+when forced) and grading are the core evaluation's; this module keeps the per-item values so that any
+intervention (grafting, ablation, a mixture of models) and any subset share one sample."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,44 +19,51 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from analyses.layer_changes.anatomy import left_pad_positions
 from interp.generate import generate_ids, left_pad
-from interp.organism.evaluate import EvalConfig, bootstrap_ci, cot_prefix
-from interp.organism.grader import grade
-from interp.organism.task import Problem
+from interp.organism.evaluate import EvalConfig, bootstrap_ci
+from interp.tasks.encode import encode_text
+
+if TYPE_CHECKING:
+    from interp.models import Model
+    from interp.tasks import Item, Task
 
 Generator = Callable[[list[list[int]]], list[list[int]]]  # prompt ids -> completion ids
 
 
-def problems_of(cfg: EvalConfig) -> list[Problem]:
-    """The evaluation's problems, step count by step count (the same ones `evaluate` draws)."""
-    out: list[Problem] = []
-    for k in cfg.steps:
-        out += cfg.problems(k)
-    return out
+def items_of(task: Task, cfg: EvalConfig) -> list[Item]:
+    """The evaluation's items, step count by step count (on the organism: the problems `evaluate` draws)."""
+    from analyses.zoo_eval import sample_items
+
+    return sample_items(task, cfg)
 
 
-def check_task_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
-    """Raise unless every task word is one token (the organism tokenizer): grading reads tokens as words."""
-    from interp.organism.task import vocabulary
+def check_task_model(model: Model, task: Task, items: Sequence[Item]) -> None:
+    """Raise unless the model's tokenizer can encode the task's prompts, pointing at the ways out."""
+    try:
+        for it in items[:50]:
+            encode_text(model, task.prompt(it), task.cot_prefix(it))
+    except ValueError as e:
+        raise ValueError(f"the behaviour measurements (CoT rate, accuracy) use the task {task.name!r}, whose "
+                         f"prompts {model.name}'s tokenizer cannot encode ({e}). Pass a task this pair can read "
+                         f"(task=...), or pass your own prompts (texts=..., `--texts FILE`) to measure representations "
+                         f"and grafting (KL) on them, or run parts=('weights',)") from None
 
-    vocab = tokenizer.get_vocab()
-    missing = [w for w in vocabulary() if w not in vocab]
-    if missing:
-        raise ValueError(f"the behaviour measurements (CoT rate, accuracy) use the organism task, whose words must "
-                         f"each be one token; this tokenizer lacks {missing[:8]}{' ...' if len(missing) > 8 else ''}. "
-                         f"For this pair pass your own prompts (texts=..., `--texts FILE`) to measure "
-                         f"representations and grafting (KL) on them, or run parts=('weights',)")
 
-
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem], force_cot: bool = False) -> list[list[int]]:
-    """BOS + prompt tokens (+ the first CoT token when forced), as `evaluate` builds them."""
-    return [[tokenizer.bos_token_id, *tokenizer.convert_tokens_to_ids(p.prompt_tokens() + (cot_prefix(p) if force_cot else []))]
-            for p in problems]
+def prompt_ids(model: Model, task: Task, items: Sequence[Item], force_cot: bool = False) -> list[list[int]]:
+    """Prompt ids by the model's BOS rule (+ the task's chain-of-thought prefix when forced), as
+    `interp.evaluate` builds them."""
+    return [list(encode_text(model, task.prompt(it), task.cot_prefix(it) if force_cot else "").ids) for it in items]
 
 
 def hf_generator(hf: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: EvalConfig) -> Generator:
     """Greedy (or sampled, per `cfg`) completions from a HF model; forward hooks on it stay active."""
     return lambda prompts: generate_ids(hf, tokenizer, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed,
                                         cfg.batch_size)
+
+
+def model_generator(model: Model, cfg: EvalConfig) -> Generator:
+    """`hf_generator` of a model's HF view (what `interp.evaluate` generates with; weight edits and forward
+    hooks on it act)."""
+    return hf_generator(model.hf, model.tokenizer, cfg)
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ class Behaviour:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Behaviour":
+    def from_dict(cls, d: dict[str, Any]) -> Behaviour:
         return cls(tuple(d["correct"]), tuple(d["cot"]), tuple(d["steps"]), d["accuracy"], d["cot_rate"],
                    tuple(d["accuracy_ci"]), tuple(d["cot_rate_ci"]))
 
@@ -91,19 +99,33 @@ def behaviour_of(grades_correct: Sequence[bool], grades_cot: Sequence[bool], ste
                      float(acc.mean()), float(cot.mean()), bootstrap_ci(acc, n_boot, seed), bootstrap_ci(cot, n_boot, seed))
 
 
-def grade_behaviour(tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem], completions: Sequence[Sequence[int]],
+def completion_texts(model: Model, task: Task, items: Sequence[Item], completions: Sequence[Sequence[int]],
+                     force_cot: bool = False) -> list[str]:
+    """Completion ids as the text the task grades: the forced prefix (when forced) decoded together with what
+    followed it, as `interp.evaluate` does."""
+    out = []
+    for it, c in zip(items, completions):
+        pre = []
+        if force_cot:
+            enc = encode_text(model, task.prompt(it), task.cot_prefix(it))
+            pre = list(enc.ids[enc.n_prompt:])
+        out.append(model.tokenizer.decode(pre + list(c), skip_special_tokens=False))
+    return out
+
+
+def grade_behaviour(model: Model, task: Task, items: Sequence[Item], completions: Sequence[Sequence[int]],
                     n_boot: int, force_cot: bool = False) -> Behaviour:
-    """Grade completions (the forced CoT token counts as written) and summarise them with bootstrap CIs."""
-    pre = [cot_prefix(p) if force_cot else [] for p in problems]
-    grades = [grade(p, x + tokenizer.convert_ids_to_tokens(list(c))) for p, x, c in zip(problems, pre, completions)]
-    return behaviour_of([g.correct for g in grades], [g.format in ("concise", "verbose") for g in grades],
-                        [p.n_steps for p in problems], n_boot)
+    """Grade completions with the task (the forced prefix counts as written) and summarise them with bootstrap CIs."""
+    grades = [task.grade(it, t) for it, t in zip(items, completion_texts(model, task, items, completions, force_cot))]
+    return behaviour_of([g.correct for g in grades], [g.cot for g in grades],
+                        [int(it.meta.get("n_steps", 0)) for it in items], n_boot)
 
 
-def measure(generate: Generator, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem], cfg: EvalConfig,
+def measure(generate: Generator, model: Model, task: Task, items: Sequence[Item], cfg: EvalConfig,
             force_cot: bool = False) -> Behaviour:
-    """Generate for every problem, grade, and summarise (accuracy, CoT rate) with bootstrap CIs."""
-    return grade_behaviour(tokenizer, problems, generate(prompt_ids(tokenizer, problems, force_cot)), cfg.n_boot,
+    """Generate for every item (with `generate`: a model, a grafted or ablated one, a mixture), grade with the
+    task, and summarise (accuracy, CoT rate) with bootstrap CIs."""
+    return grade_behaviour(model, task, items, generate(prompt_ids(model, task, items, force_cot)), cfg.n_boot,
                            force_cot)
 
 
@@ -158,7 +180,7 @@ class KL:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "KL":
+    def from_dict(cls, d: dict[str, Any]) -> KL:
         return cls(d["mean"], tuple(d["ci"]), tuple(d["per_problem"]))
 
 
@@ -169,5 +191,6 @@ def kl_to_tuned(hf: PreTrainedModel, ref: Reference, pad_id: int, n_boot: int) -
     return KL(float(per.mean()), bootstrap_ci(per, n_boot), tuple(float(x) for x in per))
 
 
-__all__ = ["Behaviour", "KL", "Reference", "Generator", "problems_of", "prompt_ids", "hf_generator", "measure",
-           "behaviour_of", "grade_behaviour", "reference", "kl_to_tuned", "completion_logprobs", "check_task_tokenizer"]
+__all__ = ["KL", "Behaviour", "Generator", "Reference", "behaviour_of", "check_task_model", "completion_logprobs",
+           "completion_texts", "grade_behaviour", "hf_generator", "items_of", "kl_to_tuned", "measure",
+           "model_generator", "prompt_ids", "reference"]

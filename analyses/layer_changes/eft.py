@@ -109,9 +109,9 @@ class EFTResult:
                 "references": {k: v.to_dict() for k, v in self.references.items()}}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EFTResult":
+    def from_dict(cls, d: dict[str, Any]) -> EFTResult:
         return cls(d["direction"], d["models"], Behaviour.from_dict(d["eft"]),
                    {k: Behaviour.from_dict(v) for k, v in d["references"].items()})
 
 
-__all__ = ["mixed_generate", "check_shared_tokenizer", "EFTResult"]
+__all__ = ["EFTResult", "check_shared_tokenizer", "mixed_generate"]

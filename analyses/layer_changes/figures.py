@@ -22,8 +22,8 @@ def short(name: str) -> str:
 
 
 def _err(values: list[float], cis: list[tuple[float, float]]) -> dict:
-    return dict(type="data", symmetric=False, array=[c[1] - v for v, c in zip(values, cis)],
-                arrayminus=[v - c[0] for v, c in zip(values, cis)])
+    return {"type": "data", "symmetric": False, "array": [c[1] - v for v, c in zip(values, cis)],
+                "arrayminus": [v - c[0] for v, c in zip(values, cis)]}
 
 
 def _point_axis(points: tuple[str, ...]) -> list[str]:
@@ -49,7 +49,7 @@ def figures(result: LayerChangesResult, out_dir: str | Path, png: bool = True, p
         z = [[w.per_layer_kind[str(i)].get(k, np.nan) if k in kinds else np.nan for k in cols] for i in range(w.n_layers)]
         z.append([w.outside.get(k, np.nan) if k in outside else np.nan for k in cols])
         rows = [f"L{i}" for i in range(w.n_layers)] + ["outside"]
-        fig = go.Figure(go.Heatmap(z=z, x=cols, y=rows, colorscale="Viridis", colorbar=dict(title="rel. change"),
+        fig = go.Figure(go.Heatmap(z=z, x=cols, y=rows, colorscale="Viridis", colorbar={"title": "rel. change"},
                                    text=[[f"{v:.3f}" if not np.isnan(v) else "" for v in r] for r in z],
                                    texttemplate="%{text}"))
         style(fig, f"Relative weight change ||Wt-Wb|| / mean(||Wt||,||Wb||): {pair}", "matrix", "layer")
@@ -62,16 +62,16 @@ def figures(result: LayerChangesResult, out_dir: str | Path, png: bool = True, p
             dist = [1 - v for v in r.cka]
             fig.add_trace(go.Scatter(x=x, y=dist, error_y=_err(dist, [(1 - hi, 1 - lo) for lo, hi in r.cka_ci]),
                                      mode="lines+markers", name=f"base vs tuned, {pos} tokens",
-                                     line=dict(dash=dash, color="#4C78A8")), 1, 1)
+                                     line={"dash": dash, "color": "#4C78A8"}), 1, 1)
             fig.add_trace(go.Scatter(x=x, y=[1 - v for v in r.cka_shuffled], mode="lines",
-                                     name=f"shuffled-token control, {pos}", line=dict(dash=dash, color="#bbb")), 1, 1)
+                                     name=f"shuffled-token control, {pos}", line={"dash": dash, "color": "#bbb"}), 1, 1)
             if r.cka_base_adjacent:
                 fig.add_trace(go.Scatter(x=x[1:], y=[1 - v for v in r.cka_base_adjacent], mode="lines+markers",
                                          name=f"base: layer vs previous layer, {pos}",
-                                         line=dict(dash=dash, color="#72B7B2")), 1, 1)
+                                         line={"dash": dash, "color": "#72B7B2"}), 1, 1)
             fig.add_trace(go.Scatter(x=x, y=list(r.cosine), error_y=_err(list(r.cosine), list(r.cosine_ci)),
                                      mode="lines+markers", name=f"cosine base vs tuned, {pos} tokens",
-                                     line=dict(dash=dash, color="#E45756")), 1, 2)
+                                     line={"dash": dash, "color": "#E45756"}), 1, 2)
         fig.update_layout(template=TEMPLATE, title=f"Representation change base vs tuned per layer: {pair}",
                           width=1000, height=460)
         fig.update_yaxes(type="log", row=1, col=1)
@@ -86,10 +86,10 @@ def figures(result: LayerChangesResult, out_dir: str | Path, png: bool = True, p
                     a = lens.at[pos]
                     fig.add_trace(go.Scatter(x=x, y=list(a.accuracy), error_y=_err(list(a.accuracy), list(a.accuracy_ci)),
                                              mode="lines+markers", name=f"{short(name)}", showlegend=col == 1,
-                                             line=dict(color=color_for(name))), 1, col)
+                                             line={"color": color_for(name)}), 1, col)
         for col in (1, 2):
-            fig.add_hline(y=0.1, line=dict(dash="dot", color="#999"), row=1, col=col)
-        fig.update_layout(template=TEMPLATE, title=f"Logit lens: top digit = correct answer (chance 0.1): {pair}",
+            fig.add_hline(y=0.1, line={"dash": "dot", "color": "#999"}, row=1, col=col)
+        fig.update_layout(template=TEMPLATE, title=f"Logit lens: top answer candidate = correct answer: {pair}",
                           width=900, height=440)
         fig.update_yaxes(range=[-0.02, 1.02])
         figs["logit_lens"] = fig
@@ -129,10 +129,10 @@ def figures(result: LayerChangesResult, out_dir: str | Path, png: bool = True, p
                     fig.add_trace(go.Scatter(x=[a.layer for a in cells], y=ys, mode="lines+markers",
                                              error_y=_err(ys, [getattr(a, what).accuracy_ci for a in cells]),
                                              name=f"{short(name)} {mode}-ablated", showlegend=col == 1,
-                                             line=dict(color=color_for(name), dash=dash)), 1, col)
+                                             line={"color": color_for(name), "dash": dash}), 1, col)
             for col, key in ((1, role), (2, f"{role}_forced_cot")):
-                fig.add_hline(y=result.baselines[key].accuracy, line=dict(color=color_for(name) or "#333", dash="dash",
-                                                                          width=1), row=1, col=col)
+                fig.add_hline(y=result.baselines[key].accuracy, line={"color": color_for(name) or "#333", "dash": "dash",
+                                                                          "width": 1}, row=1, col=col)
         fig.update_xaxes(title_text="ablated layer", dtick=1)
         fig.update_yaxes(range=[-0.02, 1.02])
         fig.update_layout(template=TEMPLATE, title=f"Layer ablation (dashed: unablated): {pair}", width=900, height=440)
@@ -214,7 +214,7 @@ def summary_sentences(result: LayerChangesResult) -> list[str]:
             f"KL {ends.kl.mean:.3f}.")
         steps = sorted(set(base.steps))
         if len(steps) > 1:
-            by = lambda x: "/".join(f"{x.subset((k,), 'cot'):.2f}" for k in steps)  # noqa: E731
+            by = lambda x: "/".join(f"{x.subset((k,), 'cot'):.2f}" for k in steps)
             eft = next((e.eft for e in result.eft if e.direction == "up"), None)
             out.append(f"{t} vs {b}, when to reason: CoT rate by number of steps {'/'.join(map(str, steps))} is "
                        f"{by(base)} for {b}, {by(tuned)} for {t}, {by(best.behaviour)} with {t}'s layer "
@@ -325,7 +325,7 @@ def _rank(drops: list[float]) -> str:
     return ">".join(str(i) for i in np.argsort(-np.array(drops), kind="stable"))
 
 
-__all__ = ["figures", "summary_sentences", "answer_sentence", "gap_closed", "pair_table_html"]
+__all__ = ["answer_sentence", "figures", "gap_closed", "pair_table_html", "summary_sentences"]
 
 
 def pair_table_html(results: list[LayerChangesResult]) -> str:

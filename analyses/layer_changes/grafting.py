@@ -81,7 +81,7 @@ class GraftCell:
                 "behaviour": self.behaviour.to_dict() if self.behaviour else None, "kl": self.kl.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GraftCell":
+    def from_dict(cls, d: dict[str, Any]) -> GraftCell:
         block = d["block"] if isinstance(d["block"], str) else tuple(d["block"])
         return cls(d["direction"], block, Behaviour.from_dict(d["behaviour"]) if d.get("behaviour") else None,
                    KL.from_dict(d["kl"]))
@@ -102,4 +102,4 @@ def graft_sweep(base: PreTrainedModel, tuned: PreTrainedModel, blocks: Sequence[
     return tuple(cells)
 
 
-__all__ = ["grafted", "graft_sweep", "all_blocks", "GraftCell", "ENDS"]
+__all__ = ["ENDS", "GraftCell", "all_blocks", "graft_sweep", "grafted"]

@@ -1,23 +1,25 @@
-"""Logit lens per layer (final norm, then unembedding) on each model's own greedy answers: how often the top
-digit at each layer is the right answer, and the first layer from which the model's answer is decodable
-(the lens's top digit equals the answer it finally gives, at that layer and every later one)."""
+"""Logit lens per layer (final norm, then unembedding) on each model's own greedy answers, read over the
+task's answer candidates (their first tokens): how often the top candidate at each layer is the right
+answer, and the first layer from which the model's answer is decodable (the lens's top candidate equals
+the one it finally gives, at that layer and every later one)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from analyses.layer_changes.anatomy import lens_logits, residual_streams
 from interp.generate import left_pad
-from interp.organism.task import Problem
-from interp.organism.tokenizer import digit_ids
 from interp.stats import bootstrap_ci
+
+if TYPE_CHECKING:
+    from interp.models import Model
+    from interp.tasks import Item, Task
 
 POSITIONS = ("prompt_end", "answer")  # where the direct answer would go; where the model writes its answer
 
@@ -38,7 +40,7 @@ class LensAt:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LensAt":
+    def from_dict(cls, d: dict[str, Any]) -> LensAt:
         return cls(d["position"], d["n"], tuple(d["accuracy"]), tuple(tuple(c) for c in d["accuracy_ci"]),
                    d["decodable_point"], tuple(d["decodable_ci"]), tuple(d["decodable_share"]))
 
@@ -55,7 +57,7 @@ class LogitLens:
         return {"model": self.model, "points": list(self.points), "at": {k: v.to_dict() for k, v in self.at.items()}}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LogitLens":
+    def from_dict(cls, d: dict[str, Any]) -> LogitLens:
         return cls(d["model"], tuple(d["points"]), {k: LensAt.from_dict(v) for k, v in d["at"].items()})
 
 
@@ -68,33 +70,55 @@ def first_decodable(top: np.ndarray, final: np.ndarray) -> np.ndarray:
     return last_bad + 1
 
 
+def candidate_ids(model: Model, task: Task, item: Item) -> tuple[list[int], int]:
+    """First token of each of the task's answer candidates after the item's prompt, and the index of the
+    right one. Raises when the task lists no candidates, when two share a first token (the lens could not
+    tell them apart), or when none is the item's answer."""
+    cands = getattr(task, "answer_candidates", None)
+    if cands is None:
+        raise ValueError(f"task {task.name!r} lists no answer candidates to read the logit lens over")
+    texts = list(cands(item))
+    prompt = task.prompt(item)
+    ids = [model.answer_ids(prompt, c)[0] for c in texts]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"task {task.name!r}'s answer candidates share first tokens on {model.name}'s tokenizer; "
+                         f"the logit lens reads one token per candidate")
+    right = [i for i, c in enumerate(texts) if c.strip() == str(item.answer).strip()]
+    if not right:
+        raise ValueError(f"item {item.id!r}: its answer {item.answer!r} is not among the task's candidates")
+    return ids, right[0]
+
+
 @torch.no_grad()
-def logit_lens(hf: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems: Sequence[Problem],
-               prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], points: Sequence[str],
-               name: str, n_boot: int = 1000, batch_size: int = 256) -> LogitLens:
-    """Lens on prompt + the model's own completion; the answer position is the one that predicts the last
-    completion token, used only where that token is a digit (a complete answer)."""
-    digits = digit_ids(tokenizer)
-    digit_set = set(digits.tolist())
+def logit_lens(model: Model, task: Task, items: Sequence[Item], prompts: Sequence[Sequence[int]],
+               completions: Sequence[Sequence[int]], points: Sequence[str], n_boot: int = 1000,
+               batch_size: int = 256) -> LogitLens:
+    """Lens on prompt + the model's own completion, over the first tokens of the task's answer candidates.
+    `prompt_end` is the prompt's last position (where a direct answer is predicted); `answer` is the
+    position that predicts the last completion token, used only where that token is a candidate's first
+    token (a complete single-token answer)."""
+    hf = model.hf
+    cand = [candidate_ids(model, task, it) for it in items]
     seqs = [list(p) + list(c) for p, c in zip(prompts, completions)]
     tops: dict[str, list[np.ndarray]] = {k: [] for k in POSITIONS}
     truth: dict[str, list[int]] = {k: [] for k in POSITIONS}
     dev = next(hf.parameters()).device
     for s in range(0, len(seqs), batch_size):
         chunk = seqs[s:s + batch_size]
-        ids, mask = left_pad(chunk, tokenizer.pad_token_id)
+        ids, mask = left_pad(chunk, model.pad_token_id)
         streams, _ = residual_streams(hf, ids.to(dev), mask.to(dev))
         width = ids.shape[1]
         for row, seq in enumerate(chunk):
             i = s + row
             pad = width - len(seq)
             where = {"prompt_end": pad + len(prompts[i]) - 1}
-            if completions[i] and completions[i][-1] in digit_set:
+            cids, right = cand[i]
+            if completions[i] and completions[i][-1] in cids:
                 where["answer"] = width - 2
             for pos, col in where.items():
-                lens = lens_logits(hf, streams[:, row, col])[:, digits]  # [point, 10]
+                lens = lens_logits(hf, streams[:, row, col])[:, cids]  # [point, candidate]
                 tops[pos].append(lens.argmax(-1).cpu().numpy())
-                truth[pos].append(problems[i].answer)
+                truth[pos].append(right)
     at = {}
     for pos in POSITIONS:
         if not tops[pos]:
@@ -106,7 +130,7 @@ def logit_lens(hf: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, problems
                          tuple(bootstrap_ci(c, n_boot) for c in correct), float(first.mean()),
                          bootstrap_ci(first, n_boot),
                          tuple(float((first <= p).mean()) for p in range(top.shape[0])))
-    return LogitLens(name, tuple(points), at)
+    return LogitLens(model.name, tuple(points), at)
 
 
-__all__ = ["LogitLens", "LensAt", "logit_lens", "first_decodable", "POSITIONS"]
+__all__ = ["POSITIONS", "LensAt", "LogitLens", "candidate_ids", "first_decodable", "logit_lens"]

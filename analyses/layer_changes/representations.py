@@ -133,7 +133,7 @@ class RepChange:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RepChange":
+    def from_dict(cls, d: dict[str, Any]) -> RepChange:
         return cls(tuple(d["points"]), d["positions"], d["n_problems"], d["n_tokens"], tuple(d["cka"]),
                    tuple(tuple(c) for c in d["cka_ci"]), tuple(d["cosine"]), tuple(tuple(c) for c in d["cosine_ci"]),
                    tuple(d["cka_shuffled"]), tuple(d.get("cka_base_adjacent", ())))
@@ -193,4 +193,4 @@ def representation_change(base: PreTrainedModel, tuned: PreTrainedModel, seqs: S
                      tuple(cos_ci), tuple(shuffled), tuple(adjacent))
 
 
-__all__ = ["RepChange", "linear_cka", "bootstrap_cka", "representation_change"]
+__all__ = ["RepChange", "bootstrap_cka", "linear_cka", "representation_change"]

@@ -42,4 +42,4 @@ def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str
             tuple(names), pair_table_html(results))
 
 
-__all__ = ["section_parts", "ZOO_PAIRS"]
+__all__ = ["ZOO_PAIRS", "section_parts"]

@@ -103,7 +103,7 @@ class NormSums:
     base2: float
     numel: int
 
-    def __add__(self, o: "NormSums") -> "NormSums":
+    def __add__(self, o: NormSums) -> NormSums:
         return NormSums(self.diff2 + o.diff2, self.tuned2 + o.tuned2, self.base2 + o.base2, self.numel + o.numel)
 
     @property
@@ -131,7 +131,7 @@ class WeightChange:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "WeightChange":
+    def from_dict(cls, d: dict[str, Any]) -> WeightChange:
         d = dict(d)
         d["per_layer"] = tuple(d["per_layer"])
         d["notes"] = tuple(d.get("notes", ()))
@@ -164,8 +164,8 @@ def weight_change(base: str | os.PathLike[str], tuned: str | os.PathLike[str]) -
             if b.dtype != t.dtype:
                 raise IncompatiblePairError(f"parameter {name}: base {b.dtype}, tuned {t.dtype}",
                                             [f"parameter {name}: dtype base {b.dtype}, tuned {t.dtype}"])
-            fb = handles.setdefault(b.file, open(b.file, "rb"))
-            ft = handles.setdefault(t.file, open(t.file, "rb"))
+            fb = handles.setdefault(b.file, open(b.file, "rb"))  # noqa: SIM115 (closed in the finally below)
+            ft = handles.setdefault(t.file, open(t.file, "rb"))  # noqa: SIM115
             acc = NormSums(0.0, 0.0, 0.0, 0)
             for cb, ct in zip(_chunks(b, fb, bbuf), _chunks(t, ft, tbuf)):
                 acc = acc + NormSums(float((ct - cb).square().sum(dtype=torch.float64)),
@@ -224,4 +224,4 @@ if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])
 
 
-__all__ = ["WeightChange", "weight_change", "safetensors_index", "TensorEntry", "NormSums"]
+__all__ = ["NormSums", "TensorEntry", "WeightChange", "safetensors_index", "weight_change"]

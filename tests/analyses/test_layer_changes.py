@@ -21,9 +21,9 @@ from analyses.layer_changes.anatomy import (
     residual_streams,
 )
 from analyses.layer_changes.behaviour import (
-    hf_generator,
+    items_of,
     measure,
-    problems_of,
+    model_generator,
     prompt_ids,
 )
 from analyses.layer_changes.eft import check_shared_tokenizer, mixed_generate
@@ -35,9 +35,10 @@ from interp.cli.bench.checkpoints import perturb_checkpoint
 from interp.generate import generate_ids
 from interp.models import IncompatiblePairError, load, weights_checksum
 from interp.organism.evaluate import EvalConfig, evaluate
+from interp.organism.reasoning_task import OrganismTask
 
 torch.set_num_threads(1)
-SHAPE = dict(n_layers=3, d_model=32, n_heads=4, d_mlp=64)
+SHAPE = {"n_layers": 3, "d_model": 32, "n_heads": 4, "d_mlp": 64}
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +132,9 @@ def test_cka_is_one_for_identical_and_invariant_to_rotation_and_scale():
 
 def _seqs(ckpt: Path, n: int = 12) -> tuple[list[list[int]], int]:
     tok = AutoTokenizer.from_pretrained(ckpt)
-    problems = problems_of(EvalConfig(steps=(1, 2), n_per_step=n // 2))
-    return prompt_ids(tok, problems), tok.pad_token_id
+    cfg = EvalConfig(steps=(1, 2), n_per_step=n // 2)
+    problems = [p for k in cfg.steps for p in cfg.problems(k)]
+    return [[tok.bos_token_id, *tok.convert_tokens_to_ids(p.prompt_tokens())] for p in problems], tok.pad_token_id
 
 
 def test_identical_models_have_cka_and_cosine_one(base_ckpt: Path):
@@ -183,9 +185,9 @@ def test_grafting_all_layers_and_the_ends_reproduces_a_zoo_model_exactly():
 def test_grafting_blocks_out_of_bounds_are_refused(base_ckpt: Path):
     b = AutoModelForCausalLM.from_pretrained(base_ckpt)
     for block in ((0, 4), (-1, 2), (2, 2), (3, 1)):
-        with pytest.raises(ValueError, match=r"out of range: the model has layers 0-2, so a block needs 0 <= start < end <= 3"):
-            with grafted(b, b, block):
-                pass
+        with pytest.raises(ValueError, match=r"out of range: the model has layers 0-2, so a block needs 0 <= start < end <= 3"), \
+                grafted(b, b, block):
+            pass
     with pytest.raises(ValueError, match="a layer block is \\(start, end\\)"):
         check_block((1,), 3)
     assert all_blocks(3) == [(0, 1), (1, 2), (2, 3), (0, 2), (1, 3), (0, 3)]
@@ -202,30 +204,32 @@ def test_zero_ablation_skips_the_block_and_mean_ablation_adds_the_mean(base_ckpt
     with ablated(m, 1, "mean", means[1]):
         streams, _ = residual_streams(m, ids, mask)
     assert torch.allclose(streams[2], streams[1] + means[1], atol=1e-6)
-    with pytest.raises(ValueError, match="layer 3 is out of range: the model has layers 0-2"):
-        with ablated(m, 3, "zero"):
-            pass
-    with pytest.raises(ValueError, match="unknown ablation mode 'half'"):
-        with ablated(m, 0, "half"):
-            pass
+    with pytest.raises(ValueError, match="layer 3 is out of range: the model has layers 0-2"), ablated(m, 3, "zero"):
+        pass
+    with pytest.raises(ValueError, match="unknown ablation mode 'half'"), ablated(m, 0, "half"):
+        pass
 
 
 def test_ablation_acts_inside_generation_and_is_removed_after():
     m = load("organism/base-s")
     cfg = EvalConfig(steps=(1,), n_per_step=20, n_boot=50)
-    problems = problems_of(cfg)
-    gen = hf_generator(m.hf, m.tokenizer, cfg)
-    clean = measure(gen, m.tokenizer, problems, cfg)
+    task = OrganismTask()
+    items = items_of(task, cfg)
+    gen = model_generator(m, cfg)
+    clean = measure(gen, m, task, items, cfg)
     with ablated(m.hf, 0, "zero"):
-        broken = measure(gen, m.tokenizer, problems, cfg)
+        broken = measure(gen, m, task, items, cfg)
     assert clean.accuracy == 1.0 and broken.accuracy < 0.5
-    assert measure(gen, m.tokenizer, problems, cfg) == clean
+    assert measure(gen, m, task, items, cfg) == clean
 
 
 def test_pooled_behaviour_matches_evaluate():
     m = load("organism/base-s")
     cfg = EvalConfig(steps=(2, 4), n_per_step=15, n_boot=50)
-    ours = measure(hf_generator(m.hf, m.tokenizer, cfg), m.tokenizer, problems_of(cfg), cfg)
+    task = OrganismTask()
+    items = items_of(task, cfg)
+    assert [it.id for it in items] == [p.prompt() for k in cfg.steps for p in cfg.problems(k)]
+    ours = measure(model_generator(m, cfg), m, task, items, cfg)
     ref = evaluate(m, cfg)
     assert ours.accuracy == pytest.approx(ref.mean_over((2, 4), "accuracy"))
     assert ours.cot_rate == pytest.approx(ref.mean_over((2, 4), "cot_rate"))
@@ -234,7 +238,8 @@ def test_pooled_behaviour_matches_evaluate():
 
 def test_eft_with_tuned_small_equal_to_base_small_reproduces_base_large():
     small, large = load("organism/base-s"), load("organism/base-l")
-    prompts = prompt_ids(small.tokenizer, problems_of(EvalConfig(steps=(2, 4), n_per_step=10)))
+    task = OrganismTask()
+    prompts = prompt_ids(small, task, items_of(task, EvalConfig(steps=(2, 4), n_per_step=10)))
     want = generate_ids(large.hf, large.tokenizer, prompts, 60)
     got = mixed_generate([large.hf, small.hf, small.hf], [1.0, 1.0, -1.0], small.tokenizer, prompts, 60)
     assert got == want

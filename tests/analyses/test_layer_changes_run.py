@@ -24,8 +24,8 @@ from interp.models import IncompatiblePairError
 from interp.organism.evaluate import EvalConfig
 
 torch.set_num_threads(1)
-TINY_QWEN2 = dict(vocab_size=500, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=True)
+TINY_QWEN2 = {"vocab_size": 500, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
+                  "num_key_value_heads": 2, "max_position_embeddings": 64, "tie_word_embeddings": True}
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_texts_are_required_for_pairs_outside_the_organism(text_pair: tuple[Path
     with pytest.raises(ValueError, match="pass your own prompts"):
         run(LayerChangesConfig(base=str(base), tuned=str(tuned), large=None, parts=("representations",),
                                cache_dir=str(tmp_path)), progress=False)
-    with pytest.raises(ValueError, match="parts \\['logit_lens', 'eft'\\] need the organism task"):
+    with pytest.raises(ValueError, match="parts \\['logit_lens', 'eft'\\] need a task's answers"):
         LayerChangesConfig(texts=("the cat",), parts=("weights", "logit_lens", "eft"))
     with pytest.raises(ValueError, match="not in the tokenizer's vocabulary"):
         run(LayerChangesConfig(base=str(base), tuned=str(tuned), large=None, parts=("representations",),

@@ -9,7 +9,15 @@ import pytest
 
 import interp.evaluation as evaluation_mod
 from interp.models import Model, load
-from interp.organism.evaluate import EvalConfig, EvalResult, StepStats, bootstrap_ci, cot_prefix, evaluate, stats
+from interp.organism.evaluate import (
+    EvalConfig,
+    EvalResult,
+    StepStats,
+    bootstrap_ci,
+    cot_prefix,
+    evaluate,
+    stats,
+)
 from interp.organism.grader import grade
 from interp.organism.task import Problem, Step, TaskConfig, sample_problems
 
@@ -122,7 +130,7 @@ def test_bootstrap_ci_contains_the_mean_and_is_deterministic():
 def test_bootstrap_ci_narrows_with_more_data_and_widens_with_level():
     rng = np.random.default_rng(0)
     small, big = rng.normal(size=20), rng.normal(size=2000)
-    w = lambda ci: ci[1] - ci[0]  # noqa: E731
+    w = lambda ci: ci[1] - ci[0]
     assert w(bootstrap_ci(big, 500)) < w(bootstrap_ci(small, 500))
     assert w(bootstrap_ci(small, 500, level=0.99)) > w(bootstrap_ci(small, 500, level=0.5))
 
