@@ -139,10 +139,11 @@ def summary_sentences(result: ShiftResult) -> list[str]:
             if m.name == cfg.baseline:
                 continue
             d = result.drop(m.name, s.name)
+            b = result.drop(cfg.baseline, s.name)
             parts.append(f"{short(m.name)} {d.verdict} ({100 * d.drop.value:+.0f} points vs {base}'s "
-                         f"{100 * result.drop(cfg.baseline, s.name).drop.value:+.0f}; difference "
-                         f"{100 * d.vs_baseline.value:+.0f} [{100 * d.vs_baseline.ci[0]:+.0f}, "
-                         f"{100 * d.vs_baseline.ci[1]:+.0f}])")
+                         f"{100 * b.drop.value:+.0f}; difference {100 * d.vs_baseline.value:+.0f} "
+                         f"[{100 * d.vs_baseline.ci[0]:+.0f}, {100 * d.vs_baseline.ci[1]:+.0f}]; keeps "
+                         f"{d.retention.fmt()} of its accuracy vs {b.retention.fmt()})")
         lines.append(f"{s.name}: degrades more or less than {base}? " + "; ".join(parts) + ".")
     for m in result.members:
         c_in = m.get(cfg.shifts[0].name).scores(nb)
@@ -155,20 +156,31 @@ def summary_sentences(result: ShiftResult) -> list[str]:
         valid = Score.mean(pooled["chain_correct"][cot], nb, 1)
         dist = Score.mean(np.concatenate([m.get(s.name).arr("distance")[m.get(s.name).arr("cot") == 1]
                                           for s in shifts]), nb, 1)
+        verbose_rows = [(m.get(s.name).arr("inconsistent"), m.get(s.name).arr("steps_written"), m.get(s.name).arr("cot"))
+                        for s in shifts]
+        inc = np.concatenate([i[c == 1] for i, _, c in verbose_rows]).sum()
+        written = np.concatenate([w[c == 1] for _, w, c in verbose_rows]).sum()
         lines.append(f"{short(m.name)}'s chains under shift (all shifts pooled, {int(cot.sum())} chains): "
                      f"{valid.fmt()} fully right (in distribution {c_in['chain_valid'].fmt()}); right answer from a "
                      f"wrong chain {wc_ra.fmt()}, wrong answer from a right chain {rc_wa.fmt()}; normalised edit "
                      f"distance to the reference chain {dist.fmt(pct=False)} (in distribution "
-                     f"{c_in['edit_distance'].fmt(pct=False)}).")
+                     f"{c_in['edit_distance'].fmt(pct=False)}); {int(inc)} of {int(written)} written steps "
+                     f"({100 * inc / max(written, 1):.1f}%) state arithmetic that is wrong in itself: wrong chains stay "
+                     f"well-formed, their errors are in what they compute on (values, operands, missing steps).")
     return lines
 
 
 def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
     """Run (cached) and write the shift battery's JSON and figures for `interp report`."""
+    from analyses.shift import readouts
+
     result = run(ShiftConfig(n_per_step=max(2, n_per_step // 2)), progress=False)
     write_json(Path(out) / "shift.json", result.to_dict(), indent=None)
     paths = figures(result, out, png=png)
-    return ("Where reasoning breaks: distribution shift", tuple(summary_sentences(result)),
+    probe = readouts.run(result)
+    write_json(Path(out) / "shift_readouts.json", probe.to_dict(), indent=None)
+    paths.update(readouts.figure(probe, out, png=png))
+    return ("Where reasoning breaks: distribution shift", (*summary_sentences(result), *readouts.sentences(probe)),
             tuple(p[0].name for p in paths.values()), table_html(result))
 
 
