@@ -20,24 +20,29 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
 from interp.activations import ActivationStore, AllTokens, PromptDataset, harvest
+from interp.generate import left_pad
 from interp.io import cache_dir, library_versions, read_json, write_json
-from interp.organism.dataset import problem_dataset
-from interp.organism.task import FORMATS, TaskConfig, sample_problems
 from interp.plots import color_for, save_figure, style
 from interp.steering import Add, Positions
+from interp.tasks.base import Item, Task
+from interp.tasks.encode import task_dataset
 from saes import Quality, SAETrainConfig, quality, train_sae
 from saes.dashboard import write_dashboard
 from saes.features import ReasoningRanking, feature_table, rank_reasoning_features
 from saes.steering import feature_vector, random_feature_vectors
 from saes.transfer import FeatureShift, aligned_rows, delta_explained, feature_shift
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 RESULT_VERSION = 5
 WILL_COT = "will_cot"
@@ -62,6 +67,7 @@ class SAEReasoningConfig:
     n_random: int = 10
     n_dashboard: int = 12
     n_boot: int = 300
+    task: str = "organism"
     cache_dir: str = field(default_factory=lambda: str(cache_dir("sae_reasoning")))
 
     def __post_init__(self) -> None:
@@ -82,7 +88,10 @@ class SAEReasoningConfig:
         return cls(**d)
 
     def key(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
+        d = {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
+        if d["task"] == "organism":  # the zoo's defaults keep their cached results
+            del d["task"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -218,27 +227,65 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def build_dataset(model: Any, cfg: SAEReasoningConfig) -> PromptDataset:
-    """Each problem once, in a format drawn uniformly, with base-s's own CoT choice at the answer position."""
-    from analyses.latent_reasoning import will_write_cot
+def _chat(task: Task) -> bool:
+    return bool(getattr(task, "chat", False))
 
-    problems = sample_problems(cfg.problem_seed, cfg.n_problems, TaskConfig(min_steps=1, max_steps=4))
+
+@torch.no_grad()
+def cot_mode_labels(model: Model, task: Task, items: Sequence[Item], batch_size: int = 200,
+                    max_new_tokens: int = 72) -> list[bool]:
+    """Per item: does the model, left free, start a chain of thought? On a task that lists its direct answers
+    (`answer_candidates`, single tokens: the organism's digits) one forward pass decides: the greedy first token is
+    none of them. Otherwise the task grades the model's greedy completion (`Grade.cot`)."""
+    cands = getattr(task, "answer_candidates", None)
+    firsts = None
+    if cands is not None:
+        ids = [[int(t) for t in model.tokenizer(c, add_special_tokens=False)["input_ids"]] for c in cands(items[0])]
+        if all(len(t) == 1 for t in ids):
+            firsts = {t[0] for t in ids}
+    if firsts is None:
+        from interp.evaluation import GenerationConfig, generate_completions
+
+        texts, _ = generate_completions(model, task, items, GenerationConfig(max_new_tokens=max_new_tokens,
+                                                                             batch_size=batch_size, chat=_chat(task)))
+        return [bool(task.grade(it, t).cot) for it, t in zip(items, texts)]
+    prompts = [list(e.ids) for e in task_dataset(model, task, items, chat=_chat(task)).examples]
+    out: list[bool] = []
+    for i in range(0, len(prompts), batch_size):
+        x, mask = left_pad(prompts[i:i + batch_size], model.pad_token_id)
+        logits = model.hf(input_ids=x.to(model.device), attention_mask=mask.to(model.device)).logits[:, -1]
+        out += [int(t) not in firsts for t in logits.argmax(-1).tolist()]
+    return out
+
+
+def dataset_items(cfg: SAEReasoningConfig, task: Task) -> list[Item]:
+    """The problems harvested (the organism: 1-4 steps, its default mix)."""
+    return task.sample(cfg.n_problems, cfg.problem_seed)
+
+
+def build_dataset(model: Model, cfg: SAEReasoningConfig, task: Task | None = None) -> PromptDataset:
+    """Each item once, written in one of the task's formats drawn uniformly (its reference completion), with the
+    model's own CoT choice on the bare prompt (`cot_mode_labels`) as `will_cot` metadata."""
+    import interp
+
+    task = task if task is not None else interp.task(cfg.task)
+    items = dataset_items(cfg, task)
     rng = np.random.default_rng(cfg.problem_seed)
-    fmts = [FORMATS[int(i)] for i in rng.integers(0, len(FORMATS), len(problems))]
-    cot = will_write_cot(model, [e.ids for e in problem_dataset(problems, model.tokenizer)])
+    fmts = [task.formats[int(i)] for i in rng.integers(0, len(task.formats), len(items))]
+    cot = cot_mode_labels(model, task, items)
     examples = []
-    for p, f, c in zip(problems, fmts, cot):
-        examples += problem_dataset([p], model.tokenizer, f, extra_meta=[{WILL_COT: bool(c)}]).examples  # type: ignore[arg-type]
+    for it, f, c in zip(items, fmts, cot):
+        examples += task_dataset(model, task, [it], fmt=f, chat=_chat(task), extra_meta=[{WILL_COT: bool(c)}]).examples
     return PromptDataset(tuple(examples))
 
 
-def store_for(model: Any, dataset: PromptDataset, cfg: SAEReasoningConfig) -> ActivationStore:
+def store_for(model: Model, dataset: PromptDataset, cfg: SAEReasoningConfig) -> ActivationStore:
     tag = f"{model.checksum[:16]}-{dataset.hash()[:16]}-{cfg.hook}"
     return harvest(model, dataset, [cfg.hook], AllTokens(), Path(cfg.cache_dir) / "stores" / tag,
                    seed=cfg.problem_seed)
 
 
-def sae_for(store: ActivationStore, model: Any, sae_cfg: SAETrainConfig, cache: Path) -> tuple[Any, Quality, Path]:
+def sae_for(store: ActivationStore, model: Model, sae_cfg: SAETrainConfig, cache: Path) -> tuple[Any, Quality, Path]:
     """The SAE of this store and config (trained once, cached by store hash + config) with its quality in the card."""
     from saes import load_sae, read_card
 
@@ -260,43 +307,48 @@ def _cell(name: str, run: Any, n_boot: int, scale: float = 0.0, features: Sequen
                      float(a["cot"].mean()), bootstrap_ci(a["cot"], n_boot), scale, tuple(int(f) for f in features))
 
 
-def steering_experiment(model: Any, reference: Any, sae: Any, ranking: ReasoningRanking, cfg: SAEReasoningConfig,
-                        progress: bool = True, max_acts: Mapping[int, float] | None = None) -> SteeringResult:
-    """Add the top CoT-mode features at the answer position (scale chosen on validation problems); also clamp
-    them to their largest activation on the store (`max_acts`)."""
+def steering_experiment(model: Model, reference: Model, sae: Any, ranking: ReasoningRanking, cfg: SAEReasoningConfig,
+                        progress: bool = True, max_acts: Mapping[int, float] | None = None,
+                        task: Task | None = None) -> SteeringResult:
+    """Add the top CoT-mode features at the answer position (the prompt's last token; scale chosen on validation
+    problems), graded by the task; also clamp them to their largest activation on the store (`max_acts`)."""
+    import interp
     from analyses.verbosity.common import (
         arrays,
         generate_graded,
+        items_per_step,
         paired_bootstrap,
-        problems_per_step,
     )
+
+    task = task if task is not None else interp.task(cfg.task)
+    gen = lambda m, items, ivs=(): generate_graded(m, task, items, list(ivs))
 
     cot_feats = [f.feature for f in ranking.top(cfg.n_steer_features, "mode_auroc") if f.mode_auroc > 0.5]
     if not cot_feats:
         raise ValueError("no feature fires more before a chain of thought than before a direct answer")
     vec = feature_vector(sae, cot_feats, model, cfg.hook)
     where = Positions((-1,))
-    val = problems_per_step(cfg.val_seed, cfg.n_val_per_step, cfg.steer_steps)
-    test = problems_per_step(cfg.test_seed, cfg.n_test_per_step, cfg.steer_steps)
+    val = items_per_step(task, cfg.val_seed, cfg.n_val_per_step, cfg.steer_steps)
+    test = items_per_step(task, cfg.test_seed, cfg.n_test_per_step, cfg.steer_steps)
     live = [f.feature for f in ranking.features if f.firing_rate > 0]
     controls = random_feature_vectors(sae, vec, cot_feats, live, cfg.n_random, len(cot_feats), seed=cfg.test_seed)
     sweep, sweep_random = [], []
     for s in tqdm(cfg.scales, desc="steering scale sweep", disable=not progress, leave=False):
-        sweep.append(_cell(f"val x{s:g}", generate_graded(model, val, [Add(vec, where=where, scale=s)]), cfg.n_boot,
+        sweep.append(_cell(f"val x{s:g}", gen(model, val, [Add(vec, where=where, scale=s)]), cfg.n_boot,
                            s, cot_feats))
-        sweep_random += [_cell(f"val random {j} x{s:g}", generate_graded(model, val, [Add(v, where=where, scale=s)]),
+        sweep_random += [_cell(f"val random {j} x{s:g}", gen(model, val, [Add(v, where=where, scale=s)]),
                                cfg.n_boot, s, v.provenance["features"]) for j, v in enumerate(controls)]
     best = max(sweep, key=lambda c: (c.accuracy, c.cot_rate))
-    runs = {"none": generate_graded(model, test),
-            "steered": generate_graded(model, test, [Add(vec, where=where, scale=best.scale)]),
-            "reference": generate_graded(reference, test)}
-    rand = [generate_graded(model, test, [Add(v, where=where, scale=best.scale)]) for v in controls]
+    runs = {"none": gen(model, test),
+            "steered": gen(model, test, [Add(vec, where=where, scale=best.scale)]),
+            "reference": gen(reference, test)}
+    rand = [gen(model, test, [Add(v, where=where, scale=best.scale)]) for v in controls]
     clamped = None
     if max_acts:
         from saes.steering import feature_clamp
 
         ivs = [feature_clamp(sae, f, float(max_acts[f]), model, cfg.hook, where=where) for f in cot_feats]
-        clamped = _cell(f"{_short(model.name)}, CoT features clamped to their max", generate_graded(model, test, ivs),
+        clamped = _cell(f"{_short(model.name)}, CoT features clamped to their max", gen(model, test, ivs),
                         cfg.n_boot, 0.0, cot_feats)
     a = {k: arrays(r) for k, r in runs.items()}
     ra = [arrays(r) for r in rand]
@@ -314,9 +366,9 @@ def steering_experiment(model: Any, reference: Any, sae: Any, ranking: Reasoning
     pooled = Run(tuple(g for r in rand for g in r.grades), tuple(c for r in rand for c in r.completions),
                  sum(r.seconds for r in rand))
     return SteeringResult(
-        tuple(cot_feats), best.scale, tuple(sweep), _cell("base-s", runs["none"], cfg.n_boot),
-        _cell("base-s + CoT features", runs["steered"], cfg.n_boot, best.scale, cot_feats),
-        _cell(f"base-s + random features ({cfg.n_random} draws)", pooled, cfg.n_boot, best.scale),
+        tuple(cot_feats), best.scale, tuple(sweep), _cell(_short(model.name), runs["none"], cfg.n_boot),
+        _cell(f"{_short(model.name)} + CoT features", runs["steered"], cfg.n_boot, best.scale, cot_feats),
+        _cell(f"{_short(model.name)} + random features ({cfg.n_random} draws)", pooled, cfg.n_boot, best.scale),
         _cell(reference.name.removeprefix("organism/"), runs["reference"], cfg.n_boot),
         gap(a["steered"]["correct"])(np.arange(n)), paired_bootstrap(gap(a["steered"]["correct"]), n, cfg.n_boot),
         gap(rand_correct)(np.arange(n)), paired_bootstrap(gap(rand_correct), n, cfg.n_boot),
@@ -337,77 +389,105 @@ def _dashboard(sae: Any, base: Any, table: Any, dataset: PromptDataset, ranking:
                            scores)
 
 
-def dashboard_from_result(result: SAEReasoningResult, out: str | Path) -> Path:
+def dashboard_from_result(result: SAEReasoningResult, out: str | Path, base: Model | None = None,
+                          task: Task | None = None) -> Path:
     """Rewrite the dashboard of a (cached) result from its cached SAE and store, without rerunning the analysis."""
-    from interp.models import load
+    import interp
     from saes import load_sae
 
     cfg = result.config
-    base = load(cfg.base)
-    dataset = build_dataset(base, cfg)
+    base = base if base is not None else interp.load(cfg.base)
+    dataset = build_dataset(base, cfg, task)
     store = store_for(base, dataset, cfg)
     sae, _ = load_sae(result.sae_path, model=base, hook=cfg.hook)
     return _dashboard(sae, base, feature_table(sae, store, cfg.hook), dataset, result.ranking, cfg,
                       Path(result.sae_path), out)
 
 
-def run(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True,
-        dashboard_dir: str | Path | None = None) -> SAEReasoningResult:
-    """Every step of the module docstring; trained SAEs and stores are cached."""
-    import torch
+def value_positions(dataset: PromptDataset) -> list[tuple[str, str]]:
+    """(position, metadata key) pairs where a chain's values are computed or written: the organism's
+    `step{i}.before_value` and `prompt.step{i}.end`, or any task's `step{i}.end` (free-text steps), for each
+    `value.step{i}` the items carry."""
+    keys = sorted({k for e in dataset.examples for k in e.meta if k.startswith("value.step")},
+                  key=lambda k: int(k.removeprefix("value.step")))
+    names = {n for e in dataset.examples for n in e.positions}
+    out = []
+    for pattern in ("step{}.before_value", "prompt.step{}.end", "step{}.end"):
+        for k in keys:
+            n = pattern.format(k.removeprefix("value.step"))
+            if n in names:
+                out.append((n, k))
+    return out
 
-    from interp.models import load
+
+def _resolve(config: SAEReasoningConfig, base: Model | None, tuned: Sequence[Model] | None
+             ) -> tuple[SAEReasoningConfig, Model, list[Model], Model]:
+    """The models (given, else loaded by the config's names), the reference among them, and the config naming them."""
+    import interp
+
+    base = base if base is not None else interp.load(config.base)
+    models = list(tuned) if tuned is not None else [interp.load(n) for n in config.tuned]
+    reference = next((m for m in models if m.name == config.reference), None)
+    if reference is None:
+        reference = models[0] if tuned is not None and models else interp.load(config.reference)
+    cfg = dataclasses.replace(config, base=base.name, tuned=tuple(m.name for m in models), reference=reference.name)
+    return cfg, base, models, reference
+
+
+def run(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True,
+        dashboard_dir: str | Path | None = None, base: Model | None = None, tuned: Sequence[Model] | None = None,
+        task: Task | None = None) -> SAEReasoningResult:
+    """Every step of the module docstring; trained SAEs and stores are cached. The models default to the
+    config's names (the reference: the tuned model named `config.reference`, else the first given), the task to
+    `interp.task(config.task)`."""
+    import interp
 
     torch.set_num_threads(1)
     t0 = time.time()
+    task = task if task is not None else interp.task(config.task)
+    config, base, models, reference = _resolve(config, base, tuned)
     cache = Path(config.cache_dir)
-    base = load(config.base)
-    dataset = build_dataset(base, config)
+    dataset = build_dataset(base, config, task)
     bstore = store_for(base, dataset, config)
     sae, q, path = sae_for(bstore, base, config.sae, cache)
     table = feature_table(sae, bstore, config.hook)
-    value_positions = [(f"step{i}.before_value", f"value.step{i}") for i in range(1, 5)] + \
-        [(f"prompt.step{i}.end", f"value.step{i}") for i in range(1, 5)]
-    ranking = rank_reasoning_features(table, dataset, value_positions=value_positions, n_boot=config.n_boot)
+    ranking = rank_reasoning_features(table, dataset, value_positions=value_positions(dataset), n_boot=config.n_boot)
     if dashboard_dir is not None:
         _dashboard(sae, base, table, dataset, ranking, config, path, dashboard_dir)
     rows = []
-    reference = None
-    for name in tqdm(config.tuned, desc="transfer", disable=not progress, leave=False):
-        tuned = load(name)
-        if name == config.reference:
-            reference = tuned
-        tstore = store_for(tuned, dataset, config)
-        own, own_q, _ = sae_for(tstore, tuned, config.sae, cache)
-        bq, _ = quality(sae, tstore, config.hook, model=tuned, allow_other_model=True, n_boot=config.n_boot)
+    for tm in tqdm(models, desc="transfer", disable=not progress, leave=False):
+        tstore = store_for(tm, dataset, config)
+        own, own_q, _ = sae_for(tstore, tm, config.sae, cache)
+        bq, _ = quality(sae, tstore, config.hook, model=tm, allow_other_model=True, n_boot=config.n_boot)
         xb, xt, ex = aligned_rows(bstore, tstore, config.hook)
         de, de_ci = delta_explained(sae, xb, xt, ex, config.n_boot)
         de_own, _ = delta_explained(own, xb, xt, ex, n_boot=2)
         sh = feature_shift(sae, xb, xt)
-        rows.append(TransferRow(name, bq, own_q, de, de_ci, de_own, sh, tuple(sh.amplified()), tuple(sh.suppressed())))
-    if reference is None:
-        reference = load(config.reference)
+        rows.append(TransferRow(tm.name, bq, own_q, de, de_ci, de_own, sh, tuple(sh.amplified()),
+                                tuple(sh.suppressed())))
     max_acts = {int(i): float(v) for i, v in enumerate(table.acts.max(0).values.tolist())}
-    steering = steering_experiment(base, reference, sae, ranking, config, progress, max_acts)
+    steering = steering_experiment(base, reference, sae, ranking, config, progress, max_acts, task)
     return SAEReasoningResult(config, base.checksum, str(path), q, ranking, tuple(rows), steering,
                               round(time.time() - t0, 1), library_versions())
 
 
 def run_cached(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True,
-               dashboard_dir: str | Path | None = None) -> SAEReasoningResult:
-    """`run`, reusing the saved result when the config and every model's checksum are unchanged (the dashboard
-    is rewritten from the cached SAE when asked for)."""
-    from interp.models import load
-
-    names = list(dict.fromkeys([config.base, *config.tuned, config.reference]))
-    key = {"config": config.key(), "models": [load(n).checksum for n in names], "version": RESULT_VERSION}
+               dashboard_dir: str | Path | None = None, base: Model | None = None,
+               tuned: Sequence[Model] | None = None, task: Task | None = None) -> SAEReasoningResult:
+    """`run`, reusing the saved result when the config, the task and every model's checksum are unchanged (the
+    dashboard is rewritten from the cached SAE when asked for)."""
+    config, base, models, reference = _resolve(config, base, tuned)
+    ms = list({m.name: m for m in [base, *models, reference]}.values())
+    key: dict[str, Any] = {"config": config.key(), "models": [m.checksum for m in ms], "version": RESULT_VERSION}
+    if task is not None and task.name != "organism":
+        key["task"] = task.describe()
     path = Path(config.cache_dir) / f"result-{_digest(key)}.json"
     if path.is_file() and Path(SAEReasoningResult.from_dict(read_json(path)).sae_path).is_dir():
         result = SAEReasoningResult.from_dict(read_json(path))
         if dashboard_dir is not None and not (Path(dashboard_dir) / "index.html").is_file():
-            dashboard_from_result(result, dashboard_dir)
+            dashboard_from_result(result, dashboard_dir, base, task)
         return result
-    result = run(config, progress, dashboard_dir)
+    result = run(config, progress, dashboard_dir, base, models, task)
     write_json(path, result.to_dict())
     return result
 
@@ -419,7 +499,7 @@ def _short(name: str) -> str:
 
 
 def _err(v: float, ci: Sequence[float]) -> dict[str, Any]:
-    return dict(type="data", symmetric=False, array=[ci[1] - v], arrayminus=[v - ci[0]])
+    return {"type": "data", "symmetric": False, "array": [ci[1] - v], "arrayminus": [v - ci[0]]}
 
 
 def figures(result: SAEReasoningResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
@@ -437,15 +517,15 @@ def figures(result: SAEReasoningResult, out_dir: str | Path, png: bool = True) -
         bci = [getattr(result.quality, ci_key)] + [getattr(t.base_sae, ci_key) for t in result.transfer]
         o = [getattr(result.quality, key)] + [getattr(t.own_sae, key) for t in result.transfer]
         fig.add_trace(go.Bar(x=names, y=b, name=f"{base}'s SAE", marker_color="#4C78A8", showlegend=col == 1,
-                             error_y=dict(type="data", symmetric=False, array=[c[1] - v for c, v in zip(bci, b)],
-                                          arrayminus=[v - c[0] for c, v in zip(bci, b)])), row=1, col=col)
+                             error_y={"type": "data", "symmetric": False, "array": [c[1] - v for c, v in zip(bci, b)],
+                                          "arrayminus": [v - c[0] for c, v in zip(bci, b)]}), row=1, col=col)
         fig.add_trace(go.Bar(x=names, y=o, name="the model's own SAE", marker_color="#bbb", showlegend=col == 1),
                       row=1, col=col)
     t_names = [_short(t.model) for t in result.transfer]
     fig.add_trace(go.Bar(x=t_names, y=[t.delta_explained for t in result.transfer], marker_color="#4C78A8",
-                         showlegend=False, error_y=dict(type="data", symmetric=False,
-                                                        array=[t.delta_explained_ci[1] - t.delta_explained for t in result.transfer],
-                                                        arrayminus=[t.delta_explained - t.delta_explained_ci[0] for t in result.transfer])),
+                         showlegend=False, error_y={"type": "data", "symmetric": False,
+                                                        "array": [t.delta_explained_ci[1] - t.delta_explained for t in result.transfer],
+                                                        "arrayminus": [t.delta_explained - t.delta_explained_ci[0] for t in result.transfer]}),
                   row=1, col=3)
     fig.add_trace(go.Bar(x=t_names, y=[t.delta_explained_own for t in result.transfer], marker_color="#bbb",
                          showlegend=False), row=1, col=3)
@@ -462,16 +542,16 @@ def figures(result: SAEReasoningResult, out_dir: str | Path, png: bool = True) -
         idx = np.nonzero(live)[0]
         eps = 1e-4
         fig.add_trace(go.Scatter(x=rb[idx] + eps, y=rt[idx] + eps, mode="markers", showlegend=False, name="feature",
-                                 marker=dict(size=6, color=[cot.get(int(j), 0.5) for j in idx], colorscale="RdBu_r",
-                                             cmin=0.2, cmax=0.8, showscale=i == 1,
-                                             colorbar=dict(title="CoT-mode AUROC")),
+                                 marker={"size": 6, "color": [cot.get(int(j), 0.5) for j in idx], "colorscale": "RdBu_r",
+                                             "cmin": 0.2, "cmax": 0.8, "showscale": i == 1,
+                                             "colorbar": {"title": "CoT-mode AUROC"}},
                                  text=[f"feature {j}" + (" (steering)" if j in steer else "") for j in idx],
                                  hovertemplate="%{text}<br>base %{x:.4f}<br>tuned %{y:.4f}<extra></extra>"), row=1, col=i)
-        fig.add_trace(go.Scatter(x=[eps, 1], y=[eps, 1], mode="lines", line=dict(color="#999", dash="dot"),
+        fig.add_trace(go.Scatter(x=[eps, 1], y=[eps, 1], mode="lines", line={"color": "#999", "dash": "dot"},
                                  showlegend=False), row=1, col=i)
         for j in list(t.amplified[:3]) + list(t.suppressed[:3]):
             fig.add_annotation(x=np.log10(rb[j] + eps), y=np.log10(rt[j] + eps), text=str(j), showarrow=False,
-                               yshift=9, font=dict(size=9), row=1, col=i)
+                               yshift=9, font={"size": 9}, row=1, col=i)
     fig.update_xaxes(type="log", title_text=f"firing rate on {base}")
     fig.update_yaxes(type="log")
     fig.update_yaxes(title_text="firing rate on the tuned model", row=1, col=1)
@@ -483,8 +563,8 @@ def figures(result: SAEReasoningResult, out_dir: str | Path, png: bool = True) -
     top = r.top(8, "mode_auroc") + r.top(4, "mode_auroc", -1)[::-1]
     fig = go.Figure(go.Bar(x=[f"f{f.feature}" for f in top], y=[f.mode_auroc for f in top],
                            marker_color=["#E45756" if f.mode_auroc > 0.5 else "#4C78A8" for f in top],
-                           error_y=dict(type="data", symmetric=False, array=[f.mode_auroc_ci[1] - f.mode_auroc for f in top],
-                                        arrayminus=[f.mode_auroc - f.mode_auroc_ci[0] for f in top])))
+                           error_y={"type": "data", "symmetric": False, "array": [f.mode_auroc_ci[1] - f.mode_auroc for f in top],
+                                        "arrayminus": [f.mode_auroc - f.mode_auroc_ci[0] for f in top]}))
     for y in (r.null_mode_auroc, 1 - r.null_mode_auroc):
         fig.add_hline(y=y, line_dash="dot", line_color="#999")
     style(fig, f"{base} SAE features at the answer position: AUROC for 'about to write a CoT' "
@@ -502,7 +582,7 @@ def figures(result: SAEReasoningResult, out_dir: str | Path, png: bool = True) -
                           row=1, col=col)
         if s.random_draws:
             fig.add_trace(go.Scatter(x=[s.random.name] * len(s.random_draws), y=[getattr(c, key) for c in s.random_draws],
-                                     mode="markers", marker=dict(color="#333", size=6, symbol="circle-open"),
+                                     mode="markers", marker={"color": "#333", "size": 6, "symbol": "circle-open"},
                                      name="one random draw", showlegend=col == 1), row=1, col=col)
     fig.update_layout(template="plotly_white", width=1000, height=470,
                       title=f"Adding {base}'s top CoT-mode features {list(s.features)} (x{s.scale:g}) at the answer "
@@ -517,12 +597,12 @@ def summary_sentences(result: SAEReasoningResult) -> list[str]:
     base = _short(result.config.base)
     ci = lambda c: f"[{c[0]:.3f}, {c[1]:.3f}]"
     lines = [
-        f"{base}'s {result.config.sae.architecture} SAE at {result.config.hook} ({q.n_features} features, k = "
+        (f"{base}'s {result.config.sae.architecture} SAE at {result.config.hook} ({q.n_features} features, k = "
         f"{result.config.sae.k:g}, trained on {result.config.sae.total_samples:,} activations of {q.n_rows:,} tokens): "
         f"explained variance {q.explained_variance:.3f} {ci(q.explained_variance_ci)}, L0 {q.l0:.1f}, "
         f"{q.dead_features} dead and {q.dense_features} dense features (firing on >10% of tokens); next-token loss "
         f"on the answer tokens {q.ce_clean:.3f} clean, {q.ce_sae:.3f} with the SAE spliced in, {q.ce_zero:.3f} "
-        f"zero-ablated: CE recovered {q.ce_recovered:.3f} {ci(q.ce_recovered_ci)}.",
+        f"zero-ablated: CE recovered {q.ce_recovered:.3f} {ci(q.ce_recovered_ci)}."),
     ]
     up = r.top(3, "mode_auroc")
     down = r.top(2, "mode_auroc", -1)
@@ -582,6 +662,9 @@ __all__ = [
     "SteeringResult",
     "TransferRow",
     "build_dataset",
+    "cot_mode_labels",
+    "dashboard_from_result",
+    "dataset_items",
     "figures",
     "run",
     "run_cached",
@@ -589,4 +672,5 @@ __all__ = [
     "steering_experiment",
     "store_for",
     "summary_sentences",
+    "value_positions",
 ]

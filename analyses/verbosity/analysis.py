@@ -1,14 +1,17 @@
-"""Activation-steered compression (ASC, arXiv 2507.04742) on the zoo: one verbosity direction from 50
-(verbose, concise) CoT pairs, subtracted at every generated token of the sft model.
+"""Activation-steered compression (ASC, arXiv 2507.04742) on any task and base/tuned pair (the zoo by default):
+one verbosity direction from 50 (long, short) texts of the same problems, subtracted at every generated token
+of the tuned model.
 
-Directions (verbose - concise, difference of means) are read from the residual stream after every layer,
-at two kinds of position: `last` (ASC's recipe: the last token of problem + CoT) and `decision` (the `=`
-after each step's target from step 2 on, where the format of that step is chosen; step 1's context is the
-same in both texts). Layer, gamma and sign are chosen on a validation split (largest length reduction with
-accuracy within `accuracy_tolerance` of unsteered and mean KL(steered || unsteered) per generated token
-under `kl_bound`); the test split compares the choice with no steering, random directions of equal norm,
-prompting the concise format (its first step forced, the value the model's own best digit) and the same
-direction read from the base model.
+Pairs come from the task's formats (the organism's verbose vs concise; a JSONL task's `cot` vs `direct`; see
+`pair_formats`) or are given as texts. Directions (long - short, difference of means) are read from the
+residual stream after every layer, at two kinds of position: `last` (ASC's recipe: the last token of problem +
+CoT; any task) and, on the organism, `decision` (the `=` after each step's target from step 2 on, where the
+format of that step is chosen; step 1's context is the same in both texts) and `target`. Layer, gamma and sign
+are chosen on a validation split (largest length reduction with accuracy, graded by the task, within
+`accuracy_tolerance` of unsteered and mean KL(steered || unsteered) per generated token under `kl_bound`); the
+test split compares the choice with no steering, random directions of equal norm, prompting the concise format
+(organism: its first step forced, the value the model's own best digit) and the same direction read from the
+base model.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,26 +32,30 @@ from analyses.verbosity.common import (
     Run,
     arrays,
     cell_of,
+    chat_of,
     digest,
     forced_concise_prefixes,
     generate_graded,
+    items_per_step,
     paired_bootstrap,
-    problems_per_step,
     steered_kl,
     teacher_forced_steps,
 )
-from interp.activations import Named, PromptDataset
+from interp.activations import Example, LastToken, Named, PromptDataset, Selector
 from interp.benchmark import best_wall_and_cpu
 from interp.hooks import resid_post
 from interp.io import cache_dir, library_versions, read_json, write_json
-from interp.organism.dataset import problem_dataset
-from interp.organism.task import Problem, TaskConfig, sample_problems
 from interp.steering import Add, SteeringVector, Subtract
 from interp.steering.directions import (
     DirectionSet,
     directions_from_texts,
     random_directions,
 )
+from interp.tasks.base import Item, Task
+from interp.tasks.encode import encode_item, encode_text, task_dataset
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 RESULT_VERSION = 5
 VARIANTS = ("decision", "target", "last")
@@ -77,6 +84,8 @@ class VerbosityConfig:
     batch_size: int = 400
     timing_repeats: int = 5
     latency_problems: int = 40
+    task: str = "organism"
+    pair_formats: tuple[str, ...] = ()  # (long, short) formats of the task; () = verbose/concise, else cot/direct
     cache_dir: str = field(default_factory=lambda: str(cache_dir("verbosity")))
 
     def __post_init__(self) -> None:
@@ -94,12 +103,16 @@ class VerbosityConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VerbosityConfig:
         d = dict(d)
-        for k in ("steps", "variants", "gammas"):
-            d[k] = tuple(d[k])
+        for k in ("steps", "variants", "gammas", "pair_formats"):
+            if k in d:
+                d[k] = tuple(d[k])
         return cls(**d)
 
     def key(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
+        d = {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
+        if d["task"] == "organism" and not d["pair_formats"]:  # the zoo's defaults keep their cached results
+            del d["task"], d["pair_formats"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -157,44 +170,107 @@ class VerbosityResult:
 
 # ------------------------------------------------------------------------------------------ pairs
 
-def decision_positions(problem: Problem, fmt: str) -> dict[str, int]:
-    """`step{i}.eq`: the `=` after step i's target in the written CoT (the token before the format choice);
-    `step{i}.target`: the target itself (the next token is `=` in both formats, so no value is predicted there)."""
+ORGANISM_VARIANTS = VARIANTS  # `decision` and `target` need the organism's step layout; any task has `last`
+
+
+def pair_formats(task: Task, cfg: VerbosityConfig) -> tuple[str, str]:
+    """(long, short) reference formats whose texts make the pairs: the config's, else the task's `verbose` and
+    `concise` (the organism), else its first chain-of-thought format and `direct` (e.g. JSONL's `cot`/`direct`)."""
+    if cfg.pair_formats:
+        if len(cfg.pair_formats) != 2:
+            raise ValueError(f"pair_formats takes two formats (long, short), got {cfg.pair_formats}")
+        for f in cfg.pair_formats:
+            task.check_formats(f)
+        return cfg.pair_formats[0], cfg.pair_formats[1]
+    if {"verbose", "concise"} <= set(task.formats):
+        return "verbose", "concise"
+    if not task.cot_formats:
+        raise ValueError(f"task {task.name!r} has no chain-of-thought format to pair with 'direct'; pass "
+                         f"pair_formats or your own text pairs")
+    return task.cot_formats[0], "direct"
+
+
+def decision_spans(item: Item, task: Task, fmt: str) -> dict[str, tuple[int, int]]:
+    """Organism: `step{i}.eq`, the `=` after step i's target in the written CoT (the token before the format
+    choice), and `step{i}.target`, the target itself (the next token is `=` in both formats), as character
+    spans over prompt + completion (so any tokenizer finds them)."""
+    from interp.organism.reasoning_task import item_problem
+
+    p = item_problem(item)
     per = 4 if fmt == "concise" else 12
-    start = 1 + len(problem.prompt_tokens())
-    return ({f"step{i + 1}.eq": start + i * per + 1 for i in range(problem.n_steps)}
-            | {f"step{i + 1}.target": start + i * per for i in range(problem.n_steps)})
+    text = task.prompt(item) + task.completion(item, fmt)
+    words, at = [], 0
+    for w in text.split(" "):
+        words.append((at, at + len(w)))
+        at += len(w) + 1
+    start = len(task.prompt(item).split(" "))
+    return ({f"step{i + 1}.eq": words[start + i * per + 1] for i in range(p.n_steps)}
+            | {f"step{i + 1}.target": words[start + i * per] for i in range(p.n_steps)})
 
 
-def pair_datasets(problems: Sequence[Problem], tok: Any) -> tuple[PromptDataset, PromptDataset]:
-    """(verbose, concise) texts of the same problems, with `decision` positions added."""
+def pair_datasets(model: Model, task: Task, items: Sequence[Item], formats: tuple[str, str] | None = None
+                  ) -> tuple[PromptDataset, PromptDataset]:
+    """(long, short) reference texts of the same items (`pair_formats`), with the task's named positions; the
+    organism's texts also name the `decision` and `target` positions."""
+    formats = formats or pair_formats(task, VerbosityConfig())
+    chat = chat_of(task)
     out = []
-    for fmt in ("verbose", "concise"):
-        ds = problem_dataset(problems, tok, fmt)  # type: ignore[arg-type]
-        out.append(PromptDataset(tuple(dataclasses.replace(e, positions=dict(e.positions) | decision_positions(p, fmt))
-                                       for e, p in zip(ds.examples, problems))))
+    for fmt in formats:
+        if task.name != "organism":
+            out.append(task_dataset(model, task, items, fmt=fmt, chat=chat))
+            continue
+        exs = []
+        for it in items:
+            comp = task.completion(it, fmt)
+            ex = encode_item(model, task, it, comp, chat)
+            enc = encode_text(model, task.prompt(it), comp, chat)
+            extra = {k: enc.position(v, k) for k, v in decision_spans(it, task, fmt).items()}
+            exs.append(Example(ex.ids, dict(ex.positions) | extra, {**ex.meta, "format": fmt}))
+        out.append(PromptDataset(tuple(exs)))
     return out[0], out[1]
 
 
-def selector(variant: str, max_steps: int) -> Named:
+def selector(variant: str, max_steps: int, task: Task | None = None) -> Selector:
+    """`last`: the last token of problem + chain (ASC's recipe; the organism's answer digit); `decision` /
+    `target`: the organism's step-2-on positions."""
     if variant == "last":
-        return Named(("final.value",))
+        return Named(("final.value",)) if task is None or task.name == "organism" else LastToken()
     key = "eq" if variant == "decision" else "target"
     return Named(tuple(f"step{i}.{key}" for i in range(2, max_steps + 1)), missing="skip")
 
 
-def pair_problems(cfg: VerbosityConfig) -> list[Problem]:
-    """Pair problems have 2-4 steps (a 1-step CoT has no step whose context differs before its format choice)."""
-    return sample_problems(cfg.pair_seed, cfg.n_pairs, TaskConfig(min_steps=2, max_steps=max(cfg.steps)))
+def pair_items(cfg: VerbosityConfig, task: Task) -> list[Item]:
+    """Pair items; on the organism 2-4 steps (a 1-step CoT has no step whose context differs before its format
+    choice)."""
+    if task.name == "organism":
+        return task.sample(cfg.n_pairs, cfg.pair_seed, min_steps=2, max_steps=max(cfg.steps))
+    return task.sample(cfg.n_pairs, cfg.pair_seed)
 
 
-def directions(model: Any, cfg: VerbosityConfig) -> dict[str, DirectionSet]:
-    probs = pair_problems(cfg)
-    verbose, concise = pair_datasets(probs, model.tokenizer)
+def check_variants(cfg: VerbosityConfig, task: Task) -> None:
+    if task.name != "organism" and set(cfg.variants) - {"last"}:
+        raise ValueError(f"direction variants {sorted(set(cfg.variants) - {'last'})} need the organism's step "
+                         f"positions; on task {task.name!r} use variants=('last',)")
+
+
+def directions(model: Model, cfg: VerbosityConfig, task: Task | None = None,
+               pairs: tuple[PromptDataset, PromptDataset] | None = None) -> dict[str, DirectionSet]:
+    """Long - short directions per variant at every layer's resid_post, from the task's format pairs (or the
+    given text pairs, read at their last token)."""
+    import interp
+
+    task = task if task is not None else interp.task(cfg.task)
     hooks = [resid_post(layer) for layer in range(model.n_layers)]
-    prov = {"pairs": cfg.n_pairs, "pair_seed": cfg.pair_seed, "text": "verbose - concise"}
-    return {v: directions_from_texts(model, verbose, concise, hooks, selector(v, max(cfg.steps)), seed=cfg.seed,
-                                     provenance=prov | {"position": v}) for v in cfg.variants}
+    if pairs is not None:
+        prov = {"pairs": len(pairs[0]), "text": "given pairs: first - second", "position": "last"}
+        return {"last": directions_from_texts(model, pairs[0], pairs[1], hooks, LastToken(), seed=cfg.seed,
+                                              provenance=prov)}
+    check_variants(cfg, task)
+    formats = pair_formats(task, cfg)
+    long, short = pair_datasets(model, task, pair_items(cfg, task), formats)
+    prov = {"pairs": cfg.n_pairs, "pair_seed": cfg.pair_seed, "text": f"{formats[0]} - {formats[1]}"}
+    return {v: directions_from_texts(model, long, short, hooks, selector(v, max(cfg.steps, default=1), task),
+                                     seed=cfg.seed, provenance=prov | {"position": v}) for v in cfg.variants}
 
 
 # ------------------------------------------------------------------------------------------ run
@@ -203,12 +279,12 @@ def _intervention(vec: SteeringVector, gamma: float) -> Any:
     return Subtract(vec, scale=-gamma, where="generated") if gamma < 0 else Add(vec, scale=gamma, where="generated")
 
 
-def _measure(model: Any, probs: list[Problem], name: str, ivs: list, cfg: VerbosityConfig, *, kl: bool = True,
-             allow_other_model: bool = False, hook: str = "", scale: float = 0.0, direction: str = "",
-             prefixes: list | None = None) -> tuple[Cell, Run]:
-    run = generate_graded(model, probs, ivs, prefixes=prefixes, max_new_tokens=cfg.max_new_tokens,
+def _measure(model: Model, task: Task, items: list[Item], name: str, ivs: list, cfg: VerbosityConfig, *,
+             kl: bool = True, allow_other_model: bool = False, hook: str = "", scale: float = 0.0,
+             direction: str = "", prefixes: list[str] | None = None) -> tuple[Cell, Run]:
+    run = generate_graded(model, task, items, ivs, prefixes=prefixes, max_new_tokens=cfg.max_new_tokens,
                           batch_size=cfg.batch_size, allow_other_model=allow_other_model)
-    k = steered_kl(model, probs, run, ivs, allow_other_model) if kl and ivs else (0.0 if kl else None)
+    k = steered_kl(model, task, items, run, ivs, allow_other_model) if kl and ivs else (0.0 if kl else None)
     return cell_of(name, run, cfg.n_boot, k, hook, scale, direction), run
 
 
@@ -240,28 +316,44 @@ def _reduction(runs: Mapping[str, Run], ref: str, n_boot: int) -> dict[str, dict
     return out
 
 
-def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True) -> VerbosityResult:
-    """Directions, validation sweep, choice, and the test comparison (see the module docstring)."""
-    from interp.models import load
+def _short(name: str) -> str:
+    return name.removeprefix("organism/")
+
+
+def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True, model: Model | None = None,
+        base: Model | None = None, task: Task | None = None,
+        pairs: tuple[PromptDataset, PromptDataset] | None = None) -> VerbosityResult:
+    """Directions, validation sweep, choice, and the test comparison (see the module docstring). The tuned
+    `model` and its `base` default to the config's names, the task to `interp.task(config.task)`; `pairs`
+    (long, short texts) replace the task's format pairs (read at their last token)."""
+    import interp
 
     t0 = time.time()
     cfg = config
-    model, base = load(cfg.model), load(cfg.base)
+    task = task if task is not None else interp.task(cfg.task)
+    model = model if model is not None else interp.load(cfg.model)
+    base = base if base is not None else interp.load(cfg.base)
+    if model.name != cfg.model or base.name != cfg.base:
+        cfg = dataclasses.replace(cfg, model=model.name, base=base.name)
+    if pairs is not None and cfg.variants != ("last",):
+        cfg = dataclasses.replace(cfg, variants=("last",))
     if (model.d_model, model.n_layers) != (base.d_model, base.n_layers):
         raise ValueError(f"{cfg.base} and {cfg.model} differ in shape; the base's direction cannot be applied")
-    dirs = directions(model, cfg)
-    base_dirs = directions(base, cfg)
-    pair_prompts = {p.prompt() for p in pair_problems(cfg)}
-    val = [p for p in problems_per_step(cfg.val_seed, cfg.n_val_per_step, cfg.steps) if p.prompt() not in pair_prompts]
-    test = [p for p in problems_per_step(cfg.test_seed, cfg.n_test_per_step, cfg.steps)
-            if p.prompt() not in pair_prompts]
+    dirs = directions(model, cfg, task, pairs)
+    base_dirs = directions(base, cfg, task, pairs)
+    pair_prompts = {task.prompt(it) for it in pair_items(cfg, task)} if pairs is None else set()
+    val = [it for it in items_per_step(task, cfg.val_seed, cfg.n_val_per_step, cfg.steps)
+           if task.prompt(it) not in pair_prompts]
+    test = [it for it in items_per_step(task, cfg.test_seed, cfg.n_test_per_step, cfg.steps)
+            if task.prompt(it) not in pair_prompts]
+    mname, bname = _short(model.name), _short(base.name)
 
-    val_base, _ = _measure(model, val, "unsteered", [], cfg)
+    val_base, _ = _measure(model, task, val, "unsteered", [], cfg)
     sweep = []
     grid = [(v, h.hook, s * g) for v in cfg.variants for h in dirs[v].hooks for g in cfg.gammas for s in (-1, 1)]
     for v, hook, g in tqdm(grid, desc="verbosity sweep", disable=not progress):
         vec = dirs[v].get(hook).mean_diff
-        c, _ = _measure(model, val, f"{v} {hook} {g:+g}", [_intervention(vec, g)], cfg, hook=hook, scale=g,
+        c, _ = _measure(model, task, val, f"{v} {hook} {g:+g}", [_intervention(vec, g)], cfg, hook=hook, scale=g,
                         direction=f"{v}/{cfg.model}")
         sweep.append(SweepCell(v, hook, g, c))
     chosen, aggressive = choose(sweep, val_base, cfg)
@@ -270,27 +362,27 @@ def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True) -> V
     test_cells: dict[str, Cell] = {}
 
     def measure(name: str, ivs: list, **kw: Any) -> None:
-        test_cells[name], runs[name] = _measure(model, test, name, ivs, cfg, **kw)
+        test_cells[name], runs[name] = _measure(model, task, test, name, ivs, cfg, **kw)
 
     measure("unsteered", [])
-    prefixes = forced_concise_prefixes(model, test)
-    measure("prompt: concise first step", [], prefixes=prefixes)
+    if task.name == "organism":  # prompting the short format by forcing its first step needs the organism's layout
+        measure("prompt: concise first step", [], prefixes=forced_concise_prefixes(model, task, test))
     points = {"chosen": chosen, "aggressive": aggressive}
     for label, pt in points.items():
         if pt is None:
             continue
         vec = dirs[pt.variant].get(pt.hook).mean_diff
-        measure(label, [_intervention(vec, pt.gamma)], hook=pt.hook, scale=pt.gamma, direction=f"{pt.variant}/sft")
+        measure(label, [_intervention(vec, pt.gamma)], hook=pt.hook, scale=pt.gamma, direction=f"{pt.variant}/{mname}")
         rand_runs = []
         for r in random_directions(vec.d_model, vec.norm, N_RANDOM, cfg.seed + 11):
             rv = SteeringVector(r, pt.hook, model.name, model.checksum, "random", {"norm_of": "mean_difference"})
-            rand_runs.append(_measure(model, test, "", [_intervention(rv, pt.gamma)], cfg, hook=pt.hook)[1])
+            rand_runs.append(_measure(model, task, test, "", [_intervention(rv, pt.gamma)], cfg, hook=pt.hook)[1])
         pooled = Run(tuple(g for r in rand_runs for g in r.grades), tuple(c for r in rand_runs for c in r.completions),
                      sum(r.seconds for r in rand_runs))
         test_cells[f"{label}: random direction"] = cell_of(f"{label}: random direction", pooled, cfg.n_boot,
                                                            None, pt.hook, pt.gamma, f"random x{N_RANDOM}")
         bvec = base_dirs[pt.variant].get(pt.hook).mean_diff
-        measure(f"{label}: base-s direction", [_intervention(bvec, pt.gamma)], allow_other_model=True,
+        measure(f"{label}: {bname} direction", [_intervention(bvec, pt.gamma)], allow_other_model=True,
                 hook=pt.hook, scale=pt.gamma, direction=f"{pt.variant}/{cfg.base}")
 
     speed: dict[str, float] = {}
@@ -300,7 +392,7 @@ def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True) -> V
         from interp.generate import generate_ids
         from interp.steering import steer
 
-        ids = prompt_ids(model.tokenizer, test)
+        ids = prompt_ids(model, task, test)
 
         def gen(ivs: list) -> Any:
             def f() -> None:
@@ -353,19 +445,24 @@ def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True) -> V
         | {f"{cfg.base}/{v}": base_dirs[v].to_dict() for v in cfg.variants},
         cos, val_base, tuple(sweep), chosen, aggressive, test_cells, _reduction(runs, "unsteered", cfg.n_boot), speed,
         round(time.time() - t0, 1), library_versions(),
-        {fmt: teacher_forced_steps(model, test, fmt, cfg.n_boot) for fmt in ("concise", "verbose")})
+        {fmt: teacher_forced_steps(model, task, test, fmt, cfg.n_boot)
+         for fmt in (reversed(pair_formats(task, cfg)) if pairs is None else ())})
 
 
-def run_cached(config: VerbosityConfig = VerbosityConfig(), progress: bool = True) -> VerbosityResult:
-    """`run`, reusing a saved result for the same config and model checksums."""
-    from interp.models import load
+def run_cached(config: VerbosityConfig = VerbosityConfig(), progress: bool = True, model: Model | None = None,
+               base: Model | None = None, task: Task | None = None) -> VerbosityResult:
+    """`run`, reusing a saved result for the same config, task and model checksums."""
+    import interp
 
-    key = {"config": config.key(), "models": [load(config.model).checksum, load(config.base).checksum],
-           "version": RESULT_VERSION}
+    model = model if model is not None else interp.load(config.model)
+    base = base if base is not None else interp.load(config.base)
+    key: dict[str, Any] = {"config": config.key(), "models": [model.checksum, base.checksum], "version": RESULT_VERSION}
+    if task is not None and task.name != "organism":
+        key["task"] = task.describe()
     path = Path(config.cache_dir) / f"result-{digest(key)}.json"
     if path.is_file():
         return VerbosityResult.from_dict(read_json(path))
-    result = run(config, progress)
+    result = run(config, progress, model, base, task)
     write_json(path, result.to_dict())
     return result
 
@@ -375,9 +472,11 @@ __all__ = [
     "VerbosityConfig",
     "VerbosityResult",
     "choose",
-    "decision_positions",
+    "decision_spans",
     "directions",
     "pair_datasets",
+    "pair_formats",
+    "pair_items",
     "run",
     "run_cached",
 ]

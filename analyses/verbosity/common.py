@@ -9,36 +9,46 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from interp.generate import generate_ids, left_pad
-from interp.organism.grader import Grade, grade
-from interp.organism.task import Problem, TaskConfig, sample_problems
-from interp.organism.tokenizer import digit_ids
 from interp.stats import bootstrap_ci, paired_bootstrap
 from interp.steering import Intervention, steer
+from interp.tasks.base import Grade, Item, Task
+from interp.tasks.encode import encode_text, task_dataset
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 
 def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def problems_per_step(seed: int, n_per_step: int, steps: Sequence[int]) -> list[Problem]:
-    """`n_per_step` problems of each step count, each step count from its own seed stream."""
-    out: list[Problem] = []
+def items_per_step(task: Task, seed: int, n_per_step: int, steps: Sequence[int]) -> list[Item]:
+    """`n_per_step` items of each step count, each step count from its own seed stream (`seed + k`); an empty
+    `steps` gives `n_per_step` items of the task without a step count."""
+    if not steps:
+        return task.sample(n_per_step, seed)
+    out: list[Item] = []
     for k in steps:
-        out += sample_problems(seed + k, n_per_step, TaskConfig(max_steps=max(4, k)), n_steps=k)
+        out += task.sample(n_per_step, seed + k, n_steps=k)
     return out
 
 
-def prompt_ids(tok: Any, problems: Sequence[Problem], prefixes: Sequence[Sequence[str]] | None = None
+def chat_of(task: Task) -> bool:
+    """Whether prompts go through the chat template (a task that decides it, e.g. JSONL's `chat`)."""
+    return bool(getattr(task, "chat", False))
+
+
+def prompt_ids(model: Model, task: Task, items: Sequence[Item], prefixes: Sequence[str] | None = None
                ) -> list[list[int]]:
-    prefixes = prefixes or [[] for _ in problems]
-    return [[tok.bos_token_id, *tok.convert_tokens_to_ids(p.prompt_tokens() + list(pre))]
-            for p, pre in zip(problems, prefixes)]
+    """Ids of each item's prompt (BOS by the model's rule, or its chat template), then its prefix if given."""
+    prefixes = prefixes or ["" for _ in items]
+    return [list(encode_text(model, task.prompt(it), pre, chat_of(task)).ids) for it, pre in zip(items, prefixes)]
 
 
 @dataclass(frozen=True)
@@ -50,45 +60,58 @@ class Run:
     seconds: float
 
 
-def generate_graded(model: Any, problems: Sequence[Problem], interventions: Sequence[Intervention] = (), *,
-                    prefixes: Sequence[Sequence[str]] | None = None, max_new_tokens: int = 72,
+def generate_graded(model: Model, task: Task, items: Sequence[Item], interventions: Sequence[Intervention] = (), *,
+                    prefixes: Sequence[str] | None = None, max_new_tokens: int = 72,
                     batch_size: int = 400, allow_other_model: bool = False) -> Run:
-    """Greedy completions with the interventions active, graded (a forced prefix counts as written)."""
+    """Greedy completions with the interventions active (on generated tokens), graded by the task (a forced
+    prefix counts as written)."""
     tok = model.tokenizer
-    ids = prompt_ids(tok, problems, prefixes)
+    chat = chat_of(task)
+    prefixes = prefixes or ["" for _ in items]
+    encs = [encode_text(model, task.prompt(it), pre, chat) for it, pre in zip(items, prefixes)]
+    ids = [list(e.ids) for e in encs]
     t0 = time.perf_counter()
     with steer(model, list(interventions), allow_other_model=allow_other_model):
         comps = generate_ids(model.hf, tok, ids, max_new_tokens, batch_size=batch_size)
     secs = time.perf_counter() - t0
-    prefixes = prefixes or [[] for _ in problems]
-    grades = tuple(grade(p, list(pre) + tok.convert_ids_to_tokens(c)) for p, pre, c in zip(problems, prefixes, comps))
-    return Run(grades, tuple(tuple(c) for c in comps), secs)
+    grades = []
+    for it, e, c in zip(items, encs, comps):
+        g = task.grade(it, tok.decode(list(e.ids[e.n_prompt:]) + c, skip_special_tokens=False))
+        # the task's own count when it makes one (the organism's stops at its stop tokens), else every token
+        grades.append(g if g.n_tokens else dataclasses.replace(g, n_tokens=len(e.ids) - e.n_prompt + len(c)))
+    return Run(tuple(grades), tuple(tuple(c) for c in comps), secs)
 
 
-def forced_concise_prefixes(model: Any, problems: Sequence[Problem]) -> list[list[str]]:
-    """The first concise step written by the model itself: `<target> =` then its most likely digit, then `;`."""
+def forced_concise_prefixes(model: Model, task: Task, items: Sequence[Item]) -> list[str]:
+    """The organism's first concise step written by the model itself: `<target> =` then its most likely digit,
+    then `;` (the "prompt the concise format" condition; the organism task only)."""
+    from interp.organism.reasoning_task import item_problem
+
+    if task.name != "organism":
+        raise ValueError(f"forcing the concise format's first step needs the organism task, not {task.name!r}")
     tok = model.tokenizer
-    heads = [[p.steps[0].target, "="] for p in problems]
-    ids, mask = left_pad(prompt_ids(tok, problems, heads), tok.pad_token_id)
-    digits = digit_ids(tok)
+    problems = [item_problem(it) for it in items]
+    heads = [f" {p.steps[0].target} =" for p in problems]
+    ids, mask = left_pad(prompt_ids(model, task, items, heads), model.pad_token_id)
+    cands = [model.to_single_token(c) for c in task.answer_candidates(items[0])]  # type: ignore[attr-defined]
+    digits = torch.tensor(cands)
     with torch.no_grad():
         logits = model.hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)
                           ).logits[:, -1]
     best = digits[logits[:, digits].argmax(-1)]
-    return [h + [tok.convert_ids_to_tokens(int(d)), problems[i].separator] for i, (h, d) in enumerate(zip(heads, best))]
+    return [f"{h} {tok.convert_ids_to_tokens(int(d))} {p.separator}" for h, d, p in zip(heads, best, problems)]
 
 
 @torch.no_grad()
-def steered_kl(model: Any, problems: Sequence[Problem], run: Run, interventions: Sequence[Intervention],
+def steered_kl(model: Model, task: Task, items: Sequence[Item], run: Run, interventions: Sequence[Intervention],
                allow_other_model: bool = False, batch_size: int = 200) -> float:
     """Mean per-token KL(steered || unsteered) of the next-token distributions along the steered completions
     (teacher-forced; the interventions act on the generated tokens, as in generation)."""
-    tok = model.tokenizer
-    prompts = prompt_ids(tok, problems)
+    prompts = prompt_ids(model, task, items)
     total, count = 0.0, 0
     for s in range(0, len(prompts), batch_size):
         seqs = [p + list(c) for p, c in zip(prompts[s:s + batch_size], run.completions[s:s + batch_size])]
-        ids, mask = left_pad(seqs, tok.pad_token_id)
+        ids, mask = left_pad(seqs, model.pad_token_id)
         width = ids.shape[1]
         gen = torch.zeros_like(mask, dtype=torch.bool)
         read = torch.zeros_like(mask, dtype=torch.bool)
@@ -107,27 +130,34 @@ def steered_kl(model: Any, problems: Sequence[Problem], run: Run, interventions:
 
 
 @torch.no_grad()
-def teacher_forced_steps(model: Any, problems: Sequence[Problem], fmt: str, n_boot: int = 1000,
+def teacher_forced_steps(model: Model, task: Task, items: Sequence[Item], fmt: str, n_boot: int = 1000,
                          batch_size: int = 200) -> dict[str, Any]:
-    """Given a correct written chain in `fmt`, how often each step's value is the most likely digit where it is
-    written (per step, and every step of a problem), with bootstrap intervals over problems."""
-    from interp.organism.positions import completion_positions
-
-    tok = model.tokenizer
-    digits = digit_ids(tok)
+    """Given the reference chain in `fmt`, how often each step's value is the most likely token where it is
+    written (among the task's answer candidates when it lists them), per step and every step of a problem, with
+    bootstrap intervals over problems. Needs a task naming `step{i}.value` and `step{i}.before_value` in its
+    reference completions (the organism does); otherwise a dict saying so."""
+    data = task_dataset(model, task, items, fmt=fmt, chat=chat_of(task))
+    if not any("step1.value" in e.positions for e in data.examples):
+        return {"format": fmt, "unsupported": f"task {task.name!r} names no step{{i}}.value position in its "
+                                               f"{fmt!r} completions", "n": 0}
+    cands = getattr(task, "answer_candidates", None)
+    allowed = torch.tensor([model.to_single_token(c) for c in cands(items[0])]) if cands is not None else None
     per_problem: list[list[bool]] = []
-    for s in range(0, len(problems), batch_size):
-        chunk = problems[s:s + batch_size]
-        seqs = [[tok.bos_token_id, *tok.convert_tokens_to_ids(p.prompt_tokens() + p.completion_tokens(fmt))]
-                for p in chunk]
-        ids, mask = left_pad(seqs, tok.pad_token_id)
+    for s in range(0, len(data.examples), batch_size):
+        chunk = data.examples[s:s + batch_size]
+        seqs = [list(e.ids) for e in chunk]
+        ids, mask = left_pad(seqs, model.pad_token_id)
         logits = model.hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
-        for r, (p, seq) in enumerate(zip(chunk, seqs)):
+        for r, (e, seq) in enumerate(zip(chunk, seqs)):
             off = ids.shape[1] - len(seq)
-            pos = completion_positions(p, fmt)  # type: ignore[arg-type]
-            per_problem.append([
-                int(digits[logits[r, off + pos[f"step{i}.before_value"], digits].argmax()]) == seq[pos[f"step{i}.value"]]
-                for i in range(1, p.n_steps + 1)])
+            row = []
+            i = 1
+            while f"step{i}.value" in e.positions:
+                lg = logits[r, off + e.positions[f"step{i}.before_value"]]
+                best = int(allowed[lg[allowed].argmax()]) if allowed is not None else int(lg.argmax())
+                row.append(best == seq[e.positions[f"step{i}.value"]])
+                i += 1
+            per_problem.append(row)
     steps = np.array([x for row in per_problem for x in row], float)
     every = np.array([all(row) for row in per_problem], float)
     return {"format": fmt, "step_accuracy": float(steps.mean()), "step_accuracy_ci": list(bootstrap_ci(steps, n_boot)),
@@ -168,7 +198,7 @@ class Cell:
 def arrays(run: Run) -> dict[str, np.ndarray]:
     return {"tokens": np.array([g.n_tokens for g in run.grades], float),
             "correct": np.array([g.correct for g in run.grades], float),
-            "cot": np.array([g.format in ("concise", "verbose") for g in run.grades], float)}
+            "cot": np.array([g.cot for g in run.grades], float)}
 
 
 def cell_of(name: str, run: Run, n_boot: int, kl: float | None = None, hook: str = "", scale: float = 0.0,
@@ -189,11 +219,13 @@ __all__ = [
     "Run",
     "arrays",
     "cell_of",
+    "chat_of",
     "digest",
     "forced_concise_prefixes",
     "generate_graded",
+    "items_per_step",
     "paired_bootstrap",
-    "problems_per_step",
     "prompt_ids",
     "steered_kl",
+    "teacher_forced_steps",
 ]

@@ -16,8 +16,8 @@ from interp.plots import save_figure, style
 def _err(cells: list[Cell], metric: str) -> dict:
     vals = [getattr(c, metric) for c in cells]
     cis = [getattr(c, f"{metric}_ci") for c in cells]
-    return dict(type="data", symmetric=False, array=[hi - v for (lo, hi), v in zip(cis, vals)],
-                arrayminus=[v - lo for (lo, hi), v in zip(cis, vals)])
+    return {"type": "data", "symmetric": False, "array": [hi - v for (lo, hi), v in zip(cis, vals)],
+                "arrayminus": [v - lo for (lo, hi), v in zip(cis, vals)]}
 
 
 _COLORS: dict[str, str] = {}
@@ -58,7 +58,7 @@ def verbosity_figures(r: VerbosityResult, out_dir: str | Path, png: bool = True)
                 for col, ys in ((1, toks), (2, accs)):
                     fig.add_trace(go.Scatter(x=[xs[i] for i in order], y=[ys[i] for i in order], mode="lines+markers",
                                              name=name, legendgroup=name, showlegend=col == 1,
-                                             line=dict(color=_color(name)),
+                                             line={"color": _color(name)},
                                              visible=True if show else "legendonly"), row=1, col=col)
         style(fig, f"Verbosity steering of {r.config.model.removeprefix('organism/')} (validation): "
                    f"negative gamma subtracts verbose - concise", "signed gamma", "")
@@ -71,7 +71,7 @@ def verbosity_figures(r: VerbosityResult, out_dir: str | Path, png: bool = True)
             for col, m in ((1, "mean_tokens"), (2, "accuracy")):
                 fig.add_trace(go.Scatter(x=[_layer(s.hook) for s in cells], y=[getattr(s.cell, m) for s in cells],
                                          mode="lines+markers", name=f"gamma {g:+g}", legendgroup=str(g),
-                                         line=dict(color=_color(f"gamma {g:+g}")), showlegend=col == 1), row=1, col=col)
+                                         line={"color": _color(f"gamma {g:+g}")}, showlegend=col == 1), row=1, col=col)
         style(fig, f"Subtracting the {ref.variant} direction, by layer (validation; unsteered "
                    f"{base.mean_tokens:.1f} tokens, accuracy {base.accuracy:.2f})", "layer (resid_post)", "")
         fig.update_layout(width=1000)
@@ -96,7 +96,7 @@ def verbosity_figures(r: VerbosityResult, out_dir: str | Path, png: bool = True)
                                  mode="lines+markers", name=key.removeprefix("organism/")))
     first = next(iter(r.directions.values()))["hooks"]
     fig.add_trace(go.Scatter(x=[_layer(h["hook"]) for h in first], y=[h["auroc_random"] for h in first],
-                             mode="lines", line=dict(dash="dot", color="#999"), name="random direction (mean)"))
+                             mode="lines", line={"dash": "dot", "color": "#999"}, name="random direction (mean)"))
     style(fig, "Held-out separation of verbose vs concise texts by the direction", "layer (resid_post)",
           "projection AUROC")
     fig.update_xaxes(dtick=1)
@@ -112,15 +112,17 @@ def verbosity_sentences(r: VerbosityResult) -> list[str]:
     rd = lambda k: (f"{_pct(red[k]['reduction'])} [{_pct(red[k]['reduction_ci'][0])}, "
                     f"{_pct(red[k]['reduction_ci'][1])}]")
     m = r.config.model.removeprefix("organism/")
+    bn = r.config.base.removeprefix("organism/")
     lines = [f"Unsteered {m} on the test split ({u.n} problems, 1-4 steps): {tok(u)} CoT tokens, accuracy {acc(u)}."]
-    p = t["prompt: concise first step"]
-    lines.append(f"Prompting the concise format (its first step forced, with the model's own best digit): {tok(p)} "
+    p = t.get("prompt: concise first step")
+    lines += [] if p is None else [
+        f"Prompting the concise format (its first step forced, with the model's own best digit): {tok(p)} "
                  f"tokens ({rd('prompt: concise first step')} fewer), accuracy {acc(p)}"
                  + (f": the model's concise chains are less accurate than its verbose ones ({p.accuracy:.2f} vs "
                     f"{u.accuracy:.2f}), which bounds what any compression to that format keeps."
                     if p.accuracy_ci[1] < u.accuracy else
-                    f": within its interval of unsteered accuracy ({u.accuracy:.2f}), so compression to that format can keep accuracy."))
-    tf = r.teacher_forced
+                    f": within its interval of unsteered accuracy ({u.accuracy:.2f}), so compression to that format can keep accuracy.")]
+    tf = {fmt: x for fmt, x in r.teacher_forced.items() if "step_accuracy" in x}
     if tf:
         lines.append("Teacher-forced on a correct chain (test problems), the most likely digit is each step's value for "
                      + "; ".join(f"{_pct(t['step_accuracy'])} [{_pct(t['step_accuracy_ci'][0])}, "
@@ -137,13 +139,13 @@ def verbosity_sentences(r: VerbosityResult) -> list[str]:
         rule = (f"largest reduction with validation accuracy within {r.config.accuracy_tolerance:.2f} and KL <= "
                 f"{r.config.kl_bound}" if label == "chosen" else
                 f"largest reduction under the KL bound with <= {_pct(r.config.max_invalid_aggressive)} unparseable")
-        rnd, bs = t[f"{label}: random direction"], t[f"{label}: base-s direction"]
+        rnd, bs = t[f"{label}: random direction"], t[f"{label}: {bn} direction"]
         lines.append(f"{label.capitalize()} point ({rule}): {pt.variant} direction at layer {_layer(pt.hook)}, "
                      f"gamma {pt.gamma:+g} (KL {c.kl:.3f}): {tok(c)} tokens, {rd(label)} fewer, accuracy {acc(c)} "
                      f"(change {red[label]['accuracy_change']:+.2f} [{red[label]['accuracy_change_ci'][0]:+.2f}, "
                      f"{red[label]['accuracy_change_ci'][1]:+.2f}]); random directions of equal norm: {tok(rnd)} tokens, "
-                     f"accuracy {acc(rnd)}; the same direction read from base-s: {tok(bs)} tokens "
-                     f"({rd(label + ': base-s direction')} fewer), accuracy {acc(bs)}.")
+                     f"accuracy {acc(rnd)}; the same direction read from {bn}: {tok(bs)} tokens "
+                     f"({rd(label + f': {bn} direction')} fewer), accuracy {acc(bs)}.")
         if f"{label}_wall_clock_speedup" in r.speed:
             lines.append(f"Speed ({label}, batched greedy generation of the test split): "
                          f"{r.speed[f'{label}_wall_clock_speedup']:.2f}x wall clock"
@@ -178,13 +180,14 @@ def verbosity_sentences(r: VerbosityResult) -> list[str]:
                          f"{b.cell.accuracy:.2f}.")
     cos = "; ".join(f"{v}: " + ", ".join(f"layer {_layer(h)} {c:.2f}" for h, c in sorted(d.items(), key=lambda x: _layer(x[0])))
                     for v, d in r.base_cosines.items())
-    lines.append(f"Cosine between the directions read from sft and from base-s per layer ({cos}).")
+    lines.append(f"Cosine between the directions read from {m} and from {bn} per layer ({cos}).")
     return lines
 
 
 def reasoning_figures(r: ReasoningResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
     out_dir = Path(out_dir)
     figs: dict[str, go.Figure] = {}
+    bn, tn = r.config.base.removeprefix("organism/"), r.config.tuned.removeprefix("organism/")
     modes = [m for m in ("add", "clamp") if any(s.mode == m for s in r.sweep)]
     titles = [f"{m}: {t}" for m in modes for t in ("accuracy (3-4 steps)", "CoT rate")]
     fig = make_subplots(rows=len(modes), cols=2, subplot_titles=titles, vertical_spacing=0.14)
@@ -202,11 +205,11 @@ def reasoning_figures(r: ReasoningResult, out_dir: str | Path, png: bool = True)
                         pts = sorted(pts + [(0.0, getattr(r.val_unsteered, m))])
                     fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
                                              name=name, legendgroup=name, showlegend=col == 1,
-                                             line=dict(color=_color(name.split(", ", 1)[1])),
+                                             line={"color": _color(name.split(", ", 1)[1])},
                                              visible=True if w == r.chosen.where else "legendonly"), row=row, col=col)
             fig.add_hline(y=r.val_unsteered.accuracy, line_dash="dot", line_color="#999", row=row, col=1)
         fig.update_xaxes(title_text="gamma" if mode == "add" else "k (CoT-mode mean + k std)", row=row)
-    style(fig, "base-s steered along CoT-mode - direct-mode at the prompt's last token (validation; dotted: unsteered)",
+    style(fig, f"{bn} steered along CoT-mode - direct-mode at the prompt's last token (validation; dotted: unsteered)",
           "", "")
     fig.update_layout(width=1000, height=380 * len(modes) + 80)
     figs["reasoning_direction_sweep"] = fig
@@ -217,7 +220,7 @@ def reasoning_figures(r: ReasoningResult, out_dir: str | Path, png: bool = True)
                          marker_color="#4C78A8"), row=1, col=1)
     fig.add_trace(go.Bar(x=names, y=[c.cot_rate for c in cells], error_y=_err(cells, "cot_rate"), showlegend=False,
                          marker_color="#E45756"), row=1, col=2)
-    style(fig, f"Reasoning-mode direction on 3-4-step problems (test, {r.test['sft unsteered'].n} problems)", "", "")
+    style(fig, f"Reasoning-mode direction on 3-4-step problems (test, {r.test[f'{tn} unsteered'].n} problems)", "", "")
     fig.update_layout(width=1100, height=520)
     figs["reasoning_direction_test"] = fig
     return {k: save_figure(f, out_dir / k, png=png) for k, f in figs.items()}
@@ -225,13 +228,14 @@ def reasoning_figures(r: ReasoningResult, out_dir: str | Path, png: bool = True)
 
 def reasoning_sentences(r: ReasoningResult) -> list[str]:
     t, g, c = r.test, r.gap, r.chosen
+    bn, tn = r.config.base.removeprefix("organism/"), r.config.tuned.removeprefix("organism/")
     f = lambda k: (f"accuracy {t[k].accuracy:.2f} [{t[k].accuracy_ci[0]:.2f}, {t[k].accuracy_ci[1]:.2f}], "
                    f"CoT rate {t[k].cot_rate:.2f}")
     gr = lambda k: f"{_pct(g[k]['gap_recovered'])} [{_pct(g[k]['gap_recovered_ci'][0])}, {_pct(g[k]['gap_recovered_ci'][1])}]"
-    rand = [k for k in g if k.startswith("base-s + random direction") and "(best add)" not in k]
-    rand_add = [k for k in g if k.startswith("base-s + random direction (best add)")]
+    rand = [k for k in g if k.startswith(f"{bn} + random direction") and "(best add)" not in k]
+    rand_add = [k for k in g if k.startswith(f"{bn} + random direction (best add)")]
     return [
-        f"The direction: {r.n_cot} CoT-mode vs {r.n_direct} direct-mode prompts of base-s (its greedy choice, CoT rate "
+        f"The direction: {r.n_cot} CoT-mode vs {r.n_direct} direct-mode prompts of {bn} (its greedy choice, CoT rate "
         f"{r.train_cot_rate:.2f} on {', '.join(map(str, r.config.train_steps))}-step problems), difference of means at "
         f"the prompt's last token; held-out AUROC per layer "
         + ", ".join(f"{h['auroc_mean_diff']:.2f}" for h in r.directions["hooks"])
@@ -241,18 +245,18 @@ def reasoning_sentences(r: ReasoningResult) -> list[str]:
            f"clamp the component to the CoT-mode mean projection {c.gamma:+g} std")
         + f" at layer {_layer(c.hook)}, {c.where} position(s) (validation accuracy {c.cell.accuracy:.2f}, CoT rate "
         f"{c.cell.cot_rate:.2f}; unsteered {r.val_unsteered.accuracy:.2f}, {r.val_unsteered.cot_rate:.2f}).",
-        (f"Test, 3-4-step problems: base-s {f('base-s unsteered')}; + reasoning direction {f('base-s + reasoning direction')}; "
-        f"+ random directions ({'equal norm' if c.mode == 'add' else 'clamped the same way'}) {f('base-s + random direction')}; sft {f('sft unsteered')}; base-s forced "
-        f"into a CoT {f('base-s forced CoT')}."),
-        f"Fraction of the base-s -> sft accuracy gap recovered: {gr('base-s + reasoning direction')} by the direction, "
+        (f"Test, 3-4-step problems: {bn} {f(f'{bn} unsteered')}; + reasoning direction {f(f'{bn} + reasoning direction')}; "
+        f"+ random directions ({'equal norm' if c.mode == 'add' else 'clamped the same way'}) {f(f'{bn} + random direction')}; {tn} {f(f'{tn} unsteered')}; {bn} forced "
+        f"into a CoT {f(f'{bn} forced CoT')}."),
+        f"Fraction of the {bn} -> {tn} accuracy gap recovered: {gr(f'{bn} + reasoning direction')} by the direction, "
         + ", ".join(gr(k) for k in rand) + " by the random directions; steering touched "
         f"{r.tokens_steered['positions_per_problem']:.0f} position(s) per problem, {_pct(r.tokens_steered['of_prompt_and_completion'])} "
         f"of prompt + completion tokens ({_pct(r.tokens_steered['of_generated'])} of generated tokens).",
     ] + ([
         f"Adding a constant multiple instead (the best add cell on validation: layer {_layer(r.best_add.hook)}, gamma "
         f"{r.best_add.gamma:+g}, {r.best_add.where} position(s)) on the same test problems: "
-        f"{f('base-s + reasoning direction (best add)')}, gap recovered {gr('base-s + reasoning direction (best add)')}; "
-        f"random directions of equal norm {f('base-s + random direction (best add)')}, gap recovered "
+        f"{f(f'{bn} + reasoning direction (best add)')}, gap recovered {gr(f'{bn} + reasoning direction (best add)')}; "
+        f"random directions of equal norm {f(f'{bn} + random direction (best add)')}, gap recovered "
         + ", ".join(gr(k) for k in rand_add) + "."] if r.best_add is not None else [])
 
 

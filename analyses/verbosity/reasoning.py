@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,16 +29,16 @@ from analyses.verbosity.common import (
     Run,
     arrays,
     cell_of,
+    chat_of,
     digest,
     generate_graded,
+    items_per_step,
     paired_bootstrap,
-    problems_per_step,
+    prompt_ids,
 )
 from interp.activations import Named, PromptDataset
 from interp.hooks import resid_post
 from interp.io import cache_dir, library_versions, read_json, write_json
-from interp.organism.dataset import problem_dataset
-from interp.organism.evaluate import cot_prefix
 from interp.steering import Add, Clamp, Positions, SteeringVector
 from interp.steering.directions import (
     DirectionSet,
@@ -46,6 +46,11 @@ from interp.steering.directions import (
     directions_from_activations,
     random_directions,
 )
+from interp.tasks.base import Task
+from interp.tasks.encode import task_dataset
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 RESULT_VERSION = 3
 MODES = ("add", "clamp")
@@ -73,6 +78,7 @@ class ReasoningConfig:
     seed: int = 0
     max_new_tokens: int = 72
     batch_size: int = 400
+    task: str = "organism"
     cache_dir: str = field(default_factory=lambda: str(cache_dir("reasoning_direction")))
 
     def __post_init__(self) -> None:
@@ -93,7 +99,10 @@ class ReasoningConfig:
         return cls(**d)
 
     def key(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
+        d = {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
+        if d["task"] == "organism":  # the zoo's defaults keep their cached results
+            del d["task"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -167,12 +176,19 @@ class ModeDirections:
         return float((cot @ u).mean() + k * proj.std())
 
 
-def mode_direction(model: Any, cfg: ReasoningConfig) -> ModeDirections:
-    """CoT-mode minus direct-mode at the prompt's last token, from base-s's own greedy choices."""
-    probs = problems_per_step(cfg.train_seed, cfg.n_train_per_step, cfg.train_steps)
-    run = generate_graded(model, probs, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
-    cot = [g.format in ("concise", "verbose") for g in run.grades]
-    ds = problem_dataset(probs, model.tokenizer)
+def mode_direction(model: Model, cfg: ReasoningConfig, task: Task | None = None) -> ModeDirections:
+    """CoT-mode minus direct-mode at the prompt's last token (`answer`), from the model's own greedy choices as
+    the task grades them (`Grade.cot`)."""
+    import interp
+
+    task = task if task is not None else interp.task(cfg.task)
+    items = items_per_step(task, cfg.train_seed, cfg.n_train_per_step, cfg.train_steps)
+    run = generate_graded(model, task, items, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    cot = [g.cot for g in run.grades]
+    if all(cot) or not any(cot):
+        raise ValueError(f"{model.name} {'always' if all(cot) else 'never'} writes a chain of thought on the "
+                         f"{len(cot)} training prompts: no CoT-mode vs direct-mode contrast")
+    ds = task_dataset(model, task, items, chat=chat_of(task))
     pos = PromptDataset(tuple(e for e, c in zip(ds.examples, cot) if c))
     neg = PromptDataset(tuple(e for e, c in zip(ds.examples, cot) if not c))
     hooks = [resid_post(layer) for layer in range(model.n_layers)]
@@ -206,18 +222,30 @@ def _gap(runs: Mapping[str, Run], base: str, tuned: str, n_boot: int) -> dict[st
     return out
 
 
-def run(config: ReasoningConfig = ReasoningConfig(), progress: bool = True) -> ReasoningResult:
-    from interp.models import load
+def _short(name: str) -> str:
+    return name.removeprefix("organism/")
+
+
+def run(config: ReasoningConfig = ReasoningConfig(), progress: bool = True, base: Model | None = None,
+        tuned: Model | None = None, task: Task | None = None) -> ReasoningResult:
+    """The base's CoT-mode direction, swept on validation items and tested (see the module docstring); the
+    models default to the config's names, the task to `interp.task(config.task)`."""
+    import interp
 
     t0 = time.time()
     cfg = config
-    base, tuned = load(cfg.base), load(cfg.tuned)
-    md = mode_direction(base, cfg)
+    task = task if task is not None else interp.task(cfg.task)
+    base = base if base is not None else interp.load(cfg.base)
+    tuned = tuned if tuned is not None else interp.load(cfg.tuned)
+    if (base.name, tuned.name) != (cfg.base, cfg.tuned):
+        cfg = dataclasses.replace(cfg, base=base.name, tuned=tuned.name)
+    b, t = _short(base.name), _short(tuned.name)
+    md = mode_direction(base, cfg, task)
     dirs = md.dirs
     n_cot, n_direct = (len(md.acts[dirs.hooks[0].hook][i]) for i in (0, 1))
-    val = problems_per_step(cfg.val_seed, cfg.n_val_per_step, cfg.eval_steps)
-    test = problems_per_step(cfg.test_seed, cfg.n_test_per_step, cfg.eval_steps)
-    gen = lambda m, ps, ivs=(), **kw: generate_graded(m, ps, list(ivs), max_new_tokens=cfg.max_new_tokens,
+    val = items_per_step(task, cfg.val_seed, cfg.n_val_per_step, cfg.eval_steps)
+    test = items_per_step(task, cfg.test_seed, cfg.n_test_per_step, cfg.eval_steps)
+    gen = lambda m, ps, ivs=(), **kw: generate_graded(m, task, ps, list(ivs), max_new_tokens=cfg.max_new_tokens,
                                                      batch_size=cfg.batch_size, **kw)
     val_base = cell_of("unsteered", gen(base, val), cfg.n_boot)
     sweep = []
@@ -229,7 +257,7 @@ def run(config: ReasoningConfig = ReasoningConfig(), progress: bool = True) -> R
                                                          hook=hook, scale=g, direction="cot-direct"), mode))
     chosen = max(sweep, key=lambda s: (s.cell.accuracy, s.cell.cot_rate))
 
-    runs: dict[str, Run] = {"base-s unsteered": gen(base, test)}
+    runs: dict[str, Run] = {f"{b} unsteered": gen(base, test)}
     points = {"": chosen}
     adds = [s for s in sweep if s.mode == "add"]
     if chosen.mode != "add" and adds:  # the constant-offset (ASC-style) alternative, tested the same way
@@ -237,28 +265,28 @@ def run(config: ReasoningConfig = ReasoningConfig(), progress: bool = True) -> R
     rand_runs: dict[str, list[Run]] = {}
     for label, pt in points.items():
         vec = dirs.get(pt.hook).mean_diff
-        runs[f"base-s + reasoning direction{label}"] = gen(base, test, [_intervention(md, vec, pt.mode, pt.gamma,
+        runs[f"{b} + reasoning direction{label}"] = gen(base, test, [_intervention(md, vec, pt.mode, pt.gamma,
                                                                                      pt.where)])
         rand = []
         for r in random_directions(vec.d_model, vec.norm, N_RANDOM, cfg.seed + 13):
             rv = SteeringVector(r, pt.hook, base.name, base.checksum, "random", {"norm_of": "mean_difference"})
             rand.append(gen(base, test, [_intervention(md, rv, pt.mode, pt.gamma, pt.where)]))
         rand_runs[label] = rand
-        runs[f"base-s + random direction{label}"] = Run(tuple(g for r in rand for g in r.grades),
+        runs[f"{b} + random direction{label}"] = Run(tuple(g for r in rand for g in r.grades),
                                                         tuple(c for r in rand for c in r.completions),
                                                         sum(r.seconds for r in rand))
-    runs["base-s forced CoT"] = gen(base, test, prefixes=[cot_prefix(p) for p in test])
-    runs["sft unsteered"] = gen(tuned, test)
+    runs[f"{b} forced CoT"] = gen(base, test, prefixes=[task.cot_prefix(it) for it in test])
+    runs[f"{t} unsteered"] = gen(tuned, test)
     test_cells = {k: cell_of(k, v, cfg.n_boot) for k, v in runs.items()}
-    gap_runs = {k: v for k, v in runs.items() if not k.startswith("base-s + random direction")}
-    gap = _gap(gap_runs, "base-s unsteered", "sft unsteered", cfg.n_boot)
+    gap_runs = {k: v for k, v in runs.items() if not k.startswith(f"{b} + random direction")}
+    gap = _gap(gap_runs, f"{b} unsteered", f"{t} unsteered", cfg.n_boot)
     for label, rand in rand_runs.items():  # each random direction against the same problems
         for i, r in enumerate(rand):
-            gap[f"base-s + random direction{label} {i + 1}"] = _gap(
-                {"b": runs["base-s unsteered"], "t": runs["sft unsteered"], "x": r}, "b", "t", cfg.n_boot)["x"]
+            gap[f"{b} + random direction{label} {i + 1}"] = _gap(
+                {"b": runs[f"{b} unsteered"], "t": runs[f"{t} unsteered"], "x": r}, "b", "t", cfg.n_boot)["x"]
     best_add = points.get(" (best add)")
-    st = runs["base-s + reasoning direction"]
-    n_prompt = np.array([len(p.prompt_tokens()) + 1 for p in test], float)
+    st = runs[f"{b} + reasoning direction"]
+    n_prompt = np.array([len(p) for p in prompt_ids(base, task, test)], float)
     n_gen = np.array([len(c) for c in st.completions], float)
     per = np.ones_like(n_prompt) if chosen.where == "last" else n_prompt
     tokens = {"positions_per_problem": float(per.mean()),
@@ -269,15 +297,20 @@ def run(config: ReasoningConfig = ReasoningConfig(), progress: bool = True) -> R
                            library_versions(), best_add)
 
 
-def run_cached(config: ReasoningConfig = ReasoningConfig(), progress: bool = True) -> ReasoningResult:
-    from interp.models import load
+def run_cached(config: ReasoningConfig = ReasoningConfig(), progress: bool = True, base: Model | None = None,
+               tuned: Model | None = None, task: Task | None = None) -> ReasoningResult:
+    """`run`, reusing a saved result for the same config, task and model checksums."""
+    import interp
 
-    key = {"config": config.key(), "models": [load(config.base).checksum, load(config.tuned).checksum],
-           "version": RESULT_VERSION}
+    base = base if base is not None else interp.load(config.base)
+    tuned = tuned if tuned is not None else interp.load(config.tuned)
+    key: dict[str, Any] = {"config": config.key(), "models": [base.checksum, tuned.checksum], "version": RESULT_VERSION}
+    if task is not None and task.name != "organism":
+        key["task"] = task.describe()
     path = Path(config.cache_dir) / f"result-{digest(key)}.json"
     if path.is_file():
         return ReasoningResult.from_dict(read_json(path))
-    result = run(config, progress)
+    result = run(config, progress, base, tuned, task)
     write_json(path, result.to_dict())
     return result
 

@@ -25,7 +25,7 @@ from analyses.verbosity.figures import (
     verbosity_figures,
     verbosity_sentences,
 )
-from interp.organism.task import TaskConfig, sample_problems
+from interp.organism.reasoning_task import item_problem
 from interp.steering import Subtract
 
 torch.set_num_threads(1)
@@ -36,9 +36,15 @@ def sft() -> interp.Model:
     return interp.load("organism/sft")
 
 
-def test_decision_positions_are_the_equals_before_each_steps_format_choice(sft: interp.Model) -> None:
-    probs = sample_problems(0, 6, TaskConfig(min_steps=2))
-    verbose, concise = analysis.pair_datasets(probs, sft.tokenizer)
+@pytest.fixture(scope="module")
+def organism() -> interp.tasks.Task:
+    return interp.task("organism")
+
+
+def test_decision_positions_are_the_equals_before_each_steps_format_choice(sft: interp.Model, organism) -> None:
+    items = organism.sample(6, 0, min_steps=2)
+    probs = [item_problem(it) for it in items]
+    verbose, concise = analysis.pair_datasets(sft, organism, items)
     for p, v, c in zip(probs, verbose, concise):
         vt, ct = (sft.tokenizer.convert_ids_to_tokens(list(e.ids)) for e in (v, c))
         for i, s in enumerate(p.steps, 1):
@@ -77,20 +83,22 @@ def test_choice_rule_keeps_accuracy_and_kl_and_says_when_nothing_qualifies() -> 
         analysis.VerbosityConfig(gammas=(-1.0,))
 
 
-def test_kl_is_zero_without_a_change_and_prefixes_force_the_concise_format(sft: interp.Model) -> None:
-    probs = sample_problems(1, 6, TaskConfig(min_steps=2))
-    v = analysis.directions(sft, dataclasses.replace(analysis.VerbosityConfig(), n_pairs=12, variants=("decision",)))
+def test_kl_is_zero_without_a_change_and_prefixes_force_the_concise_format(sft: interp.Model, organism) -> None:
+    items = organism.sample(6, 1, min_steps=2)
+    probs = [item_problem(it) for it in items]
+    v = analysis.directions(sft, dataclasses.replace(analysis.VerbosityConfig(), n_pairs=12, variants=("decision",)),
+                            organism)
     vec = v["decision"].get("blocks.3.hook_resid_post").mean_diff
     zero = [Subtract(vec, scale=0.0)]
-    run0 = generate_graded(sft, probs, zero)
-    assert steered_kl(sft, probs, run0, zero) == 0.0
+    run0 = generate_graded(sft, organism, items, zero)
+    assert steered_kl(sft, organism, items, run0, zero) == 0.0
     strong = [Subtract(vec, scale=0.5)]
-    run = generate_graded(sft, probs, strong)
-    assert steered_kl(sft, probs, run, strong) > 0.01
+    run = generate_graded(sft, organism, items, strong)
+    assert steered_kl(sft, organism, items, run, strong) > 0.01
     assert sum(g.n_tokens for g in run.grades) < sum(g.n_tokens for g in run0.grades)
-    pre = forced_concise_prefixes(sft, probs)
+    pre = [p.split() for p in forced_concise_prefixes(sft, organism, items)]
     assert all(p[:2] == [q.steps[0].target, "="] and p[2].isdigit() and p[3] == ";" for p, q in zip(pre, probs))
-    forced = generate_graded(sft, probs, prefixes=pre)
+    forced = generate_graded(sft, organism, items, prefixes=[" " + " ".join(p) for p in pre])
     assert {g.format for g in forced.grades} <= {"concise", "invalid"}
     c = cell_of("forced", forced, 50)
     assert c.n == 6 and c.mean_tokens < cell_of("free", run0, 50).mean_tokens
