@@ -14,8 +14,7 @@ import torch
 
 import interp
 from analyses.verbosity.analysis import pair_datasets, selector
-from analyses.verbosity.common import arrays, generate_graded, problems_per_step
-from interp.organism.task import TaskConfig, sample_problems
+from analyses.verbosity.common import arrays, generate_graded, items_per_step
 from interp.plots import save_figure, style
 from interp.steering import SteeringVector, Subtract
 from interp.steering.directions import directions_from_texts, random_directions
@@ -24,14 +23,15 @@ torch.set_num_threads(1)
 N = int(os.environ.get("TOUR_N", "100"))  # test problems per step count
 OUT = Path(os.environ.get("TOUR_OUT", tempfile.mkdtemp()))
 sft = interp.load("organism/sft")
+task = interp.task("organism")
 
 # %% [markdown]
 # Directions: 50 problems written both ways; the residual stream after each layer at the `=` where each
 # step's format is chosen (from step 2 on), verbose minus concise; AUROC on held-out pairs vs random.
 
 # %%
-pairs = sample_problems(3_000_017, 50, TaskConfig(min_steps=2, max_steps=4))
-verbose, concise = pair_datasets(pairs, sft.tokenizer)
+pairs = task.sample(50, 3_000_017, min_steps=2, max_steps=4)
+verbose, concise = pair_datasets(sft, task, pairs)
 hooks = [f"blocks.{layer}.hook_resid_post" for layer in range(sft.n_layers)]
 dirs = directions_from_texts(sft, verbose, concise, hooks, selector("decision", 4))
 for h in dirs.hooks:
@@ -44,14 +44,14 @@ vec = SteeringVector.load(OUT / "verbosity_direction")
 # Steer: subtract gamma x direction at every generated token, against a random direction of the same norm.
 
 # %%
-problems = problems_per_step(3_200_023, N, (1, 2, 3, 4))
+problems = items_per_step(task, 3_200_023, N, (1, 2, 3, 4))
 rand = SteeringVector(random_directions(sft.d_model, vec.norm, 1, seed=0)[0], vec.hook, sft.name, sft.checksum,
                       method="random")
 fig = go.Figure()
 for name, v in (("verbosity direction", vec), ("random direction", rand)):
     rows = []
     for gamma in (0.0, 0.25, 0.5, 0.625):
-        a = arrays(generate_graded(sft, problems, [Subtract(v, scale=gamma, where="generated")] if gamma else []))
+        a = arrays(generate_graded(sft, task, problems, [Subtract(v, scale=gamma, where="generated")] if gamma else []))
         rows.append((gamma, a["tokens"].mean(), a["correct"].mean()))
         print(f"{name}, gamma {gamma}: {a['tokens'].mean():.1f} CoT tokens, accuracy {a['correct'].mean():.2f}")
     fig.add_trace(go.Scatter(x=[r[1] for r in rows], y=[r[2] for r in rows], text=[f"gamma {r[0]}" for r in rows],

@@ -135,23 +135,25 @@ def zoo_verbosity(res: dict) -> None:
     import dataclasses
 
     import interp
-    from analyses.verbosity.analysis import VerbosityConfig, directions, pair_problems
-    from analyses.verbosity.common import arrays, generate_graded, problems_per_step
+    from analyses.verbosity.analysis import VerbosityConfig, directions, pair_items
+    from analyses.verbosity.common import arrays, generate_graded, items_per_step
     from interp.steering import Subtract
 
     ref = json.loads(Path("figures/verbosity.json").read_text())
     cfg = VerbosityConfig.from_dict(ref["config"])
     chosen = ref["chosen"]
     m = interp.load(cfg.model, device=DEVICE)
-    dirs = directions(m, dataclasses.replace(cfg, variants=(chosen["variant"],)))
+    task = interp.task(cfg.task)
+    dirs = directions(m, dataclasses.replace(cfg, variants=(chosen["variant"],)), task)
     vec = dirs[chosen["variant"]].get(chosen["hook"]).mean_diff
-    prompts = {p.prompt() for p in pair_problems(cfg)}
-    test = [p for p in problems_per_step(cfg.test_seed, cfg.n_test_per_step, cfg.steps) if p.prompt() not in prompts]
+    prompts = {task.prompt(it) for it in pair_items(cfg, task)}
+    test = [it for it in items_per_step(task, cfg.test_seed, cfg.n_test_per_step, cfg.steps)
+            if task.prompt(it) not in prompts]
     out = {"direction_norm": vec.norm, "cpu_direction_norm": next(
         h["norm_mean_diff"] for h in ref["directions"][f"organism/sft/{chosen['variant']}"]["hooks"]
         if h["hook"] == chosen["hook"])}
     for name, ivs in (("unsteered", []), ("chosen", [Subtract(vec, scale=-chosen["gamma"], where="generated")])):
-        a = arrays(generate_graded(m, test, ivs, max_new_tokens=cfg.max_new_tokens))
+        a = arrays(generate_graded(m, task, test, ivs, max_new_tokens=cfg.max_new_tokens))
         out[name] = {"mean_tokens": float(a["tokens"].mean()), "accuracy": float(a["correct"].mean()),
                      "cpu_mean_tokens": ref["test"][name]["mean_tokens"], "cpu_accuracy": ref["test"][name]["accuracy"]}
     res["zoo_verbosity_on_device"] = out
