@@ -105,10 +105,12 @@ def summary_sentences(result: ComputeResult) -> list[str]:
                    f"oracle best-of-{k} {_pct(orc)}; one forced chain {_pct(chain)} at {chain.tokens:.1f} tokens.")
         wd = [(key, v) for key, v in c.items() if key.startswith(f"{name} width")]
         if wd:
-            key, v = wd[-1]
-            out.append(f"Width vs depth for {short(name)}: {key.split(' ', 1)[1]} = {v['diff']:+.2f} "
-                       f"[{v['diff_ci'][0]:+.2f}, {v['diff_ci'][1]:+.2f}] accuracy ({v['width_tokens']:.0f} vs "
-                       f"{v['depth_tokens']:.0f} tokens per problem).")
+            matched = min(wd, key=lambda kv: abs(kv[1]["width_tokens"] - kv[1]["depth_tokens"]))
+            parts = [f"{key.split(' ', 1)[1]} = {v['diff']:+.2f} [{v['diff_ci'][0]:+.2f}, {v['diff_ci'][1]:+.2f}] "
+                     f"({v['width_tokens']:.0f} vs {v['depth_tokens']:.0f} tokens per problem)"
+                     for key, v in dict([matched, wd[-1]]).items()]
+            out.append(f"Width vs depth for {short(name)} (accuracy difference, paired): closest token match "
+                       + "; most samples ".join(parts) + ".")
     for m in result.models:
         if m.name not in cfg.bases and m.name != cfg.reference:
             g = m.point("greedy")
