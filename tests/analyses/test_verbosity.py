@@ -115,6 +115,14 @@ def test_small_verbosity_run_round_trips_and_renders(tmp_path: Path) -> None:
     assert r.teacher_forced["verbose"]["step_accuracy"] == 1.0  # sft's verbose chains: every value right
     assert r.teacher_forced["concise"]["n"] == 6
     assert r.speed["latency_problems"] == 2 and r.speed["unsteered_seconds_per_problem"] > 0
+    # numbers of the token-level code before the task interface (commit ae1693a), reproduced since
+    assert (r.val_unsteered.mean_tokens, r.test["unsteered"].mean_tokens,
+            r.test["prompt: concise first step"].mean_tokens) == (22.0, 22.0, 8.0)
+    assert [s.cell.mean_tokens for s in r.sweep] == pytest.approx(
+        [22.0, 22.0, 21.666666666666668, 22.0, 21.666666666666668, 22.0, 8.0, 72.0], abs=1e-9)
+    assert [s.cell.kl for s in r.sweep] == pytest.approx(
+        [2e-06, 1e-06, 0.118695, 0.002077, 0.118843, 0.00031, 0.038393, 13.755809], abs=2e-6)
+    assert (r.chosen.hook, r.chosen.gamma) == ("blocks.3.hook_resid_post", -0.5)
     again = analysis.VerbosityResult.from_dict(json.loads(json.dumps(r.to_dict())))
     assert again.to_dict() == r.to_dict()
     assert analysis.run_cached(cfg, progress=False).to_dict() == r.to_dict()  # from the cache
@@ -129,6 +137,13 @@ def test_small_reasoning_direction_run_round_trips_and_renders(tmp_path: Path) -
                                     cache_dir=str(tmp_path / "cache"))
     r = reasoning.run(cfg, progress=False)
     assert r.n_cot >= 2 and r.n_direct >= 2
+    # numbers of the token-level code before the task interface (commit ae1693a), reproduced since
+    assert (r.n_cot, r.n_direct, r.train_cot_rate) == (13, 47, pytest.approx(0.21666666666666667))
+    assert [s.cell.accuracy for s in r.sweep] == [0.5, 0.625, 0.5, 0.625, 0.375, 0.5, 0.625, 1.0]
+    assert {k: v.accuracy for k, v in r.test.items()} == pytest.approx({
+        "base-s unsteered": 0.75, "base-s + reasoning direction": 1.0, "base-s + random direction": 0.6666666666666666,
+        "base-s + reasoning direction (best add)": 0.875, "base-s + random direction (best add)": 0.7083333333333334,
+        "base-s forced CoT": 1.0, "sft unsteered": 1.0})
     assert {(s.mode, s.gamma) for s in r.sweep} == {("add", 1.0), ("clamp", 0.0)} and len(r.sweep) == 2 * 4
     assert r.test["sft unsteered"].accuracy == 1.0 and r.test["base-s forced CoT"].cot_rate == 1.0
     assert r.tokens_steered["positions_per_problem"] == 1.0
@@ -142,3 +157,42 @@ def test_small_reasoning_direction_run_round_trips_and_renders(tmp_path: Path) -
         reasoning.ReasoningConfig(wheres=("middle",))
     with pytest.raises(ValueError, match="modes must be"):
         reasoning.ReasoningConfig(modes=("scale",))
+
+
+@pytest.fixture(scope="module")
+def gsm_bpe(tmp_path_factory):
+    """Two random-init GPT-2s (base and "tuned") with a GPT-2-style BPE trained on the shipped gsm_synth task."""
+    from tests.bpe import gpt2_style, save_checkpoint
+
+    task = interp.task("jsonl:gsm_synth")
+    pool = task.sample(len(task), seed=0)
+    tok = gpt2_style([task.prompt(it) + task.completion(it, f) for it in pool for f in task.formats], vocab_size=800)
+    models = [interp.load(save_checkpoint(tmp_path_factory.mktemp(f"gpt2-gsm-{s}"), tok, "gpt2", seed=s, max_len=256))
+              for s in (0, 1)]
+    return task.for_model(models[0]), models
+
+
+def test_verbosity_runs_end_to_end_on_a_bpe_model_with_the_tasks_cot_and_direct_pairs(gsm_bpe, tmp_path: Path) -> None:
+    task, (base, tuned) = gsm_bpe
+    assert analysis.pair_formats(task, analysis.VerbosityConfig()) == ("cot", "direct")
+    with pytest.raises(ValueError, match="need the organism's step positions"):
+        analysis.directions(tuned, analysis.VerbosityConfig(task="jsonl:gsm_synth", n_pairs=4), task)
+    cfg = analysis.VerbosityConfig(task="jsonl:gsm_synth", n_pairs=6, steps=(), n_val_per_step=3, n_test_per_step=3,
+                                   variants=("last",), gammas=(0.5,), n_boot=20, max_new_tokens=6, timing_repeats=1,
+                                   latency_problems=1, batch_size=8, cache_dir=str(tmp_path / "cache"))
+    r = analysis.run(cfg, progress=False, model=tuned, base=base, task=task)
+    d = r.directions[f"{tuned.name}/last"]
+    assert len(d["hooks"]) == tuned.n_layers and all(h["norm_mean_diff"] > 0 for h in d["hooks"])
+    assert len(r.sweep) == 2 * tuned.n_layers and {s.gamma for s in r.sweep} == {-0.5, 0.5}
+    assert all(s.cell.kl > 0 for s in r.sweep) and r.val_unsteered.kl == 0.0  # a nonzero push changes the next token
+    assert r.test["unsteered"].n == 3 and "prompt: concise first step" not in r.test  # organism-only condition
+    # lengths are generated tokens, accuracy and CoT are the task's grade: a random model writes no valid answer
+    assert 0 < r.test["unsteered"].mean_tokens <= 6 and r.test["unsteered"].accuracy == 0.0
+    assert all("unsupported" in v for v in r.teacher_forced.values()) and set(r.teacher_forced) == {"cot", "direct"}
+    assert analysis.VerbosityResult.from_dict(json.loads(json.dumps(r.to_dict()))).to_dict() == r.to_dict()
+    assert any("Unsteered" in s for s in verbosity_sentences(r))
+    # the pair texts are the task's reference completions, read at their last token
+    long, short = analysis.pair_datasets(tuned, task, task.sample(2, seed=1), ("cot", "direct"))
+    for a, b, it in zip(long, short, task.sample(2, seed=1)):
+        assert tuned.tokenizer.decode(list(a.ids)).endswith(task.completion(it, "cot"))
+        assert tuned.tokenizer.decode(list(b.ids)).endswith(task.completion(it, "direct"))
