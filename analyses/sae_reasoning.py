@@ -376,7 +376,7 @@ def steering_experiment(model: Model, reference: Model, sae: Any, ranking: Reaso
               for j, (r, v) in enumerate(zip(rand, controls))), clamped, tuple(sweep_random))
 
 
-def _dashboard(sae: Any, base: Any, table: Any, dataset: PromptDataset, ranking: ReasoningRanking,
+def _dashboard(sae: Any, base: Model, table: Any, dataset: PromptDataset, ranking: ReasoningRanking,
                config: SAEReasoningConfig, sae_path: Path, out: str | Path) -> Path:
     """Pages for the top CoT-mode, direct-mode and ReasonScore features."""
     shown = list(dict.fromkeys([f.feature for f in ranking.top(config.n_dashboard // 2, "mode_auroc")]
