@@ -347,11 +347,12 @@ def harvest(
     done = sum(str(k) in manifest["shards"] for k in mine)
     torch_dtype = DTYPES[dtype]
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    cuda = model.device.type == "cuda"
+    device = model.device
+    cuda = device.type == "cuda"
     todo = [k for k in mine if str(k) not in manifest["shards"]]
 
     def to_device(t: torch.Tensor) -> torch.Tensor:  # on CUDA without a host sync (pinned, asynchronous)
-        return t.pin_memory().to(model.device, non_blocking=True) if cuda else t
+        return t.pin_memory().to(device, non_blocking=True) if cuda else t.to(device)
 
     def written() -> None:
         nonlocal done

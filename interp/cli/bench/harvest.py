@@ -27,12 +27,12 @@ MEMORY_TARGET = 1.2  # issue 3: 10x the prompts -> < 1.2x the peak RSS
 ANCHORS = ("run_with_cache_all_hooks", "nnsight_trace_one_layer")
 
 
-def bench_dataset(tokenizer: Any, n: int, seed: int = 0) -> Any:
-    """Organism problems with their verbose chain of thought (about 30-70 tokens each)."""
+def bench_dataset(model: Any, n: int, seed: int = 0) -> Any:
+    """Organism problems with their verbose chain of thought (about 30-70 tokens each), for `model`."""
     from interp.organism.dataset import problem_dataset
     from interp.organism.task import TaskConfig, sample_problems
 
-    return problem_dataset(sample_problems(seed, n, TaskConfig(min_steps=1, max_steps=4)), tokenizer, "verbose")
+    return problem_dataset(sample_problems(seed, n, TaskConfig(min_steps=1, max_steps=4)), model, "verbose")
 
 
 def _batches(dataset: Any, batch_size: int, pad: int, device: Any) -> list[Any]:
@@ -130,7 +130,7 @@ def rss_child(model_name: str, n: int, out: str) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     model = load(model_name)
-    ds = bench_dataset(model.tokenizer, n, seed=1)
+    ds = bench_dataset(model, n, seed=1)
     before = peak_rss_bytes()
     t0 = time.perf_counter()
     store = harvest(model, ds, [f"blocks.{model.n_layers - 1}.hook_resid_post"], AllTokens(), out,
@@ -185,7 +185,7 @@ def bench_harvest(n_prompts: int = 256, gpt2_prompts: int = 64, batch_size: int 
             path = name if zoo else str(build_checkpoint(tmp / name, CheckpointSpec.named(name, dtype=dtype), device))
             model = load(path, device=device, dtype=getattr(torch, dtype))
             key = model_key(name)
-            ds = bench_dataset(model.tokenizer, n_prompts if zoo else gpt2_prompts)
+            ds = bench_dataset(model, n_prompts if zoo else gpt2_prompts)
             tps = throughput(model, ds, batch_size, repeats if zoo else max(1, repeats - 2), anchors=anchors,
                              dtype=dtype)
             base, base_cpu = tps["hf_forward"]
