@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from interp.batching import BatchLog, map_batches
 from interp.tokens import check_known_tokens
 
 
@@ -59,8 +60,10 @@ def generate_ids(
     temperature: float = 0.0,
     seed: int = 0,
     batch_size: int = 256,
+    log: BatchLog | None = None,
 ) -> list[list[int]]:
-    """Completions (token ids, up to but excluding EOS) for already-encoded prompts."""
+    """Completions (token ids, up to but excluding EOS) for already-encoded prompts; greedy batches that run
+    out of accelerator memory are halved and retried (recorded in `log`)."""
     ctx = context_length(model)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     if pad is None:
@@ -69,27 +72,33 @@ def generate_ids(
     model.eval()
     out: list[list[int]] = []
     device = next(model.parameters()).device
+
+    def run_chunk(chunk: list[list[int]]) -> list[list[int]]:
+        # rows near the context limit get fewer new tokens; group rows by their allowance so a
+        # long prompt never shortens the completions of the short ones batched with it
+        allowance = [max(1, min(max_new_tokens, ctx - len(p))) for p in chunk]
+        results: dict[int, list[int]] = {}
+        for new in sorted(set(allowance), reverse=True):
+            rows = [i for i, a in enumerate(allowance) if a == new]
+            ids, mask = left_pad([chunk[i] for i in rows], pad)
+            kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) \
+                if temperature > 0 else dict(do_sample=False)
+            seqs = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
+                eos_token_id=eos, pad_token_id=pad, **kwargs,
+            )
+            for i, row in zip(rows, seqs[:, ids.shape[1]:].tolist()):
+                results[i] = row[: row.index(eos)] if eos in row else row
+        return [results[i] for i in range(len(chunk))]
+
     try:
-        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-            torch.manual_seed(seed)
-            for start in range(0, len(prompt_ids), batch_size):
-                chunk = prompt_ids[start:start + batch_size]
-                # rows near the context limit get fewer new tokens; group rows by their allowance so a
-                # long prompt never shortens the completions of the short ones batched with it
-                allowance = [max(1, min(max_new_tokens, ctx - len(p))) for p in chunk]
-                results: dict[int, list[int]] = {}
-                for new in sorted(set(allowance), reverse=True):
-                    rows = [i for i, a in enumerate(allowance) if a == new]
-                    ids, mask = left_pad([chunk[i] for i in rows], pad)
-                    kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) \
-                        if temperature > 0 else dict(do_sample=False)
-                    seqs = model.generate(
-                        input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
-                        eos_token_id=eos, pad_token_id=pad, **kwargs,
-                    )
-                    for i, row in zip(rows, seqs[:, ids.shape[1]:].tolist()):
-                        results[i] = row[: row.index(eos)] if eos in row else row
-                out += [results[i] for i in range(len(chunk))]
+        if temperature == 0:  # greedy: a batch that runs out of accelerator memory is halved and retried
+            out = map_batches(run_chunk, list(prompt_ids), batch_size, log)
+        else:  # sampled: fixed batches, so the random stream (and every sample) is the same run to run
+            with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+                torch.manual_seed(seed)
+                for start in range(0, len(prompt_ids), batch_size):
+                    out += run_chunk(list(prompt_ids[start:start + batch_size]))
     finally:
         model.train(was_training)
     return out

@@ -346,20 +346,43 @@ class Model:
                 f"d_model={self.d_model}, n_params={self.n_params:,}, device={self.device})")
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def as_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """A torch dtype from itself or its name (`"bfloat16"`, `"float16"`, `"float32"`)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
 def load(
     name_or_path: str | os.PathLike[str],
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: str | torch.dtype = torch.float32,
     trust_remote_code: bool = False,
+    device_map: str | dict[str, Any] | None = None,
 ) -> Model:
-    """Load a checkpoint (organism name, local folder, or cached hub id) in eval mode, with its Bridge."""
+    """Load a checkpoint (organism name, local folder, or cached hub id) in eval mode, with its Bridge.
+
+    `dtype` takes a name (`"bfloat16"` for large models on a GPU); `device_map` (e.g. `"auto"`, through
+    accelerate) spreads a model too large for one device over several, and then `device` is ignored.
+    `trust_remote_code` stays off unless you ask: it runs code from the checkpoint folder."""
     from transformer_lens.model_bridge import TransformerBridge
 
+    dtype = as_dtype(dtype)
     path = resolve_path(name_or_path)
     hf = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, trust_remote_code=trust_remote_code, local_files_only=True
+        path, dtype=dtype, trust_remote_code=trust_remote_code, local_files_only=True,
+        **({"device_map": device_map} if device_map is not None else {}),
     )
-    hf = hf.to(device).eval()
+    if device_map is None:
+        hf = hf.to(device)
+    else:
+        device = next(hf.parameters()).device  # the Bridge's own tensors go where the embeddings are
+    hf = hf.eval()
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

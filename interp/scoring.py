@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING
 import torch
 from jaxtyping import Float
 
+from interp.batching import BatchLog, map_batches
+
 if TYPE_CHECKING:
     from interp.models import Model
 
 
 @torch.no_grad()
 def completion_logprobs(model: "Model", prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
-                        batch_size: int = 256) -> Float[torch.Tensor, " n"]:
+                        batch_size: int = 256, log: BatchLog | None = None) -> Float[torch.Tensor, " n"]:
     """Sum over each completion's tokens of log p(token | prompt, earlier completion tokens)."""
     from interp.models import right_pad
 
@@ -27,16 +29,20 @@ def completion_logprobs(model: "Model", prompts: Sequence[Sequence[int]], comple
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     if any(len(c) == 0 for c in completions):
         raise ValueError("an empty completion has no log-probability: give at least one token each")
-    out = []
-    for s in range(0, len(prompts), batch_size):
-        rows = [list(p) + list(c) for p, c in zip(prompts[s:s + batch_size], completions[s:s + batch_size])]
+    def run(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[torch.Tensor]:
+        rows = [list(p) + list(c) for p, c in pairs]
         if max(len(r) for r in rows) > model.n_ctx:
             raise ValueError(f"a prompt plus completion is longer than the context ({model.n_ctx} tokens)")
         ids, mask = right_pad(rows, model.pad_token_id, model.device)
         logp = torch.log_softmax(model.hf(input_ids=ids, attention_mask=mask).logits.float(), -1)
-        for i, (p, c) in enumerate(zip(prompts[s:s + batch_size], completions[s:s + batch_size])):
+        res = []
+        for i, (p, c) in enumerate(pairs):
             pos = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=logp.device)
-            out.append(logp[i, pos, torch.tensor(list(c), device=logp.device)].sum().cpu())
+            res.append(logp[i, pos, torch.tensor(list(c), device=logp.device)].sum().cpu())
+        return res
+
+    # a batch that runs out of accelerator memory is halved and retried (`log` records it)
+    out = map_batches(run, list(zip(prompts, completions)), batch_size, log)
     return torch.stack(out)
 
 

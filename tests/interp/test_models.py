@@ -335,3 +335,20 @@ def test_load_pair_reports_architecture_mismatch(tiny_checkpoint: CheckpointFact
 def test_load_pair_without_check_returns_the_differences(tiny_checkpoint: CheckpointFactory) -> None:
     pair = load_pair(tiny_checkpoint("llama"), tiny_checkpoint("llama", n_layers=3), check=False)
     assert "n_layers: base 2, tuned 3" in pair.differences
+
+
+def test_load_takes_dtype_names_and_a_device_map(tiny_checkpoint: Callable[..., Path]) -> None:
+    """`dtype="bfloat16"` (by name) and `device_map="cpu"` (accelerate's placement) give the same model as the
+    defaults, up to the dtype; an unknown dtype name is an error that lists the valid ones."""
+    path = tiny_checkpoint("llama")
+    ref = load(path)
+    bf = load(path, dtype="bfloat16")
+    assert next(bf.hf.parameters()).dtype == torch.bfloat16
+    mapped = load(path, device_map="cpu")
+    assert mapped.checksum == ref.checksum and mapped.device.type == "cpu"
+    ids = ref.to_tokens("Q : a = 3 ; a ? A :")
+    with torch.no_grad():
+        torch.testing.assert_close(mapped.hf(ids).logits, ref.hf(ids).logits)
+        torch.testing.assert_close(bf.hf(ids).logits.float(), ref.hf(ids).logits, atol=0.1, rtol=0.1)
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'.*bfloat16"):
+        load(path, dtype="fp8")
