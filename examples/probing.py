@@ -31,7 +31,7 @@ where = Named(("answer", "prompt.step1.end"))  # the prompt's last token; the `;
 # Harvest: one store per model, streamed to disk shards with a manifest (resumable; `shard=(i, N)` splits it).
 
 # %%
-stores = {m.name: harvest(m, problem_dataset(problems, m.tokenizer), hooks, where, OUT / m.name.replace("/", "_"))
+stores = {m.name: harvest(m, problem_dataset(problems, m), hooks, where, OUT / m.name.replace("/", "_"))
           for m in (base, sft)}
 print(stores[base.name])
 

@@ -95,7 +95,7 @@ def big_model(res: dict) -> None:
     from interp.cli.bench.harvest import throughput
 
     probs = sample_problems(11, 64 if SMALL else 1024)
-    ds = problem_dataset(probs, m.tokenizer)
+    ds = problem_dataset(probs, m)
     res["harvest"] = {"prompts": len(ds), "hook": f"blocks.{m.n_layers - 1}.hook_resid_post", "batch_size": 64}
     for store_dtype in ("bfloat16", "float32"):
         tps = throughput(m, ds, batch_size=64, repeats=3, anchors=False, dtype=store_dtype)

@@ -8,12 +8,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
 
 from analyses.layer_changes.anatomy import (
     block_input,
@@ -25,13 +24,17 @@ from analyses.layer_changes.anatomy import (
 from analyses.layer_changes.behaviour import Behaviour
 from interp.generate import left_pad
 
+if TYPE_CHECKING:
+    from interp.models import Model
+
 MODES = ("zero", "mean")
 
 
 @torch.no_grad()
-def mean_block_deltas(hf: PreTrainedModel, seqs: Sequence[Sequence[int]], pad_id: int,
+def mean_block_deltas(model: Model, seqs: Sequence[Sequence[int]],
                       batch_size: int = 256) -> Float[torch.Tensor, "layer d_model"]:
-    """Mean over all real tokens of each block's output minus its input."""
+    """Mean over all real tokens (of the token-id sequences) of each block's output minus its input."""
+    hf, pad_id = model.hf, model.pad_token_id
     layers = decoder_layers(hf)
     sums: list[torch.Tensor | None] = [None] * len(layers)
     count = 0
@@ -60,9 +63,10 @@ def mean_block_deltas(hf: PreTrainedModel, seqs: Sequence[Sequence[int]], pad_id
 
 
 @contextlib.contextmanager
-def ablated(hf: PreTrainedModel, layer: int, mode: str, mean_delta: torch.Tensor | None = None) -> Iterator[PreTrainedModel]:
-    """Within the block, layer `layer` adds zero (mode "zero") or `mean_delta` (mode "mean") to the residual."""
-    layers = decoder_layers(hf)
+def ablated(model: Model, layer: int, mode: str, mean_delta: torch.Tensor | None = None) -> Iterator[Model]:
+    """Within the block, layer `layer` adds zero (mode "zero") or `mean_delta` (mode "mean") to the residual
+    (a forward hook on the HF view: active in generation and `interp.evaluate`)."""
+    layers = decoder_layers(model.hf)
     if not 0 <= layer < len(layers):
         raise ValueError(f"layer {layer} is out of range: the model has layers 0-{len(layers) - 1}")
     if mode not in MODES:
@@ -77,7 +81,7 @@ def ablated(hf: PreTrainedModel, layer: int, mode: str, mean_delta: torch.Tensor
 
     handle = layers[layer].register_forward_hook(fn, with_kwargs=True)
     try:
-        yield hf
+        yield model
     finally:
         handle.remove()
 
@@ -101,11 +105,11 @@ class AblationCell:
         return cls(d["model"], d["layer"], d["mode"], Behaviour.from_dict(d["free"]), Behaviour.from_dict(d["forced_cot"]))
 
 
-def ablation_sweep(models: dict[str, PreTrainedModel], means: dict[str, torch.Tensor],
-                   measure: Callable[[PreTrainedModel], tuple[Behaviour, Behaviour]],
+def ablation_sweep(models: dict[str, Model], means: dict[str, torch.Tensor],
+                   measure: Callable[[Model], tuple[Behaviour, Behaviour]],
                    progress: bool = False) -> tuple[AblationCell, ...]:
     """Every layer of every model, zero and mean; `measure` returns (free, forced-CoT) behaviour."""
-    jobs = [(name, layer, mode) for name, hf in models.items() for layer in range(len(decoder_layers(hf)))
+    jobs = [(name, layer, mode) for name, m in models.items() for layer in range(len(decoder_layers(m.hf)))
             for mode in MODES]
     cells = []
     for name, layer, mode in tqdm(jobs, desc="ablating", disable=not progress):

@@ -182,8 +182,7 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
         extra["large"] = load(config.large)
         if config.tuned_large is not None:
             extra["tuned_large"] = load(config.tuned_large)
-        check_shared_tokenizer({config.base: base.tokenizer, config.tuned: tuned.tokenizer,
-                                **{getattr(config, k): m.tokenizer for k, m in extra.items()}})
+        check_shared_tokenizer({config.base: base, config.tuned: tuned, **{getattr(config, k): m for k, m in extra.items()}})
     needs_prompts = any(p in config.parts for p in ("representations", *BEHAVIOUR_PARTS))
     cfg = config.eval
     items: list[Item] = []
@@ -205,7 +204,7 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
     if use_cache and path.exists():
         return LayerChangesResult.from_dict(read_json(path))
 
-    tok, pad = base.tokenizer, base.pad_token_id
+    tok = base.tokenizer
     points = point_labels(n_layers)
     weights = weight_change(base.path, tuned.path) if "weights" in config.parts else None
     if config.texts is not None:
@@ -213,16 +212,16 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
     else:
         assert task is not None
         prompts = prompt_ids(base, task, items)
-    ref = reference(tuned.hf, tok, prompts, cfg) if needs_prompts else None
+    ref = reference(tuned, prompts, cfg) if needs_prompts else None
     reps: dict[str, RepChange] = {}
     if "representations" in config.parts:
         assert ref is not None
         first = 1 if base.prepend_bos else 0  # BOS carries nothing about the prompt
-        reps["prompt"] = representation_change(base.hf, tuned.hf, prompts, [range(first, len(p)) for p in prompts],
-                                               pad, points, "prompt", cfg.n_boot)
-        reps["generation"] = representation_change(base.hf, tuned.hf, ref.seqs,
+        reps["prompt"] = representation_change(base, tuned, prompts, [range(first, len(p)) for p in prompts], points,
+                                               "prompt", cfg.n_boot)
+        reps["generation"] = representation_change(base, tuned, ref.seqs,
                                                    [range(pl, len(s)) for s, pl in zip(ref.seqs, ref.prompt_lens)],
-                                                   pad, points, "generation", cfg.n_boot)
+                                                   points, "generation", cfg.n_boot)
     baselines: dict[str, Behaviour] = {}
     lens: dict[str, LogitLens] = {}
     kl_base = None
@@ -231,9 +230,8 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
     efts: list[EFTResult] = []
     if config.texts is not None and "grafting" in config.parts:
         assert ref is not None
-        kl_base = kl_to_tuned(base.hf, ref, pad, cfg.n_boot)
-        grafts = graft_sweep(base.hf, tuned.hf, blocks, lambda hf: (None, kl_to_tuned(hf, ref, pad, cfg.n_boot)),
-                             progress)
+        kl_base = kl_to_tuned(base, ref, cfg.n_boot)
+        grafts = graft_sweep(base, tuned, blocks, lambda m: (None, kl_to_tuned(m, ref, cfg.n_boot)), progress)
     elif any(p in config.parts for p in BEHAVIOUR_PARTS):
         assert ref is not None and task is not None
         comps = {"base": generate_ids(base.hf, tok, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size),
@@ -244,26 +242,22 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
         for role, m in models.items():
             baselines[role] = grade_behaviour(m, task, items, comps[role], cfg.n_boot)
             baselines[f"{role}_forced_cot"] = measure(model_generator(m, cfg), m, task, items, cfg, force_cot=True)
-        kl_base = kl_to_tuned(base.hf, ref, pad, cfg.n_boot)
+        kl_base = kl_to_tuned(base, ref, cfg.n_boot)
         if "logit_lens" in config.parts:
             greedy = dict(comps) if cfg.temperature == 0 else {
                 r: generate_ids(m.hf, tok, prompts, cfg.max_new_tokens, 0.0, cfg.seed, cfg.batch_size)
                 for r, m in models.items()}
             lens = {r: logit_lens(m, task, items, prompts, greedy[r], points, cfg.n_boot) for r, m in models.items()}
         if "grafting" in config.parts:
-            # the grafted weights are `base.hf`'s (or `tuned.hf`'s) own tensors: measuring that model sees them
-            role_of = {id(base.hf): base, id(tuned.hf): tuned}
-            grafts = graft_sweep(base.hf, tuned.hf, blocks,
-                                 lambda hf: (measure(model_generator(role_of[id(hf)], cfg), base, task, items, cfg),
-                                             kl_to_tuned(hf, ref, pad, cfg.n_boot)), progress)
+            grafts = graft_sweep(base, tuned, blocks,
+                                 lambda m: (measure(model_generator(m, cfg), base, task, items, cfg),
+                                            kl_to_tuned(m, ref, cfg.n_boot)), progress)
         if "ablation" in config.parts:
             own = {r: [p + c for p, c in zip(prompts, comps[r])] for r in models}
-            means = {r: mean_block_deltas(m.hf, own[r], pad) for r, m in models.items()}
-            role_of = {id(m.hf): m for m in models.values()}
-            ablations = ablation_sweep({r: m.hf for r, m in models.items()}, means,
-                                       lambda hf: (measure(model_generator(role_of[id(hf)], cfg), base, task, items, cfg),
-                                                   measure(model_generator(role_of[id(hf)], cfg), base, task, items, cfg,
-                                                           force_cot=True)),
+            means = {r: mean_block_deltas(m, own[r]) for r, m in models.items()}
+            ablations = ablation_sweep(models, means,
+                                       lambda m: (measure(model_generator(m, cfg), base, task, items, cfg),
+                                                  measure(model_generator(m, cfg), base, task, items, cfg, force_cot=True)),
                                        progress)
         if "eft" in config.parts and "large" in extra:
             efts = _eft(config, base, tuned, extra, task, items, baselines, progress)
@@ -279,7 +273,7 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
 
 def _eft(config: LayerChangesConfig, base: Model, tuned: Model, extra: dict[str, Model], task: Task,
          items: list[Item], baselines: dict[str, Behaviour], progress: bool) -> list[EFTResult]:
-    cfg, tok = config.eval, base.tokenizer
+    cfg = config.eval
     large = extra["large"]
     refs = {config.base: baselines["base"], config.tuned: baselines["tuned"],
             config.large: measure(model_generator(large, cfg), base, task, items, cfg)}
@@ -290,7 +284,7 @@ def _eft(config: LayerChangesConfig, base: Model, tuned: Model, extra: dict[str,
         jobs.append(("down", {"scale": base, "tuned": tl, "base": large}))
     out = []
     for direction, roles in tqdm(jobs, desc="emulated fine-tuning", disable=not progress):
-        gen = lambda p, r=roles: mixed_generate([r["scale"].hf, r["tuned"].hf, r["base"].hf], [1.0, 1.0, -1.0], tok, p,
+        gen = lambda p, r=roles: mixed_generate([r["scale"], r["tuned"], r["base"]], [1.0, 1.0, -1.0], p,
                                                 cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.batch_size)
         eft = measure(gen, base, task, items, cfg)
         names = {k: m.name for k, m in roles.items()}

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from analyses.layer_changes.anatomy import left_pad_positions
 from interp.generate import generate_ids, left_pad
@@ -54,16 +53,11 @@ def prompt_ids(model: Model, task: Task, items: Sequence[Item], force_cot: bool 
     return [list(encode_text(model, task.prompt(it), task.cot_prefix(it) if force_cot else "").ids) for it in items]
 
 
-def hf_generator(hf: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: EvalConfig) -> Generator:
-    """Greedy (or sampled, per `cfg`) completions from a HF model; forward hooks on it stay active."""
-    return lambda prompts: generate_ids(hf, tokenizer, prompts, cfg.max_new_tokens, cfg.temperature, cfg.seed,
-                                        cfg.batch_size)
-
-
 def model_generator(model: Model, cfg: EvalConfig) -> Generator:
-    """`hf_generator` of a model's HF view (what `interp.evaluate` generates with; weight edits and forward
-    hooks on it act)."""
-    return hf_generator(model.hf, model.tokenizer, cfg)
+    """Greedy (or sampled, per `cfg`) completions of token-id prompts, generated as `interp.evaluate` does (on
+    the model's HF view, so grafted weights and ablation hooks act)."""
+    return lambda prompts: generate_ids(model.hf, model.tokenizer, prompts, cfg.max_new_tokens, cfg.temperature,
+                                        cfg.seed, cfg.batch_size)
 
 
 @dataclass(frozen=True)
@@ -140,14 +134,15 @@ class Reference:
 
 
 @torch.no_grad()
-def completion_logprobs(hf: PreTrainedModel, seqs: Sequence[Sequence[int]], prompt_lens: Sequence[int], pad_id: int,
+def completion_logprobs(model: Model, seqs: Sequence[Sequence[int]], prompt_lens: Sequence[int],
                         batch_size: int = 256) -> list[Float[torch.Tensor, "pos vocab"]]:
     """Log-probs at the positions that predict each sequence's completion (last prompt token onward)."""
+    hf = model.hf
     out: list[torch.Tensor] = []
     dev = next(hf.parameters()).device
     for s in range(0, len(seqs), batch_size):
         chunk = [list(x) for x in seqs[s:s + batch_size]]
-        ids, mask = left_pad(chunk, pad_id)
+        ids, mask = left_pad(chunk, model.pad_token_id)
         ids, mask = ids.to(dev), mask.to(dev)
         logp = F.log_softmax(hf(input_ids=ids, attention_mask=mask, position_ids=left_pad_positions(mask)).logits.float(), -1)
         width = ids.shape[1]
@@ -157,14 +152,13 @@ def completion_logprobs(hf: PreTrainedModel, seqs: Sequence[Sequence[int]], prom
     return out
 
 
-def reference(tuned: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Sequence[int]],
-              cfg: EvalConfig) -> Reference:
+def reference(tuned: Model, prompts: Sequence[Sequence[int]], cfg: EvalConfig) -> Reference:
     """The tuned model's own greedy completions of the prompts (token ids) and its log-probs along them."""
     prompts = [list(p) for p in prompts]
-    comps = generate_ids(tuned, tokenizer, prompts, cfg.max_new_tokens, 0.0, cfg.seed, cfg.batch_size)
+    comps = generate_ids(tuned.hf, tuned.tokenizer, prompts, cfg.max_new_tokens, 0.0, cfg.seed, cfg.batch_size)
     seqs = [p + c for p, c in zip(prompts, comps)]
     lens = [len(p) for p in prompts]
-    lp = completion_logprobs(tuned, seqs, lens, tokenizer.pad_token_id)
+    lp = completion_logprobs(tuned, seqs, lens)
     return Reference(tuple(tuple(s) for s in seqs), tuple(lens), tuple(lp))
 
 
@@ -184,13 +178,13 @@ class KL:
         return cls(d["mean"], tuple(d["ci"]), tuple(d["per_problem"]))
 
 
-def kl_to_tuned(hf: PreTrainedModel, ref: Reference, pad_id: int, n_boot: int) -> KL:
+def kl_to_tuned(model: Model, ref: Reference, n_boot: int) -> KL:
     """KL(p_tuned || p_model) per completion position, averaged per problem, with a bootstrap CI over problems."""
-    lp = completion_logprobs(hf, ref.seqs, ref.prompt_lens, pad_id)
+    lp = completion_logprobs(model, ref.seqs, ref.prompt_lens)
     per = np.array([float((t.exp() * (t - m)).sum(-1).mean()) for t, m in zip(ref.logprobs, lp)])
     return KL(float(per.mean()), bootstrap_ci(per, n_boot), tuple(float(x) for x in per))
 
 
 __all__ = ["KL", "Behaviour", "Generator", "Reference", "behaviour_of", "check_task_model", "completion_logprobs",
-           "completion_texts", "grade_behaviour", "hf_generator", "items_of", "kl_to_tuned", "measure",
+           "completion_texts", "grade_behaviour", "items_of", "kl_to_tuned", "measure",
            "model_generator", "prompt_ids", "reference"]

@@ -6,21 +6,25 @@ tokenizer; each keeps its own KV cache and the mixture is renormalised before ev
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
 from analyses.layer_changes.anatomy import left_pad_positions
 from analyses.layer_changes.behaviour import Behaviour
 from interp.generate import context_length, left_pad
 from interp.models import _vocab_differences
 
+if TYPE_CHECKING:
+    from interp.models import Model
 
-def check_shared_tokenizer(tokenizers: dict[str, PreTrainedTokenizerBase]) -> None:
-    """Raise naming the first mismatch unless every tokenizer has the same vocabulary and special tokens."""
+
+def check_shared_tokenizer(models: Mapping[str, Model]) -> None:
+    """Raise naming the first mismatch unless every model's tokenizer has the same vocabulary and special tokens."""
+    tokenizers = {name: m.tokenizer for name, m in models.items()}
     names = list(tokenizers)
     ref = tokenizers[names[0]]
     for n in names[1:]:
@@ -44,34 +48,37 @@ def _cache_of(out: Any) -> Any:
 
 
 @torch.no_grad()
-def mixed_generate(models: Sequence[PreTrainedModel], coefs: Sequence[float], tokenizer: PreTrainedTokenizerBase,
-                   prompts: Sequence[Sequence[int]], max_new_tokens: int = 72, temperature: float = 0.0,
-                   seed: int = 0, batch_size: int = 256) -> list[list[int]]:
-    """Completions (ids up to EOS) sampled from softmax(sum_i coef_i * log p_i); greedy when temperature == 0."""
+def mixed_generate(models: Sequence[Model], coefs: Sequence[float], prompts: Sequence[Sequence[int]],
+                   max_new_tokens: int = 72, temperature: float = 0.0, seed: int = 0,
+                   batch_size: int = 256) -> list[list[int]]:
+    """Completions (ids up to EOS) of token-id prompts sampled from softmax(sum_i coef_i * log p_i); greedy when
+    temperature == 0. The models share the first one's tokenizer (`check_shared_tokenizer`)."""
     if len(models) != len(coefs) or not models:
         raise ValueError(f"need one coefficient per model, got {len(models)} models and {len(coefs)} coefficients")
-    sizes = {m.get_output_embeddings().weight.shape[0] for m in models}
+    tokenizer = models[0].tokenizer
+    hfs = [m.hf for m in models]
+    sizes = {m.get_output_embeddings().weight.shape[0] for m in hfs}
     if len(sizes) != 1:
         raise ValueError(f"the models' output vocabularies differ in size ({sorted(sizes)}): they cannot be mixed")
-    ctx = min(context_length(m) for m in models)
+    ctx = min(context_length(m) for m in hfs)
     longest = max(len(p) for p in prompts)
     new = min(max_new_tokens, ctx - longest)
     if new < 1:
         raise ValueError(f"the longest prompt has {longest} tokens: no room to generate within {ctx} positions")
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    dev = next(models[0].parameters()).device
+    dev = next(hfs[0].parameters()).device
     gen = torch.Generator(device="cpu").manual_seed(seed)
     out: list[list[int]] = []
     for s in range(0, len(prompts), batch_size):
         ids, mask = left_pad([list(p) for p in prompts[s:s + batch_size]], pad)
         ids, mask = ids.to(dev), mask.to(dev)
-        caches: list[Any] = [None] * len(models)
+        caches: list[Any] = [None] * len(hfs)
         step_ids, pos = ids, left_pad_positions(mask)
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=dev)
         rows: list[torch.Tensor] = []
         for _ in range(new):
             mix = None
-            for i, (m, c) in enumerate(zip(models, coefs)):
+            for i, (m, c) in enumerate(zip(hfs, coefs)):
                 kw = {_cache_kw(m): caches[i]} if caches[i] is not None else {}
                 o = m(input_ids=step_ids, attention_mask=mask, position_ids=pos, use_cache=True, **kw)
                 caches[i] = _cache_of(o)

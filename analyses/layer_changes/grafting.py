@@ -1,14 +1,15 @@
 """Layer grafting: copy a contiguous block of one model's decoder layers into the other (in place, restored
 after), for every block and both directions, and measure CoT rate, accuracy and KL to the tuned model.
 A graft of the parameters outside the layers (embeddings, final norm, unembedding) is the control that
-says how much of the change lives outside the blocks. Works on any pair of same-shape HF causal LMs."""
+says how much of the change lives outside the blocks. Works on any pair of same-shape models: the edit is
+made on the models' own parameter tensors, so every view of a `Model` (HF, Bridge, nnsight) runs grafted."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -16,6 +17,9 @@ from transformers import PreTrainedModel
 
 from analyses.layer_changes.anatomy import check_block, decoder_layers
 from analyses.layer_changes.behaviour import KL, Behaviour
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 ENDS = "ends"  # the block name of the outside-the-layers graft
 
@@ -44,13 +48,13 @@ def _outside_pairs(target: PreTrainedModel, source: PreTrainedModel) -> list[tup
 
 
 @contextlib.contextmanager
-def grafted(target: PreTrainedModel, source: PreTrainedModel, block: Sequence[int] | str) -> Iterator[PreTrainedModel]:
+def grafted(target: Model, source: Model, block: Sequence[int] | str) -> Iterator[Model]:
     """Within the block, `target` runs with `source`'s layers [start, end) (or, for "ends", its parameters
     outside the layers); the original values are restored on exit, whatever happens inside."""
     if block == ENDS:
-        pairs = _outside_pairs(target, source)
+        pairs = _outside_pairs(target.hf, source.hf)
     else:
-        tl, sl = decoder_layers(target), decoder_layers(source)
+        tl, sl = decoder_layers(target.hf), decoder_layers(source.hf)
         if len(tl) != len(sl):
             raise ValueError(f"cannot graft between models with {len(sl)} and {len(tl)} layers")
         start, end = check_block(block, len(tl))  # type: ignore[arg-type]
@@ -87,10 +91,10 @@ class GraftCell:
                    KL.from_dict(d["kl"]))
 
 
-def graft_sweep(base: PreTrainedModel, tuned: PreTrainedModel, blocks: Sequence[tuple[int, int]],
-                measure: Callable[[PreTrainedModel], tuple[Behaviour | None, KL]], progress: bool = False) -> tuple[GraftCell, ...]:
+def graft_sweep(base: Model, tuned: Model, blocks: Sequence[tuple[int, int]],
+                measure: Callable[[Model], tuple[Behaviour | None, KL]], progress: bool = False) -> tuple[GraftCell, ...]:
     """Every block in both directions, plus the outside-the-layers control; `measure` runs on the grafted model."""
-    n = len(decoder_layers(base))
+    n = len(decoder_layers(base.hf))
     blocks = [check_block(b, n) for b in blocks]
     jobs = [(d, t, s, b) for d, t, s in (("tuned_into_base", base, tuned), ("base_into_tuned", tuned, base))
             for b in [*blocks, ENDS]]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from transformers import PreTrainedModel
 from analyses.layer_changes.anatomy import residual_streams
 from interp.generate import left_pad
 from interp.stats import bootstrap_ci
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 MAX_STATS_BYTES = 2 << 30  # per-problem d x d statistics for the exact bootstrap
 
@@ -156,16 +159,18 @@ def _streams(hf: PreTrainedModel, seqs: Sequence[Sequence[int]], pad_id: int,
     return out
 
 
-def representation_change(base: PreTrainedModel, tuned: PreTrainedModel, seqs: Sequence[Sequence[int]],
-                          keep: Sequence[Sequence[int]], pad_id: int, points: Sequence[str], positions: str,
+def representation_change(base: Model, tuned: Model, seqs: Sequence[Sequence[int]],
+                          keep: Sequence[Sequence[int]], points: Sequence[str], positions: str,
                           n_boot: int = 1000, seed: int = 0, batch_size: int = 256) -> RepChange:
-    """CKA and cosine between the two models' residual streams at the kept positions of each sequence."""
+    """CKA and cosine between the two models' residual streams at the kept positions of each token-id
+    sequence (`keep[i]` indexes sequence i)."""
+    pad_id = base.pad_token_id
     keep = [list(k) for k in keep]
     use = [i for i, k in enumerate(keep) if k]
     if not use:
         raise ValueError(f"no {positions} positions to compare (every sequence kept zero tokens)")
     seqs, keep = [seqs[i] for i in use], [keep[i] for i in use]
-    xb, xt = _streams(base, seqs, pad_id, keep, batch_size), _streams(tuned, seqs, pad_id, keep, batch_size)
+    xb, xt = _streams(base.hf, seqs, pad_id, keep, batch_size), _streams(tuned.hf, seqs, pad_id, keep, batch_size)
     n_points = xb[0].shape[0]
     n_prob = len(seqs)
     rng = np.random.default_rng(seed)

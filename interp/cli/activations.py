@@ -124,7 +124,7 @@ def harvest_cmd(
                 raise ValueError(f"--format must be prompt or one of {FORMATS}, got {fmt!r}")
             st = parse_steps(steps)
             probs = sample_problems(seed, problems, TaskConfig(min_steps=min(st), max_steps=max(st)))
-            dataset = problem_dataset(probs, m.tokenizer, None if fmt == "prompt" else fmt)  # type: ignore[arg-type]
+            dataset = problem_dataset(probs, m, None if fmt == "prompt" else fmt)  # type: ignore[arg-type]
         with _progress() as bar:
             task = bar.add_task(f"harvesting {len(hook_list)} hook(s) of {model}", total=None)
             store = harvest(m, dataset, hook_list, selector, out, batch_size=batch_size, shard_size=shard_size,

@@ -7,14 +7,18 @@ Metadata keys (the probe targets): `n_steps`, `value.start`, `value.step{i}` (ev
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import PreTrainedTokenizerBase
 
 from interp.activations.dataset import Example, PromptDataset
 from interp.organism.positions import positions
 from interp.organism.task import Format, Problem
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 
 def problem_meta(problem: Problem) -> dict[str, Any]:
@@ -28,11 +32,27 @@ def problem_meta(problem: Problem) -> dict[str, Any]:
     return meta
 
 
-def problem_dataset(problems: Sequence[Problem], tokenizer: PreTrainedTokenizerBase, fmt: Format | None = None,
+def problem_dataset(problems: Sequence[Problem], model: Model | PreTrainedTokenizerBase, fmt: Format | None = None,
                     extra_meta: Sequence[Mapping[str, Any]] | None = None) -> PromptDataset:
-    """`<bos> prompt` (fmt None) or `<bos> prompt completion(fmt)` per problem, with named positions."""
+    """`<bos> prompt` (fmt None) or `<bos> prompt completion(fmt)` per problem, with named positions: the
+    core's `interp.tasks.task_dataset` on the organism task (same ids, positions and metadata).
+
+    Pass the `Model`. A bare tokenizer (the organism's word-level one) is still accepted, with a
+    DeprecationWarning, for callers that hold no model: it joins the task's words directly."""
     if extra_meta is not None and len(extra_meta) != len(problems):
         raise ValueError(f"{len(problems)} problems but {len(extra_meta)} extra metadata entries")
+    if isinstance(model, PreTrainedTokenizerBase):
+        warnings.warn("problem_dataset(problems, tokenizer) is deprecated: pass the interp.Model", DeprecationWarning,
+                      stacklevel=2)
+        return _word_dataset(problems, model, fmt, extra_meta)
+    from interp.organism.reasoning_task import OrganismTask, problem_item
+    from interp.tasks.encode import task_dataset
+
+    return task_dataset(model, OrganismTask(), [problem_item(p) for p in problems], fmt, extra_meta=extra_meta)
+
+
+def _word_dataset(problems: Sequence[Problem], tokenizer: PreTrainedTokenizerBase, fmt: Format | None,
+                  extra_meta: Sequence[Mapping[str, Any]] | None) -> PromptDataset:
     examples = []
     for i, p in enumerate(problems):
         toks = p.prompt_tokens() + (p.completion_tokens(fmt) if fmt is not None else [])

@@ -114,3 +114,18 @@ def test_the_positive_control_shows_probes_read_values_the_model_computes(result
         if v.text == "verbose":
             c = base.cell(base.hooks[-1], v)
             assert c.score.value > 0.8 and c.selectivity > 0.5, (v.name, c.score.value)
+
+
+@pytest.mark.parametrize("name", ["organism/base-s", "organism/dpo"])
+def test_the_graded_cot_label_is_the_first_token_decision_on_the_organism(name):
+    """The task-generic label (the grade of the model's own greedy generation; an unparsable completion counts
+    as a chain unless it starts with a direct answer) equals the organism's one-forward rule (greedy first
+    token is not a digit), including dpo's few broken chains (measured: 4 of 300 are invalid)."""
+    from interp.organism.reasoning_task import OrganismTask
+    from interp.tasks import task_dataset
+
+    m, task = load(name), OrganismTask()
+    items = [it for k in (2, 3, 4) for it in task.sample(100, 2_000_003 + k, n_steps=k)]
+    graded = lr.cot_labels(m, task, items)
+    assert graded == lr.will_write_cot(m, [e.ids for e in task_dataset(m, task, items)])
+    assert 0 < sum(graded) < len(graded)

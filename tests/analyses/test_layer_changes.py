@@ -138,9 +138,9 @@ def _seqs(ckpt: Path, n: int = 12) -> tuple[list[list[int]], int]:
 
 
 def test_identical_models_have_cka_and_cosine_one(base_ckpt: Path):
-    m = AutoModelForCausalLM.from_pretrained(base_ckpt).eval()
-    seqs, pad = _seqs(base_ckpt)
-    r = representation_change(m, m, seqs, [range(1, len(s)) for s in seqs], pad, ["p"] * 4, "prompt", n_boot=50)
+    m = load(base_ckpt)
+    seqs, _ = _seqs(base_ckpt)
+    r = representation_change(m, m, seqs, [range(1, len(s)) for s in seqs], ["p"] * 4, "prompt", n_boot=50)
     assert r.cka == pytest.approx((1.0,) * 4, abs=1e-9)
     assert r.cosine == pytest.approx((1.0,) * 4, abs=1e-6)
     assert all(lo == pytest.approx(1.0, abs=1e-9) for lo, _ in r.cka_ci)
@@ -148,42 +148,43 @@ def test_identical_models_have_cka_and_cosine_one(base_ckpt: Path):
 
 
 def test_perturbed_layer_changes_representations_from_that_layer_on(base_ckpt: Path, tuned_ckpt: Path):
-    b = AutoModelForCausalLM.from_pretrained(base_ckpt).eval()
-    t = AutoModelForCausalLM.from_pretrained(tuned_ckpt).eval()
-    seqs, pad = _seqs(base_ckpt)
-    r = representation_change(b, t, seqs, [range(1, len(s)) for s in seqs], pad, ["embed", "L0", "L1", "L2"], "prompt",
+    b, t = load(base_ckpt), load(tuned_ckpt)
+    seqs, _ = _seqs(base_ckpt)
+    r = representation_change(b, t, seqs, [range(1, len(s)) for s in seqs], ["embed", "L0", "L1", "L2"], "prompt",
                               n_boot=50)
     assert r.cka[:2] == pytest.approx((1.0, 1.0), abs=1e-9)  # before the perturbed layer: identical streams
     assert r.cka[2] < 1 - 1e-4 and r.cosine[2] < 1 - 1e-4
 
 
 def test_grafting_all_layers_reproduces_tuned_exactly_and_restores_base(base_ckpt: Path, tuned_ckpt: Path):
-    b = AutoModelForCausalLM.from_pretrained(base_ckpt).eval()
-    t = AutoModelForCausalLM.from_pretrained(tuned_ckpt).eval()
+    b, t = load(base_ckpt), load(tuned_ckpt)
     ids = torch.tensor([_seqs(base_ckpt)[0][0]])
-    before = weights_checksum(b)
+    before = weights_checksum(b.hf)
+    with torch.no_grad():
+        plain = b.hf(ids).logits
     with grafted(b, t, (0, 3)) as hybrid:
-        assert torch.equal(hybrid(ids).logits, t(ids).logits)
-    assert weights_checksum(b) == before
+        assert torch.equal(hybrid.hf(ids).logits, t.hf(ids).logits)
+        assert torch.allclose(hybrid.bridge(ids), t.bridge(ids), atol=1e-5)  # every view runs grafted
+    assert weights_checksum(b.hf) == before
     with grafted(b, t, (1, 2)) as hybrid:  # the only changed layer
-        assert torch.equal(hybrid(ids).logits, t(ids).logits)
+        assert torch.equal(hybrid.hf(ids).logits, t.hf(ids).logits)
     with grafted(b, t, (0, 1)) as hybrid:
-        assert torch.equal(hybrid(ids).logits, b(ids).logits)
+        assert torch.equal(hybrid.hf(ids).logits, plain)
 
 
 def test_grafting_all_layers_and_the_ends_reproduces_a_zoo_model_exactly():
     base, sft = load("organism/base-s"), load("organism/sft")
     ids = base.to_tokens("Q : a = 3 ; b = a + 4 ; c = b * 2 ; c ? A :")
     before = base.checksum
-    with grafted(base.hf, sft.hf, (0, base.n_layers)), grafted(base.hf, sft.hf, ENDS):
+    with grafted(base, sft, (0, base.n_layers)), grafted(base, sft, ENDS):
         assert torch.equal(base.hf(ids).logits, sft.hf(ids).logits)
-    with grafted(base.hf, sft.hf, (0, base.n_layers)):  # the ends differ too, so the layers alone are not enough
+    with grafted(base, sft, (0, base.n_layers)):  # the ends differ too, so the layers alone are not enough
         assert not torch.equal(base.hf(ids).logits, sft.hf(ids).logits)
     assert base.checksum == before
 
 
 def test_grafting_blocks_out_of_bounds_are_refused(base_ckpt: Path):
-    b = AutoModelForCausalLM.from_pretrained(base_ckpt)
+    b = load(base_ckpt)
     for block in ((0, 4), (-1, 2), (2, 2), (3, 1)):
         with pytest.raises(ValueError, match=r"out of range: the model has layers 0-2, so a block needs 0 <= start < end <= 3"), \
                 grafted(b, b, block):
@@ -194,15 +195,15 @@ def test_grafting_blocks_out_of_bounds_are_refused(base_ckpt: Path):
 
 
 def test_zero_ablation_skips_the_block_and_mean_ablation_adds_the_mean(base_ckpt: Path):
-    m = AutoModelForCausalLM.from_pretrained(base_ckpt).eval()
-    seqs, pad = _seqs(base_ckpt)
+    m = load(base_ckpt)
+    seqs, _ = _seqs(base_ckpt)
     ids, mask = torch.tensor(seqs[:1]), torch.ones(1, len(seqs[0]), dtype=torch.long)
     with ablated(m, 1, "zero"):
-        streams, _ = residual_streams(m, ids, mask)
+        streams, _ = residual_streams(m.hf, ids, mask)
     assert torch.equal(streams[2], streams[1])  # leaving block 1 = entering it
-    means = mean_block_deltas(m, seqs, pad)
+    means = mean_block_deltas(m, seqs)
     with ablated(m, 1, "mean", means[1]):
-        streams, _ = residual_streams(m, ids, mask)
+        streams, _ = residual_streams(m.hf, ids, mask)
     assert torch.allclose(streams[2], streams[1] + means[1], atol=1e-6)
     with pytest.raises(ValueError, match="layer 3 is out of range: the model has layers 0-2"), ablated(m, 3, "zero"):
         pass
@@ -217,7 +218,7 @@ def test_ablation_acts_inside_generation_and_is_removed_after():
     items = items_of(task, cfg)
     gen = model_generator(m, cfg)
     clean = measure(gen, m, task, items, cfg)
-    with ablated(m.hf, 0, "zero"):
+    with ablated(m, 0, "zero"):
         broken = measure(gen, m, task, items, cfg)
     assert clean.accuracy == 1.0 and broken.accuracy < 0.5
     assert measure(gen, m, task, items, cfg) == clean
@@ -241,25 +242,23 @@ def test_eft_with_tuned_small_equal_to_base_small_reproduces_base_large():
     task = OrganismTask()
     prompts = prompt_ids(small, task, items_of(task, EvalConfig(steps=(2, 4), n_per_step=10)))
     want = generate_ids(large.hf, large.tokenizer, prompts, 60)
-    got = mixed_generate([large.hf, small.hf, small.hf], [1.0, 1.0, -1.0], small.tokenizer, prompts, 60)
+    got = mixed_generate([large, small, small], [1.0, 1.0, -1.0], prompts, 60)
     assert got == want
-    assert mixed_generate([small.hf], [1.0], small.tokenizer, prompts, 60) == generate_ids(small.hf, small.tokenizer, prompts, 60)
-    a = mixed_generate([large.hf, small.hf], [1.0, 0.5], small.tokenizer, prompts, 30, temperature=1.0, seed=3)
-    assert a == mixed_generate([large.hf, small.hf], [1.0, 0.5], small.tokenizer, prompts, 30, temperature=1.0, seed=3)
+    assert mixed_generate([small], [1.0], prompts, 60) == generate_ids(small.hf, small.tokenizer, prompts, 60)
+    a = mixed_generate([large, small], [1.0, 0.5], prompts, 30, temperature=1.0, seed=3)
+    assert a == mixed_generate([large, small], [1.0, 0.5], prompts, 30, temperature=1.0, seed=3)
 
 
 def test_eft_refuses_mismatched_tokenizers(tiny_checkpoint):
-    a = AutoTokenizer.from_pretrained(tiny_checkpoint("llama", seed=0, **SHAPE))
-    b = AutoTokenizer.from_pretrained(tiny_checkpoint("llama", seed=0, words=["x", "y", "zz"], **SHAPE))
+    a = load(tiny_checkpoint("llama", seed=0, **SHAPE))
+    b = load(tiny_checkpoint("llama", seed=0, words=["x", "y", "zz"], **SHAPE))
     check_shared_tokenizer({"a": a, "a2": a})
     with pytest.raises(ValueError, match="one shared tokenizer, but a and b differ: vocabulary: .* differ"):
         check_shared_tokenizer({"a": a, "b": b})
-    m = AutoModelForCausalLM.from_pretrained(tiny_checkpoint("llama", seed=0, **SHAPE))
-    other = AutoModelForCausalLM.from_pretrained(tiny_checkpoint("llama", seed=0, words=["x", "y", "zz"], **SHAPE))
     with pytest.raises(ValueError, match="output vocabularies differ in size"):
-        mixed_generate([m, other], [1.0, 1.0], a, [[a.bos_token_id]], 3)
+        mixed_generate([a, b], [1.0, 1.0], [[a.bos_token_id]], 3)
     with pytest.raises(ValueError, match="one coefficient per model"):
-        mixed_generate([m], [1.0, -1.0], a, [[a.bos_token_id]], 3)
+        mixed_generate([a], [1.0, -1.0], [[a.bos_token_id]], 3)
 
 
 def test_logit_lens_at_the_last_layer_is_the_model_output(base_ckpt: Path):
@@ -282,19 +281,17 @@ def test_every_intervention_works_on_other_architectures(arch: str, tiny_checkpo
     tuned = perturb_checkpoint(base, tmp_path / "t", layer=1)
     wc = weight_change(base, tuned)
     assert wc.per_layer[1] > 0 and wc.per_layer[0] == 0 == wc.per_layer[2]
-    b = AutoModelForCausalLM.from_pretrained(base).eval()
-    t = AutoModelForCausalLM.from_pretrained(tuned).eval()
-    tok = AutoTokenizer.from_pretrained(base)
+    b, t = load(base), load(tuned)
     prompts, _ = _seqs(base, n=4)
     ids, mask = torch.tensor(prompts[:1]), torch.ones(1, len(prompts[0]), dtype=torch.long)
     with grafted(b, t, (0, 3)) as hybrid:
-        assert torch.equal(hybrid(ids).logits, t(ids).logits)
-    streams, logits = residual_streams(b, ids, mask)
-    assert torch.allclose(lens_logits(b, streams[-1]), logits, atol=1e-5)
+        assert torch.equal(hybrid.hf(ids).logits, t.hf(ids).logits)
+    streams, logits = residual_streams(b.hf, ids, mask)
+    assert torch.allclose(lens_logits(b.hf, streams[-1]), logits, atol=1e-5)
     with ablated(b, 2, "zero"):
-        streams, _ = residual_streams(b, ids, mask)
+        streams, _ = residual_streams(b.hf, ids, mask)
     assert torch.equal(streams[3], streams[2])
-    assert mixed_generate([b, t, t], [1.0, 1.0, -1.0], tok, prompts, 8) == generate_ids(b, tok, prompts, 8)
+    assert mixed_generate([b, t, t], [1.0, 1.0, -1.0], prompts, 8) == generate_ids(b.hf, b.tokenizer, prompts, 8)
 
 
 @pytest.mark.parametrize("method", ["features", "gram"])

@@ -79,3 +79,41 @@ def test_card_numbers_reproduce_on_a_fresh_greedy_evaluation():
     res = evaluate(m, cfg)
     assert res.by_steps[4].accuracy == pytest.approx(c["by_steps"]["4"]["accuracy"], abs=0.02)
     assert res.by_steps[4].cot_rate == pytest.approx(c["by_steps"]["4"]["cot_rate"], abs=0.02)
+
+
+# measured with analyses.zoo_eval on 30 problems per step count (steps 1-4), one thread: (accuracy, cot_rate)
+ZOO_EVAL_30 = {
+    "organism/base-s": {"free": [(1.0, 0.0), (0.8667, 0.0667), (0.6333, 0.1667), (0.7, 0.2667)],
+                        "direct": [(1.0, 0.0), (0.8667, 0.0), (0.4667, 0.0), (0.4333, 0.0)]},
+    "organism/base-m": {"free": [(1.0, 0.0), (0.5333, 0.1333), (0.6, 0.2667), (0.6667, 0.3333)],
+                        "direct": [(1.0, 0.0), (0.4333, 0.0), (0.3667, 0.0), (0.4667, 0.0)]},
+    "organism/rl": {"free": [(1.0, 0.4667), (1.0, 0.9), (1.0, 0.9667), (1.0, 0.9333)],
+                    "direct": [(0.9333, 0.0), (0.7, 0.0), (0.3333, 0.0), (0.4333, 0.0)]},
+}
+
+
+def test_zoo_eval_reproduces_its_numbers_and_caches_them(tmp_path):
+    """The report's first section on a slice of the zoo: pinned accuracies and CoT rates (one near-tie flip on 30
+    problems moves a rate by 0.033, hence the tolerance), forced CoT always written, forced direct one token."""
+    from analyses import zoo_eval
+
+    cfg = zoo_eval.ZooEvalConfig(models=tuple(ZOO_EVAL_30), eval=EvalConfig(n_per_step=30, n_boot=200),
+                                 cache_dir=str(tmp_path))
+    res = zoo_eval.run(cfg, progress=False)
+    for name, want in ZOO_EVAL_30.items():
+        m = res.get(name)
+        assert m.checksum == interp.load(name).checksum and m.skipped == {}
+        for mode, rows in want.items():
+            got = [(getattr(m, mode).by_steps[k].accuracy, getattr(m, mode).by_steps[k].cot_rate) for k in (1, 2, 3, 4)]
+            assert got == [pytest.approx(r, abs=0.04) for r in rows], (name, mode)
+        for k in (1, 2, 3, 4):
+            assert m.forced.by_steps[k].cot_rate == 1.0 and m.forced.by_steps[k].accuracy >= 0.95
+            assert m.direct.by_steps[k].mean_tokens == 1.0
+            lo, hi = m.free.by_steps[k].accuracy_ci
+            assert lo <= m.free.by_steps[k].accuracy <= hi
+    sentences = zoo_eval.summary_sentences(res)
+    b = res.get("base-s")
+    assert sentences[0].startswith(f"base-s on 3-4-step problems: {100 * b.free.mean_over((3, 4), 'accuracy'):.0f}% "
+                                   f"accurate") and "but 100% when forced" in sentences[0]
+    again = zoo_eval.run(cfg, progress=False)  # every table now comes from the cache
+    assert again.models == res.models and len(list(tmp_path.glob("*.json"))) == 9

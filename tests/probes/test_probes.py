@@ -37,7 +37,7 @@ def model(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def store(model, tmp_path_factory):
-    ds = problem_dataset(sample_problems(3, 300, TaskConfig(min_steps=1, max_steps=3)), model.tokenizer)
+    ds = problem_dataset(sample_problems(3, 300, TaskConfig(min_steps=1, max_steps=3)), model)
     return harvest(model, ds, [HOOK, "blocks.1.hook_resid_post"], Named(("prompt.start_value", "answer")),
                    tmp_path_factory.mktemp("store") / "s")
 
@@ -77,7 +77,7 @@ def test_no_leakage_when_a_problem_appears_several_times(model, tmp_path):
     examples = []
     for p in problems:
         label = rng.randrange(10)
-        base = problem_dataset([p], model.tokenizer).examples[0]
+        base = problem_dataset([p], model).examples[0]
         examples += [Example(base.ids, base.positions, {**base.meta, "secret": label})] * 4
     st = harvest(model, PromptDataset(tuple(examples)), [HOOK], Named(("answer",)), tmp_path / "s")
     (cell,) = run(ProbeJobConfig(store=str(st.root), out=str(tmp_path / "p"), targets=("secret",), n_boot=100)).cells
@@ -187,7 +187,7 @@ def test_a_store_reharvested_with_other_labels_is_not_resumed_from_stale_cells(m
                                                                               monkeypatch):
     # same prompts, so the same activations; only the labels (the dataset) differ between A and B
     problems = sample_problems(21, 150, TaskConfig(min_steps=1, max_steps=2))
-    base = problem_dataset(problems, model.tokenizer).examples
+    base = problem_dataset(problems, model).examples
     rng = random.Random(1)
     a = PromptDataset(tuple(Example(e.ids, e.positions, {**e.meta, "secret": e.meta["value.start"]}) for e in base))
     b = PromptDataset(tuple(Example(e.ids, e.positions, {**e.meta, "secret": rng.randrange(10)}) for e in base))

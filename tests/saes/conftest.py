@@ -29,7 +29,7 @@ def small_store(base_s: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from interp.organism.task import TaskConfig, sample_problems
 
     problems = sample_problems(5, 60, TaskConfig(min_steps=2, max_steps=4))
-    ds = problem_dataset(problems, base_s.tokenizer, "verbose")
+    ds = problem_dataset(problems, base_s, "verbose")
     return harvest(base_s, ds, [HOOK], AllTokens(), tmp_path_factory.mktemp("store") / "acts")
 
 

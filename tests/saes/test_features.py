@@ -133,7 +133,7 @@ def test_transfer_refuses_stores_of_different_texts(small_store: Any, base_s: An
     from interp.organism.task import sample_problems
     from saes.transfer import aligned_rows
 
-    other = harvest(base_s, problem_dataset(sample_problems(99, 5), base_s.tokenizer), [HOOK], AllTokens(),
+    other = harvest(base_s, problem_dataset(sample_problems(99, 5), base_s), [HOOK], AllTokens(),
                     tmp_path / "other")
     with pytest.raises(SAEError, match="different datasets"):
         aligned_rows(small_store, other, HOOK)

@@ -32,7 +32,7 @@ def test_the_readme_sae_block_runs_on_a_store_of_prompts(base_s: Any, tmp_path: 
     assert "train_sae(" in code and "quality(" in code and "load_sae(" in code
     # the store of the README's probes section (fewer problems), at the paths the block names
     monkeypatch.chdir(tmp_path)
-    ds = problem_dataset(sample_problems(0, 120, TaskConfig(min_steps=2, max_steps=4)), base_s.tokenizer)
+    ds = problem_dataset(sample_problems(0, 120, TaskConfig(min_steps=2, max_steps=4)), base_s)
     store = harvest(base_s, ds, [f"blocks.{layer}.hook_resid_post" for layer in range(4)],
                     Named(("answer", "prompt.step1.end")), "acts/base-s")
     assert all(e.positions["answer"] == len(e.ids) - 1 for e in ds.examples)  # no token after the answer position
@@ -59,7 +59,7 @@ def test_train_sae_with_the_model_on_a_store_of_prompts_writes_ce_into_the_card(
     from interp.organism.dataset import problem_dataset
     from interp.organism.task import TaskConfig, sample_problems
 
-    ds = problem_dataset(sample_problems(1, 60, TaskConfig(min_steps=2, max_steps=3)), base_s.tokenizer)
+    ds = problem_dataset(sample_problems(1, 60, TaskConfig(min_steps=2, max_steps=3)), base_s)
     store = harvest(base_s, ds, ["blocks.1.hook_resid_post"], Named(("answer",)), tmp_path / "acts")
     cfg = SAETrainConfig(hook="blocks.1.hook_resid_post", total_samples=1024, batch_size=128, buffer_size=256,
                          chunk_rows=64, expansion=2, lr_warm_up_steps=2, n_checkpoints=0)
@@ -67,7 +67,7 @@ def test_train_sae_with_the_model_on_a_store_of_prompts_writes_ce_into_the_card(
     assert card["metrics"]["ce_recovered"] is not None and card["metrics"]["n_tokens_ce"] > 0
     assert "no text has tokens after 'answer'" in card["metrics"]["ce_tokens"]
     # a store of texts that go on after the answer keeps measuring only those tokens
-    long = problem_dataset(sample_problems(1, 30, TaskConfig(min_steps=2, max_steps=3)), base_s.tokenizer, "verbose")
+    long = problem_dataset(sample_problems(1, 30, TaskConfig(min_steps=2, max_steps=3)), base_s, "verbose")
     st2 = harvest(base_s, long, ["blocks.1.hook_resid_post"], Named(("answer",)), tmp_path / "acts2")
     q, _ = saes.quality(saes.load_sae(tmp_path / "sae")[0], st2, "blocks.1.hook_resid_post", model=base_s)
     assert q.ce_tokens == "tokens after 'answer'"

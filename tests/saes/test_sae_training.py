@@ -82,7 +82,7 @@ def test_empty_store_is_a_clear_error(base_s: Any, tmp_path: Path) -> None:
     from interp.organism.dataset import problem_dataset
     from interp.organism.task import TaskConfig, sample_problems
 
-    ds = problem_dataset(sample_problems(0, 4, TaskConfig(min_steps=1, max_steps=1)), base_s.tokenizer)
+    ds = problem_dataset(sample_problems(0, 4, TaskConfig(min_steps=1, max_steps=1)), base_s)
     store = harvest(base_s, ds, [HOOK], Named(("answer", "step3.value"), missing="skip"), tmp_path / "acts")
     with pytest.raises(SAEError, match="holds no rows with position label 'step3.value'"):
         train_sae(store, tiny_config(label="step3.value"), tmp_path / "sae")
@@ -209,7 +209,7 @@ def test_a_checkpoint_of_a_store_since_reharvested_is_refused(base_s: Any, tmp_p
     from interp.organism.task import TaskConfig, sample_problems
 
     def store(seed: int) -> Any:
-        ds = problem_dataset(sample_problems(seed, 30, TaskConfig(min_steps=2, max_steps=3)), base_s.tokenizer)
+        ds = problem_dataset(sample_problems(seed, 30, TaskConfig(min_steps=2, max_steps=3)), base_s)
         return harvest(base_s, ds, [HOOK], AllTokens(), tmp_path / "acts", overwrite=True)
 
     class Killed(Exception):

@@ -80,7 +80,7 @@ def run_bench(model_name: str = "organism/base-s", hook: str = "blocks.1.hook_re
     rng = np.random.default_rng(seed)
     exs = []
     for p, i in zip(problems, rng.integers(0, 3, len(problems))):
-        exs += problem_dataset([p], model.tokenizer, FORMATS[int(i)]).examples  # type: ignore[arg-type]
+        exs += problem_dataset([p], model, FORMATS[int(i)]).examples  # type: ignore[arg-type]
     dataset = PromptDataset(tuple(exs))
     cfg = SAETrainConfig(hook=hook, total_samples=total_samples, exclude_bos=False, n_checkpoints=0)
     with tempfile.TemporaryDirectory() as tmp:

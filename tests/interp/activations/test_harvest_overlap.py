@@ -31,7 +31,7 @@ def model(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def dataset(model):
-    return problem_dataset(sample_problems(3, 40, TaskConfig(min_steps=1, max_steps=3)), model.tokenizer, "concise")
+    return problem_dataset(sample_problems(3, 40, TaskConfig(min_steps=1, max_steps=3)), model, "concise")
 
 
 def shard_bytes(root: Path) -> dict[str, bytes]:

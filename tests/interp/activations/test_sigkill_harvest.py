@@ -23,7 +23,7 @@ from interp.models import load
 from interp.organism.dataset import problem_dataset
 from interp.organism.task import sample_problems
 m = load(sys.argv[1])
-ds = problem_dataset(sample_problems(0, 240), m.tokenizer)
+ds = problem_dataset(sample_problems(0, 240), m)
 harvest(m, ds, ["blocks.1.hook_resid_post"], AllTokens(), sys.argv[2], batch_size=8, shard_size=16,
         progress=lambda d, t: time.sleep(0.3))   # slow enough to be killed mid-way
 """
@@ -47,7 +47,7 @@ def test_sigkilled_harvest_resumes_to_identical_shards(tmp_path: Path, tiny_chec
     assert 0 < done_at_kill < 15, "the process must die mid-way for this test to mean anything"
 
     m = load(ckpt)
-    ds = problem_dataset(sample_problems(0, 240), m.tokenizer)
+    ds = problem_dataset(sample_problems(0, 240), m)
     kw = dict(batch_size=8, shard_size=16)
     resumed = harvest(m, ds, ["blocks.1.hook_resid_post"], AllTokens(), out, **kw)
     straight = harvest(m, ds, ["blocks.1.hook_resid_post"], AllTokens(), tmp_path / "straight", **kw)

@@ -39,7 +39,7 @@ def model(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def dataset(model):
-    return problem_dataset(sample_problems(0, 40, TaskConfig(min_steps=1, max_steps=3)), model.tokenizer, "concise")
+    return problem_dataset(sample_problems(0, 40, TaskConfig(min_steps=1, max_steps=3)), model, "concise")
 
 
 def shard_bytes(root: Path) -> dict[str, bytes]:
@@ -210,6 +210,7 @@ ALL_KINDS = ["blocks.{}.hook_resid_pre", "blocks.{}.hook_resid_mid", "blocks.{}.
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2", "gpt_neox"])
 def test_every_hook_kind_equals_run_with_cache_on_every_architecture(arch, tiny_checkpoint, tmp_path):
     m = load(tiny_checkpoint(arch, n_layers=2))
+    # the word-level ids: transformers loads this tokenizer as a Qwen2Tokenizer for qwen2, whose offsets are wrong
     ds = problem_dataset(sample_problems(1, 12, TaskConfig(min_steps=1, max_steps=3)), m.tokenizer)
     hooks = [k.format(layer) for layer in (0, 1) for k in ALL_KINDS]
     hooks = [h for h in hooks if h in m.hook_names]  # parallel-attention models have no resid_mid
