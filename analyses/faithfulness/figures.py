@@ -27,6 +27,11 @@ def short(name: str) -> str:
     return name.removeprefix("organism/")
 
 
+def _group(k: int, noun: str = "problems") -> str:
+    """A group of problems by its step count (0: a task's items without one)."""
+    return f"{k}-step {noun}" if k else f"all {noun}"
+
+
 def reference(result: FaithfulnessResult) -> ModelFaithfulness:
     """The model the others are compared with: base-s when analysed (the zoo), else the first model."""
     return next((m for m in result.models if m.name == BASE), result.models[0])
@@ -63,10 +68,11 @@ def figures(result: FaithfulnessResult, out_dir: str | Path, png: bool = True) -
     fig = go.Figure()
     for m in result.models:
         s = m.by_steps[k_max]
-        xs = [k / k_max for k in range(k_max + 1)]
+        K = max(len(s.same_by_k) - 1, 1)  # the group's step grid (free text: its most common written count)
+        xs = [k / K for k in range(len(s.same_by_k))]
         fig.add_trace(go.Scatter(x=xs, y=[x.value for x in s.same_by_k], error_y=_err(list(s.same_by_k)),
                                  mode="lines+markers", name=_label(m), line={"color": color_for(m.name)}))
-    style(fig, f"Early answering on {k_max}-step problems: answer after k of {k_max} steps = full-CoT answer",
+    style(fig, f"Early answering on {_group(k_max)}: answer after k of K steps = full-CoT answer",
           "fraction of the CoT kept (k / K)", "same answer as with the full CoT")
     fig.update_yaxes(range=[-0.03, 1.03])
     figs["faithfulness_early_answering"] = fig
@@ -81,7 +87,7 @@ def figures(result: FaithfulnessResult, out_dir: str | Path, png: bool = True) -
                                  y=[f"step {j + 1}" for j in range(p.n_steps)], zmid=0, zmin=-lim, zmax=lim,
                                  colorscale="RdBu", showscale=i == 0, colorbar={"title": "logit diff"}),
                       row=1, col=i + 1)
-    style(fig, f"Step-level patching ({k_max}-step CoTs): resid_pre of one step's value token from a run where "
+    style(fig, f"Step-level patching ({_group(k_max, 'CoTs')}): resid_pre of one step's value token from a run where "
                f"that value differs", "layer", "")
     fig.update_layout(width=260 * len(result.models) + 120, height=380, title_font_size=13)
     fig.update_yaxes(autorange="reversed")  # step 1 on top
@@ -97,7 +103,7 @@ def figures(result: FaithfulnessResult, out_dir: str | Path, png: bool = True) -
             fig.add_trace(go.Heatmap(z=[list(r) for r in p.flow], x=list(p.flow_labels), y=[f"L{x}" for x in p.layers],
                                      zmid=0, zmin=-lim, zmax=lim, colorscale="RdBu", showscale=i == 0,
                                      colorbar={"title": "logit diff"}), row=1, col=i + 1)
-        style(fig, f"Where the last written value travels ({k_max}-step verbose CoTs): resid_pre patched at each "
+        style(fig, f"Where the last written value travels ({_group(k_max, 'verbose CoTs')}): resid_pre patched at each "
                    f"position from the value to the readout", "position", "layer")
         fig.update_layout(width=260 * len(with_flow) + 120, height=380, title_font_size=13)
         fig.update_yaxes(autorange="reversed")
@@ -151,7 +157,7 @@ def summary_sentences(result: FaithfulnessResult) -> list[str]:
             b = ref.by_steps.get(k) if ref else None
             c = s.counts
             parts.append(
-                f"{k} step{'s' if k > 1 else ''} ({c['cot']} CoTs, {c['direct']} direct, {c['invalid']} invalid): "
+                (f"{k} step{'s' if k > 1 else ''}" if k else "all problems") + f" ({c['cot']} CoTs, {c['direct']} direct, {c['invalid']} invalid): "
                 f"AOC {s.aoc.fmt(False)}" + (f" vs {bname} {b.aoc.fmt(False)}" if b else "")
                 + f"; a mistake in the last step is followed {_pct(s.mistake_follows_last)}"
                 + (f" ({bname} {_pct(b.mistake_follows_last)})" if b else "")
@@ -166,7 +172,9 @@ def summary_sentences(result: FaithfulnessResult) -> list[str]:
             more = sorted({k for c in cmps.values() for k, v in c if v == "more"})
             less = sorted({k for c in cmps.values() for k, v in c if v == "less"})
             which = "; ".join(f"{key} {v} on {k} steps" for key, c in cmps.items() for k, v in c if v != "same")
-            if not more and not less:
+            if not any(cmps.values()):
+                verdict = " No verdict: no step count has scores for both models (no chain of thought was tested)."
+            elif not more and not less:
                 verdict = (f" Verdict: {short(m.name)}'s CoT is used about as causally as {bname}'s on every problem "
                            f"size: the 95% intervals of AOC, mistake-following (last and earlier step) and filler "
                            f"change overlap at every step count.")
@@ -219,7 +227,7 @@ def summary_sentences(result: FaithfulnessResult) -> list[str]:
         pat.append("the same patch at every position from the last value to the readout (verbose CoTs) carries "
                    + "; ".join(parts) + ": the readout attends to the written value itself in layer 0")
     if pat:
-        lines.append(f"Step-level patching on {k_max}-step CoTs (does the answer read the written value?): "
+        lines.append(f"Step-level patching on {_group(k_max, 'CoTs')} (does the answer read the written value?): "
                      + "; ".join(pat) + ". So the final answer reads the last written value (it is moved out of its "
                      "token position by layer 0's attention: patching it at layer 1 or later does nothing), and an earlier "
                      "written value matters only through the later steps the model writes, which the mistake test shows "
@@ -257,6 +265,10 @@ def section_parts(out: Path, n_per_step: int, png: bool, models: Sequence[Model]
     from interp.io import write_json
 
     cfg = dataclasses.replace(FaithfulnessConfig(), n_per_step=n_per_step)
+    if models is not None:  # a pair: the base is forced into a chain of thought, as base-s is on the zoo
+        cfg = dataclasses.replace(cfg, forced_cot=(models[0].name,))
+    if task is not None and not task.has_steps:
+        cfg = dataclasses.replace(cfg, steps=())
     result = run(cfg, models=models, task=task)
     write_json(Path(out) / "faithfulness.json", result.to_dict())
     paths = figures(result, out, png=png)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -11,6 +12,10 @@ from analyses.verbosity.analysis import VerbosityResult
 from analyses.verbosity.common import Cell
 from analyses.verbosity.reasoning import ReasoningResult
 from interp.plots import save_figure, style
+
+if TYPE_CHECKING:
+    from interp.models import Model
+    from interp.tasks.base import Task
 
 
 def _err(cells: list[Cell], metric: str) -> dict:
@@ -113,7 +118,9 @@ def verbosity_sentences(r: VerbosityResult) -> list[str]:
                     f"{_pct(red[k]['reduction_ci'][1])}]")
     m = r.config.model.removeprefix("organism/")
     bn = r.config.base.removeprefix("organism/")
-    lines = [f"Unsteered {m} on the test split ({u.n} problems, 1-4 steps): {tok(u)} CoT tokens, accuracy {acc(u)}."]
+    steps = r.config.steps
+    span = f", {min(steps)}-{max(steps)} steps" if steps else ""
+    lines = [f"Unsteered {m} on the test split ({u.n} problems{span}): {tok(u)} CoT tokens, accuracy {acc(u)}."]
     p = t.get("prompt: concise first step")
     lines += [] if p is None else [
         f"Prompting the concise format (its first step forced, with the model's own best digit): {tok(p)} "
@@ -260,31 +267,43 @@ def reasoning_sentences(r: ReasoningResult) -> list[str]:
         + ", ".join(gr(k) for k in rand_add) + "."] if r.best_add is not None else [])
 
 
-def verbosity_section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+def verbosity_section_parts(out: Path, n_per_step: int, png: bool, base: Model | None = None,
+                            tuned: Model | None = None, task: Task | None = None
+                            ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """Run (or read from the cache) ASC on the zoo's sft, or on `tuned` (with `base`) on `task`."""
     import dataclasses
 
     from analyses.verbosity import analysis
     from interp.io import write_json
 
     cfg = dataclasses.replace(analysis.VerbosityConfig(), n_test_per_step=min(n_per_step, 50))
-    r = analysis.run_cached(cfg)
+    if task is not None and task.name != "organism":  # only the last-token direction exists off the organism
+        cfg = dataclasses.replace(cfg, variants=("last",), steps=cfg.steps if task.has_steps else ())
+    r = analysis.run_cached(cfg, model=tuned, base=base, task=task)
     write_json(out / "verbosity.json", r.to_dict())
     paths = verbosity_figures(r, out, png)
-    return ("Verbosity: activation-steered compression of sft's chains of thought", tuple(verbosity_sentences(r)),
+    name = r.config.model.removeprefix("organism/")
+    return (f"Verbosity: activation-steered compression of {name}'s chains of thought", tuple(verbosity_sentences(r)),
             tuple(p[0].name for p in paths.values()))
 
 
-def reasoning_section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+def reasoning_section_parts(out: Path, n_per_step: int, png: bool, base: Model | None = None,
+                            tuned: Model | None = None, task: Task | None = None
+                            ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """Run (or read from the cache) the reasoning-mode direction of base-s, or of `base` against `tuned` on `task`."""
     import dataclasses
 
     from analyses.verbosity import reasoning
     from interp.io import write_json
 
     cfg = dataclasses.replace(reasoning.ReasoningConfig(), n_test_per_step=n_per_step)
-    r = reasoning.run_cached(cfg)
+    if task is not None and not task.has_steps:
+        cfg = dataclasses.replace(cfg, train_steps=(), eval_steps=())
+    r = reasoning.run_cached(cfg, base=base, tuned=tuned, task=task)
     write_json(out / "reasoning_direction.json", r.to_dict())
     paths = reasoning_figures(r, out, png)
-    return ("Reasoning-mode direction: steering base-s into a chain of thought", tuple(reasoning_sentences(r)),
+    name = r.config.base.removeprefix("organism/")
+    return (f"Reasoning-mode direction: steering {name} into a chain of thought", tuple(reasoning_sentences(r)),
             tuple(p[0].name for p in paths.values()))
 
 

@@ -3,6 +3,8 @@ end-to-end run on base-s (counts, early answering's full-CoT point, step-level p
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -323,3 +325,27 @@ def test_sentences_figures_and_table_compare_each_tuned_model_with_base_s(base_s
                           "faithfulness_step_flow"}
     assert all(p[0].stat().st_size > 1000 for p in paths.values())
     assert table_html(result).count("<tr>") == 1 + 2 * 2
+
+
+def test_report_section_runs_on_a_bpe_pair_and_says_what_it_could_not_test(tmp_path) -> None:
+    import interp
+    from analyses.faithfulness.figures import section_parts
+    from tests.bpe import gpt2_style, save_checkpoint
+
+    task = interp.task("jsonl:gsm_synth")
+    pool = task.sample(len(task), seed=0)
+    tok = gpt2_style([task.prompt(it) + task.completion(it, f) for it in pool for f in task.formats], vocab_size=800)
+    pair = [interp.load(save_checkpoint(tmp_path / f"m{s}", tok, "gpt2", seed=s, max_len=256)) for s in (0, 1)]
+    task = task.for_model(pair[0])
+    title, sentences, figs, table = section_parts(tmp_path / "out", 4, False, models=pair, task=task)
+    result = json.loads((tmp_path / "out" / "faithfulness.json").read_text())
+    base, tuned = (m["by_steps"]["0"] for m in result["models"])  # one group: gsm_synth items have no step knob
+    assert result["models"][0]["forced_cot"] and not result["models"][1]["forced_cot"]
+    for s in (base, tuned):
+        assert s["n_problems"] == 4 and s["counts"]["cot"] + s["counts"]["direct"] + s["counts"]["invalid"] == 4
+        assert "paraphrase" in s["unsupported"]
+    # random weights rarely write a parseable chain; with none on either side the section says so, not "same"
+    tested = base["counts"]["cot"] > 0 and tuned["counts"]["cot"] > 0
+    assert ("No verdict" in " ".join(sentences)) != tested and title.startswith("Is the chain of thought")
+    assert set(figs) >= {"faithfulness_scores.html", "faithfulness_early_answering.html"}
+    assert table.count("<tr>") == 1 + 2
