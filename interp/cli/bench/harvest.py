@@ -28,11 +28,20 @@ ANCHORS = ("run_with_cache_all_hooks", "nnsight_trace_one_layer")
 
 
 def bench_dataset(model: Any, n: int, seed: int = 0) -> Any:
-    """Organism problems with their verbose chain of thought (about 30-70 tokens each), for `model`."""
+    """Organism problems with their verbose chain of thought (about 30-70 tokens each), for `model`.
+
+    Built word by word from the organism tokenizer's ids, not by encoding text: transformers 5 loads the
+    organism tokenizer of a random-init Qwen2 checkpoint as `Qwen2Tokenizer`, whose ids agree but whose
+    character offsets do not, so text-based named positions fail there."""
+    import warnings
+
     from interp.organism.dataset import problem_dataset
     from interp.organism.task import TaskConfig, sample_problems
 
-    return problem_dataset(sample_problems(seed, n, TaskConfig(min_steps=1, max_steps=4)), model, "verbose")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return problem_dataset(sample_problems(seed, n, TaskConfig(min_steps=1, max_steps=4)), model.tokenizer,
+                               "verbose")
 
 
 def _batches(dataset: Any, batch_size: int, pad: int, device: Any) -> list[Any]:
@@ -125,8 +134,8 @@ def rss_child(model_name: str, n: int, out: str) -> dict[str, Any]:
     import torch
 
     from interp.activations.harvest import harvest
-    from interp.positions import AllTokens
     from interp.models import load
+    from interp.positions import AllTokens
 
     torch.set_num_threads(1)
     model = load(model_name)
