@@ -96,18 +96,27 @@ class Mix:
     think: float = 0.15
     think_concise: float = 0.05
     drill: float = 0.0
+    direct_up_to: int | None = None
+    """If set, only problems with at most this many steps are answered directly; a harder problem that drew
+    `direct` thinks instead (R1's SFT data answers simple queries without a chain of thought)."""
 
     def __post_init__(self) -> None:
         w = self.weights()
         if (w < 0).any() or w.sum() <= 0:
             raise ValueError(f"row shares must be >= 0 and not all zero, got {self.to_dict()}")
+        if self.direct_up_to is not None and self.direct_up_to < 1:
+            raise ValueError(f"direct_up_to must be >= 1 (or None), got {self.direct_up_to}")
 
     def weights(self) -> np.ndarray:
         return np.array([self.direct, self.think, self.think_concise, self.drill], dtype=float)
 
-    def sample(self, rng: np.random.Generator) -> str:
+    def sample(self, rng: np.random.Generator, n_steps: int | None = None) -> str:
+        """One row kind; a problem with more than `direct_up_to` steps that draws `direct` thinks instead."""
         w = self.weights()
-        return ROW_KINDS[int(rng.choice(len(ROW_KINDS), p=w / w.sum()))]
+        kind = ROW_KINDS[int(rng.choice(len(ROW_KINDS), p=w / w.sum()))]
+        if kind == "direct" and self.direct_up_to is not None and n_steps is not None and n_steps > self.direct_up_to:
+            return "think"
+        return kind
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -237,7 +246,7 @@ def lm_loss(model: Qwen2ForCausalLM, tok: PreTrainedTokenizerFast, cfg: NLTrainC
     problems = sample_problems(int(rng.integers(2**31)), cfg.batch_size, cfg.task)
     rows: list[tuple[list[int], list[bool]]] = []
     for p in problems:
-        kind = cfg.mix.sample(rng)
+        kind = cfg.mix.sample(rng, p.n_steps)
         if kind == "drill":
             rows.append(drill_row(tok, rng, cfg.task))
             continue
@@ -382,11 +391,11 @@ def train(cfg: NLTrainConfig, run_dir: str | Path, stop_after: int | None = None
     """Train (or resume) the run in `run_dir`; `stop_after` ends this call early, as a kill would.
     `seconds` in the outcome is the training time summed over every call of the run."""
     run_dir = Path(run_dir)
-    if cfg.kind == "pretrain":
+    if cfg.kind == "pretrain" and not cfg.init:
         t = cfg.tokenizer
         tok = build_tokenizer(t.vocab_size, t.n_problems, t.seed, cfg.arch.max_len)
         model = init_model(cfg.arch, tok, cfg.seed)
-    else:
+    else:  # post-training, or pretraining continued from an earlier stage
         model, tok = load_init(cfg.init)  # type: ignore[arg-type]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     start, log, before = _load_state(run_dir, model, opt, cfg)

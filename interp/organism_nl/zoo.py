@@ -45,20 +45,36 @@ PREFIX = "organism-nl/"
 ORDER: tuple[str, ...] = ("base", "sft", "rl")
 SEED = 0
 TASK = NLTaskConfig(min_steps=1, max_steps=4)
+# Training data after stage 1 weights the phrasings 1:1:1:3 (indices repeat to weight them): greedy decoding takes
+# the modal path, and with uniform phrasings that path ran through the prefix `b =` that three formats share
+# (measured on a first sft: greedy chose concise lines on 66% of problems, free accuracy 0.21-0.53 on 2-4 steps).
+TRAIN_TASK = TASK.shifted(phrasings=(0, 1, 2, 3, 3, 3))
 ARCH = NLArch(n_layers=4, d_model=64, n_heads=4, d_mlp=256, max_len=256, init_std=0.2)
 ANSWER_FORMAT = ("values mod 10; the answer is the sentence ' The answer is N.' (6 tokens: the byte-level BPE "
                  "splits the digit from its space, one digit per token, as Qwen2's pre-tokenizer does); thinking "
                  "is '<think>' + one line per step in one of 4 phrasings (or 'x = N.' lines, concise) + '</think>'")
 
+BASE_STAGE1 = NLTrainConfig(kind="pretrain", arch=ARCH, task=TASK,
+                            mix=Mix(direct=0.5, think=0.25, think_concise=0.0, drill=0.25),
+                            steps=1500, batch_size=32, lr=3e-3, warmup=50, seed=SEED, ckpt_every=50, eval_every=250)
+# Stage 1 alone (measured): teacher-forced step results right 0.95-1.0, but in the `t = s * y = x * y = v`
+# phrasing the copied source value x was right only 49% of the time (other phrasings 1.00), and greedy forced
+# thinking picks that phrasing: forced accuracy 0.32/0.25/0.23 on 2/3/4 steps. Stage 2 continues pretraining
+# with more thinking rows at a lower learning rate.
+PRE_STAGES: dict[str, tuple[NLTrainConfig, ...]] = {"base": (BASE_STAGE1,)}
+
 RECIPES: dict[str, NLTrainConfig] = {
-    "base": NLTrainConfig(kind="pretrain", arch=ARCH, task=TASK,
-                          mix=Mix(direct=0.5, think=0.25, think_concise=0.0, drill=0.25),
-                          steps=1500, batch_size=32, lr=3e-3, warmup=50, seed=SEED, ckpt_every=50, eval_every=250),
-    "sft": NLTrainConfig(kind="sft", arch=ARCH, task=TASK, mix=Mix(direct=0.0, think=0.8, think_concise=0.2),
+    "base": NLTrainConfig(kind="pretrain", arch=ARCH, task=TRAIN_TASK,
+                          mix=Mix(direct=0.5, think=0.3, think_concise=0.0, drill=0.2),
+                          steps=600, batch_size=32, lr=1e-3, warmup=20, seed=SEED + 1, ckpt_every=50, eval_every=200),
+    # distilled traces; as in R1's SFT data, simple (1-step) problems are sometimes answered without thinking
+    "sft": NLTrainConfig(kind="sft", arch=ARCH, task=TRAIN_TASK,
+                         mix=Mix(direct=0.2, think=0.75, think_concise=0.05, direct_up_to=1),
                          steps=300, batch_size=32, lr=1e-3, warmup=20, seed=SEED, init=PREFIX + "base", ckpt_every=50),
-    "rl": NLTrainConfig(kind="rl", arch=ARCH, task=TASK, steps=150, batch_size=16, lr=5e-4, warmup=10, seed=SEED,
-                        init=PREFIX + "base", ckpt_every=10,
-                        rl=RLConfig(group_size=8, length_cost=0.003, temperature=1.0, max_new_tokens=96)),
+    # group REINFORCE from sft, 8 problems x 8 samples per step (measured 6.8 s per step at 16 problems)
+    "rl": NLTrainConfig(kind="rl", arch=ARCH, task=TRAIN_TASK, steps=80, batch_size=8, lr=1e-3, warmup=5, seed=SEED,
+                        init=PREFIX + "sft", ckpt_every=10,
+                        rl=RLConfig(group_size=8, length_cost=0.005, temperature=1.0, max_new_tokens=96)),
 }
 assert set(RECIPES) == set(ORDER)
 
@@ -182,7 +198,7 @@ def read_cards(zoo_dir: Path = ZOO_DIR) -> dict[str, dict[str, Any]]:
 
 
 def export(name: str, outcome: TrainOutcome, zoo_dir: Path = ZOO_DIR, wall_seconds: float | None = None,
-           eval_n: int = EVAL_N) -> Path:
+           eval_n: int = EVAL_N, stages: list[dict[str, Any]] | None = None) -> Path:
     """Write the member as an HF checkpoint plus `card.json` (evaluated on the written files), atomically."""
     short = short_name(name)
     cfg = outcome.config
@@ -192,6 +208,8 @@ def export(name: str, outcome: TrainOutcome, zoo_dir: Path = ZOO_DIR, wall_secon
         t0 = time.time()
         evals = card_eval(tmp, n=eval_n)
         init = PREFIX + Path(cfg.init).name if cfg.init else None
+        if stages:
+            init = f"stage {len(stages)} of this recipe (see stages)"
         card = {
             "name": PREFIX + short,
             "kind": cfg.kind,
@@ -203,8 +221,10 @@ def export(name: str, outcome: TrainOutcome, zoo_dir: Path = ZOO_DIR, wall_secon
             "answer_format": ANSWER_FORMAT,
             "tokenizer": {"kind": "byte-level BPE (tokenizers), Qwen2 pre-tokenizer regex", "vocab_size": len(outcome.tokenizer),
                           "trained_on": cfg.tokenizer.to_dict() if cfg.kind == "pretrain" else f"copied from {init}",
+                          "pre_tokenizer": "Qwen2 regex (one digit per token) + byte-level", "bos": None,
                           "special": ["<|endoftext|> (eos, pad)", "<think>", "</think>"]},
-            "train_seconds": round(outcome.seconds, 1),
+            "train_seconds": round(outcome.seconds + sum(st["train_seconds"] for st in stages or []), 1),
+            "stages": stages or [],
             "wall_seconds": round(wall_seconds, 1) if wall_seconds is not None else None,
             "eval_seconds": round(time.time() - t0, 1),
             "torch_threads": torch.get_num_threads(),
@@ -226,11 +246,28 @@ def train_member(name: str, runs_dir: Path, zoo_dir: Path = ZOO_DIR, threads: in
     if threads:
         torch.set_num_threads(threads)
     cfg = config if config is not None else recipe(name, zoo_dir)
+    short = short_name(name)
     t0 = time.time()
-    outcome = train(cfg, Path(runs_dir) / short_name(name), stop_after=stop_after, progress=progress)
+    stages: list[dict[str, Any]] = []
+    if config is None and short in PRE_STAGES:  # earlier stages run first; the recipe continues from the last
+        for i, st_cfg in enumerate(PRE_STAGES[short]):
+            run = Path(runs_dir) / (short if i == 0 else f"{short}-stage{i + 1}")
+            out = train(dataclasses.replace(st_cfg, init=stages[-1]["path"]) if stages else st_cfg, run,
+                        stop_after=stop_after, progress=progress)
+            if out.steps_done < st_cfg.steps:
+                return None
+            out.model.save_pretrained(run / "model", safe_serialization=True)
+            out.tokenizer.save_pretrained(run / "model")
+            stages.append({"path": str(run / "model"), "config": st_cfg.to_dict(), "train_seconds": round(out.seconds, 1),
+                           "train_log_tail": out.log[-3:]})
+        cfg = dataclasses.replace(cfg, init=stages[-1]["path"])
+    outcome = train(cfg, Path(runs_dir) / (f"{short}-final" if stages else short), stop_after=stop_after,
+                    progress=progress)
     if outcome.steps_done < cfg.steps:
         return None
-    return export(name, outcome, zoo_dir, wall_seconds=time.time() - t0, eval_n=eval_n)
+    for st in stages:
+        st.pop("path")
+    return export(name, outcome, zoo_dir, wall_seconds=time.time() - t0, eval_n=eval_n, stages=stages)
 
 
 def table(zoo_dir: Path = ZOO_DIR) -> str:

@@ -87,3 +87,28 @@ def test_export_loads_evaluates_and_post_trains(tmp_path: Path) -> None:
     assert sft.tokenizer.get_vocab() == m.tokenizer.get_vocab()
     rows = targets({"base": __import__("json").loads(card)})
     assert rows[0]["met"] in (True, False) and rows[-1]["met"] is None
+
+
+def test_pretraining_continues_from_an_earlier_stage(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    first = train(tiny(steps=2), tmp_path / "s1", progress=False)
+    first.model.save_pretrained(tmp_path / "s1" / "model")
+    first.tokenizer.save_pretrained(tmp_path / "s1" / "model")
+    second = train(tiny(steps=2, init=str(tmp_path / "s1" / "model"), seed=1), tmp_path / "s2", progress=False)
+    assert second.tokenizer.get_vocab() == first.tokenizer.get_vocab()
+    changed = [not torch.equal(a, b) for a, b in zip(first.model.state_dict().values(),
+                                                     second.model.state_dict().values())]
+    assert any(changed)
+
+
+def test_direct_answers_can_be_kept_to_easy_problems() -> None:
+    import numpy as np
+
+    with pytest.raises(ValueError, match="direct_up_to"):
+        Mix(direct_up_to=0)
+    mix = Mix(direct=0.5, think=0.5, think_concise=0.0, direct_up_to=1)
+    assert Mix.from_dict(mix.to_dict()) == mix
+    rng = np.random.default_rng(0)
+    easy = {mix.sample(rng, 1) for _ in range(50)}
+    hard = {mix.sample(rng, 3) for _ in range(50)}
+    assert easy == {"direct", "think"} and hard == {"think"}
