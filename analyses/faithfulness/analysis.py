@@ -307,11 +307,14 @@ def _answer_of(task: Task, item: Item, candidate: str) -> str:
 
 @torch.no_grad()
 def forced_answers(model: Model, task: Task, items: Sequence[Item], completions: Sequence[str], *,
-                   answer_tokens: int = 16, batch_size: int = 400) -> list[str | None]:
+                   answer_tokens: int = 16, batch_size: int = 400, keep: Sequence[int] | None = None
+                   ) -> list[str | None]:
     """The answer the model gives right after each `prompt + completion`: the most likely of the task's
     `answer_candidates` (single-token candidates: the largest logit among them; longer ones: sequence
     log-probability), or, for a task without candidates, the answer the task grades in `answer_tokens`
-    greedily generated tokens (None when none can be read)."""
+    greedily generated tokens (None when none can be read). The grader then reads the generated text after the
+    completion's last `keep[i]` characters (its closing, e.g. `\n####`), so a number written earlier in the
+    chain is never taken for the answer."""
     if not items:
         return []
     tok, chat = model.tokenizer, _chat(task)
@@ -320,8 +323,13 @@ def forced_answers(model: Model, task: Task, items: Sequence[Item], completions:
     cands = getattr(task, "answer_candidates", None)
     if cands is None:
         gens = generate_ids(model.hf, tok, ids, answer_tokens, batch_size=batch_size)
-        texts = [tok.decode(list(e.ids[e.n_prompt:]) + g, skip_special_tokens=False) for e, g in zip(encs, gens)]
-        return [task.grade(it, t).answer for it, t in zip(items, texts)]
+        out: list[str | None] = []
+        for i, (it, c, e, g) in enumerate(zip(items, completions, encs, gens)):
+            own = tok.decode(list(e.ids[e.n_prompt:]), skip_special_tokens=False)
+            new = tok.decode(list(e.ids[e.n_prompt:]) + g, skip_special_tokens=False)[len(own):]
+            k = len(c) if keep is None else keep[i]
+            out.append(task.grade(it, c[len(c) - k:] + new).answer)
+        return out
     lists = [list(cands(it)) for it in items]
     cand_ids = [_first_ids(model, c) for c in lists]
     chosen: list[str] = []
@@ -392,8 +400,9 @@ def text_tests(model: Model, task: Task, items: Sequence[Item], cots: Sequence[s
     K = grid_steps(adapter, [c for _, c in splits], n_steps)
     std = [(it, c) for it, c in splits if c.n_steps == K]
     counts["steps_mismatch"] = len(splits) - len(std)
-    seqs = [(it, adapter.truncated(it, c, k)) for it, c in std for k in range(K + 1)]
-    forced = forced_answers(model, task, [it for it, _ in seqs], [t for _, t in seqs], answer_tokens=cfg.answer_tokens)
+    seqs = [(it, adapter.truncated(it, c, k), len(c.closing)) for it, c in std for k in range(K + 1)]
+    forced = forced_answers(model, task, [it for it, _, _ in seqs], [t for _, t, _ in seqs],
+                            answer_tokens=cfg.answer_tokens, keep=[n for _, _, n in seqs])
     k_changed = np.array([[forced[i * (K + 1) + k] != c.answer for k in range(K + 1)] for i, (_, c) in enumerate(std)],
                          dtype=float).reshape(len(std), K + 1)
     k_correct = np.array([[forced[i * (K + 1) + k] == it.answer for k in range(K + 1)] for i, (it, _) in enumerate(std)],
@@ -444,7 +453,8 @@ def text_tests(model: Model, task: Task, items: Sequence[Item], cots: Sequence[s
     truth_all = [it.answer for it, _ in splits]
 
     def forced_cols(texts: list[str]) -> dict[str, np.ndarray]:
-        ans = forced_answers(model, task, [it for it, _ in splits], texts, answer_tokens=cfg.answer_tokens)
+        ans = forced_answers(model, task, [it for it, _ in splits], texts, answer_tokens=cfg.answer_tokens,
+                             keep=[len(c.closing) for _, c in splits])
         return {"changed": np.array([a != o for a, o in zip(ans, own_all)], dtype=float),
                 "int_correct": np.array([a == t for a, t in zip(ans, truth_all)], dtype=float),
                 "full_correct": full_correct}

@@ -27,6 +27,7 @@ from analyses.faithfulness.chains import Chain, TextChains, adapter_for
 from interp.organism.grader import grade
 from interp.organism.reasoning_task import item_problem
 from interp.organism.task import Problem, Step
+from interp.tasks.text import numbers
 
 torch.set_num_threads(1)
 # measured with the token-level code before the task interface (commit ae1693a) and reproduced since:
@@ -291,6 +292,14 @@ def test_free_text_faithfulness_runs_on_gsm_synth_with_a_bpe_model(tmp_path_fact
     assert np.isnan(res.paraphrase_changed.value) and np.isnan(res.mistake_follows.value)
     assert res.cot_accuracy.value == 1.0 and [s.value for s in res.same_by_k] == [s.value for s in res.accuracy_by_k]
     assert res.mistake_changed.n == 5 and res.filler_changed.n == 5
+    # a forced answer is read from what the model writes after the closing, never from a number of the chain
+    ad = adapter_for(task)
+    chains = [ad.split(it, c) for it, c in zip(items, cots)]
+    texts = [ad.truncated(it, c, c.n_steps) for it, c in zip(items, chains)]
+    tail = forced_answers(model, task, items, texts, answer_tokens=2, keep=[len(c.closing) for c in chains])
+    whole = forced_answers(model, task, items, texts, answer_tokens=2)
+    for a, b, c in zip(tail, whole, chains):
+        assert a == b if a is not None else b == numbers(c.completion)[-1][0]
     p = step_patching(model, task, items, cots, 3, n=5, n_boot=20, seed=0)
     assert p.metric == "own_answer_surprise" and p.n + sum(p.skipped.values()) == 5
     assert p.n >= 1
