@@ -281,3 +281,27 @@ def rlsf_section(out: Path, n_per_step: int, png: bool) -> Section:
 
 
 SECTIONS = (*SECTIONS, rlsf_section)
+
+
+def shift_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """The shift battery on the zoo, with the step-1 probe under shift (analyses.shift)."""
+    from analyses.shift.figures import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
+def novelty_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Accuracy over instance novelty at fixed steps and over steps at fixed novelty (analyses.novelty)."""
+    from analyses.novelty.figures import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
+def symbolic_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Rules kept, familiar meaning stripped or contradicted (analyses.symbolic)."""
+    from analyses.symbolic.figures import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
+SECTIONS = (*SECTIONS, shift_section, novelty_section, symbolic_section)

@@ -40,6 +40,7 @@ from interp.cli import (  # noqa: F401  (each module registers its subcommands)
     activations,
     core,
     layers,
+    limits,
     organism,
     patching,
     saes,
