@@ -336,14 +336,14 @@ def resolve_task(cfg: LatentConfig) -> Task:
     return task(cfg.task)
 
 
-def available_variables(task: Task, datasets: Mapping[str, PromptDataset]) -> tuple[list[Variable], list[Skipped]]:
+def available_variables(task: Task, items: Sequence[Item], datasets: Mapping[str, PromptDataset]
+                        ) -> tuple[list[Variable], list[Skipped]]:
     """The variables the task's items provide (a named position in that text and a value in the metadata):
     the organism's `VARIABLES` that apply, then one "@ answer" variable per intermediate value they miss;
     with the reason for each that does not apply."""
     labels = {t: {k for e in ds for k in e.positions} for t, ds in datasets.items()}
-    prompt = datasets["prompt"]
-    keys = {k for e in prompt for k in e.meta}
-    inter = list(dict.fromkeys(k for e in prompt for k in task.intermediate_keys(_as_item(e.meta))))
+    keys = {k for e in datasets["prompt"] for k in e.meta}
+    inter = list(dict.fromkeys(k for it in items for k in task.intermediate_keys(it)))
     out, skipped = [], []
     for v in VARIABLES:
         if v.text not in datasets:
@@ -362,12 +362,6 @@ def available_variables(task: Task, datasets: Mapping[str, PromptDataset]) -> tu
     return out, skipped
 
 
-def _as_item(meta: Mapping[str, Any]) -> Item:
-    from interp.tasks import Item
-
-    return Item(str(meta.get("problem", "")), "", str(meta.get("answer", "")), dict(meta))
-
-
 def probe_model(name: str | Model, cfg: LatentConfig, progress: bool = True, task: Task | None = None
                 ) -> tuple[ModelProbes, dict[str, ActivationStore]]:
     """Harvest one model's activations (cached by checksum and dataset) and fit every cell, on the task's
@@ -376,14 +370,16 @@ def probe_model(name: str | Model, cfg: LatentConfig, progress: bool = True, tas
     from interp.tasks import task_dataset
 
     model = load(name) if isinstance(name, str) else name
-    items = problem_items(cfg, task)
+    if task is None and cfg.task != "organism":
+        task = resolve_task(cfg)
+    items = problem_items(cfg, task)  # task None: the organism's problems as this analysis has always drawn them
     task = task if task is not None else resolve_task(cfg)
     cot = cot_labels(model, task, items, cfg.batch_size, cfg.max_new_tokens)
     extra = [{WILL_COT: c} for c in cot]
     hooks = probe_hooks(model.n_layers)
     texts = [t for t in TEXTS if t == "prompt" or t in task.formats]
     datasets = {t: task_dataset(model, task, items, None if t == "prompt" else t, extra_meta=extra) for t in texts}
-    variables, unavailable = available_variables(task, datasets)
+    variables, unavailable = available_variables(task, items, datasets)
     stores = {}
     for text, dataset in datasets.items():
         labels = tuple(dict.fromkeys(v.label for v in (*variables, COT_VARIABLE) if v.text == text))
