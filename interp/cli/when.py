@@ -65,8 +65,8 @@ def bench_routing_cmd(
     threads: Annotated[int, typer.Option(help="torch threads")] = 1,
 ) -> None:
     """Lock-step generation of base + tuned vs generation with one model (target <= 2.3x). Last line: JSON."""
-    from analyses.routing.bench import bench_routing
     from interp.benchmark import print_bench
+    from interp.cli.bench.routing import bench_routing
 
     try:
         rows, figs = bench_routing(base, tuned, n=n, repeats=repeats, threads=threads)

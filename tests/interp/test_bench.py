@@ -87,7 +87,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_benchmarks_live_only_in_the_cli():
-    strays = [p.relative_to(ROOT) for pkg in ("interp", "probes", "saes") for p in (ROOT / pkg).rglob("bench.py")
+    strays = [p.relative_to(ROOT) for pkg in ("interp", "probes", "saes", "analyses") for p in (ROOT / pkg).rglob("bench.py")
               if "cli" not in p.relative_to(ROOT).parts]
     assert strays == [], f"benchmark modules outside interp/cli/bench: {strays}"
     for p in (ROOT / "interp").rglob("*.py"):

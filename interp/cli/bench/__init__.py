@@ -5,9 +5,10 @@ the CLI, the one layer allowed to import all of them; the core `interp` never im
 
 - `checkpoints`: the one builder of random-init checkpoints (architecture, size, tokenizer) that every
   benchmark and scripts/gpu_check.py use, plus the HookedTransformer anchor.
-- `harvest`, `layers`, `patch`, `steer`, `sae`: one module per benchmark. Each exposes a function returning
+- `harvest`, `layers`, `patch`, `steer`, `sae`, `routing`: one module per benchmark. Each exposes a function returning
   `(rows, figures)` (or a dict of figures) and imports its heavy libraries inside functions.
-- `commands`: the `interp bench <name>` commands, registered on `interp.cli.common.bench_app`.
+- `commands`: the `interp bench <name>` commands, registered on `interp.cli.common.bench_app` (`bench routing`
+  registers in `interp/cli/when.py`, beside `analyze routing`).
 
 A benchmark prints a table, then as its last line one JSON object of ratios measured against a baseline
 in the same run (`interp.benchmark.best_wall_and_cpu`: wall and CPU time, interleaved, best of repeats).
