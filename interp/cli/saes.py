@@ -44,7 +44,8 @@ def _quality_table(title: str, q: Any) -> Table:
             ("rows", f"{q.n_rows:,}")]
     if q.ce_recovered is not None:
         rows += [("CE clean / SAE / zero-ablated", f"{q.ce_clean:.4f} / {q.ce_sae:.4f} / {q.ce_zero:.4f}"),
-                 ("CE recovered", f"{q.ce_recovered:.4f}{ci(q.ce_recovered_ci)}"), ("tokens (CE)", f"{q.n_tokens_ce:,}")]
+                 ("CE recovered", f"{q.ce_recovered:.4f}{ci(q.ce_recovered_ci)}"),
+                 ("tokens (CE)", f"{q.n_tokens_ce:,}" + (f" ({q.ce_tokens})" if q.ce_tokens else ""))]
     for r in rows:
         t.add_row(*r)
     return t
@@ -70,6 +71,7 @@ def sae_train(
     total_samples: int = 300_000,
     batch_size: int = 1024,
     lr: float = 5e-3,
+    lr_warm_up_steps: Annotated[int, typer.Option(help="warm-up steps (fewer than total_samples // batch_size)")] = 20,
     seed: int = 0,
     model: Annotated[str | None, typer.Option(help="model for the CE metrics (default: the store's)")] = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="discard a checkpoint left by a killed run")] = False,
@@ -83,7 +85,7 @@ def sae_train(
         st = ActivationStore.open(store)
         cfg = SAETrainConfig(hook=hook, label=label, architecture=architecture, expansion=expansion, k=k,
                              l1_coefficient=l1_coefficient, l0_coefficient=l0_coefficient, total_samples=total_samples,
-                             batch_size=batch_size, lr=lr, seed=seed)
+                             batch_size=batch_size, lr=lr, lr_warm_up_steps=lr_warm_up_steps, seed=seed)
         m = _model(model, {}, st)
         with console.status(f"training on {st.n_rows:,} stored rows"):
             trained = train_sae(st, cfg, out, resume=not no_resume, model=m)
