@@ -451,7 +451,8 @@ def run(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True
     bstore = store_for(base, dataset, config)
     sae, q, path = sae_for(bstore, base, config.sae, cache)
     table = feature_table(sae, bstore, config.hook)
-    ranking = rank_reasoning_features(table, dataset, value_positions=value_positions(dataset), n_boot=config.n_boot)
+    ranking = rank_reasoning_features(table, dataset, value_positions=value_positions(dataset), n_boot=config.n_boot,
+                                      cot_formats=task.cot_formats)
     if dashboard_dir is not None:
         _dashboard(sae, base, table, dataset, ranking, config, path, dashboard_dir)
     rows = []

@@ -238,11 +238,13 @@ def rank_reasoning_features(table: FeatureTable, dataset: PromptDataset, *, answ
                             cot_key: str = "will_cot", format_key: str = "format",
                             value_positions: Sequence[tuple[str, str]] = (),
                             n_boot: int = 200, seed: int = 0, alpha: float = 0.7,
-                            stratum_key: str | None = "n_steps") -> ReasoningRanking:
+                            stratum_key: str | None = "n_steps",
+                            cot_formats: Sequence[str] = ("concise", "verbose")) -> ReasoningRanking:
     """Score every live feature for reasoning (module docstring). `value_positions`: (position name, metadata
     key) pairs where a value of the chain is computed, e.g. ("step2.before_value", "value.step2"). The mode AUROC
     is also computed within strata of `stratum_key` (pairs of problems with the same number of steps only), so a
-    feature that merely tracks difficulty, which also drives the CoT choice, does not count."""
+    feature that merely tracks difficulty, which also drives the CoT choice, does not count. `cot_formats` are
+    the dataset formats (meta[format_key]) that write a chain of thought: the task's `cot_formats`."""
     a = table.acts.double().numpy()
     live = np.nonzero((a > 0).any(0))[0]
     if len(live) == 0:
@@ -263,7 +265,7 @@ def rank_reasoning_features(table: FeatureTable, dataset: PromptDataset, *, answ
     # tokens of a written chain of thought vs every other token
     fmt = np.array([dataset[int(e)].meta.get(format_key) for e in ex])
     after = pos > np.array([dataset[int(e)].positions.get(answer, 10 ** 9) for e in ex])
-    reasoning = after & np.isin(fmt, ("concise", "verbose"))
+    reasoning = after & np.isin(fmt, tuple(cot_formats))
     token = auroc(a, reasoning) if reasoning.any() and not reasoning.all() else np.full(len(live), np.nan)
     rs = reason_score(FeatureTable(torch.from_numpy(a), ex, pos, table.token), reasoning, alpha) \
         if reasoning.any() and not reasoning.all() else np.full(len(live), np.nan)
