@@ -96,3 +96,8 @@ def test_benchmarks_live_only_in_the_cli():
             continue
         bad = {n for n in _imports(p) if n.startswith("interp.cli")}
         assert not bad, f"{p} imports the CLI (benchmarks included): {bad}"
+
+
+def test_bench_sae_reports_a_bad_configuration_as_an_error_not_a_traceback():
+    r = CliRunner().invoke(app, ["bench", "sae", "--total-samples", "1024", "--repeats", "1"])
+    assert r.exit_code == 2 and "warm-up" in r.output and "Traceback" not in r.output

@@ -137,7 +137,10 @@ def bench_sae(
     from interp.benchmark import BenchRow, print_bench
     from interp.cli.bench.sae import run_bench
 
-    r = run_bench(model, hook, total_samples=total_samples, repeats=repeats)
+    try:
+        r = run_bench(model, hook, total_samples=total_samples, repeats=repeats)
+    except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
+        fail(e)
     rows = [BenchRow("model / hook", f"{r['model']} / {r['hook']}"),
             BenchRow("activations trained (batch, d_sae, k)", f"{r['total_samples']:,} ({r['batch_size']}, {r['d_sae']}, {r['k']:g})"),
             BenchRow("ours: store -> SAETrainer", f"{r['ours_activations_per_s']:,.0f} act/s ({r['ours_train_seconds']:.2f} s)"),
