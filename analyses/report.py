@@ -305,3 +305,13 @@ def symbolic_section(out: Path, n_per_step: int, png: bool) -> Section:
 
 
 SECTIONS = (*SECTIONS, shift_section, novelty_section, symbolic_section)
+
+
+def dpo_teacher_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """dpo-teacher (base-s by DPO on base-l's right vs wrong samples) against base-s, rl and dpo."""
+    from analyses.calibration.figures import rlsf_section_parts
+
+    return Section(*rlsf_section_parts(out, n_per_step, png, teacher=True))
+
+
+SECTIONS = (*SECTIONS, dpo_teacher_section)

@@ -103,38 +103,48 @@ def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str
 
 
 def rlsf_sentences(c: RLSFComparison) -> list[str]:
-    """rlsf against its initial model and rl/dpo: behaviour, ECE, and whether the ECE intervals separate."""
-    init = c.run.config.init
+    """The trained model against its initial model and rl/dpo: behaviour, ECE, whether the ECE intervals separate."""
+    from analyses.calibration.rlsf import label
+
+    cfg = c.run.config
+    name = label(cfg)
+    init = cfg.init
     cal = CalibrationResult.from_dict(c.calibration)
     b = c.behaviour
-    out = [(f"rlsf: DPO from {short(init)} for {c.run.steps_done} steps on {c.run.n_pairs} pairs ranked only by "
-           f"{short(init)}'s own answer-span confidence (no labels; in hindsight the chosen sample was right "
-           f"{100 * c.run.pair_stats['chosen_correct']:.0f}% of the time and the rejected one "
-           f"{100 * c.run.pair_stats['rejected_correct']:.0f}%).")]
-    for name in b:
-        x = b[name]
-        out.append(f"{short(name)}: free accuracy {100 * x['accuracy']:.0f}% [{100 * x['accuracy_ci'][0]:.0f}%, "
+    if cfg.rank == "confidence":
+        how = (f"ranked only by {short(cfg.source or init)}'s own answer-span confidence (no labels; in hindsight the "
+               f"chosen sample was right {100 * c.run.pair_stats['chosen_correct']:.0f}% of the time and the rejected "
+               f"one {100 * c.run.pair_stats['rejected_correct']:.0f}%)")
+    else:
+        how = f"of {short(cfg.source or init)}'s samples, a right one against a wrong one (labels used)"
+    out = [f"{name}: DPO from {short(init)} for {c.run.steps_done} steps on {c.run.n_pairs} pairs {how}."]
+    for m in b:
+        x = b[m]
+        out.append(f"{short(m)}: free accuracy {100 * x['accuracy']:.0f}% [{100 * x['accuracy_ci'][0]:.0f}%, "
                    f"{100 * x['accuracy_ci'][1]:.0f}%], CoT rate {100 * x['cot_rate']:.0f}%, invalid "
                    f"{100 * x['invalid_rate']:.1f}%, {x['mean_tokens']:.1f} tokens; free ECE "
-                   f"{_ci(cal.model(name).get('free').ece, cal.model(name).get('free').ece_ci)}.")
-    r, i = cal.model("rlsf").get("free"), cal.model(init).get("free")
+                   f"{_ci(cal.model(m).get('free').ece, cal.model(m).get('free').ece_ci)}.")
+    r, i = cal.model(name).get("free"), cal.model(init).get("free")
     d = c.ece_vs_init["free"]
     apart = r.ece_ci[1] < i.ece_ci[0]
-    out.append(f"Free-generation ECE of rlsf minus {short(init)}: {_ci(d['diff'], d['diff_ci'])} (paired); the two "
-               f"ECE intervals {'do not overlap: rlsf is better calibrated' if apart else 'overlap'}.")
+    out.append(f"Free-generation ECE of {name} minus {short(init)}: {_ci(d['diff'], d['diff_ci'])} (paired); the two "
+               f"ECE intervals {'do not overlap: ' + name + ' is better calibrated' if apart else 'overlap'}.")
     return out
 
 
-def rlsf_section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
-    """Train (or reuse) rlsf and compare it; title, sentences and figure files for the report."""
-    from analyses.calibration.rlsf import RLSFConfig, run_cached
+def rlsf_section_parts(out: Path, n_per_step: int, png: bool, teacher: bool = False
+                       ) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """Train (or reuse) rlsf (or dpo-teacher) and compare it; title, sentences and figure files for the report."""
+    from analyses.calibration.rlsf import TEACHER, RLSFConfig, run_cached
     from interp.io import write_json
 
-    c = run_cached(RLSFConfig(), n_per_step=min(n_per_step, 100))
-    write_json(Path(out) / "rlsf.json", c.to_dict())
-    paths = figures(CalibrationResult.from_dict(c.calibration), out, png=png, prefix="rlsf")
-    return ("Label-free self-confidence fine-tuning (RLSF-like) against rl and dpo", tuple(rlsf_sentences(c)),
-            tuple(p[0].name for p in paths.values()), "")
+    c = run_cached(TEACHER if teacher else RLSFConfig(), n_per_step=min(n_per_step, 100))
+    stem = "dpo_teacher" if teacher else "rlsf"
+    write_json(Path(out) / f"{stem}.json", c.to_dict())
+    paths = figures(CalibrationResult.from_dict(c.calibration), out, png=png, prefix=stem)
+    title = ("DPO on a larger model's right vs wrong samples (dpo-teacher) against rl and dpo" if teacher else
+             "Label-free self-confidence fine-tuning (RLSF-like) against rl and dpo")
+    return title, tuple(rlsf_sentences(c)), tuple(p[0].name for p in paths.values()), ""
 
 
 __all__ = ["figures", "rlsf_section_parts", "rlsf_sentences", "section_parts", "summary_sentences"]

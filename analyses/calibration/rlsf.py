@@ -58,8 +58,12 @@ class RLSFConfig:
     seed: int = 0
     ckpt_every: int = 50
     run_dir: str = field(default_factory=lambda: str(cache_dir("rlsf")))
+    source: str | None = None  # the model that writes the pool's samples (None: `init`, as RLSF does)
+    rank: str = "confidence"  # "confidence" (the source's own answer-span confidence, no labels) or "correct"
 
     def __post_init__(self) -> None:
+        if self.rank not in ("confidence", "correct"):
+            raise ValueError(f"rank must be 'confidence' or 'correct', got {self.rank!r}")
         if self.samples_per_problem < 2:
             raise ValueError(f"ranking needs at least 2 samples per problem, got {self.samples_per_problem}")
         if self.steps < 1 or self.batch_size < 1:
@@ -75,7 +79,11 @@ class RLSFConfig:
         return cls(**d)
 
     def key(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k not in ("run_dir", "ckpt_every")}
+        d = {k: v for k, v in self.to_dict().items() if k not in ("run_dir", "ckpt_every")}
+        if self.source is None and self.rank == "confidence":  # RLSF runs keep the folders they had
+            d.pop("source")
+            d.pop("rank")
+        return d
 
     def folder(self) -> Path:
         """This config's own run folder (so runs with other settings never share checkpoints)."""
@@ -108,12 +116,14 @@ def sequence_logprobs(model: Any, prompts: list[list[int]], comps: list[list[int
 
 
 def preference_pool(cfg: RLSFConfig) -> list[dict[str, Any]]:
-    """(prompt, chosen, rejected) ids ranked by the initial model's own answer-span confidence, with the
-    reference log-probabilities and (for the record only, never used in training) whether each is right."""
+    """(prompt, chosen, rejected) ids from the source's samples, with the reference (= init) log-probabilities.
+    RLSF (`rank="confidence"`): most vs least confident by the source's own answer-span confidence, and
+    correctness is recorded only. DPO-teacher (`rank="correct"`, a stronger source): a right vs a wrong
+    sample, the first of each."""
     import interp
     from interp.generate import generate_ids
 
-    model = interp.load(cfg.init)
+    model = interp.load(cfg.source or cfg.init)
     task = interp.task(cfg.task)
     items = sample_items(task, cfg.steps_range, cfg.pool_per_step, cfg.pool_seed)
     prompts = prompt_ids(model, task, items)
@@ -125,15 +135,25 @@ def preference_pool(cfg: RLSFConfig) -> list[dict[str, Any]]:
     pairs = []
     for i in range(len(items)):
         c = conf[i * k:(i + 1) * k]
-        w, lo = int(np.argmax(c)), int(np.argmin(c))
-        if c[w] <= c[lo]:
-            continue
+        if cfg.rank == "confidence":
+            w, lo = int(np.argmax(c)), int(np.argmin(c))
+            if c[w] <= c[lo]:
+                continue
+        else:
+            right = [j for j in range(k) if correct[i * k + j]]
+            wrong = [j for j in range(k) if not correct[i * k + j]]
+            if not right or not wrong:
+                continue
+            w, lo = right[0], wrong[0]
         comp = [list(outs[i * k + j]) + ([eos] if len(outs[i * k + j]) < cfg.max_new_tokens else []) for j in (w, lo)]
         pairs.append({"prompt": prompts[i], "chosen": comp[0], "rejected": comp[1],
                       "confidence": [float(c[w]), float(c[lo])],
                       "correct": [bool(correct[i * k + w]), bool(correct[i * k + lo])]})
     if not pairs:
-        raise ValueError(f"no pair: {cfg.init}'s samples are equally confident on every problem")
+        raise ValueError(f"no pair: {cfg.source or cfg.init}'s samples are all alike on every problem (equally "
+                         f"confident, or all right or all wrong)")
+    if cfg.source is not None and cfg.source != cfg.init:
+        model = interp.load(cfg.init)  # the DPO reference
     with torch.no_grad():
         for s in range(0, len(pairs), 256):
             part = pairs[s:s + 256]
@@ -290,8 +310,14 @@ class RLSFComparison:
                    d["ece_vs_init"])
 
 
+def label(cfg: RLSFConfig) -> str:
+    """`rlsf` for own-confidence pairs, `dpo-teacher` for a source model's right-vs-wrong pairs."""
+    return "rlsf" if cfg.rank == "confidence" and cfg.source in (None, cfg.init) else "dpo-teacher"
+
+
 def compare(run: RLSFRun, compared: tuple[str, ...] = COMPARED, n_per_step: int = 100) -> RLSFComparison:
-    """Free-generation behaviour and calibration (direct, forced CoT, free) of rlsf and the compared models."""
+    """Free-generation behaviour and calibration (direct, forced CoT, free) of the trained model (named by
+    `label`) and the compared models (the pool's source too, when it is another model)."""
     import interp
     from analyses.calibration.analysis import (
         CalibrationConfig,
@@ -305,8 +331,11 @@ def compare(run: RLSFRun, compared: tuple[str, ...] = COMPARED, n_per_step: int 
     task = interp.task(cfg.task)
     items = sample_items(task, cfg.steps, cfg.n_per_step, cfg.eval_seed)
     t0 = time.time()
+    name_ = label(run.config)
+    if run.config.source is not None and run.config.source not in compared:
+        compared = (*compared, run.config.source)
     rlsf = interp.load(run.path)
-    models = [(n, interp.load(n)) for n in compared] + [("rlsf", rlsf)]
+    models = [(n, interp.load(n)) for n in compared] + [(name_, rlsf)]
     behaviour, cals = {}, []
     for name, m in models:
         ev = evaluate(m, task, items, GenerationConfig())
@@ -315,13 +344,13 @@ def compare(run: RLSFRun, compared: tuple[str, ...] = COMPARED, n_per_step: int 
                            "cot_rate_ci": g.cot_rate_ci, "invalid_rate": g.invalid_rate,
                            "mean_tokens": g.mean_tokens}
         cals.append(dataclasses.replace(measure(m, task, items, cfg), name=name))
-    result = CalibrationResult(dataclasses.replace(cfg, models=(*compared, "rlsf")), task.describe(), tuple(cals),
+    result = CalibrationResult(dataclasses.replace(cfg, models=(*compared, name_)), task.describe(), tuple(cals),
                                tuple(int(it.meta.get("n_steps", 0)) for it in items), time.time() - t0,
                                library_versions())
     init = result.model(run.config.init)
     diffs = {}
     for cond in cfg.conditions:
-        d, ci = ece_difference(result.model("rlsf").get(cond), init.get(cond), cfg.n_bins, cfg.n_boot, cfg.seed)
+        d, ci = ece_difference(result.model(name_).get(cond), init.get(cond), cfg.n_bins, cfg.n_boot, cfg.seed)
         diffs[cond] = {"diff": d, "diff_ci": ci}
     return RLSFComparison(run, rlsf.checksum, behaviour, result.to_dict(), diffs)
 
@@ -332,10 +361,15 @@ def run_cached(cfg: RLSFConfig = RLSFConfig(), n_per_step: int = 100) -> RLSFCom
     from analyses.routing.common import cached
 
     run = train_rlsf(cfg, progress=False)
-    key = {"rlsf": cfg.key(), "checksums": [interp.load(n).checksum for n in (*COMPARED, run.path)],
+    key = {"rlsf": cfg.key(), "checksums": [interp.load(n).checksum for n in (*COMPARED, run.path)],  # rlsf's key
+           **({"source": interp.load(cfg.source).checksum} if cfg.source else {}),
            "n_per_step": n_per_step, "version": 1}
     return cached(Path(cfg.run_dir) / "comparisons", key, lambda: compare(run, n_per_step=n_per_step),
                   RLSFComparison.to_dict, RLSFComparison.from_dict)
 
 
-__all__ += ["COMPARED", "RLSFComparison", "compare", "run_cached"]
+TEACHER = RLSFConfig(source="organism/base-l", rank="correct", pool_per_step=256)
+"""DPO-teacher (Manduzio et al. 2024, arXiv 2410.18890): base-s trained by DPO on the larger base-l's right vs
+wrong samples (labels used), with the same DPO settings as rlsf and the zoo's dpo."""
+
+__all__ += ["COMPARED", "TEACHER", "RLSFComparison", "compare", "label", "run_cached"]

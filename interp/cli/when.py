@@ -143,12 +143,15 @@ def calibration_cmd(
 def rlsf_cmd(
     init: Annotated[str, typer.Option(help="model to fine-tune (also the DPO reference)")] = "organism/base-s",
     steps: Annotated[int, typer.Option(help="DPO steps")] = 200,
+    teacher: Annotated[str, typer.Option(help="instead of own-confidence pairs, DPO on this model's right vs "
+                                              "wrong samples (dpo-teacher), e.g. organism/base-l")] = "",
     n: Annotated[int, typer.Option(help="comparison problems per step count")] = 100,
     out: Annotated[Path, typer.Option(help="folder for rlsf.json and the figures")] = Path("figures/rlsf"),
     png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary sentences as one JSON object")] = False,
 ) -> None:
-    """Label-free fine-tuning on pairs ranked by the model's own answer confidence (resumable); compared with rl, dpo."""
+    """Label-free DPO on pairs ranked by the model's own answer confidence, or (--teacher) on a larger model's right vs
+    wrong samples; resumable; compared with rl and dpo."""
     import torch
 
     from analyses.calibration.figures import figures, rlsf_sentences
@@ -159,9 +162,13 @@ def rlsf_cmd(
     try:
         from analyses.calibration.analysis import CalibrationResult
 
-        c = run_cached(RLSFConfig(init=init, steps=steps), n_per_step=n)
+        cfg = RLSFConfig(init=init, steps=steps)
+        if teacher:
+            cfg = RLSFConfig(init=init, steps=steps, source=teacher, rank="correct", pool_per_step=256)
+        c = run_cached(cfg, n_per_step=n)
     except (ValueError, FileNotFoundError, OSError, KeyError) as e:
         fail(e)
-    write_json(out / "rlsf.json", c.to_dict())
-    paths = figures(CalibrationResult.from_dict(c.calibration), out, png=png, prefix="rlsf")
-    _emit("rlsf", out, rlsf_sentences(c), paths, as_json)
+    stem = "dpo_teacher" if teacher else "rlsf"
+    write_json(out / f"{stem}.json", c.to_dict())
+    paths = figures(CalibrationResult.from_dict(c.calibration), out, png=png, prefix=stem)
+    _emit(stem, out, rlsf_sentences(c), paths, as_json)
