@@ -44,3 +44,22 @@ def test_pairs_prefer_the_more_confident_sample_and_configs_never_share_a_folder
     assert lr_at(cfg, 0) == pytest.approx(cfg.lr / 2) and lr_at(cfg, cfg.steps - 1) < cfg.lr
     with pytest.raises(ValueError, match="at least 2 samples"):
         RLSFConfig(samples_per_problem=1)
+
+
+def test_teacher_pairs_are_right_vs_wrong_samples_of_the_source_scored_by_the_reference(tmp_path) -> None:
+    import interp
+    from analyses.calibration.rlsf import label, preference_pool, sequence_logprobs
+
+    cfg = RLSFConfig(**{**tiny(str(tmp_path)).to_dict(), "steps_range": (3, 4), "source": "organism/base-l",
+                        "rank": "correct", "samples_per_problem": 4})
+    assert label(cfg) == "dpo-teacher" and label(tiny(str(tmp_path))) == "rlsf"
+    assert cfg.folder() != tiny(str(tmp_path)).folder()
+    pairs = preference_pool(cfg)
+    assert pairs and all(p["correct"] == [True, False] for p in pairs)
+    init = interp.load("organism/base-s")
+    p = pairs[0]
+    with torch.no_grad():
+        ref = sequence_logprobs(init.hf, [p["prompt"]] * 2, [p["chosen"], p["rejected"]], init.pad_token_id)
+    assert ref.tolist() == pytest.approx(p["ref"], abs=1e-4)
+    with pytest.raises(ValueError, match="rank"):
+        RLSFConfig(rank="length")
