@@ -1,78 +1,396 @@
-"""`interp report`: run each analysis on the embedded default and write figures, `report.json`, one HTML
-page and `RESULTS.md`.
+"""`interp report`: run each analysis on a base/tuned pair (or several tuned models) and a task, and write
+figures, `report.json`, one HTML page and `RESULTS.md`.
 
-Each analysis contributes a section (title, sentences with its numbers, figures). Results are cached by
-model checksum and config, so a second report reuses them. `report.json` holds every section as written;
-`report.html` and `RESULTS.md` are rendered from it (`render_only` re-renders them without recomputing),
-so no number in RESULTS.md is copied by hand.
+A `ReportConfig` names the models, the task and the sections; its default is the first zoo (organism/base-s
+against sft, rl and dpo, with base-m and base-l as the scale axis, on the organism task), whose sections and
+cache keys are those the report has always used. Each analysis contributes a section (title, sentences with
+its numbers, figures); a section that cannot run on the pair or the task is written as a skipped section whose
+sentences say why, and the rest of the report still runs. Results are cached by model checksum and config, so
+a second report reuses them. `report.json` holds the config and every section as written; `report.html` and
+`RESULTS.md` are rendered from it (`render_only` re-renders them without recomputing), so no number in
+RESULTS.md is copied by hand.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import html
+import inspect
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analyses.zoo_eval import ZooEvalResult
 from interp.io import library_versions, read_json, write_json
 from interp.plots import ensure_plotlyjs
 
+if TYPE_CHECKING:
+    from analyses.latent_reasoning import LatentConfig
+    from analyses.sae_reasoning import SAEReasoningConfig
+    from analyses.zoo_eval import ZooEvalConfig
+    from interp.models import Model
+    from interp.tasks import Task
+
+ZOO_BASE = "organism/base-s"
+ZOO_TUNED = ("organism/sft", "organism/rl", "organism/dpo")
+ZOO_SCALE = ("organism/base-m", "organism/base-l")
+ZOO_TASK = "organism"
+
 
 @dataclass(frozen=True)
-class Section:
-    title: str
-    sentences: tuple[str, ...]
-    figures: tuple[str, ...]  # HTML file names relative to the report folder
-    table_html: str = ""
+class ReportConfig:
+    """Which models and task a report runs on, how many problems per step count, and which sections.
+
+    `tuned` holds one or several post-trained variants of `base`; `scale` holds larger bases (the parameter
+    axis of the evaluation and the large model of emulated fine-tuning). `sections` None runs every section;
+    `max_new_tokens` None keeps each analysis' own generation length (tasks with long thinking need more)."""
+
+    base: str = ZOO_BASE
+    tuned: tuple[str, ...] = ZOO_TUNED
+    task: str = ZOO_TASK
+    scale: tuple[str, ...] = ZOO_SCALE
+    n_per_step: int = 200
+    png: bool = True
+    sections: tuple[str, ...] | None = None
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tuned, str) or isinstance(self.scale, str):
+            raise TypeError("tuned and scale are tuples of model names, e.g. ('organism/sft',)")
+        if not self.tuned:
+            raise ValueError("a report needs at least one tuned model")
+        names = [self.base, *self.tuned, *self.scale]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"models {repeated} are named twice among base, tuned and scale")
+        if self.n_per_step < 1:
+            raise ValueError(f"n_per_step must be at least 1, got {self.n_per_step}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1 (or None), got {self.max_new_tokens}")
+
+    @classmethod
+    def pair(cls, base: str, tuned: str | Sequence[str], task: str | None = None, scale: Sequence[str] = (),
+             **kw: Any) -> ReportConfig:
+        """A report on any pair; the task defaults to the one the base's name prefix is registered with."""
+        from interp.registry import default_task
+
+        task = task or default_task(base)
+        if not task:
+            raise ValueError(f"no task given and {base!r} is registered with none: name one (e.g. --task "
+                             f"jsonl:problems.jsonl, --task organism-nl)")
+        return cls(base, (tuned,) if isinstance(tuned, str) else tuple(tuned), task, tuple(scale), **kw)
+
+    @property
+    def is_zoo(self) -> bool:
+        """True for the first zoo's report (its models and task, default generation length): the sections then
+        run exactly as they always have, organism-only sections included."""
+        return ((self.base, self.tuned, self.task, self.scale, self.max_new_tokens)
+                == (ZOO_BASE, ZOO_TUNED, ZOO_TASK, ZOO_SCALE, None))
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every model the report evaluates: the base, the scale bases, then the tuned models (the zoo's order)."""
+        return (self.base, *self.scale, *self.tuned)
+
+    def title(self) -> str:
+        if self.is_zoo:
+            return TITLE
+        return f"What reasoning post-training changes: {', '.join(self.tuned)} vs {self.base} on {self.task}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Section":
-        return cls(d["title"], tuple(d["sentences"]), tuple(d["figures"]), d.get("table_html", ""))
+    def from_dict(cls, d: dict[str, Any]) -> ReportConfig:
+        d = dict(d)
+        d["tuned"], d["scale"] = tuple(d["tuned"]), tuple(d.get("scale", ()))
+        d["sections"] = None if d.get("sections") is None else tuple(d["sections"])
+        return cls(**d)
 
 
-def zoo_section(out: Path, n_per_step: int, png: bool) -> Section:
+@dataclass(frozen=True)
+class Section:
+    """One part of the report; `skipped` is why it could not run (its sentences then say so too)."""
+
+    title: str
+    sentences: tuple[str, ...]
+    figures: tuple[str, ...]  # HTML file names relative to the report folder
+    table_html: str = ""
+    skipped: str = ""
+    seconds: float = 0.0  # wall-clock time the section took (0 for sections read from an older report.json)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Section:
+        return cls(d["title"], tuple(d["sentences"]), tuple(d["figures"]), d.get("table_html", ""),
+                   d.get("skipped", ""), d.get("seconds", 0.0))
+
+
+class SectionSkipped(Exception):
+    """Raised by a section that cannot run on the report's pair or task; `reason` goes into the report."""
+
+    def __init__(self, title: str, reason: str) -> None:
+        super().__init__(reason)
+        self.title, self.reason = title, reason
+
+
+def skipped_section(title: str, reason: str) -> Section:
+    """The section a report writes in place of one that could not run: its title, and one sentence saying why."""
+    return Section(f"{title} (not run)", (f"Not run: {reason.rstrip('.')}.",), (), "", reason)
+
+
+# ------------------------------------------------------------------------------ models and task of a report
+
+_LOADED: dict[str, Model] = {}  # models loaded once per report (cleared when build_report returns)
+
+
+def loaded(name: str) -> Model:
+    """The model named `name`, loaded once for the whole report."""
+    from interp.models import load
+
+    if name not in _LOADED:
+        _LOADED[name] = load(name)
+    return _LOADED[name]
+
+
+def report_task(config: ReportConfig) -> Task:
+    from interp.registry import task
+
+    return task(config.task)
+
+
+def intermediate_keys(task: Task, n: int = 8) -> list[str]:
+    """The intermediate values (probe targets) the task's items carry, from a few sampled items."""
+    return list(dict.fromkeys(k for it in task.sample(n, 0) for k in task.intermediate_keys(it)))
+
+
+def _eval_config(base: Any, config: ReportConfig, n_per_step: int) -> Any:
+    """An analysis' EvalConfig with the report's problem count and (when set) generation length."""
+    kw: dict[str, Any] = {"n_per_step": n_per_step}
+    if config.max_new_tokens is not None:
+        kw["max_new_tokens"] = config.max_new_tokens
+    return dataclasses.replace(base, **kw)
+
+
+# ------------------------------------------------------------------------------------------ sections
+
+def zoo_eval_config(config: ReportConfig) -> ZooEvalConfig:
+    """The evaluation of every model of the report (the zoo's: `ZooEvalConfig()` with the report's n)."""
     from analyses import zoo_eval
 
     cfg = zoo_eval.ZooEvalConfig()
-    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, n_per_step=n_per_step))
-    result = zoo_eval.run(cfg)
+    if not config.is_zoo:
+        cfg = dataclasses.replace(cfg, models=config.models, task=config.task)
+    return dataclasses.replace(cfg, eval=_eval_config(cfg.eval, config, config.n_per_step))
+
+
+def zoo_section(config: ReportConfig, out: Path) -> Section:
+    """Scaling vs post-training: every model evaluated free, forced into a chain of thought and forced direct."""
+    from analyses import zoo_eval
+
+    cfg = zoo_eval_config(config)
+    models = None if config.is_zoo else [loaded(n) for n in cfg.models]
+    result = zoo_eval.run(cfg, models=models, task=None if config.is_zoo else report_task(config))
     write_json(out / "zoo_eval.json", result.to_dict())
-    paths = zoo_eval.figures(result, out, png=png)
-    return Section("Scaling vs post-training on the zoo", tuple(zoo_eval.summary_sentences(result)),
+    paths = zoo_eval.figures(result, out, png=config.png)
+    if config.is_zoo:
+        return Section("Scaling vs post-training on the zoo", tuple(zoo_eval.summary_sentences(result)),
+                       tuple(p[0].name for p in paths.values()), zoo_table_html(result))
+    return Section("Scaling vs post-training: every model of the report evaluated greedily",
+                   (*model_sentences(result), *zoo_eval.summary_sentences(result)),
                    tuple(p[0].name for p in paths.values()), zoo_table_html(result))
+
+
+def model_sentences(result: ZooEvalResult) -> list[str]:
+    """One sentence per model: free accuracy and CoT rate on its hardest group of problems, with 95% bootstrap
+    intervals, and forced-CoT accuracy when the task can force a chain (the zoo's own sentences name zoo models)."""
+    out = []
+    for m in result.models:
+        k = max(m.free.by_steps)
+        f = m.free.by_steps[k]
+        group = f"{k}-step problems" if k else "all problems"
+        forced = (f"; forced into a chain of thought {m.forced.by_steps[k].accuracy:.2f} "
+                  f"[{m.forced.by_steps[k].accuracy_ci[0]:.2f}, {m.forced.by_steps[k].accuracy_ci[1]:.2f}]"
+                  if m.forced is not None else "")
+        out.append(f"{m.name} on {group} (n={f.n}): accuracy {f.accuracy:.2f} [{f.accuracy_ci[0]:.2f}, "
+                   f"{f.accuracy_ci[1]:.2f}], CoT rate {f.cot_rate:.2f} [{f.cot_rate_ci[0]:.2f}, "
+                   f"{f.cot_rate_ci[1]:.2f}], {f.mean_tokens:.1f} tokens on average{forced}.")
+    return out
 
 
 def zoo_table_html(result: ZooEvalResult) -> str:
     rows = []
     for m in result.models:
         for k in sorted(m.free.by_steps):
-            f, c, d = m.free.by_steps[k], m.forced.by_steps[k], m.direct.by_steps[k]
+            f = m.free.by_steps[k]
+            c = f"{m.forced.by_steps[k].accuracy:.2f}" if m.forced is not None else "–"
+            d = f"{m.direct.by_steps[k].accuracy:.2f}" if m.direct is not None else "–"
             rows.append(f"<tr><td>{html.escape(m.name)}</td><td>{m.n_params:,}</td><td>{k}</td>"
                         f"<td>{f.accuracy:.2f} [{f.accuracy_ci[0]:.2f}, {f.accuracy_ci[1]:.2f}]</td>"
-                        f"<td>{f.cot_rate:.2f}</td><td>{f.mean_tokens:.1f}</td><td>{c.accuracy:.2f}</td>"
-                        f"<td>{d.accuracy:.2f}</td></tr>")
+                        f"<td>{f.cot_rate:.2f}</td><td>{f.mean_tokens:.1f}</td><td>{c}</td>"
+                        f"<td>{d}</td></tr>")
     head = ("<tr><th>model</th><th>params</th><th>steps</th><th>accuracy [95% CI]</th><th>CoT rate</th>"
             "<th>mean tokens</th><th>forced-CoT accuracy</th><th>forced-direct accuracy</th></tr>")
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-SECTIONS = (zoo_section,)
+LAYERS_TITLE = "Where fine-tuning acts: layers, grafting, ablation, emulated fine-tuning"
+MAX_GRAFT_ALL_LAYERS = 8  # deeper models graft each layer alone (every block would be n(n+1)/2 grafts)
 
+
+def layers_section(config: ReportConfig, out: Path) -> Section:
+    """Where fine-tuning acts: weights, CKA, logit lens, grafting, ablation, EFT per tuned model (analyses.layer_changes)."""
+    if config.is_zoo:
+        from analyses.layer_changes.section import section_parts
+
+        return Section(*section_parts(out, config.n_per_step, config.png))
+    from analyses.layer_changes.analysis import LayerChangesConfig, run
+    from analyses.layer_changes.figures import figures, pair_table_html, short, summary_sentences
+    from analyses.layer_changes.section import MAX_PER_STEP
+
+    task, base = report_task(config), loaded(config.base)
+    results, sentences, names = [], [], []
+    for tuned in config.tuned:
+        cfg = LayerChangesConfig(base=config.base, tuned=tuned, large=config.scale[-1] if config.scale else None,
+                                 task=config.task,
+                                 blocks="single" if base.n_layers > MAX_GRAFT_ALL_LAYERS else None)
+        cfg = dataclasses.replace(cfg, eval=_eval_config(cfg.eval, config, min(config.n_per_step, MAX_PER_STEP)))
+        result = run(cfg, pair=(base, loaded(tuned)), task=task)
+        write_json(out / f"layers_{short(tuned)}.json", result.to_dict())
+        names += [p[0].name for p in figures(result, out, png=config.png).values()]
+        sentences += summary_sentences(result)
+        results.append(result)
+    ev = results[0].config.eval
+    eft = (f"; EFT decodes from log p_{short(config.scale[-1])} + (log p_tuned - log p_{short(config.base)})"
+           if config.scale else "; no larger base was given (--scale), so emulated fine-tuning is not run")
+    intro = (f"Each tuned model against {config.base} on {config.task}, on the same {ev.n_per_step} problems "
+             f"per step count ({', '.join(map(str, ev.steps))}), greedy; intervals are 95% bootstrap intervals over "
+             f"problems. Grafting copies {'each decoder layer' if results[0].config.blocks == 'single' else 'a block of decoder layers'} "
+             f"of the tuned model into the base (and back){eft}.")
+    return Section(LAYERS_TITLE, (intro, *sentences), tuple(names), pair_table_html(results))
+
+
+def latent_config(config: ReportConfig) -> LatentConfig:
+    """Probes on 2x the evaluation's problems per step count (the zoo's: `LatentConfig()` with that n)."""
+    from analyses import latent_reasoning as lr
+
+    cfg = dataclasses.replace(lr.LatentConfig(), n_per_step=2 * config.n_per_step)
+    if not config.is_zoo:
+        cfg = dataclasses.replace(cfg, base=config.base, models=config.models, task=config.task)
+        if config.max_new_tokens is not None:
+            cfg = dataclasses.replace(cfg, max_new_tokens=config.max_new_tokens)
+    return cfg
+
+
+LATENT_TITLE = "Latent reasoning: what a linear probe reads in each model"
+
+
+def latent_section(config: ReportConfig, out: Path) -> Section:
+    """Probes for the chain's intermediate values in each model's residual stream (analyses.latent_reasoning)."""
+    from analyses import latent_reasoning as lr
+
+    cfg = latent_config(config)
+    if config.is_zoo:
+        result = lr.run_cached(cfg)
+    else:
+        task = report_task(config)
+        if not intermediate_keys(task):
+            raise SectionSkipped(LATENT_TITLE, f"the task {config.task!r} has no intermediate values (its items "
+                                               f"carry no 'intermediate.*' values for a probe to read)")
+        result = lr.run(cfg, models=[loaded(n) for n in cfg.models], task=task)
+    write_json(out / "latent_reasoning.json", result.to_dict())
+    paths = lr.figures(result, out, png=config.png)
+    return Section(LATENT_TITLE, tuple(lr.summary_sentences(result)), tuple(p[0].name for p in paths.values()))
+
+
+def faithfulness_section(config: ReportConfig, out: Path) -> Section:
+    """Is each tuned model's chain of thought more or less causally used than the base's (analyses.faithfulness)?"""
+    from analyses.faithfulness.figures import section_parts
+
+    n = min(config.n_per_step, 100)
+    if config.is_zoo:
+        return Section(*section_parts(out, n, config.png))
+    return Section(*section_parts(out, n, config.png, models=[loaded(m) for m in (config.base, *config.tuned)],
+                                  task=report_task(config)))
+
+
+def _first_tuned_note(config: ReportConfig) -> tuple[str, ...]:
+    if len(config.tuned) == 1:
+        return ()
+    note = (f"Run on the first tuned model, {config.tuned[0]} (the others, {', '.join(config.tuned[1:])}, "
+            f"are not steered here).")
+    return (note,)
+
+
+def verbosity_section(config: ReportConfig, out: Path) -> Section:
+    """Activation-steered compression of the (first) tuned model's chains of thought (analyses.verbosity)."""
+    from analyses.verbosity.figures import verbosity_section_parts
+
+    if config.is_zoo:
+        return Section(*verbosity_section_parts(out, config.n_per_step, config.png))
+    title, sentences, figs = verbosity_section_parts(out, config.n_per_step, config.png, base=loaded(config.base),
+                                                     tuned=loaded(config.tuned[0]), task=report_task(config))
+    return Section(title, (*_first_tuned_note(config), *sentences), figs)
+
+
+def reasoning_direction_section(config: ReportConfig, out: Path) -> Section:
+    """Steering the base with its reasoning-mode direction (analyses.verbosity.reasoning)."""
+    from analyses.verbosity.figures import reasoning_section_parts
+
+    if config.is_zoo:
+        return Section(*reasoning_section_parts(out, config.n_per_step, config.png))
+    title, sentences, figs = reasoning_section_parts(out, config.n_per_step, config.png, base=loaded(config.base),
+                                                     tuned=loaded(config.tuned[0]), task=report_task(config))
+    return Section(title, (*_first_tuned_note(config), *sentences), figs)
+
+
+def sae_config(config: ReportConfig, n_layers: int | None = None) -> SAEReasoningConfig:
+    """The SAE analysis' config (the zoo's: `SAEReasoningConfig()` with the report's n); off the zoo the SAE
+    reads the residual stream at the middle of the base (`n_layers // 2 - 1`, block 1 of a 4-layer model)."""
+    from analyses import sae_reasoning as sr
+
+    cfg = dataclasses.replace(sr.SAEReasoningConfig(), n_test_per_step=config.n_per_step,
+                              n_val_per_step=min(100, config.n_per_step))
+    if not config.is_zoo:
+        hook = f"blocks.{max(0, (n_layers or 4) // 2 - 1)}.hook_resid_post"
+        cfg = dataclasses.replace(cfg, base=config.base, tuned=config.tuned, reference=config.tuned[0],
+                                  task=config.task, hook=hook, sae=dataclasses.replace(cfg.sae, hook=hook))
+    return cfg
+
+
+def sae_section(config: ReportConfig, out: Path) -> Section:
+    """The base's SAE: quality, reasoning features, transfer to the tuned models, feature steering (analyses.sae_reasoning)."""
+    from analyses import sae_reasoning as sr
+
+    if config.is_zoo:
+        result = sr.run_cached(sae_config(config), dashboard_dir=out / "sae_dashboard")
+    else:
+        base = loaded(config.base)
+        result = sr.run_cached(sae_config(config, base.n_layers), dashboard_dir=out / "sae_dashboard", base=base,
+                               tuned=[loaded(n) for n in config.tuned], task=report_task(config))
+    write_json(out / "sae_reasoning.json", result.to_dict())
+    paths = sr.figures(result, out, png=config.png)
+    return Section("Sparse autoencoder features: reasoning features, transfer, steering",
+                   tuple(sr.summary_sentences(result)), tuple(p[0].name for p in paths.values()),
+                   '<p><a href="sae_dashboard/index.html">feature dashboard (static HTML)</a></p>')
+
+
+SECTIONS: tuple[Callable[..., Section], ...] = (zoo_section, layers_section, latent_section, faithfulness_section,
+                                               verbosity_section, reasoning_direction_section, sae_section)
+
+
+# ------------------------------------------------------------------------------------------ rendering
 
 MAX_FIGURE_WIDTH = 1140  # the page body; wider figures scroll inside their frame
 
 
 def figure_size(path: Path, default: tuple[int, int] = (800, 480)) -> tuple[int, int]:
     """(width, height) a saved plotly figure asks for, read from its HTML, so its iframe fits it."""
-    import re
-
     try:
         text = path.read_text()
     except OSError:
@@ -88,16 +406,16 @@ TITLE = "What reasoning post-training changes, and how that differs from scale"
 
 
 def render_markdown(sections: Sequence[Section], seconds: float, figures: Path, results: Path,
-                    libraries: dict[str, str] | None = None) -> str:
+                    libraries: dict[str, str] | None = None, title: str = TITLE) -> str:
     """RESULTS.md: each section's sentences, its table (HTML, which GitHub renders) and its figures as PNGs
     linked relative to where RESULTS.md is written."""
     import os
 
     rel = Path(os.path.relpath(figures.resolve(), results.resolve().parent))
-    lines = [f"# {TITLE}", "",
-             f"Written by `interp report` from `{rel.as_posix()}/report.json` (do not edit by hand; rerun the report). "
-             f"Every number below is computed by the analysis named in its section; interactive figures are in "
-             f"`{rel.as_posix()}/report.html`.", ""]
+    intro = (f"Written by `interp report` from `{rel.as_posix()}/report.json` (do not edit by hand; rerun the "
+             f"report). Every number below is computed by the analysis named in its section; interactive figures "
+             f"are in `{rel.as_posix()}/report.html`.")
+    lines = [f"# {title}", "", intro, ""]
     for s in sections:
         lines += [f"## {s.title}", ""]
         lines += [f"- {t}" for t in s.sentences]
@@ -126,15 +444,17 @@ def render_only(out: str | Path = "figures", results: str | Path | None = "RESUL
         raise FileNotFoundError(f"{path} does not exist: run `interp report` once to write it")
     data = read_json(path)
     sections = [Section.from_dict(d) for d in data["sections"]]
+    title = data.get("title", TITLE)
     ensure_plotlyjs(out)  # the figures' pages share one plotly.min.js (not committed: 4.8 MB)
-    _write(out / "report.html", render(sections, data["seconds"], out, data.get("libraries")))
+    _write(out / "report.html", render(sections, data["seconds"], out, data.get("libraries"), title))
     if results is not None:
-        _write(Path(results), render_markdown(sections, data["seconds"], out, Path(results), data.get("libraries")))
+        _write(Path(results), render_markdown(sections, data["seconds"], out, Path(results), data.get("libraries"),
+                                              title))
     return out / "report.html"
 
 
 def render(sections: Sequence[Section], seconds: float, out: Path | None = None,
-           libraries: dict[str, str] | None = None) -> str:
+           libraries: dict[str, str] | None = None, title: str = TITLE) -> str:
     body = []
     for s in sections:
         body.append(f"<h2>{html.escape(s.title)}</h2>")
@@ -147,106 +467,98 @@ def render(sections: Sequence[Section], seconds: float, out: Path | None = None,
     return ("<!doctype html><html><head><meta charset='utf-8'><title>interp report</title><style>"
             "body{font-family:sans-serif;max-width:1140px;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>"
-            f"<h1>{TITLE}</h1>"
+            f"<h1>{html.escape(title)}</h1>"
             + "".join(body) + f"<p><small>{html.escape(libs)}; built in {seconds:.0f} s</small></p></body></html>")
 
+
+# ------------------------------------------------------------------------------------------ building
 
 def section_name(make: Any) -> str:
     """`zoo_section` -> `zoo`: the name `interp report --sections` takes."""
     return make.__name__.removesuffix("_section")
 
 
+def takes_config(make: Callable[..., Section]) -> bool:
+    """True for a section written as `(config, out)`; False for one written as `(out, n_per_step, png)`,
+    which runs on the first zoo only."""
+    params = list(inspect.signature(make).parameters)
+    return len(params) == 2 or (bool(params) and params[0] == "config")
+
+
+def section_title(make: Callable[..., Section]) -> str:
+    """A title for a section that did not run: its docstring's first sentence, without the module named in
+    parentheses."""
+    doc = (inspect.getdoc(make) or section_name(make)).split("\n\n")[0].replace("\n", " ")
+    return re.sub(r"\s*\((analyses|interp)\.[\w.]+\)\.?$", "", doc).rstrip(".")
+
+
+def run_section(make: Callable[..., Section], config: ReportConfig, out: Path) -> Section:
+    """One section, timed. Off the zoo, a section written for the zoo only, one that raises `SectionSkipped`,
+    and one whose analysis refuses the pair or the task (a ValueError, whose message says why) come back as
+    skipped sections; on the zoo every error propagates, as it always has."""
+    t0 = time.time()
+    try:
+        if not takes_config(make):
+            if not config.is_zoo:
+                raise SectionSkipped(section_title(make), "this section is written for the first zoo only (organism "
+                                                          "models and task); it takes no pair or task")
+            section = make(out, config.n_per_step, config.png)
+        else:
+            section = make(config, out)
+    except SectionSkipped as e:
+        section = skipped_section(e.title, e.reason)
+    except (ValueError, NotImplementedError) as e:
+        if config.is_zoo:
+            raise
+        section = skipped_section(section_title(make), f"the analysis cannot run on this pair or task: {e}")
+    return dataclasses.replace(section, seconds=round(time.time() - t0, 1))
+
+
+def check_pairs(config: ReportConfig) -> None:
+    """Load every (base, tuned) pair once, refusing incomparable ones with the list of differences."""
+    from interp.models import load_pair
+
+    for tuned in config.tuned:
+        load_pair(loaded(config.base), loaded(tuned))
+
+
 def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool = True,
-                 only: Sequence[str] | None = None, results: str | Path | None = "RESULTS.md") -> Path:
-    """Run every section (or those named in `only`, in report order); write report.json, report.html and
-    (unless `results` is None) RESULTS.md."""
+                 only: Sequence[str] | None = None, results: str | Path | None = "RESULTS.md",
+                 config: ReportConfig | None = None) -> Path:
+    """Run every section of `config` (default: the first zoo with `n_per_step`, `png` and `only`), in report
+    order; write report.json (after each section, so a stopped report keeps what it measured), report.html
+    and (unless `results` is None) RESULTS.md."""
+    if config is None:
+        config = ReportConfig(n_per_step=n_per_step, png=png, sections=None if only is None else tuple(only))
     names = [section_name(m) for m in SECTIONS]
-    unknown = sorted(set(only or ()) - set(names))
+    unknown = sorted(set(config.sections or ()) - set(names))
     if unknown:
         raise ValueError(f"unknown report section(s) {unknown}; the sections are {names}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    sections = [make(out, n_per_step, png) for make in SECTIONS if only is None or section_name(make) in only]
-    write_json(out / "report.json", {"title": TITLE, "n_per_step": n_per_step, "seconds": time.time() - t0,
-                                     "libraries": library_versions(), "sections": [x.to_dict() for x in sections]})
+    sections: list[Section] = []
+    try:
+        if not config.is_zoo:
+            check_pairs(config)
+        for make in SECTIONS:
+            if config.sections is not None and section_name(make) not in config.sections:
+                continue
+            sections.append(run_section(make, config, out))
+            write_json(out / "report.json", {
+                "title": config.title(), "config": config.to_dict(), "n_per_step": config.n_per_step,
+                "seconds": time.time() - t0, "libraries": library_versions(),
+                "sections": [x.to_dict() for x in sections],
+                "skipped": {x.title: x.skipped for x in sections if x.skipped}})
+    finally:
+        _LOADED.clear()
+    if not sections:
+        raise ValueError("no section ran: --sections named none of this report's sections")
     return render_only(out, results)
 
 
-__all__ = ["build_report", "render_markdown", "render_only", "Section", "SECTIONS", "section_name"]
-
-
-def layers_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """Where fine-tuning acts, for sft, rl and dpo against base-s (analyses.layer_changes)."""
-    from analyses.layer_changes.section import section_parts
-
-    return Section(*section_parts(out, n_per_step, png))
-
-
-SECTIONS = (*SECTIONS, layers_section)
-
-
-def latent_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """Probes for the chain's values in each model's residual stream (2x the eval's problems per step)."""
-    import dataclasses as dc
-
-    from analyses import latent_reasoning as lr
-
-    cfg = dc.replace(lr.LatentConfig(), n_per_step=2 * n_per_step)
-    result = lr.run_cached(cfg)
-    write_json(out / "latent_reasoning.json", result.to_dict())
-    paths = lr.figures(result, out, png=png)
-    return Section("Latent reasoning: what a linear probe reads in each model", tuple(lr.summary_sentences(result)),
-                   tuple(p[0].name for p in paths.values()))
-
-
-SECTIONS = (*SECTIONS, latent_section)
-
-
-def faithfulness_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """Is each post-trained model's CoT more or less causally used than base-s's (analyses.faithfulness)?"""
-    from analyses.faithfulness.figures import section_parts
-
-    title, sentences, figures, table = section_parts(out, min(n_per_step, 100), png)
-    return Section(title, sentences, figures, table)
-
-
-SECTIONS = (*SECTIONS, faithfulness_section)
-
-
-def verbosity_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """Activation-steered compression of sft's chains of thought (analyses.verbosity)."""
-    from analyses.verbosity.figures import verbosity_section_parts
-
-    return Section(*verbosity_section_parts(out, n_per_step, png))
-
-
-def reasoning_direction_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """Steering base-s with its CoT-mode - direct-mode direction (analyses.verbosity.reasoning)."""
-    from analyses.verbosity.figures import reasoning_section_parts
-
-    return Section(*reasoning_section_parts(out, n_per_step, png))
-
-
-SECTIONS = (*SECTIONS, verbosity_section, reasoning_direction_section)
-
-
-def sae_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """base-s's SAE: quality, reasoning features, transfer to sft/rl/dpo, feature steering (analyses.sae_reasoning)."""
-    import dataclasses as dc
-
-    from analyses import sae_reasoning as sr
-
-    cfg = dc.replace(sr.SAEReasoningConfig(), n_test_per_step=n_per_step, n_val_per_step=min(100, n_per_step))
-    result = sr.run_cached(cfg, dashboard_dir=out / "sae_dashboard")
-    write_json(out / "sae_reasoning.json", result.to_dict())
-    paths = sr.figures(result, out, png=png)
-    return Section("Sparse autoencoder features: reasoning features, transfer, steering",
-                   tuple(sr.summary_sentences(result)), tuple(p[0].name for p in paths.values()),
-                   '<p><a href="sae_dashboard/index.html">feature dashboard (static HTML)</a></p>')
-
-
-SECTIONS = (*SECTIONS, sae_section)
+__all__ = ["SECTIONS", "ReportConfig", "Section", "SectionSkipped", "build_report", "render_markdown", "render_only",
+           "run_section", "section_name"]
 
 
 def routing_section(out: Path, n_per_step: int, png: bool) -> Section:

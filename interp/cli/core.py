@@ -85,23 +85,51 @@ def info(model: Annotated[str, typer.Argument(help="organism name, local HF fold
 
 @app.command("report")
 def report(
-    out: Annotated[Path, typer.Option(help="folder for figures, report.json and report.html")] = Path("figures"),
+    base: Annotated[str, typer.Option(help="base model (name, folder or cached hub id); default: the first zoo's "
+                                           "report (organism/base-s vs sft, rl, dpo)")] = "",
+    tuned: Annotated[str, typer.Option(help="post-trained model(s) of the base, comma-separated")] = "",
+    task: Annotated[str, typer.Option(help="task name (organism, organism-nl, jsonl:FILE, ...); default: the task "
+                                           "the base is registered with")] = "",
+    scale: Annotated[str, typer.Option(help="larger bases for the parameter axis (and EFT), comma-separated")] = "",
+    out: Annotated[Path | None, typer.Option(help="folder for figures, report.json and report.html (default: "
+                                                  "figures, or reports/<tuned>-vs-<base> for a pair)")] = None,
     n: Annotated[int, typer.Option(help="problems per step count")] = 200,
+    max_new_tokens: Annotated[int, typer.Option(help="tokens each analysis generates per problem (0: each "
+                                                     "analysis' own default)")] = 0,
     png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
     sections: Annotated[str, typer.Option(help="comma-separated sections to run (default: all)")] = "",
-    results: Annotated[str, typer.Option(help="where to write RESULTS.md ('' for nowhere)")] = "RESULTS.md",
+    results: Annotated[str | None, typer.Option(help="where to write RESULTS.md ('' for nowhere; default: "
+                                                     "RESULTS.md, or OUT/RESULTS.md for a pair)")] = None,
     render_only: Annotated[bool, typer.Option("--render-only", help="re-render report.html and RESULTS.md from "
                                                                     "OUT/report.json, running nothing")] = False,
 ) -> None:
-    """Run every analysis on the zoo; write figures (HTML and PNG), report.json, report.html and RESULTS.md."""
+    """Run every analysis on a base/tuned pair and a task (the first zoo by default); write figures (HTML and
+    PNG), report.json, report.html and RESULTS.md. Sections that cannot run on the pair or task say why."""
+    import re
+
     from analyses import report as rep
 
     try:
+        split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())
+        only = split(sections) or None
+        if bool(base) != bool(tuned):
+            raise ValueError("--base and --tuned go together: name both (or neither, for the first zoo's report)")
+        if base:
+            config = rep.ReportConfig.pair(base, split(tuned), task or None, split(scale), n_per_step=n, png=png,
+                                           sections=only, max_new_tokens=max_new_tokens or None)
+            slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{'+'.join(config.tuned)}-vs-{base}").strip("_")
+            out = out or Path("reports") / slug
+            results = str(out / "RESULTS.md") if results is None else results
+        else:
+            if task or scale or max_new_tokens:
+                raise ValueError("--task, --scale and --max-new-tokens need --base and --tuned")
+            config = rep.ReportConfig(n_per_step=n, png=png, sections=only)
+            out = out or Path("figures")
+            results = "RESULTS.md" if results is None else results
         if render_only:
             path = rep.render_only(out, results or None)
         else:
-            only = [x.strip() for x in sections.split(",") if x.strip()] or None
-            path = rep.build_report(out, n_per_step=n, png=png, only=only, results=results or None)
+            path = rep.build_report(out, results=results or None, config=config)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         fail(e)
     console.print(f"report: {path}" + (f", results: {results}" if results else ""))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import plotly.graph_objects as go
+import pytest
 
 from analyses.report import MAX_FIGURE_WIDTH, Section, figure_size, render
 from interp.plots import save_figure, style
@@ -47,3 +50,96 @@ def test_results_md_is_rendered_from_report_json_and_rerenders_identically(tmp_p
     rep.render_only(figures, results)
     assert results.read_text() == md and calls == [11]
     assert "measured 1.571" in (figures / "report.html").read_text()
+
+
+TODAYS_SECTIONS = ("zoo", "layers", "latent", "faithfulness", "verbosity", "reasoning_direction", "sae", "routing",
+                   "compute", "calibration", "rlsf", "shift", "novelty", "symbolic")
+
+
+def test_the_default_config_is_the_first_zoos_report_with_its_sections_and_cache_keys():
+    """No --base/--tuned: organism/base-s against sft, rl, dpo with base-m and base-l on the organism task, every
+    section of the zoo's report in its order, and the analyses' configs (hence their cache keys) unchanged."""
+    import dataclasses
+
+    import analyses.report as rep
+    from analyses import latent_reasoning as lr
+    from analyses import sae_reasoning as sr
+    from analyses import zoo_eval
+
+    config = rep.ReportConfig(n_per_step=7)
+    assert config.is_zoo and config.title() == rep.TITLE
+    assert config.models == zoo_eval.ZOO
+    assert tuple(rep.section_name(m) for m in rep.SECTIONS)[:len(TODAYS_SECTIONS)] == TODAYS_SECTIONS
+    zoo = zoo_eval.ZooEvalConfig()
+    assert rep.zoo_eval_config(config) == dataclasses.replace(zoo, eval=dataclasses.replace(zoo.eval, n_per_step=7))
+    assert rep.latent_config(config) == dataclasses.replace(lr.LatentConfig(), n_per_step=14)
+    assert rep.latent_config(config).key() == dataclasses.replace(lr.LatentConfig(), n_per_step=14).key()
+    assert rep.sae_config(config) == dataclasses.replace(sr.SAEReasoningConfig(), n_test_per_step=7, n_val_per_step=7)
+    # off the zoo the same builders name the report's models and task instead
+    pair = rep.ReportConfig("a/base", ("a/tuned",), "jsonl:x.jsonl", ("a/large",), n_per_step=3, max_new_tokens=99)
+    assert not pair.is_zoo and pair.models == ("a/base", "a/large", "a/tuned")
+    ev = rep.zoo_eval_config(pair)
+    assert ev.models == pair.models and ev.task == "jsonl:x.jsonl" and (ev.eval.n_per_step, ev.eval.max_new_tokens) == (3, 99)
+    lat = rep.latent_config(pair)
+    assert (lat.base, lat.models, lat.task, lat.n_per_step, lat.max_new_tokens) == ("a/base", pair.models, "jsonl:x.jsonl", 6, 99)
+    sae = rep.sae_config(pair, n_layers=28)
+    assert sae.hook == sae.sae.hook == "blocks.13.hook_resid_post" and sae.tuned == ("a/tuned",) and sae.task == "jsonl:x.jsonl"
+
+
+def test_zoo_sections_call_the_analyses_as_the_zoo_report_always_has(tmp_path, monkeypatch):
+    """On the default config each section hands its analysis (out, n_per_step, png) and no pair or task."""
+    import analyses.faithfulness.figures as ff
+    import analyses.layer_changes.section as ls
+    import analyses.report as rep
+    import analyses.verbosity.figures as vf
+
+    seen = {}
+
+    def fake(name):
+        def parts(out, n_per_step, png, *args, **kw):
+            seen[name] = (out, n_per_step, png, args, kw)
+            return (name, (f"{name} ran",), ())
+        return parts
+
+    monkeypatch.setattr(ls, "section_parts", fake("layers"))
+    monkeypatch.setattr(ff, "section_parts", fake("faithfulness"))
+    monkeypatch.setattr(vf, "verbosity_section_parts", fake("verbosity"))
+    monkeypatch.setattr(vf, "reasoning_section_parts", fake("reasoning"))
+    config = rep.ReportConfig(n_per_step=150, png=False)
+    for make in (rep.layers_section, rep.faithfulness_section, rep.verbosity_section, rep.reasoning_direction_section):
+        assert rep.run_section(make, config, tmp_path).skipped == ""
+    assert seen == {"layers": (tmp_path, 150, False, (), {}), "faithfulness": (tmp_path, 100, False, (), {}),
+                    "verbosity": (tmp_path, 150, False, (), {}), "reasoning": (tmp_path, 150, False, (), {})}
+
+
+def test_sections_written_for_the_zoo_only_are_skipped_on_a_pair_with_a_title(tmp_path):
+    import analyses.report as rep
+
+    pair = rep.ReportConfig("a/base", ("a/tuned",), "organism", ())
+    def organism_only_section(out, n_per_step, png):
+        """Something measured on the organism zoo (analyses.fake)."""
+        raise AssertionError("a zoo-only section must not run on a pair")
+
+    zoo_only = [m for m in rep.SECTIONS if not rep.takes_config(m)] + [organism_only_section]
+    for make in zoo_only:
+        s = rep.run_section(make, pair, tmp_path)
+        assert "first zoo only" in s.skipped and s.title.endswith("(not run)") and s.figures == ()
+        assert "analyses." not in s.title and s.sentences == (f"Not run: {s.skipped}.",)
+    assert s.title == "Something measured on the organism zoo (not run)"
+
+
+def test_report_config_round_trips_and_refuses_what_cannot_be_a_report():
+    import analyses.report as rep
+
+    c = rep.ReportConfig.pair("organism/base-s", "organism/sft", scale=["organism/base-l"], n_per_step=5,
+                              sections=("zoo",))
+    assert c.task == "organism" and c.tuned == ("organism/sft",) and not c.is_zoo
+    assert rep.ReportConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    with pytest.raises(ValueError, match="at least one tuned"):
+        rep.ReportConfig("organism/base-s", ())
+    with pytest.raises(ValueError, match="named twice"):
+        rep.ReportConfig("organism/base-s", ("organism/sft", "organism/sft"))
+    with pytest.raises(TypeError, match="tuples"):
+        rep.ReportConfig("organism/base-s", "organism/sft")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no task given"):
+        rep.ReportConfig.pair("/some/folder", "/other/folder")

@@ -1,0 +1,112 @@
+"""`interp report --base X --tuned Y --task T` on a pair that is not the zoo: tiny random-init GPT-2 checkpoints
+(two seeds) with a byte-level BPE tokenizer, on a JSONL task of plain question-answer records. Cheap sections
+run end to end; the ones the task or the pair cannot support are written as skipped sections with the reason,
+and report.json, report.html and RESULTS.md are still written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import analyses.report as rep
+from interp.cli import app
+from interp.organism.task import sample_problems
+from tests.bpe import gpt2_style, save_checkpoint
+
+torch.set_num_threads(1)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Base and tuned checkpoints (seeds 0 and 1, same tokenizer) and a JSONL task without intermediate values."""
+    root = tmp_path_factory.mktemp("pair-report")
+    problems = sample_problems(0, 40)
+    tok = gpt2_style([p.text("verbose") for p in sample_problems(1, 300)], 400)
+    task = root / "plain.jsonl"
+    task.write_text("".join(json.dumps({"prompt": p.text("direct").rsplit(" ", 1)[0], "answer": p.answer}) + "\n"
+                            for p in problems))
+    return {"base": save_checkpoint(root / "base", tok, "gpt2", seed=0, n_layers=2),
+            "tuned": save_checkpoint(root / "tuned", tok, "gpt2", seed=1, n_layers=2), "task": task}
+
+
+def test_pair_report_runs_what_applies_and_says_why_for_the_rest(pair, tmp_path, monkeypatch):
+    calls = []
+
+    def zoo_only_section(out, n_per_step, png):
+        """A section written for the zoo only (analyses.fake)."""
+        calls.append(n_per_step)
+        return rep.Section("zoo only", ("ran",), ())
+
+    monkeypatch.setattr(rep, "SECTIONS", (*rep.SECTIONS, zoo_only_section))
+    out = tmp_path / "report"
+    r = runner.invoke(app, ["report", "--base", str(pair["base"]), "--tuned", str(pair["tuned"]),
+                            "--task", f"jsonl:{pair['task']}", "--n", "2", "--max-new-tokens", "12", "--no-png",
+                            "--sections", "zoo,layers,latent,zoo_only", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads((out / "report.json").read_text())
+    config = rep.ReportConfig.from_dict(data["config"])
+    assert config.base == str(pair["base"]) and config.tuned == (str(pair["tuned"]),)
+    assert config.scale == () and config.n_per_step == 2 and config.max_new_tokens == 12 and not config.is_zoo
+    sections = [rep.Section.from_dict(s) for s in data["sections"]]
+    assert len(sections) == 4 and all(s.seconds >= 0 for s in sections)
+    zoo, layers, latent, zoo_only = sections
+    # the evaluation and the layer analysis ran on both models of the pair
+    assert not zoo.skipped and not layers.skipped and zoo.figures and layers.figures
+    assert str(pair["tuned"]) in zoo.table_html and str(pair["base"]) in zoo.table_html
+    evaluated = json.loads((out / "zoo_eval.json").read_text())
+    assert [m["name"] for m in evaluated["models"]] == [str(pair["base"]), str(pair["tuned"])]
+    assert evaluated["config"]["eval"]["n_per_step"] == 2 and evaluated["config"]["eval"]["max_new_tokens"] == 12
+    assert any("emulated fine-tuning is not run" in s for s in layers.sentences)
+    assert (out / "layers_tuned.json").is_file()
+    # the task has no intermediate values, and the zoo-only section takes no pair: both say so and run nothing
+    assert "no intermediate values" in latent.skipped and latent.sentences[0].startswith("Not run:")
+    assert not (out / "latent_reasoning.json").exists()
+    assert "first zoo only" in zoo_only.skipped and calls == []
+    assert set(data["skipped"].values()) == {latent.skipped, zoo_only.skipped}
+    md = (out / "RESULTS.md").read_text()
+    assert data["title"] in md and "(not run)" in md and "no intermediate values" in md
+    assert "Not run:" in (out / "report.html").read_text()
+    assert not Path("RESULTS.md").resolve().samefile(out / "RESULTS.md")
+
+
+def test_a_section_whose_analysis_refuses_the_task_is_skipped_with_its_message(pair, tmp_path, monkeypatch):
+    def refusing_section(config, out):
+        """Steering that needs a thing this task lacks (analyses.fake)."""
+        raise ValueError(f"task {config.task!r} has no chain-of-thought pairs")
+
+    monkeypatch.setattr(rep, "SECTIONS", (refusing_section,))
+    config = rep.ReportConfig.pair(str(pair["base"]), str(pair["tuned"]), f"jsonl:{pair['task']}", n_per_step=1,
+                                   png=False)
+    rep.build_report(tmp_path, results=None, config=config)
+    (s,) = [rep.Section.from_dict(d) for d in json.loads((tmp_path / "report.json").read_text())["sections"]]
+    assert s.title == "Steering that needs a thing this task lacks (not run)"
+    assert "has no chain-of-thought pairs" in s.skipped and s.figures == ()
+    # on the first zoo the same error is not swallowed: the zoo's report fails loudly, as it always has
+    with pytest.raises(ValueError, match="chain-of-thought pairs"):
+        rep.build_report(tmp_path / "zoo", results=None, config=rep.ReportConfig(sections=("refusing",)))
+
+
+def _said(r) -> str:
+    """The command's output as one line (rich wraps long errors)."""
+    return " ".join(r.output.split())
+
+
+def test_report_arguments_are_checked_before_anything_loads(pair, tmp_path):
+    r = runner.invoke(app, ["report", "--base", str(pair["base"]), "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "--base and --tuned go together" in _said(r)
+    r = runner.invoke(app, ["report", "--task", "organism-nl", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "need --base and --tuned" in _said(r)
+    r = runner.invoke(app, ["report", "--base", str(pair["base"]), "--tuned", str(pair["base"]), "--task", "organism",
+                            "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "named twice" in _said(r)
+    r = runner.invoke(app, ["report", "--base", str(pair["base"]), "--tuned", str(pair["tuned"]), "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "no task given" in _said(r)
+    r = runner.invoke(app, ["report", "--base", str(pair["base"]), "--tuned", str(pair["tuned"]), "--sections", "nope",
+                            "--task", f"jsonl:{pair['task']}", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "unknown report section" in _said(r) and "zoo" in _said(r)
+    assert not (tmp_path / "report.json").exists()
