@@ -55,7 +55,6 @@ def build(folder: Path) -> None:
 def big_model(res: dict) -> None:
     import interp
     from interp.cli.bench.steer import bench_steer
-    from interp.organism.dataset import problem_dataset
     from interp.organism.task import sample_problems
     from interp.steering import ProjectOut, SteeringVector, Subtract, steer
 
@@ -92,10 +91,10 @@ def big_model(res: dict) -> None:
     res["noop_hook_every_layer_tokens_per_s_ratio"] = round(t_plain / t_noop, 3)
 
     # harvest one hook (last layer, every token, written to disk) vs a plain HF forward of the same batches
-    from interp.cli.bench.harvest import throughput
+    from interp.cli.bench.harvest import organism_dataset, throughput
 
     probs = sample_problems(11, 64 if SMALL else 1024)
-    ds = problem_dataset(probs, m)
+    ds = organism_dataset(m, probs)  # word by word: the random-init Qwen2 loads a Qwen2Tokenizer (wrong offsets)
     res["harvest"] = {"prompts": len(ds), "hook": f"blocks.{m.n_layers - 1}.hook_resid_post", "batch_size": 64}
     for store_dtype in ("bfloat16", "float32"):
         tps = throughput(m, ds, batch_size=64, repeats=3, anchors=False, dtype=store_dtype)

@@ -27,21 +27,24 @@ MEMORY_TARGET = 1.2  # issue 3: 10x the prompts -> < 1.2x the peak RSS
 ANCHORS = ("run_with_cache_all_hooks", "nnsight_trace_one_layer")
 
 
-def bench_dataset(model: Any, n: int, seed: int = 0) -> Any:
-    """Organism problems with their verbose chain of thought (about 30-70 tokens each), for `model`.
-
-    Built word by word from the organism tokenizer's ids, not by encoding text: transformers 5 loads the
-    organism tokenizer of a random-init Qwen2 checkpoint as `Qwen2Tokenizer`, whose ids agree but whose
-    character offsets do not, so text-based named positions fail there."""
+def organism_dataset(model: Any, problems: Sequence[Any], fmt: str | None = None) -> Any:
+    """Organism problems as a dataset for `model`, built word by word from the organism tokenizer's ids, not by
+    encoding text: transformers 5 loads the organism tokenizer of a random-init Qwen2 checkpoint as
+    `Qwen2Tokenizer`, whose ids agree but whose character offsets do not, so text-based named positions fail."""
     import warnings
 
     from interp.organism.dataset import problem_dataset
-    from interp.organism.task import TaskConfig, sample_problems
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return problem_dataset(sample_problems(seed, n, TaskConfig(min_steps=1, max_steps=4)), model.tokenizer,
-                               "verbose")
+        return problem_dataset(problems, model.tokenizer, fmt)  # type: ignore[arg-type]
+
+
+def bench_dataset(model: Any, n: int, seed: int = 0) -> Any:
+    """Organism problems with their verbose chain of thought (about 30-70 tokens each), for `model`."""
+    from interp.organism.task import TaskConfig, sample_problems
+
+    return organism_dataset(model, sample_problems(seed, n, TaskConfig(min_steps=1, max_steps=4)), "verbose")
 
 
 def _batches(dataset: Any, batch_size: int, pad: int, device: Any) -> list[Any]:
@@ -235,4 +238,4 @@ if __name__ == "__main__":  # `python -m interp.cli.bench.harvest MODEL N OUT`: 
     print(json.dumps(rss_child(sys.argv[1], int(sys.argv[2]), sys.argv[3])))
 
 
-__all__ = ["ANCHORS", "bench_dataset", "bench_harvest", "memory", "model_key", "throughput"]
+__all__ = ["ANCHORS", "bench_dataset", "bench_harvest", "memory", "model_key", "organism_dataset", "throughput"]
