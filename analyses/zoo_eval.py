@@ -211,9 +211,23 @@ def run(config: ZooEvalConfig = ZooEvalConfig(), progress: bool = True,
     return ZooEvalResult(config, tuple(out), library_versions())
 
 
+def hard_steps(result: ZooEvalResult) -> tuple[int, ...]:
+    """The step counts called hard: 3 and 4 when every model was evaluated on them, else the two largest
+    step counts all models share (a task drawn by other step counts, or with none)."""
+    shared = set.intersection(*(set(m.free.by_steps) for m in result.models))
+    if set(HARD_STEPS) <= shared:
+        return HARD_STEPS
+    return tuple(sorted(shared)[-2:])
+
+
+def _steps_label(steps: tuple[int, ...]) -> str:
+    return "-".join(str(k) for k in steps) + "-step"
+
+
 def figures(result: ZooEvalResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
     """Accuracy and CoT rate vs steps per model; accuracy on 3-4-step problems vs parameter count."""
     out_dir = Path(out_dir)
+    hard = hard_steps(result)
     figs: dict[str, go.Figure] = {}
     for metric, title in (("accuracy", "Accuracy by number of steps (greedy)"),
                           ("cot_rate", "Chain-of-thought rate by number of steps (greedy)")):
@@ -243,18 +257,19 @@ def figures(result: ZooEvalResult, out_dir: str | Path, png: bool = True) -> dic
     for m in result.models:
         short = m.name.removeprefix("organism/")
         fig.add_trace(go.Scatter(
-            x=[m.n_params], y=[m.free.mean_over(HARD_STEPS, "accuracy")], name=short, mode="markers+text",
+            x=[m.n_params], y=[m.free.mean_over(hard, "accuracy")], name=short, mode="markers+text",
             text=[short], textposition="top center" if m in bases else LABEL_SIDE.get(short, "middle right"),
             marker={"size": 12, "color": color_for(m.name), "symbol": "circle" if m in bases else "diamond"}))
     if bases:
-        fig.add_trace(go.Scatter(x=[m.n_params for m in bases], y=[m.free.mean_over(HARD_STEPS, "accuracy") for m in bases],
+        fig.add_trace(go.Scatter(x=[m.n_params for m in bases], y=[m.free.mean_over(hard, "accuracy") for m in bases],
                                  mode="lines", line={"color": "#999", "dash": "dot"}, name="base scaling (free)"))
     if bases and all(m.direct is not None for m in bases):
-        fig.add_trace(go.Scatter(x=[m.n_params for m in bases], y=[m.direct.mean_over(HARD_STEPS, "accuracy")  # type: ignore[union-attr]
+        fig.add_trace(go.Scatter(x=[m.n_params for m in bases], y=[m.direct.mean_over(hard, "accuracy")  # type: ignore[union-attr]
                                                                    for m in bases],
                                  mode="lines+markers", line={"color": "#555", "dash": "dash"}, marker={"symbol": "x"},
                                  name="base scaling (forced direct)"))
-    style(fig, "Scaling vs post-training: accuracy on 3-4-step problems", "parameters", "accuracy (3-4 steps)")
+    style(fig, f"Scaling vs post-training: accuracy on {_steps_label(hard)} problems", "parameters",
+          f"accuracy ({_steps_label(hard)} problems)")
     fig.update_xaxes(type="log")
     fig.update_yaxes(range=[0, 1.12])
     figs["zoo_accuracy_vs_params"] = fig
@@ -264,32 +279,34 @@ def figures(result: ZooEvalResult, out_dir: str | Path, png: bool = True) -> dic
 def summary_sentences(result: ZooEvalResult) -> list[str]:
     """The figures' numbers written out, one sentence per claim."""
     lines = []
+    hard = hard_steps(result)
+    span = _steps_label(hard)
     names = {m.name.removeprefix("organism/"): m for m in result.models}
     pct = lambda x: f"{100 * x:.0f}%"
     if "base-s" in names and names["base-s"].forced is not None:
         b = names["base-s"]
         assert b.forced is not None
         lines.append(
-            f"base-s on 3-4-step problems: {pct(b.free.mean_over(HARD_STEPS, 'accuracy'))} accurate with a CoT rate "
-            f"of {pct(b.free.mean_over(HARD_STEPS, 'cot_rate'))} when free, but {pct(b.forced.mean_over(HARD_STEPS, 'accuracy'))} "
+            f"base-s on {span} problems: {pct(b.free.mean_over(hard, 'accuracy'))} accurate with a CoT rate "
+            f"of {pct(b.free.mean_over(hard, 'cot_rate'))} when free, but {pct(b.forced.mean_over(hard, 'accuracy'))} "
             f"when forced to start a chain of thought: the ability is there and unused.")
     for t in ("sft", "rl", "dpo"):
         if t in names:
             m = names[t]
             lines.append(
-                f"{t} on 3-4-step problems: {pct(m.free.mean_over(HARD_STEPS, 'accuracy'))} accurate, CoT rate "
-                f"{pct(m.free.mean_over(HARD_STEPS, 'cot_rate'))}; on 1-step problems CoT rate "
+                f"{t} on {span} problems: {pct(m.free.mean_over(hard, 'accuracy'))} accurate, CoT rate "
+                f"{pct(m.free.mean_over(hard, 'cot_rate'))}; on 1-step problems CoT rate "
                 f"{pct(m.free.by_steps[1].cot_rate) if 1 in m.free.by_steps else 'n/a'}.")
     bases = [names[k] for k in ("base-s", "base-m", "base-l") if k in names]
     if len(bases) > 1:
         parts = ", ".join(f"{m.name.removeprefix('organism/')} ({m.n_params / 1e6:.2f}M params) "
-                          f"{pct(m.free.mean_over(HARD_STEPS, 'accuracy'))}" for m in bases)
-        lines.append(f"Scaling the base on the same data: accuracy on 3-4-step problems {parts}.")
+                          f"{pct(m.free.mean_over(hard, 'accuracy'))}" for m in bases)
+        lines.append(f"Scaling the base on the same data: accuracy on {span} problems {parts}.")
     if len(bases) > 1 and all(m.direct is not None for m in bases):
-        direct = ", ".join(f"{m.name.removeprefix('organism/')} {pct(m.direct.mean_over(HARD_STEPS, 'accuracy'))}"  # type: ignore[union-attr]
+        direct = ", ".join(f"{m.name.removeprefix('organism/')} {pct(m.direct.mean_over(hard, 'accuracy'))}"  # type: ignore[union-attr]
                            for m in bases)
         lines.append(f"Forced to answer directly (the best digit at the answer position, i.e. what the model "
-                     f"composes internally), accuracy on 3-4-step problems is {direct}; chance is about 10%.")
+                     f"composes internally), accuracy on {span} problems is {direct}; chance is about 10%.")
     for m in result.models:
         for mode, why in m.skipped.items():
             lines.append(f"{m.name}: no {'forced-CoT' if mode == 'forced' else 'forced-direct'} evaluation ({why}).")
@@ -297,4 +314,4 @@ def summary_sentences(result: ZooEvalResult) -> list[str]:
 
 
 __all__ = ["ModelEval", "ZooEvalConfig", "ZooEvalResult", "as_eval_result", "cannot_force", "evaluate_cached", "evaluate_model",
-           "evaluate_on", "figures", "resolve_task", "run", "sample_items", "summary_sentences"]
+           "evaluate_on", "figures", "hard_steps", "resolve_task", "run", "sample_items", "summary_sentences"]

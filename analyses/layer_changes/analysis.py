@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,6 +125,7 @@ class LayerChangesResult:
     eft: tuple[EFTResult, ...]
     libraries: dict[str, str]
     seconds: float
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # part -> why the task cannot run it
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "checksums": self.checksums, "n_layers": self.n_layers,
@@ -133,7 +135,8 @@ class LayerChangesResult:
                 "baselines": {k: v.to_dict() for k, v in self.baselines.items()},
                 "kl_base": self.kl_base.to_dict() if self.kl_base else None,
                 "grafts": [g.to_dict() for g in self.grafts], "ablations": [a.to_dict() for a in self.ablations],
-                "eft": [e.to_dict() for e in self.eft], "libraries": self.libraries, "seconds": self.seconds}
+                "eft": [e.to_dict() for e in self.eft], "libraries": self.libraries, "seconds": self.seconds,
+                "skipped": dict(self.skipped)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LayerChangesResult:
@@ -145,7 +148,8 @@ class LayerChangesResult:
                    KL.from_dict(d["kl_base"]) if d.get("kl_base") else None,
                    tuple(GraftCell.from_dict(g) for g in d["grafts"]),
                    tuple(AblationCell.from_dict(a) for a in d["ablations"]),
-                   tuple(EFTResult.from_dict(e) for e in d["eft"]), d["libraries"], d["seconds"])
+                   tuple(EFTResult.from_dict(e) for e in d["eft"]), d["libraries"], d["seconds"],
+                   dict(d.get("skipped", {})))
 
     def graft(self, direction: str, block: tuple[int, int] | str) -> GraftCell:
         for g in self.grafts:
@@ -186,11 +190,13 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
     needs_prompts = any(p in config.parts for p in ("representations", *BEHAVIOUR_PARTS))
     cfg = config.eval
     items: list[Item] = []
+    skipped: dict[str, str] = {}
     if config.texts is None:
         task = task if task is not None else resolve_task(config.task, cfg)
         items = items_of(task, cfg)
         if needs_prompts:
             check_task_model(base, task, items)
+        skipped = cannot_run(task, items, config.parts)
     n_layers = base.n_layers
     if config.blocks is None or config.blocks == "all":
         blocks = all_blocks(n_layers)
@@ -241,9 +247,10 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
         models = {"base": base, "tuned": tuned}
         for role, m in models.items():
             baselines[role] = grade_behaviour(m, task, items, comps[role], cfg.n_boot)
-            baselines[f"{role}_forced_cot"] = measure(model_generator(m, cfg), m, task, items, cfg, force_cot=True)
+            if "forced_cot" not in skipped:
+                baselines[f"{role}_forced_cot"] = measure(model_generator(m, cfg), m, task, items, cfg, force_cot=True)
         kl_base = kl_to_tuned(base, ref, cfg.n_boot)
-        if "logit_lens" in config.parts:
+        if "logit_lens" in config.parts and "logit_lens" not in skipped:
             greedy = dict(comps) if cfg.temperature == 0 else {
                 r: generate_ids(m.hf, tok, prompts, cfg.max_new_tokens, 0.0, cfg.seed, cfg.batch_size)
                 for r, m in models.items()}
@@ -252,7 +259,7 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
             grafts = graft_sweep(base, tuned, blocks,
                                  lambda m: (measure(model_generator(m, cfg), base, task, items, cfg),
                                             kl_to_tuned(m, ref, cfg.n_boot)), progress)
-        if "ablation" in config.parts:
+        if "ablation" in config.parts and "ablation" not in skipped:
             own = {r: [p + c for p, c in zip(prompts, comps[r])] for r in models}
             means = {r: mean_block_deltas(m, own[r]) for r, m in models.items()}
             ablations = ablation_sweep(models, means,
@@ -265,10 +272,23 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
         if m.checksum != checksums[m.name]:
             raise RuntimeError(f"{m.name}'s weights changed during the analysis (checksum differs): a bug")
     result = LayerChangesResult(config, checksums, n_layers, points, weights, reps, lens, baselines, kl_base, grafts,
-                                ablations, tuple(efts), library_versions(), time.perf_counter() - t0)
+                                ablations, tuple(efts), library_versions(), time.perf_counter() - t0, skipped)
     if use_cache:
         write_json(path, result.to_dict())
     return result
+
+
+def cannot_run(task: Task, items: Sequence[Item], parts: Sequence[str]) -> dict[str, str]:
+    """What the task cannot provide for the requested parts, and why (the rest of the analysis still runs)."""
+    out = {}
+    if "logit_lens" in parts and getattr(task, "answer_candidates", None) is None:
+        out["logit_lens"] = f"the task {task.name!r} lists no answer candidates to read the lens over"
+    if not all(task.cot_prefix(it) for it in items):
+        why = f"the task {task.name!r} has no chain-of-thought prefix to force a chain with"
+        out["forced_cot"] = why
+        if "ablation" in parts:
+            out["ablation"] = f"it measures forced-CoT accuracy, but {why}"
+    return out
 
 
 def _eft(config: LayerChangesConfig, base: Model, tuned: Model, extra: dict[str, Model], task: Task,
@@ -292,4 +312,4 @@ def _eft(config: LayerChangesConfig, base: Model, tuned: Model, extra: dict[str,
     return out
 
 
-__all__ = ["PARTS", "LayerChangesConfig", "LayerChangesResult", "cache_key", "run"]
+__all__ = ["PARTS", "LayerChangesConfig", "LayerChangesResult", "cache_key", "cannot_run", "run"]

@@ -196,10 +196,10 @@ def summary_sentences(result: LayerChangesResult) -> list[str]:
             where = "where each model writes its answer" if pos == "answer" else "at the prompt end (a direct answer)"
             out.append(f"{t} vs {b}, logit lens {where}: the model's own answer becomes decodable " + "; ".join(parts) + ".")
     bl = result.baselines
-    if result.grafts and bl:
+    singles = [g for g in result.grafts if g.direction == "tuned_into_base" and g.block != ENDS
+               and g.block[1] - g.block[0] == 1]  # type: ignore[index]
+    if singles and bl:  # the sentence compares single-layer grafts
         base, tuned = bl["base"], bl["tuned"]
-        singles = [g for g in result.grafts if g.direction == "tuned_into_base" and g.block != ENDS
-                   and g.block[1] - g.block[0] == 1]  # type: ignore[index]
         best = max(singles, key=lambda g: g.behaviour.cot_rate)
         kl0 = result.kl_base.mean if result.kl_base else math.nan
         ends = result.graft("tuned_into_base", ENDS)
@@ -266,6 +266,8 @@ def summary_sentences(result: LayerChangesResult) -> list[str]:
         out.append(f"Emulated fine-tuning ({e.direction}-scaling, {formula}): accuracy {e.eft.accuracy:.2f} "
                    f"{_ci(e.eft.accuracy_ci)}, CoT rate {e.eft.cot_rate:.2f} {_ci(e.eft.cot_rate_ci)}; accuracy / CoT rate "
                    f"of the ingredients: {refs}.")
+    for part, why in result.skipped.items():
+        out.append(f"{t} vs {b}, {part.replace('_', ' ')}: not measured ({why}).")
     return out
 
 

@@ -18,6 +18,7 @@ from analyses import zoo_eval
 from analyses.layer_changes.analysis import LayerChangesConfig, LayerChangesResult
 from analyses.layer_changes.analysis import run as run_layers
 from analyses.layer_changes.behaviour import items_of
+from analyses.layer_changes.figures import figures, summary_sentences
 from interp.evaluation import GenerationConfig, evaluate
 from interp.organism.evaluate import EvalConfig
 from interp.organism.reasoning_task import OrganismTask
@@ -104,6 +105,9 @@ def test_zoo_eval_says_why_a_task_cannot_be_forced(bpe_models, tmp_path: Path):
     assert res.config.task == "plain"
     assert any("no forced-direct evaluation" in s for s in zoo_eval.summary_sentences(res))
     assert zoo_eval.ZooEvalResult.from_dict(res.to_dict()) == res
+    assert zoo_eval.hard_steps(res) == (1, 2)  # no 3- or 4-step problems drawn: the two largest step counts
+    paths = zoo_eval.figures(res, tmp_path / "fig", png=False)
+    assert all(p[0].is_file() for p in paths.values())
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +151,20 @@ def test_layer_changes_generic_parts_on_bpe(layers, bpe_models):
     (up,) = layers.eft
     assert up.eft.correct == layers.baselines["tuned"].correct and up.eft.cot == layers.baselines["tuned"].cot
     assert set(layers.checksums.values()) == {base.checksum, tuned.checksum}
+
+
+def test_layer_changes_says_which_parts_a_task_cannot_run(bpe_models, tmp_path: Path):
+    cfg = LayerChangesConfig(large=None, eval=EVAL, blocks=((0, 2),), parts=("logit_lens", "grafting", "ablation"),
+                             cache_dir=str(tmp_path))
+    r = run_layers(cfg, progress=False, pair=(bpe_models["base"], bpe_models["tuned"]), task=PlainTask())
+    assert set(r.skipped) == {"logit_lens", "forced_cot", "ablation"}
+    assert "no answer candidates" in r.skipped["logit_lens"] and "no chain-of-thought prefix" in r.skipped["forced_cot"]
+    assert r.lens == {} and r.ablations == () and set(r.baselines) == {"base", "tuned"}
+    assert {g.block for g in r.grafts} == {(0, 2), "ends"} and all(g.behaviour is not None for g in r.grafts)
+    assert r.config.task == "plain" and LayerChangesResult.from_dict(r.to_dict()).skipped == r.skipped
+    text = " ".join(summary_sentences(r))
+    assert "logit lens: not measured (the task 'plain' lists no answer candidates" in text
+    assert set(figures(r, tmp_path / "fig", png=False))  # the parts that ran still draw
 
 
 def test_layer_changes_refuses_a_task_the_tokenizer_cannot_read(tiny_checkpoint, tmp_path: Path):
