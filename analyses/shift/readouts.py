@@ -1,5 +1,6 @@
 """Mechanistic readout under shift: a linear probe for the first step's value, trained on in-distribution
-residual streams at the prompt's last token, applied to the battery's shifted prompts. Does the intermediate
+residual streams at the end of the first step's clause (the separator after `b = a + 4`, where the value can first
+be computed), applied to the battery's shifted prompts (shifts that keep the clause structure). Does the intermediate
 value stay decodable when the answer fails? Split by whether the member answered right, with a shuffled-label
 control probe for the chance level.
 """
@@ -27,8 +28,8 @@ from interp.sites import Hooks, add_capture, sites
 from probes import fit
 from probes.splits import control_labels
 
-DEFAULT_SHIFTS = ("separator ,", "renamed variables", "operand first", "substitution 0.1", "insertion 0.1",
-                  "longer (5-6 steps)")
+DEFAULT_SHIFTS = ("separator ,", "renamed variables", "shuffled variables", "operand first", "longer (5-6 steps)")
+SEPARATORS = (";", ",")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class ReadoutConfig:
     n_val: int = 300
     seed: int = 818_000
     n_boot: int = 1000
+    position: str = "step1_end"  # or "last" (the prompt's last token, `:` of `A :`)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -50,10 +52,23 @@ class ReadoutConfig:
         return cls(**d)
 
 
+def read_position(problem: ShiftedProblem, position: str) -> int:
+    """Index in the prompt words (no BOS) of `last` or `step1_end` (the second separator: the end of step 1's
+    clause when the prompt starts `Q : a = 3 ; b = a + 4 ;`)."""
+    if position == "last":
+        return len(problem.prompt) - 1
+    if position == "step1_end":
+        seps = [i for i, w in enumerate(problem.prompt) if w in SEPARATORS]
+        if len(seps) < 2:
+            raise ValueError(f"prompt {' '.join(problem.prompt)!r} has no second separator")
+        return seps[1]
+    raise ValueError(f"unknown read position {position!r}; valid: last, step1_end")
+
+
 @torch.no_grad()
-def last_token_resid(model: Any, problems: Sequence[ShiftedProblem], batch_size: int = 256
+def last_token_resid(model: Any, problems: Sequence[ShiftedProblem], batch_size: int = 256, position: str = "last"
                      ) -> Float[torch.Tensor, "layer row d"]:
-    """resid_post of every layer at each prompt's last token (`:` of `A :`)."""
+    """resid_post of every layer at each prompt's `position` (see `read_position`; default its last token)."""
     tok, s = model.tokenizer, sites(model)
     out = []
     for start in range(0, len(problems), batch_size):
@@ -68,7 +83,7 @@ def last_token_resid(model: Any, problems: Sequence[ShiftedProblem], batch_size:
             for layer in range(model.n_layers):
                 add_capture(hk, s, "resid_post", layer, store)
             model.hf(input_ids=x, attention_mask=mask)
-        last = torch.tensor([len(r) - 1 for r in ids])
+        last = torch.tensor([1 + read_position(p, position) for p in problems[start:start + batch_size]])
         out.append(torch.stack([store[la][torch.arange(len(ids)), last] for la in range(model.n_layers)]).float())
     return torch.cat(out, dim=1)
 
@@ -119,7 +134,7 @@ def readout_model(model: Any, battery: ShiftResult, cfg: ReadoutConfig) -> Model
     task = TaskConfig(min_steps=2, max_steps=4)
     train = [as_shown(p) for p in sample_problems(cfg.seed, cfg.n_train + cfg.n_val, task)]
     y = [p.truth[0][1] for p in train]
-    acts = last_token_resid(model, train)
+    acts = last_token_resid(model, train, position=cfg.position)
     tr, va = slice(0, cfg.n_train), slice(cfg.n_train, None)
     probes_, val = [], []
     for layer in range(model.n_layers):
@@ -143,7 +158,7 @@ def readout_model(model: Any, battery: ShiftResult, cfg: ReadoutConfig) -> Model
         correct = member.get(name).arr("correct")
         keep = [i for i, p in enumerate(problems) if p.n_steps >= 2]
         ps = [problems[i] for i in keep]
-        x = last_token_resid(model, ps)[best]
+        x = last_token_resid(model, ps, position=cfg.position)[best]
         hit = (probes_[best].predict(x) == np.array([p.truth[0][1] for p in ps], dtype=object)).astype(float)
         ok = correct[keep] == 1
         if name == IN_DISTRIBUTION.name:
@@ -195,7 +210,8 @@ def sentences(result: ReadoutResult) -> list[str]:
     for m in result.models:
         parts = "; ".join(f"{s}: right answers {v['right'].fmt()} (n={v['right'].n}), wrong {v['wrong'].fmt()} "
                           f"(n={v['wrong'].n})" for s, v in m.by_shift.items())
-        out.append(f"{m.name.removeprefix('organism/')}: a probe for the first step's value at the prompt's last token "
+        out.append(f"{m.name.removeprefix('organism/')}: a probe for the first step's value at "
+                   f"{'the end of its clause' if result.config.position == 'step1_end' else 'the last prompt token'} "
                    f"(layer {m.layer}, trained on in-distribution problems) reads it {m.in_distribution.fmt()} in "
                    f"distribution (shuffled-label control {m.control.fmt()}); under shift, {parts}.")
     return out

@@ -52,3 +52,11 @@ def test_readout_on_base_s_scores_every_shift_by_answer() -> None:
     assert r.control.value < max(r.val_by_layer)  # shuffled labels read less than the real ones
     res = ReadoutResult(cfg, bcfg, (r,), {})
     assert ReadoutResult.from_dict(res.to_dict()).models[0].by_shift == r.by_shift
+
+
+def test_read_position_finds_the_end_of_step_one() -> None:
+    from analyses.shift.readouts import read_position
+
+    p = as_shown(sample_problems(0, 1, n_steps=2)[0])
+    assert p.prompt[read_position(p, "step1_end")] == ";" and p.prompt[read_position(p, "step1_end") - 1].isdigit()
+    assert read_position(p, "step1_end") == 11 and read_position(p, "last") == len(p.prompt) - 1
