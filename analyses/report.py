@@ -249,21 +249,25 @@ def layers_section(config: ReportConfig, out: Path) -> Section:
         from analyses.layer_changes.section import section_parts
 
         return Section(*section_parts(out, config.n_per_step, config.png))
-    from analyses.layer_changes.analysis import LayerChangesConfig, run
+    from analyses.layer_changes.analysis import PARTS, LayerChangesConfig, run
     from analyses.layer_changes.figures import figures, pair_table_html, short, summary_sentences
     from analyses.layer_changes.section import MAX_PER_STEP
 
     task, base = report_task(config), loaded(config.base)
+    lens_problem = logit_lens_problem(base, task)
+    parts = tuple(p for p in PARTS if p != "logit_lens" or lens_problem is None)
     results, sentences, names = [], [], []
     for tuned in config.tuned:
         cfg = LayerChangesConfig(base=config.base, tuned=tuned, large=config.scale[-1] if config.scale else None,
-                                 task=config.task,
+                                 task=config.task, parts=parts,
                                  blocks="single" if base.n_layers > MAX_GRAFT_ALL_LAYERS else None)
         cfg = dataclasses.replace(cfg, eval=_eval_config(cfg.eval, config, min(config.n_per_step, MAX_PER_STEP)))
         result = run(cfg, pair=(base, loaded(tuned)), task=task)
         write_json(out / f"layers_{short(tuned)}.json", result.to_dict())
         names += [p[0].name for p in figures(result, out, png=config.png).values()]
         sentences += summary_sentences(result)
+        if lens_problem is not None:
+            sentences.append(f"{short(tuned)} vs {short(config.base)}, logit lens: not measured ({lens_problem}).")
         results.append(result)
     ev = results[0].config.eval
     eft = (f"; EFT decodes from log p_{short(config.scale[-1])} + (log p_tuned - log p_{short(config.base)})"
@@ -273,6 +277,18 @@ def layers_section(config: ReportConfig, out: Path) -> Section:
              f"problems. Grafting copies {'each decoder layer' if results[0].config.blocks == 'single' else 'a block of decoder layers'} "
              f"of the tuned model into the base (and back){eft}.")
     return Section(LAYERS_TITLE, (intro, *sentences), tuple(names), pair_table_html(results))
+
+
+def logit_lens_problem(model: Model, task: Task) -> str | None:
+    """Why the logit lens cannot read this task's answers on this model (None when it can): it reads one
+    token per answer candidate, so the task must list candidates whose first tokens differ."""
+    from analyses.layer_changes.logit_lens import candidate_ids
+
+    try:
+        candidate_ids(model, task, task.sample(1, 0)[0])
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def latent_config(config: ReportConfig) -> LatentConfig:

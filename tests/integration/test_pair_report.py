@@ -62,6 +62,7 @@ def test_pair_report_runs_what_applies_and_says_why_for_the_rest(pair, tmp_path,
     assert [m["name"] for m in evaluated["models"]] == [str(pair["base"]), str(pair["tuned"])]
     assert evaluated["config"]["eval"]["n_per_step"] == 2 and evaluated["config"]["eval"]["max_new_tokens"] == 12
     assert any("emulated fine-tuning is not run" in s for s in layers.sentences)
+    assert any("logit lens: not measured" in s and "no answer candidates" in s for s in layers.sentences)
     assert (out / "layers_tuned.json").is_file()
     # the task has no intermediate values, and the zoo-only section takes no pair: both say so and run nothing
     assert "no intermediate values" in latent.skipped and latent.sentences[0].startswith("Not run:")
