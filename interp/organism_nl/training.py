@@ -140,12 +140,15 @@ class TokenizerConfig:
 
 @dataclass(frozen=True)
 class RLConfig:
-    """Group REINFORCE: r = correct - length_cost * tokens, baseline = mean reward of the problem's group."""
+    """Group REINFORCE: r = correct - length_cost * tokens, baseline = mean reward of the problem's group;
+    with `normalize`, advantages are also divided by the group's reward std (GRPO, as in DeepSeek-R1), so a
+    problem whose samples differ only in length pulls as hard as one whose samples differ in correctness."""
 
     group_size: int = 8
     length_cost: float = 0.002
     temperature: float = 1.0
     max_new_tokens: int = 96
+    normalize: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -283,7 +286,10 @@ def rl_loss(model: Qwen2ForCausalLM, tok: PreTrainedTokenizerFast, cfg: NLTrainC
                                               rl.max_new_tokens, int(rng.integers(2**31)))
     reward = torch.tensor([float(g.correct) - rl.length_cost * len(c) for g, c in zip(grades, comps)])
     r = reward.view(-1, rl.group_size)
-    adv = (r - r.mean(1, keepdim=True)).flatten()
+    adv = r - r.mean(1, keepdim=True)
+    if rl.normalize:
+        adv = adv / (r.std(1, keepdim=True) + 1e-4)
+    adv = adv.flatten()
     items = [(p + c, len(p), float(a)) for p, c, a in zip(prompts, comps, adv) if a != 0.0]
     model.train()
     total = torch.zeros(())

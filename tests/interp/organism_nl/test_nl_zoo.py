@@ -49,7 +49,7 @@ def test_zoo_fits_its_size_budget() -> None:
 
 @pytest.mark.skipif(not TRAINED, reason="no member trained yet")
 def test_zoo_members_load_by_name_and_generate_like_their_card() -> None:
-    from interp.evaluate import GenerationConfig, evaluate
+    from interp.evaluation import GenerationConfig, evaluate
 
     from interp.models import load
     from interp.organism_nl.task import NLTask
