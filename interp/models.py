@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,13 @@ from typing import Any
 
 import torch
 from jaxtyping import Int
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 
 from interp.generate import context_length
 from interp.generate import generate_ids
@@ -346,6 +353,18 @@ class Model:
                 f"d_model={self.d_model}, n_params={self.n_params:,}, device={self.device})")
 
 
+def load_tokenizer(path: Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer. One saved as a plain `tokenizers` file (`tokenizer_class` TokenizersBackend or
+    PreTrainedTokenizerFast, as the organisms are) is loaded as exactly that: transformers 5's AutoTokenizer
+    would pick the architecture's class (Qwen2Tokenizer for a Qwen2 config), same ids but wrong character
+    offsets, and named positions are mapped through the offsets."""
+    cfg_file = path / "tokenizer_config.json"
+    cls = json.loads(cfg_file.read_text()).get("tokenizer_class") if cfg_file.is_file() else None
+    if cls in ("TokenizersBackend", "PreTrainedTokenizerFast") and (path / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -383,7 +402,7 @@ def load(
     else:
         device = next(hf.parameters()).device  # the Bridge's own tensors go where the embeddings are
     hf = hf.eval()
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    tok = load_tokenizer(path, trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     weights = dict(hf.state_dict(keep_vars=True))

@@ -215,3 +215,14 @@ def test_sae_trains_and_measures_on_every_tokenizer(m: interp.Model, tmp_path: P
     assert (n_bos > 0) == m.prepend_bos
     assert 0.5 < q.explained_variance <= 1.0, q
     assert q.ce_clean is not None and q.ce_sae is not None and q.n_tokens_ce > 0
+
+
+def test_a_word_level_tokenizer_on_a_qwen2_checkpoint_keeps_its_offsets(tiny_checkpoint) -> None:  # type: ignore[no-untyped-def]
+    """transformers 5's AutoTokenizer reads the organism tokenizer of a Qwen2 checkpoint as Qwen2Tokenizer (same
+    ids, wrong character offsets); `interp.load` loads the saved tokenizer class, so named positions still map."""
+    m = interp.load(tiny_checkpoint("qwen2", n_layers=2, max_len=128))
+    assert type(m.tokenizer).__name__ in ("TokenizersBackend", "PreTrainedTokenizerFast")  # not Qwen2Tokenizer
+    it = TASK.sample(1, seed=12)[0]
+    ex = encode_item(m, TASK, it, TASK.completion(it, "verbose"))
+    toks = m.tokenizer.convert_ids_to_tokens(list(ex.ids))
+    assert toks[ex.positions["prompt.start.end"]] == ";" and toks[ex.positions["step1.value"]] == str(it.meta["value.step1"])
