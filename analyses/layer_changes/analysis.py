@@ -36,7 +36,7 @@ from analyses.layer_changes.behaviour import (
 )
 from analyses.layer_changes.eft import EFTResult, check_shared_tokenizer, mixed_generate
 from analyses.layer_changes.grafting import GraftCell, all_blocks, graft_sweep
-from analyses.layer_changes.logit_lens import LogitLens, logit_lens
+from analyses.layer_changes.logit_lens import LogitLens, candidate_ids, logit_lens
 from analyses.layer_changes.representations import RepChange, representation_change
 from analyses.layer_changes.weights import WeightChange, weight_change
 from interp.generate import context_length, encode_prompts, generate_ids
@@ -196,7 +196,7 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
         items = items_of(task, cfg)
         if needs_prompts:
             check_task_model(base, task, items)
-        skipped = cannot_run(task, items, config.parts)
+        skipped = cannot_run(base, task, items, config.parts)
     n_layers = base.n_layers
     if config.blocks is None or config.blocks == "all":
         blocks = all_blocks(n_layers)
@@ -278,11 +278,16 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
     return result
 
 
-def cannot_run(task: Task, items: Sequence[Item], parts: Sequence[str]) -> dict[str, str]:
-    """What the task cannot provide for the requested parts, and why (the rest of the analysis still runs)."""
+def cannot_run(model: Model, task: Task, items: Sequence[Item], parts: Sequence[str]) -> dict[str, str]:
+    """What the task cannot provide for the requested parts on this model's tokenizer, and why (the rest of the
+    analysis still runs): answer candidates with distinct first tokens for the logit lens, a chain-of-thought
+    prefix for forced-CoT baselines and ablation."""
     out = {}
-    if "logit_lens" in parts and getattr(task, "answer_candidates", None) is None:
-        out["logit_lens"] = f"the task {task.name!r} lists no answer candidates to read the lens over"
+    if "logit_lens" in parts:
+        try:
+            candidate_ids(model, task, items[0])
+        except ValueError as e:
+            out["logit_lens"] = str(e)
     if not all(task.cot_prefix(it) for it in items):
         why = f"the task {task.name!r} has no chain-of-thought prefix to force a chain with"
         out["forced_cot"] = why

@@ -163,7 +163,7 @@ def test_layer_changes_says_which_parts_a_task_cannot_run(bpe_models, tmp_path: 
     assert {g.block for g in r.grafts} == {(0, 2), "ends"} and all(g.behaviour is not None for g in r.grafts)
     assert r.config.task == "plain" and LayerChangesResult.from_dict(r.to_dict()).skipped == r.skipped
     text = " ".join(summary_sentences(r))
-    assert "logit lens: not measured (the task 'plain' lists no answer candidates" in text
+    assert "logit lens: not measured (task 'plain' lists no answer candidates" in text
     assert set(figures(r, tmp_path / "fig", png=False))  # the parts that ran still draw
 
 

@@ -186,7 +186,7 @@ def test_report_section_renders_each_pair(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(section, "ZOO_PAIRS", ("organism/dpo",))
     monkeypatch.setattr(section, "MAX_PER_STEP", 3)
-    s = report.layers_section(tmp_path / "out", n_per_step=200, png=False)
+    s = report.layers_section(report.ReportConfig(n_per_step=200, png=False), tmp_path / "out")
     assert s.title.startswith("Where fine-tuning acts") and "on the same 3 problems per step count" in s.sentences[0]
     assert s.sentences[1].startswith("Answer for dpo vs base-s:")
     assert all((tmp_path / "out" / f).is_file() for f in s.figures) and len(s.figures) == 6
