@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import save_file
@@ -39,10 +39,13 @@ from interp.activations.store import (
     write_manifest,
 )
 from interp.io import library_versions, read_json, sha256_file
-from interp.positions import Selector
+from interp.models import DTYPES
+from interp.positions import PositionsLike, Selector, as_selector
 from interp.sites import Hooks, add_capture, cached_sites, heads_view, kind_of_hook
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+if TYPE_CHECKING:
+    from interp.models import Model
+
 UNSUPPORTED_HOOK_PARTS = ("hook_pattern", "hook_attn_scores")
 
 
@@ -54,11 +57,11 @@ class _Stop(Exception):
     """Raised from the last needed hook to end the forward pass early."""
 
 
-def _check_hooks(model: Any, hooks: Sequence[str]) -> list[str]:
-    hooks = list(dict.fromkeys(hooks))
+def _check_hooks(model: "Model", hooks: str | Sequence[str]) -> list[str]:
+    hooks = list(dict.fromkeys([hooks] if isinstance(hooks, str) else hooks))
     if not hooks:
         raise ValueError("no hooks given: name at least one, e.g. blocks.0.hook_resid_post")
-    model.check_hooks(hooks)
+    hooks = model.hooks(hooks)  # `blocks.*.hook_resid_post` patterns expanded, every name checked
     bad = [h for h in hooks if h.endswith(UNSUPPORTED_HOOK_PARTS)]
     if bad:
         raise ValueError(f"{bad}: attention patterns are [head, query, key] per prompt, not one vector per "
@@ -284,10 +287,10 @@ class _ShardWriter:
 
 
 def harvest(
-    model: Any,
+    model: "Model",
     dataset: PromptDataset,
-    hooks: Sequence[str],
-    positions: Selector,
+    hooks: str | Sequence[str],
+    positions: PositionsLike,
     out: str | Path,
     *,
     batch_size: int = 64,
@@ -304,8 +307,12 @@ def harvest(
     by an interrupted run with the same configuration is resumed; another configuration is an error
     unless `overwrite`. `seed` is recorded (the dataset's seed: the harvest itself is deterministic).
     `progress(done, total)` is called after each shard is on disk, from the writer thread; an exception it
-    raises stops the harvest (no later shard is written) and reaches the caller."""
+    raises stops the harvest (no later shard is written) and reaches the caller. `hooks` may hold patterns
+    (`blocks.*.hook_resid_post`); `positions` is any `interp.positions` form (`"answer"`, `"last"`, `-1`, a
+    selector). The manifest records the BOS id the model prepends (None if it prepends none), so SAE code
+    leaves out exactly those rows."""
     hooks = _check_hooks(model, hooks)
+    positions = as_selector(positions)
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {list(DTYPES)}")
     if batch_size < 1 or shard_size < 1:
@@ -328,7 +335,7 @@ def harvest(
         "labels": list(positions.labels()), "dtype": dtype, "dataset_hash": dataset.hash(),
         "n_examples": len(dataset), "batch_size": batch_size, "shard_size": shard_size, "n_shards": n_shards,
         "seed": seed, "shard_of": [i_part, n_parts] if n_parts > 1 else None, "shards": {},
-        "libraries": library_versions(),
+        "bos_token_id": model.bos_token_id if model.prepend_bos else None, "libraries": library_versions(),
     }
     manifest = json.loads(json.dumps(manifest))  # the form it has on disk (tuples become lists)
     root = Path(out)

@@ -226,3 +226,14 @@ def test_a_word_level_tokenizer_on_a_qwen2_checkpoint_keeps_its_offsets(tiny_che
     ex = encode_item(m, TASK, it, TASK.completion(it, "verbose"))
     toks = m.tokenizer.convert_ids_to_tokens(list(ex.ids))
     assert toks[ex.positions["prompt.start.end"]] == ";" and toks[ex.positions["step1.value"]] == str(it.meta["value.step1"])
+
+
+def test_harvest_takes_hook_patterns_and_position_names_and_records_the_bos(m: interp.Model, tmp_path: Path) -> None:
+    items = TASK.sample(4, seed=13)
+    ds = task_dataset(m, TASK, items)
+    store = interp.harvest(m, ds, "blocks.*.hook_resid_post", "answer", tmp_path / "p")
+    assert sorted(store.manifest["hooks"]) == [f"blocks.{i}.hook_resid_post" for i in range(m.n_layers)]
+    assert store.get("blocks.1.hook_resid_post", "answer").shape == (4, m.d_model)
+    assert store.manifest["bos_token_id"] == (m.bos_token_id if m.prepend_bos else None)
+    last = interp.harvest(m, ds, ["blocks.1.hook_resid_post"], -1, tmp_path / "q")
+    torch.testing.assert_close(last.get("blocks.1.hook_resid_post", "-1"), store.get("blocks.1.hook_resid_post", "answer"))
