@@ -29,6 +29,6 @@ def _task(arg: str) -> Any:
 def register() -> None:
     from interp.organism_nl.zoo import ORDER, PREFIX, member_path
 
-    register_models(PREFIX, member_path, lambda: [PREFIX + n for n in ORDER])
+    register_models(PREFIX, member_path, lambda: [PREFIX + n for n in ORDER], task="organism-nl")
     register_task("organism-nl", _task, "chains of assignments mod 10 in English with <think> reasoning; "
                   "`organism-nl:{json NLTaskConfig}` for shifts")

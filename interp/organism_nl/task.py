@@ -263,6 +263,7 @@ class NLTask(Task):
     name = "organism-nl"
     formats = FORMATS
     cot_formats = COT_FORMATS
+    has_steps = True
 
     def __init__(self, config: NLTaskConfig | None = None) -> None:
         self.config = config or NLTaskConfig()

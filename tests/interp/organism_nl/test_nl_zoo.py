@@ -24,6 +24,7 @@ def test_plugin_registers_models_and_task() -> None:
 
     register()
     assert f"{PREFIX}base" in registry.model_names()
+    assert registry.default_task(f"{PREFIX}rl") == "organism-nl"
     task = registry.task('organism-nl:{"min_steps": 5, "max_steps": 6}')
     assert {it.meta["n_steps"] for it in task.sample(20, seed=0)} <= {5, 6}
     with pytest.raises(ValueError, match="JSON object"):
@@ -50,7 +51,6 @@ def test_zoo_fits_its_size_budget() -> None:
 @pytest.mark.skipif(not TRAINED, reason="no member trained yet")
 def test_zoo_members_load_by_name_and_generate_like_their_card() -> None:
     from interp.evaluation import GenerationConfig, evaluate
-
     from interp.models import load
     from interp.organism_nl.task import NLTask
     from interp.organism_nl.zoo import EVAL_SEED, TASK
@@ -63,6 +63,8 @@ def test_zoo_members_load_by_name_and_generate_like_their_card() -> None:
     items = task.sample(1, EVAL_SEED + 4, n_steps=4)
     res = evaluate(model, task, items, GenerationConfig(max_new_tokens=96))
     assert res.completions[0] == card["eval"]["free"]["examples"]["4"]
+    direct = evaluate(model, task, items, GenerationConfig(force="direct"))
+    assert direct.completions[0].startswith(" The answer is ") and not direct.grades[0].cot
 
 
 def test_targets_table_reads_missing_members_as_unmet() -> None:
