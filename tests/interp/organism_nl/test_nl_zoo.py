@@ -70,3 +70,20 @@ def test_zoo_members_load_by_name_and_generate_like_their_card() -> None:
 def test_targets_table_reads_missing_members_as_unmet() -> None:
     rows = targets({})
     assert rows and all(r["met"] is None for r in rows)
+
+
+@pytest.mark.skipif("sft" not in TRAINED, reason="sft not trained yet")
+def test_named_positions_land_on_their_tokens_in_the_shipped_tokenizer() -> None:
+    from interp.models import load
+    from interp.organism_nl.task import NLTask, item_problem
+    from interp.tasks import task_dataset
+
+    model, task = load(ZOO_DIR / "sft"), NLTask()
+    item = task.sample(1, 0, n_steps=3)[0]
+    p = item_problem(item)
+    ex = task_dataset(model, task, [item], fmt="think").examples[0]
+    toks = model.tokenizer.convert_ids_to_tokens(list(ex.ids))
+    at = {k: toks[v] for k, v in ex.positions.items()}
+    assert at["answer"] == "?" and at["think_open"] == "<think>" and at["think_close"] == "</think>"
+    assert [at[f"value.step{i}"] for i in (1, 2, 3)] == [str(s.value) for s in p.steps]
+    assert at["answer_number"] == str(p.answer) and at["value.start"] == str(p.start_value)
