@@ -110,4 +110,8 @@ def test_report_arguments_are_checked_before_anything_loads(pair, tmp_path):
     r = runner.invoke(app, ["report", "--base", str(pair["base"]), "--tuned", str(pair["tuned"]), "--sections", "nope",
                             "--task", f"jsonl:{pair['task']}", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "unknown report section" in _said(r) and "zoo" in _said(r)
+    other = save_checkpoint(tmp_path / "other", gpt2_style(["x = 1 ; y = 2"] * 20, 300), "gpt2", n_layers=2)
+    r = runner.invoke(app, ["report", "--base", str(pair["base"]), "--tuned", str(other), "--task", "organism",
+                            "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "cannot be compared as a pair" in _said(r) and "vocabulary" in _said(r)
     assert not (tmp_path / "report.json").exists()
