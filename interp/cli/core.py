@@ -99,7 +99,8 @@ def report(
     png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
     sections: Annotated[str, typer.Option(help="comma-separated sections to run (default: all)")] = "",
     results: Annotated[str | None, typer.Option(help="where to write RESULTS.md ('' for nowhere; default: "
-                                                     "RESULTS.md, or OUT/RESULTS.md for a pair)")] = None,
+                                                     "RESULTS.md for the zoo's report into figures/, else "
+                                                     "OUT/RESULTS.md)")] = None,
     render_only: Annotated[bool, typer.Option("--render-only", help="re-render report.html and RESULTS.md from "
                                                                     "OUT/report.json, running nothing")] = False,
 ) -> None:
@@ -124,8 +125,9 @@ def report(
             if task or scale or max_new_tokens:
                 raise ValueError("--task, --scale and --max-new-tokens need --base and --tuned")
             config = rep.ReportConfig(n_per_step=n, png=png, sections=only)
+            if results is None:  # the project's RESULTS.md is written only from the project's figures folder
+                results = "RESULTS.md" if out is None else str(out / "RESULTS.md")
             out = out or Path("figures")
-            results = "RESULTS.md" if results is None else results
         if render_only:
             path = rep.render_only(out, results or None)
         else:

@@ -115,3 +115,19 @@ def test_report_arguments_are_checked_before_anything_loads(pair, tmp_path):
                             "--out", str(tmp_path)])
     assert r.exit_code == 2 and "cannot be compared as a pair" in _said(r) and "vocabulary" in _said(r)
     assert not (tmp_path / "report.json").exists()
+
+
+def test_a_report_written_elsewhere_keeps_its_results_md_beside_it(tmp_path, monkeypatch):
+    """`interp report --out DIR` writes DIR/RESULTS.md: only the zoo's report into figures/ rewrites the
+    project's RESULTS.md."""
+    def fake_section(config, out):
+        """A fake section (analyses.fake)."""
+        return rep.Section("Fake", ("measured",), ())
+
+    monkeypatch.setattr(rep, "SECTIONS", (fake_section,))
+    rep.build_report(tmp_path, results=None, config=rep.ReportConfig(png=False))
+    project = Path("RESULTS.md").read_text() if Path("RESULTS.md").is_file() else None
+    r = runner.invoke(app, ["report", "--render-only", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "- measured" in (tmp_path / "RESULTS.md").read_text()
+    assert (Path("RESULTS.md").read_text() if Path("RESULTS.md").is_file() else None) == project
