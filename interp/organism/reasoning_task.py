@@ -8,6 +8,7 @@ completion`, and any tokenizer maps them back to tokens.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from interp.organism.dataset import problem_meta
@@ -26,12 +27,9 @@ def item_problem(item: Item) -> Problem:
     return Problem.from_dict(dict(item.data))
 
 
-def _word_spans(words: list[str]) -> list[Span]:
-    out, at = [], 0
-    for w in words:
-        out.append((at, at + len(w)))
-        at += len(w) + 1
-    return out
+def _word_spans(text: str) -> list[Span]:
+    """Character span of every whitespace-separated word of `text`, however it is spaced."""
+    return [m.span() for m in re.finditer(r"\S+", text)]
 
 
 class OrganismTask(Task):
@@ -69,13 +67,12 @@ class OrganismTask(Task):
 
     def spans(self, item: Item, completion: str | None = None) -> dict[str, Span]:
         problem = item_problem(item)
-        words = problem.prompt_tokens()
         fmt = None
         if completion is not None:
             comp_words = completion.split()
             fmt = next((f for f in FORMATS if problem.completion_tokens(f) == comp_words), None)  # type: ignore[arg-type]
-            words = words + comp_words
-        spans = _word_spans(words)
+        prompt = self.prompt(item)
+        spans = _word_spans(prompt) + [(a + len(prompt), b + len(prompt)) for a, b in _word_spans(completion or "")]
         named = positions(problem, fmt)  # type: ignore[arg-type]
         return {name: spans[i - 1] for name, i in named.items() if 0 < i <= len(spans)}
 

@@ -64,7 +64,8 @@ def render_prompt(model: "Model", prompt: str, chat: bool = False) -> tuple[str,
 def encode_text(model: "Model", prompt: str, completion: str = "", chat: bool = False) -> Encoded:
     """Ids of `prompt` (BOS by the model's rule, or the chat template) followed by ids of `completion`."""
     tok = model.tokenizer
-    model.check_text(prompt + completion)
+    model.check_text(prompt)  # each part on its own: they are tokenized on their own
+    model.check_text(completion)
     rendered, shift = render_prompt(model, prompt, chat)
     p = tok(rendered, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = []

@@ -237,3 +237,15 @@ def test_harvest_takes_hook_patterns_and_position_names_and_records_the_bos(m: i
     assert store.manifest["bos_token_id"] == (m.bos_token_id if m.prepend_bos else None)
     last = interp.harvest(m, ds, ["blocks.1.hook_resid_post"], -1, tmp_path / "q")
     torch.testing.assert_close(last.get("blocks.1.hook_resid_post", "-1"), store.get("blocks.1.hook_resid_post", "answer"))
+
+
+def test_a_completion_without_its_leading_space_maps_to_the_same_tokens(m: interp.Model) -> None:
+    """A word-level decoder drops the space before a generated completion; the organism's spans follow the text
+    as written, so the named positions land on the same tokens either way."""
+    it = TASK.sample(1, seed=14)[0]
+    comp = TASK.completion(it, "concise")
+    spaced = encode_item(m, TASK, it, comp)
+    bare = encode_item(m, TASK, it, comp.lstrip())
+    if spaced.ids != bare.ids:  # byte-level BPE spells ' b' and 'b' differently: only the positions must agree
+        assert len(spaced.ids) == len(bare.ids)
+    assert dict(spaced.positions) == dict(bare.positions)
