@@ -442,8 +442,16 @@ def render_markdown(sections: Sequence[Section], seconds: float, figures: Path, 
             png = Path(f).with_suffix(".png")
             lines += [f"![{png.stem}]({(rel / png).as_posix()})", ""]
     libs = ", ".join(f"{k} {v}" for k, v in (libraries or library_versions()).items())
-    lines += ["---", f"<small>{libs}; built in {seconds:.0f} s</small>", ""]
+    lines += ["---", f"<small>{libs}; built in {seconds:.0f} s{section_times(sections)}</small>", ""]
     return "\n".join(lines)
+
+
+def section_times(sections: Sequence[Section]) -> str:
+    """'; per section: A 12 s, B 3 s' (what each section cost this time; '' for a report.json written before
+    sections were timed)."""
+    if not any(s.seconds for s in sections):
+        return ""
+    return "; per section: " + ", ".join(f"{s.title.removesuffix(' (not run)')} {s.seconds:.0f} s" for s in sections)
 
 
 def _write(path: Path, text: str) -> None:
@@ -484,7 +492,8 @@ def render(sections: Sequence[Section], seconds: float, out: Path | None = None,
             "body{font-family:sans-serif;max-width:1140px;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>"
-            + "".join(body) + f"<p><small>{html.escape(libs)}; built in {seconds:.0f} s</small></p></body></html>")
+            + "".join(body) + f"<p><small>{html.escape(libs)}; built in {seconds:.0f} s"
+            f"{html.escape(section_times(sections))}</small></p></body></html>")
 
 
 # ------------------------------------------------------------------------------------------ building

@@ -71,6 +71,7 @@ def test_pair_report_runs_what_applies_and_says_why_for_the_rest(pair, tmp_path,
     assert set(data["skipped"].values()) == {latent.skipped, zoo_only.skipped}
     md = (out / "RESULTS.md").read_text()
     assert data["title"] in md and "(not run)" in md and "no intermediate values" in md
+    assert f"per section: {zoo.title} {zoo.seconds:.0f} s" in md
     assert "Not run:" in (out / "report.html").read_text()
     assert not Path("RESULTS.md").resolve().samefile(out / "RESULTS.md")
 
