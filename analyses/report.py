@@ -9,6 +9,11 @@ sentences say why, and the rest of the report still runs. Results are cached by 
 a second report reuses them. `report.json` holds the config and every section as written; `report.html` and
 `RESULTS.md` are rendered from it (`render_only` re-renders them without recomputing), so no number in
 RESULTS.md is copied by hand.
+
+A section is `name_section(config: ReportConfig, out: Path) -> Section`, appended to `SECTIONS` (raise
+`SectionSkipped(title, reason)` when the pair or task cannot support it). A section written as
+`name_section(out, n_per_step, png)` measures the first zoo only: it runs in the zoo's report and is written as
+skipped in any other.
 """
 
 from __future__ import annotations
