@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import torch
 
+from interp.batching import map_batches
 from interp.generate import generate_ids
 from interp.scoring import completion_logprobs
 from interp.stats import bootstrap_ci
@@ -124,21 +126,42 @@ class TaskEval:
 
 def _forced_direct(model: "Model", task: Task, items: list[Item], prompts: list[list[int]],
                    cfg: GenerationConfig) -> tuple[list[str], list[int]]:
+    """The most likely of the task's candidate answers after each prompt (sequence log-probability). When every
+    candidate is one token, one forward per prompt reads them all at its last position (the same argmax)."""
     cands = getattr(task, "answer_candidates", None)
     if cands is None:
         raise ValueError(f"task {task.name!r} cannot force a direct answer: it lists no answer_candidates(item)")
-    texts, ids, owner = [], [], []
-    for i, it in enumerate(items):
-        for c in cands(it):
+    per_item = [list(cands(it)) for it in items]
+    ids = [[[int(t) for t in model.tokenizer(c, add_special_tokens=False)["input_ids"]] for c in cs]
+           for cs in per_item]
+    if all(len(c) == 1 for cs in ids for c in cs):
+        from interp.models import right_pad
+
+        def best(chunk: list[int]) -> list[int]:
+            rows, mask = right_pad([prompts[i] for i in chunk], model.pad_token_id, model.device)
+            with torch.no_grad():
+                logits = model.hf(input_ids=rows, attention_mask=mask).logits.float()
+            last = mask.sum(-1) - 1
+            out = []
+            for r, i in enumerate(chunk):
+                firsts = torch.tensor([c[0] for c in ids[i]], device=logits.device)
+                out.append(int(logits[r, last[r], firsts].argmax()))
+            return out
+
+        picks = map_batches(best, list(range(len(items))), cfg.batch_size)
+        return [per_item[i][j] for i, j in enumerate(picks)], [1] * len(items)
+    texts, flat, owner = [], [], []
+    for i, (cs, cids) in enumerate(zip(per_item, ids)):
+        for c, cid in zip(cs, cids):
             texts.append(c)
-            ids.append([int(t) for t in model.tokenizer(c, add_special_tokens=False)["input_ids"]])
+            flat.append(cid)
             owner.append(i)
-    scores = completion_logprobs(model, [prompts[i] for i in owner], ids, cfg.batch_size).numpy()
-    best: dict[int, tuple[float, int]] = {}
-    for j, (i, s) in enumerate(zip(owner, scores)):
-        if i not in best or s > best[i][0]:
-            best[i] = (float(s), j)
-    return [texts[best[i][1]] for i in range(len(items))], [len(ids[best[i][1]]) for i in range(len(items))]
+    scores = completion_logprobs(model, [prompts[i] for i in owner], flat, cfg.batch_size).numpy()
+    best_j: dict[int, tuple[float, int]] = {}
+    for j, (i, sc) in enumerate(zip(owner, scores)):
+        if i not in best_j or sc > best_j[i][0]:
+            best_j[i] = (float(sc), j)
+    return [texts[best_j[i][1]] for i in range(len(items))], [len(flat[best_j[i][1]]) for i in range(len(items))]
 
 
 def generate_completions(model: "Model", task: Task, items: Sequence[Item], cfg: GenerationConfig = GenerationConfig()
