@@ -1,5 +1,6 @@
-"""The README's SAE example, run as written on a store of organism prompts (which end at the answer position,
-so there is no token after `answer` to measure the loss on: the CE falls back to every token after the first)."""
+"""The SAE example of docs/methods.md (once the README's), run as written on a store of organism prompts (which
+end at the answer position, so there is no token after `answer` to measure the loss on: the CE falls back to
+every token after the first)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import saes
 from saes import SAETrainConfig
 
-README = Path(__file__).parents[2] / "README.md"
+README = Path(__file__).parents[2] / "docs" / "methods.md"  # the SAE section moved there from the README
 
 
 def readme_sae_block() -> str:
