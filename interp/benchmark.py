@@ -71,4 +71,4 @@ def print_bench(title: str, rows: Sequence[BenchRow], figures: Mapping[str, Any]
     print(json.dumps(dict(figures)), flush=True)
 
 
-__all__ = ["BenchRow", "peak_rss_bytes", "best_times", "best_wall_and_cpu", "print_bench"]
+__all__ = ["BenchRow", "best_times", "best_wall_and_cpu", "peak_rss_bytes", "print_bench"]

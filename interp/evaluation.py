@@ -48,7 +48,7 @@ class GenerationConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GenerationConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> GenerationConfig:
         return cls(**dict(d))
 
 
@@ -70,14 +70,14 @@ class GroupStats:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GroupStats":
+    def from_dict(cls, d: Mapping[str, Any]) -> GroupStats:
         d = dict(d)
         for k in ("accuracy_ci", "cot_rate_ci", "mean_tokens_ci"):
             d[k] = tuple(d[k])
         return cls(**d)
 
     @classmethod
-    def of(cls, grades: Sequence[Grade], n_boot: int = 1000, seed: int = 0) -> "GroupStats":
+    def of(cls, grades: Sequence[Grade], n_boot: int = 1000, seed: int = 0) -> GroupStats:
         acc = np.array([g.correct for g in grades], dtype=float)
         cot = np.array([g.cot for g in grades], dtype=float)
         ntok = np.array([g.n_tokens for g in grades], dtype=float)
@@ -117,14 +117,14 @@ class TaskEval:
                 "by_group": {k: v.to_dict() for k, v in self.by_group.items()}}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TaskEval":
+    def from_dict(cls, d: Mapping[str, Any]) -> TaskEval:
         return cls(d["model"], d["checksum"], d["task"], GenerationConfig.from_dict(d["config"]),
                    tuple(Item.from_dict(i) for i in d["items"]), tuple(d["completions"]),
                    tuple(Grade.from_dict(g) for g in d["grades"]),
                    {k: GroupStats.from_dict(v) for k, v in d["by_group"].items()}, d.get("group_by", "n_steps"))
 
 
-def _forced_direct(model: "Model", task: Task, items: list[Item], prompts: list[list[int]],
+def _forced_direct(model: Model, task: Task, items: list[Item], prompts: list[list[int]],
                    cfg: GenerationConfig) -> tuple[list[str], list[int]]:
     """The most likely of the task's candidate answers after each prompt (sequence log-probability). When every
     candidate is one token, one forward per prompt reads them all at its last position (the same argmax)."""
@@ -164,7 +164,7 @@ def _forced_direct(model: "Model", task: Task, items: list[Item], prompts: list[
     return [texts[best_j[i][1]] for i in range(len(items))], [len(flat[best_j[i][1]]) for i in range(len(items))]
 
 
-def generate_completions(model: "Model", task: Task, items: Sequence[Item], cfg: GenerationConfig = GenerationConfig()
+def generate_completions(model: Model, task: Task, items: Sequence[Item], cfg: GenerationConfig = GenerationConfig()
                          ) -> tuple[list[str], list[int]]:
     """Completions (the forced prefix included) and their token counts for each item."""
     items = require_items(items)
@@ -187,7 +187,7 @@ def generate_completions(model: "Model", task: Task, items: Sequence[Item], cfg:
 
 
 
-def evaluate(model: "Model", task: Task, items: Sequence[Item], cfg: GenerationConfig = GenerationConfig(),
+def evaluate(model: Model, task: Task, items: Sequence[Item], cfg: GenerationConfig = GenerationConfig(),
              group_by: str = "n_steps", n_boot: int = 1000) -> TaskEval:
     """Generate, grade and aggregate by `meta[group_by]` (items without it form the group `all`)."""
     items = require_items(items)

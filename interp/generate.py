@@ -119,4 +119,4 @@ def generate(
     return [tokenizer.decode(o, skip_special_tokens=False) for o in outs]
 
 
-__all__ = ["generate", "generate_ids", "encode_prompts", "left_pad", "context_length"]
+__all__ = ["context_length", "encode_prompts", "generate", "generate_ids", "left_pad"]

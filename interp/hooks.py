@@ -119,7 +119,16 @@ def expand_hook_names(names: str | Iterable[str], valid: Iterable[str]) -> list[
 
 
 __all__ = [
+    "CANONICAL_HOOKS",
+    "UnknownHookError",
+    "attn_out",
+    "attn_pattern",
+    "attn_z",
     "expand_hook_names",
-    "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "attn_z", "attn_pattern",
-    "CANONICAL_HOOKS", "layer_of", "validate_hook_names", "UnknownHookError",
+    "layer_of",
+    "mlp_out",
+    "resid_mid",
+    "resid_post",
+    "resid_pre",
+    "validate_hook_names",
 ]

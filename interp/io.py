@@ -105,4 +105,4 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-__all__ = ["cache_dir", "write_json", "read_json", "save_tensors", "load_tensors", "atomic_dir", "sha256_file", "library_versions"]
+__all__ = ["atomic_dir", "cache_dir", "library_versions", "load_tensors", "read_json", "save_tensors", "sha256_file", "write_json"]

@@ -29,8 +29,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from interp.generate import context_length
-from interp.generate import generate_ids
+from interp.generate import context_length, generate_ids
 from interp.hooks import expand_hook_names, validate_hook_names
 from interp.registry import model_names, model_resolver
 from interp.tokens import TokenError, check_known_tokens, single_token
@@ -501,6 +500,13 @@ def load_pair(base: str | os.PathLike[str] | Model, tuned: str | os.PathLike[str
 
 
 __all__ = [
-    "Model", "ModelPair", "load", "load_pair", "compare", "resolve_path", "weights_checksum",
-    "IncompatiblePairError", "ModelNotFoundError",
+    "IncompatiblePairError",
+    "Model",
+    "ModelNotFoundError",
+    "ModelPair",
+    "compare",
+    "load",
+    "load_pair",
+    "resolve_path",
+    "weights_checksum",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from transformers import PreTrainedTokenizerBase
 
@@ -39,7 +39,7 @@ class Selector:
         return {"kind": self.kind, **dataclasses.asdict(self)}
 
     @staticmethod
-    def from_dict(d: Mapping[str, Any]) -> "Selector":
+    def from_dict(d: Mapping[str, Any]) -> Selector:
         d = dict(d)
         kind = d.pop("kind")
         classes = {c.kind: c for c in (AllTokens, LastToken, Indices, TokenMatch, Named)}
@@ -167,7 +167,7 @@ class Named(Selector):
         return out
 
 
-PositionsLike = Union[Selector, int, Sequence[int], str, None]
+PositionsLike = Selector | int | Sequence[int] | str | None
 
 
 def as_selector(positions: PositionsLike, default: Selector | None = None) -> Selector:

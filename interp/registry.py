@@ -87,5 +87,13 @@ def task(spec: str) -> Any:
     return _TASKS[name][0](arg)
 
 
-__all__ = ["default_task", "register_models", "register_task", "load_plugins", "model_resolver", "model_names", "task",
-           "task_names"]
+__all__ = [
+    "default_task",
+    "load_plugins",
+    "model_names",
+    "model_resolver",
+    "register_models",
+    "register_task",
+    "task",
+    "task_names",
+]

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def completion_logprobs(model: "Model", prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+def completion_logprobs(model: Model, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
                         batch_size: int = 256, log: BatchLog | None = None) -> Float[torch.Tensor, " n"]:
     """Sum over each completion's tokens of log p(token | prompt, earlier completion tokens)."""
     from interp.models import right_pad
@@ -46,10 +46,10 @@ def completion_logprobs(model: "Model", prompts: Sequence[Sequence[int]], comple
     return torch.stack(out)
 
 
-def best_completion(model: "Model", prompt: Sequence[int], candidates: Sequence[Sequence[int]]) -> int:
+def best_completion(model: Model, prompt: Sequence[int], candidates: Sequence[Sequence[int]]) -> int:
     """Index of the candidate completion with the highest log-probability after `prompt`."""
     scores = completion_logprobs(model, [prompt] * len(candidates), candidates)
     return int(scores.argmax())
 
 
-__all__ = ["completion_logprobs", "best_completion"]
+__all__ = ["best_completion", "completion_logprobs"]

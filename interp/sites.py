@@ -54,7 +54,7 @@ class Sites:
     d_head: int
 
 
-def sites(model: "Model") -> Sites:
+def sites(model: Model) -> Sites:
     """Map blocks/attn/mlp/ln2/attn.o of the Bridge's component mapping onto `model.hf`'s modules."""
     cm = model.bridge.adapter.component_mapping
     blocks = cm["blocks"]
@@ -108,10 +108,10 @@ class Hooks:
     def post(self, mod: torch.nn.Module, fn: Callable) -> None:
         self.handles.append(mod.register_forward_hook(fn))
 
-    def __enter__(self) -> "Hooks":
+    def __enter__(self) -> Hooks:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for h in self.handles:
             h.remove()
 
@@ -141,10 +141,10 @@ def heads_view(x: torch.Tensor, s: Sites) -> torch.Tensor:
     return x.view(*x.shape[:-1], s.n_heads, s.d_head)
 
 
-_SITES: "weakref.WeakKeyDictionary[Any, Sites | None]" = weakref.WeakKeyDictionary()
+_SITES: weakref.WeakKeyDictionary[Any, Sites | None] = weakref.WeakKeyDictionary()
 
 
-def cached_sites(model: "Model") -> Sites | None:
+def cached_sites(model: Model) -> Sites | None:
     """`sites(model)`, computed once per model; None when the Bridge maps no attn/mlp blocks."""
     if model not in _SITES:
         try:
@@ -167,5 +167,19 @@ def kind_of_hook(hook: str) -> tuple[str, int] | None:
     return (kind, int(parts[1])) if kind else None
 
 
-__all__ = ["HOOK_KINDS", "Sites", "Hooks", "sites", "cached_sites", "add_capture", "heads_view", "hidden_of",
-           "with_hidden", "first_output", "replace_first_output", "check_kind", "tl_hook_name", "kind_of_hook"]
+__all__ = [
+    "HOOK_KINDS",
+    "Hooks",
+    "Sites",
+    "add_capture",
+    "cached_sites",
+    "check_kind",
+    "first_output",
+    "heads_view",
+    "hidden_of",
+    "kind_of_hook",
+    "replace_first_output",
+    "sites",
+    "tl_hook_name",
+    "with_hidden",
+]

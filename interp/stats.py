@@ -48,4 +48,4 @@ def group_bootstrap(groups: Sequence[str], n_boot: int, seed: int = 0) -> np.nda
     return counts[:, gid]
 
 
-__all__ = ["percentile_ci", "bootstrap_ci", "paired_bootstrap", "group_bootstrap"]
+__all__ = ["bootstrap_ci", "group_bootstrap", "paired_bootstrap", "percentile_ci"]

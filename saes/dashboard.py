@@ -87,7 +87,7 @@ def feature_page(feature: int, contexts: Sequence[Context], acts: np.ndarray, up
             f"<h2>Top logit effects (W_dec @ W_U)</h2>{eff(up, 'promotes')}{eff(down, 'suppresses')}</body></html>")
 
 
-def write_dashboard(sae: Any, model: "Model", table: FeatureTable, dataset: Any, features: Sequence[int],
+def write_dashboard(sae: Any, model: Model, table: FeatureTable, dataset: Any, features: Sequence[int],
                     out: str | Path, title: str = "", scores: Mapping[int, Mapping[str, Any]] | None = None,
                     k_contexts: int = 8) -> Path:
     """Write `<out>/feature-<i>.html` for each feature and `<out>/index.html`; returns the index path."""

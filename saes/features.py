@@ -304,7 +304,7 @@ def rank_reasoning_features(table: FeatureTable, dataset: PromptDataset, *, answ
 # ------------------------------------------------------------------------------------------ logit effects
 
 @torch.no_grad()
-def logit_effects(sae: Any, model: "Model", feature: int, k: int = 10) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+def logit_effects(sae: Any, model: Model, feature: int, k: int = 10) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """Tokens the feature's decoder direction promotes and suppresses most: W_dec[i] @ W_U (no final norm)."""
     feature = check_feature(sae, feature)
     w_u = model.hf.get_output_embeddings().weight.detach().float()  # [vocab, d_model]

@@ -116,7 +116,7 @@ def reconstruction_quality(sae: Any, x: Float[torch.Tensor, "rows d"], groups: S
 # ------------------------------------------------------------------------------------------ splicing
 
 @contextlib.contextmanager
-def replace_at(model: "Model", hook: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+def replace_at(model: Model, hook: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
     """Inside the block, `model.hf`'s activation at TL hook `hook` is replaced by fn(activation)."""
     from interp.sites import first_output, replace_first_output
     from interp.steering import hook_site
@@ -173,7 +173,7 @@ Splice = Callable[[torch.Tensor | None], Callable[[torch.Tensor], torch.Tensor]]
 
 
 @torch.no_grad()
-def per_text_ce(model: "Model", texts: Sequence[Sequence[int]], batch_size: int = 64, starts: Sequence[int] | None = None,
+def per_text_ce(model: Model, texts: Sequence[Sequence[int]], batch_size: int = 64, starts: Sequence[int] | None = None,
                 hook: str | None = None, splice: Splice | None = None, bos_id: int | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Summed next-token cross-entropy and number of predicted tokens per text (right-padded, unmasked);
@@ -206,7 +206,7 @@ def per_text_ce(model: "Model", texts: Sequence[Sequence[int]], batch_size: int 
     return np.concatenate(sums), np.concatenate(counts)
 
 
-def ce_recovered(model: "Model", sae: Any, hook: str, texts: Sequence[Sequence[int]], n_boot: int = 200, seed: int = 0,
+def ce_recovered(model: Model, sae: Any, hook: str, texts: Sequence[Sequence[int]], n_boot: int = 200, seed: int = 0,
                  batch_size: int = 64, starts: Sequence[int] | None = None, exclude_bos: bool = True) -> dict[str, Any]:
     """Mean next-token CE clean, with the SAE spliced in at `hook`, and with `hook` zero-ablated; CE recovered
     with a bootstrap over texts. `starts[i]`: predict only text i's tokens after that index. With
@@ -249,7 +249,7 @@ def loss_starts(examples: Sequence[Any], loss_after: str | None) -> tuple[list[i
     return starts, f"tokens after {loss_after!r}" + ("" if all(named) else f" ({everything} without {loss_after!r})")
 
 
-def quality(sae: Any, store: ActivationStore, hook: str, label: str | None = None, model: "Model" = None,
+def quality(sae: Any, store: ActivationStore, hook: str, label: str | None = None, model: Model = None,
             max_rows: int | None = 100_000, max_texts: int = 500, n_boot: int = 200, seed: int = 0,
             allow_other_model: bool = False, exclude_bos: bool = True, loss_after: str | None = "answer"
             ) -> tuple[Quality, torch.Tensor]:

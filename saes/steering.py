@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from interp.models import Model
 
 
-def feature_vector(sae: Any, features: int | Sequence[int], model: "Model", hook: str, weights: Sequence[float] | None = None
+def feature_vector(sae: Any, features: int | Sequence[int], model: Model, hook: str, weights: Sequence[float] | None = None
                    ) -> SteeringVector:
     """Sum of the features' decoder rows (optionally weighted) as a steering vector at `hook`."""
     feats = [features] if isinstance(features, (int, np.integer)) else list(features)
@@ -77,7 +77,7 @@ class FeatureClamp(Intervention):
         return ((self.value - f)[..., None] * self.sae.W_dec[self.feature].float()).to(h.dtype)
 
 
-def feature_clamp(sae: Any, feature: int, value: float, model: "Model", hook: str, where: Any = "all") -> FeatureClamp:
+def feature_clamp(sae: Any, feature: int, value: float, model: Model, hook: str, where: Any = "all") -> FeatureClamp:
     """A FeatureClamp of `feature` to `value` at `hook` (its vector is the feature's decoder row)."""
     return FeatureClamp(feature_vector(sae, feature, model, hook), where, None, sae, int(feature), float(value))
 

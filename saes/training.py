@@ -60,7 +60,7 @@ def _tokenizer_bos(model_name: str) -> int | None:
 _BOS_CACHE: dict[tuple[str, str], int | None] = {}
 
 
-def bos_token_id(store: ActivationStore, model: "Model" = None) -> int | None:
+def bos_token_id(store: ActivationStore, model: Model = None) -> int | None:
     """The token id whose rows `exclude_bos` leaves out: the manifest's `bos_token_id` if the harvest recorded
     one, else the tokenizer's of `model` (or of the store's model, found by name). None: the tokenizer has no
     BOS token, so nothing is left out. Rows are matched by token id, not by position: GPT-2/Qwen-style
@@ -286,7 +286,7 @@ class TrainedSAE:
 
 
 def train_sae(store: ActivationStore | str | Path, cfg: SAETrainConfig, out: str | Path, resume: bool = True,
-              on_checkpoint: Callable[[int], None] | None = None, model: "Model" = None, metrics: bool = True
+              on_checkpoint: Callable[[int], None] | None = None, model: Model = None, metrics: bool = True
               ) -> TrainedSAE:
     """Train on the store's rows of `cfg.hook`; resume from `<out>.checkpoint` if a killed run left one. The card
     gets the quality metrics (`saes.metrics.quality` on the store; CE recovered too when `model` is given)."""
@@ -361,7 +361,7 @@ def read_card(path: str | Path) -> dict[str, Any]:
     return read_json(p)
 
 
-def load_sae(path_or_release: str | Path, sae_id: str | None = None, *, model: "Model" = None, hook: str | None = None,
+def load_sae(path_or_release: str | Path, sae_id: str | None = None, *, model: Model = None, hook: str | None = None,
              allow_other_model: bool = False) -> tuple[Any, dict[str, Any]]:
     """An SAE and its card: from a local folder, or from sae-lens' pretrained list (release, id) in the local
     Hugging Face cache only. With `model`/`hook`, refuse one whose width or source model does not fit."""
@@ -409,7 +409,7 @@ def _from_pretrained_offline(release: str, sae_id: str) -> Any:
                 os.environ[k] = v
 
 
-def check_fits(sae: Any, card: dict[str, Any], model: "Model" = None, hook: str | None = None,
+def check_fits(sae: Any, card: dict[str, Any], model: Model = None, hook: str | None = None,
                allow_other_model: bool = False) -> None:
     """Width against the hook's d_model, and the card's model checksum against the model's."""
     if model is None:

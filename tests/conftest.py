@@ -10,17 +10,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Results the analyses cache go to a fresh folder: tests never reuse (or pollute) the user's cache.
-import tempfile  # noqa: E402
+import tempfile
 
 os.environ["INTERP_CACHE"] = tempfile.mkdtemp(prefix="interp-test-cache-")
 
-from collections.abc import Callable, Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from tokenizers import Tokenizer, models, pre_tokenizers, processors  # noqa: E402
-from transformers import (  # noqa: E402
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import (
     AutoModelForCausalLM,
     GPT2Config,
     GPTNeoXConfig,

@@ -7,6 +7,7 @@
 
 from interp.activations.dataset import Example, PromptDataset
 from interp.activations.harvest import DTYPES, NonFiniteActivationError, harvest
+from interp.activations.store import ActivationStore, StoreError, merge
 from interp.positions import (
     AllTokens,
     Indices,
@@ -17,9 +18,22 @@ from interp.positions import (
     TokenMatch,
     parse_selector,
 )
-from interp.activations.store import ActivationStore, StoreError, merge
 
 __all__ = [
-    "ActivationStore", "AllTokens", "DTYPES", "Example", "Indices", "LastToken", "Named", "NonFiniteActivationError",
-    "PositionError", "PromptDataset", "Selector", "StoreError", "TokenMatch", "harvest", "merge", "parse_selector",
+    "DTYPES",
+    "ActivationStore",
+    "AllTokens",
+    "Example",
+    "Indices",
+    "LastToken",
+    "Named",
+    "NonFiniteActivationError",
+    "PositionError",
+    "PromptDataset",
+    "Selector",
+    "StoreError",
+    "TokenMatch",
+    "harvest",
+    "merge",
+    "parse_selector",
 ]

@@ -33,7 +33,7 @@ class Example:
         return {"ids": list(self.ids), "positions": dict(self.positions), "meta": dict(self.meta)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Example":
+    def from_dict(cls, d: Mapping[str, Any]) -> Example:
         return cls(tuple(int(i) for i in d["ids"]), dict(d.get("positions", {})), dict(d.get("meta", {})))
 
 
@@ -77,7 +77,7 @@ class PromptDataset:
         return {"group": self.group, "examples": [e.to_dict() for e in self.examples]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PromptDataset":
+    def from_dict(cls, d: Mapping[str, Any]) -> PromptDataset:
         return cls(tuple(Example.from_dict(e) for e in d["examples"]), d.get("group", "problem"))
 
     def hash(self) -> str:
@@ -91,12 +91,12 @@ class PromptDataset:
         write_json(path, self.to_dict(), indent=None)
 
     @classmethod
-    def load(cls, path: str | Path) -> "PromptDataset":
+    def load(cls, path: str | Path) -> PromptDataset:
         return cls.from_dict(read_json(path))
 
     @classmethod
     def from_texts(cls, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
-                   metas: Sequence[Meta] | None = None, max_len: int | None = None) -> "PromptDataset":
+                   metas: Sequence[Meta] | None = None, max_len: int | None = None) -> PromptDataset:
         """Tokenize texts with the tokenizer's own BOS rule; words it does not know are a clear error."""
         from interp.tokens import check_known_tokens
 

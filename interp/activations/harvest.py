@@ -57,7 +57,7 @@ class _Stop(Exception):
     """Raised from the last needed hook to end the forward pass early."""
 
 
-def _check_hooks(model: "Model", hooks: str | Sequence[str]) -> list[str]:
+def _check_hooks(model: Model, hooks: str | Sequence[str]) -> list[str]:
     hooks = list(dict.fromkeys([hooks] if isinstance(hooks, str) else hooks))
     if not hooks:
         raise ValueError("no hooks given: name at least one, e.g. blocks.0.hook_resid_post")
@@ -287,7 +287,7 @@ class _ShardWriter:
 
 
 def harvest(
-    model: "Model",
+    model: Model,
     dataset: PromptDataset,
     hooks: str | Sequence[str],
     positions: PositionsLike,

@@ -56,7 +56,7 @@ class ActivationStore:
     manifest: dict[str, Any]
 
     @classmethod
-    def open(cls, path: str | Path, allow_partial: bool = False) -> "ActivationStore":
+    def open(cls, path: str | Path, allow_partial: bool = False) -> ActivationStore:
         root = Path(path)
         if not (root / "manifest.json").is_file():
             raise StoreError(f"{root} is not an activation store (no manifest.json); harvest one with "
@@ -220,4 +220,4 @@ def merge(parts: Sequence[str | Path], out: str | Path) -> ActivationStore:
     return ActivationStore.open(root)
 
 
-__all__ = ["ActivationStore", "StoreError", "merge", "FORMAT_VERSION", "shard_name", "config_differences"]
+__all__ = ["FORMAT_VERSION", "ActivationStore", "StoreError", "config_differences", "merge", "shard_name"]

@@ -24,7 +24,7 @@ class ArchConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ArchConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ArchConfig:
         return cls(**d)
 
     def hf_config(self, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:

@@ -115,4 +115,4 @@ def grade(problem: Problem, text: str | list[str]) -> Grade:
     return Grade(True, fmt, len(clauses), n_correct, answer, answer == problem.answer, n)
 
 
-__all__ = ["Grade", "grade", "STOP_TOKENS"]
+__all__ = ["STOP_TOKENS", "Grade", "grade"]

@@ -68,4 +68,4 @@ def positions(problem: Problem, fmt: Format | None = None) -> dict[str, int]:
     return out
 
 
-__all__ = ["ANSWER", "positions", "prompt_positions", "completion_positions"]
+__all__ = ["ANSWER", "completion_positions", "positions", "prompt_positions"]

@@ -80,4 +80,4 @@ class OrganismTask(Task):
         return {"name": self.name, "config": dataclasses.asdict(self.config)}
 
 
-__all__ = ["OrganismTask", "problem_item", "item_problem"]
+__all__ = ["OrganismTask", "item_problem", "problem_item"]

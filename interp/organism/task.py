@@ -83,13 +83,13 @@ class TaskConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TaskConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TaskConfig:
         d = dict(d)
         d["ops"] = tuple(d.get("ops", OPS))
         d["held_out_op_pairs"] = tuple(tuple(p) for p in d.get("held_out_op_pairs", ()))
         return cls(**d)
 
-    def shifted(self, **changes: Any) -> "TaskConfig":
+    def shifted(self, **changes: Any) -> TaskConfig:
         """A copy with some knobs changed (e.g. `cfg.shifted(min_steps=5, max_steps=6)`)."""
         return dataclasses.replace(self, **changes)
 
@@ -177,7 +177,7 @@ class Problem:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Problem":
+    def from_dict(cls, d: dict[str, Any]) -> Problem:
         return cls(
             start_var=d["start_var"], start_value=d["start_value"],
             steps=tuple(Step(**s) for s in d["steps"]),
@@ -188,7 +188,7 @@ class Problem:
 
 
 def _op_pairs(ops: list[str]) -> set[tuple[str, str]]:
-    return set(zip(ops, ops[1:]))
+    return set(itertools.pairwise(ops))
 
 
 def sample_problem(rng: np.random.Generator, cfg: TaskConfig, n_steps: int | None = None) -> Problem:
@@ -263,11 +263,22 @@ class FormatMix:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FormatMix":
+    def from_dict(cls, d: dict[str, Any]) -> FormatMix:
         return cls(**d)
 
 
 __all__ = [
-    "MOD", "OPS", "FORMATS", "Format", "TaskConfig", "Step", "Problem", "FormatMix",
-    "apply_op", "sample_problem", "sample_problems", "vocabulary", "all_op_pairs",
+    "FORMATS",
+    "MOD",
+    "OPS",
+    "Format",
+    "FormatMix",
+    "Problem",
+    "Step",
+    "TaskConfig",
+    "all_op_pairs",
+    "apply_op",
+    "sample_problem",
+    "sample_problems",
+    "vocabulary",
 ]

@@ -6,8 +6,8 @@ the token ids; padding is on the left so batched generation continues every row 
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from interp.organism.task import vocabulary
@@ -37,4 +37,4 @@ def digit_ids(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     return torch.tensor(tokenizer.convert_tokens_to_ids([str(d) for d in range(10)]))
 
 
-__all__ = ["build_tokenizer", "digit_ids", "SPECIAL_TOKENS", "PAD", "BOS", "EOS", "UNK"]
+__all__ = ["BOS", "EOS", "PAD", "SPECIAL_TOKENS", "UNK", "build_tokenizer", "digit_ids"]

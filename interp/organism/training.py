@@ -86,7 +86,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         d["arch"] = ArchConfig.from_dict(d.get("arch", {}))
         d["task"] = TaskConfig.from_dict(d.get("task", {}))
@@ -382,5 +382,15 @@ def provenance(cfg: TrainConfig, model: torch.nn.Module) -> dict[str, Any]:
     return {"config": cfg.to_dict(), "n_params": n_params(model), "libraries": library_versions()}
 
 
-__all__ = ["TrainConfig", "RLConfig", "DPOConfig", "TrainOutcome", "train", "lr_at", "provenance",
-           "completion_logprobs", "example_ids", "sample_and_grade"]
+__all__ = [
+    "DPOConfig",
+    "RLConfig",
+    "TrainConfig",
+    "TrainOutcome",
+    "completion_logprobs",
+    "example_ids",
+    "lr_at",
+    "provenance",
+    "sample_and_grade",
+    "train",
+]

@@ -60,7 +60,7 @@ CARD_EVAL = EvalConfig(steps=(1, 2, 3, 4), n_per_step=200)
 
 
 def short_name(name: str) -> str:
-    return name[len(ORGANISM_PREFIX):] if name.startswith(ORGANISM_PREFIX) else name
+    return name.removeprefix(ORGANISM_PREFIX)
 
 
 def recipe(name: str, out_dir: Path = ZOO_DIR) -> TrainConfig:
@@ -226,7 +226,7 @@ def card_table(out_dir: Path = ZOO_DIR, hard: tuple[int, ...] = (3, 4)) -> str:
         c = read_json(path)
         free, forced = c["eval"]["free"]["by_steps"], c["eval"]["forced_cot"]["by_steps"]
         ks = sorted(free, key=int)
-        mean = lambda d, m: sum(d[str(k)][m] for k in hard) / len(hard)  # noqa: E731
+        mean = lambda d, m: sum(d[str(k)][m] for k in hard) / len(hard)
         acc = "/".join(f"{free[k]['accuracy']:.2f}" for k in ks)
         cot = "/".join(f"{free[k]['cot_rate']:.2f}" for k in ks)
         rows.append(
@@ -235,5 +235,20 @@ def card_table(out_dir: Path = ZOO_DIR, hard: tuple[int, ...] = (3, 4)) -> str:
     return "\n".join(rows)
 
 
-__all__ = ["card_table", "lanes", "member_cost", "dependency", "RECIPES", "ORDER", "SIZES", "TASK", "BASE_MIX", "recipe", "train_member", "train_all", "export",
-           "card_eval", "CARD_EVAL"]
+__all__ = [
+    "BASE_MIX",
+    "CARD_EVAL",
+    "ORDER",
+    "RECIPES",
+    "SIZES",
+    "TASK",
+    "card_eval",
+    "card_table",
+    "dependency",
+    "export",
+    "lanes",
+    "member_cost",
+    "recipe",
+    "train_all",
+    "train_member",
+]

@@ -11,7 +11,7 @@ ZOO_NAMES: tuple[str, ...] = ("base-s", "base-m", "base-l", "sft", "rl", "dpo")
 
 def organism_path(name: str) -> Path:
     """Folder of a zoo member given `organism/<name>` or `<name>`; a clear error for unknown names."""
-    short = name[len(ORGANISM_PREFIX):] if name.startswith(ORGANISM_PREFIX) else name
+    short = name.removeprefix(ORGANISM_PREFIX)
     if short not in ZOO_NAMES:
         import difflib
 
@@ -26,4 +26,4 @@ def organism_path(name: str) -> Path:
     return path
 
 
-__all__ = ["ZOO_DIR", "ZOO_NAMES", "ORGANISM_PREFIX", "organism_path"]
+__all__ = ["ORGANISM_PREFIX", "ZOO_DIR", "ZOO_NAMES", "organism_path"]

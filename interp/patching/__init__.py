@@ -16,5 +16,17 @@ from interp.patching.patch import (
 )
 from interp.patching.result import PatchResult
 
-__all__ = ["exact_patch", "attribution_patch", "attribution_agreement", "run_with_patch", "spearman", "PatchResult",
-           "Metric", "logit_diff", "answer_prob", "kl_div", "HOOK_KINDS", "tl_hook_name"]
+__all__ = [
+           "HOOK_KINDS",
+           "Metric",
+           "PatchResult",
+           "answer_prob",
+           "attribution_agreement",
+           "attribution_patch",
+           "exact_patch",
+           "kl_div",
+           "logit_diff",
+           "run_with_patch",
+           "spearman",
+           "tl_hook_name",
+]

@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 
 from interp.patching.metrics import Metric, check_metric
 from interp.positions import absolute_indices
-from interp.sites import (  # noqa: F401  (re-exported: the engine's public names)
+from interp.sites import (
     HOOK_KINDS,
     Hooks,
     Sites,
@@ -41,11 +41,11 @@ if TYPE_CHECKING:
     from interp.models import Model
 
 
-def _forward_kwargs(model: "Model") -> set[str]:
+def _forward_kwargs(model: Model) -> set[str]:
     return set(inspect.signature(model.hf.forward).parameters)
 
 
-def capture(model: "Model", ids: Int[torch.Tensor, "1 pos"], kind: str, layers: Sequence[int], use_cache: bool = False,
+def capture(model: Model, ids: Int[torch.Tensor, "1 pos"], kind: str, layers: Sequence[int], use_cache: bool = False,
             grad: bool = False, readout: int | None = None
             ) -> tuple[Float[torch.Tensor, "1 pos vocab"], dict[int, torch.Tensor], Any]:
     """One forward of `ids` on `model.hf`: logits (only at `readout` when given: `[1, 1, vocab]`), the `kind`
@@ -86,7 +86,7 @@ def _set_rows(act: torch.Tensor, rows: torch.Tensor, pos: torch.Tensor, heads: t
         act[rows, pos, heads.to(act.device)] = vals.to(act.device, act.dtype)
 
 
-def _run_group(model: "Model", s: Sites, kind: str, target: torch.Tensor, target_cache: Any, src: dict[int, torch.Tensor],
+def _run_group(model: Model, s: Sites, kind: str, target: torch.Tensor, target_cache: Any, src: dict[int, torch.Tensor],
                cells: list[Cell], start: int, metric: Metric, kw: set[str]) -> tuple[torch.Tensor, list[Cell]]:
     """Metric of every cell's patched run, all in one forward of the target suffix `target[start:]`."""
     n_layers = len(s.layers)
@@ -197,7 +197,7 @@ def plan_groups(positions: Sequence[int], n_rows_at: dict[int, float], n: int, n
     return groups[::-1]
 
 
-def as_ids(model: "Model", x: str | torch.Tensor | Sequence[int]) -> Int[torch.Tensor, "1 pos"]:
+def as_ids(model: Model, x: str | torch.Tensor | Sequence[int]) -> Int[torch.Tensor, "1 pos"]:
     """Token ids `[1, pos]` from text (model's tokenizer, with BOS), a 1-D/2-D tensor or a list of ids."""
     if isinstance(x, str):
         return model.to_tokens(x)
@@ -239,7 +239,7 @@ _SUFFIX_KIND = {"hook_resid_pre": "resid_pre", "hook_resid_mid": "resid_mid", "h
                 "hook_attn_out": "attn_out", "hook_mlp_out": "mlp_out", "attn.hook_z": "z"}
 
 
-def parse_hook(model: "Model", hook: str, layers: Sequence[int] | None) -> tuple[str, tuple[int, ...]]:
+def parse_hook(model: Model, hook: str, layers: Sequence[int] | None) -> tuple[str, tuple[int, ...]]:
     """Hook kind and layers from a TransformerLens name (`blocks.3.hook_resid_pre`), a pattern over layers
     (`blocks.*.hook_resid_pre`), or a kind (`resid_pre`) with `layers` (default: every layer)."""
     if hook.startswith("blocks."):
@@ -263,7 +263,7 @@ def parse_hook(model: "Model", hook: str, layers: Sequence[int] | None) -> tuple
     return kind, out
 
 
-def make_grid(model: "Model", source: torch.Tensor, target: torch.Tensor, hook: str, layers: Sequence[int] | None,
+def make_grid(model: Model, source: torch.Tensor, target: torch.Tensor, hook: str, layers: Sequence[int] | None,
               positions: Any, heads: Sequence[int] | None, align: Sequence[int] | None,
               readout: int | None) -> Grid:
     """Check hooks, positions (any `interp.positions` form; negatives count from the end), heads and the
@@ -298,7 +298,7 @@ def make_grid(model: "Model", source: torch.Tensor, target: torch.Tensor, hook: 
 
 
 @torch.no_grad()
-def exact_values(model: "Model", source: torch.Tensor, target: torch.Tensor, grid: Grid, metric: Metric,
+def exact_values(model: Model, source: torch.Tensor, target: torch.Tensor, grid: Grid, metric: Metric,
                  max_batch: int = 512, overhead_tokens: float = 48.0) -> tuple[torch.Tensor, float, float]:
     """Metric of every cell's patched run `[grid.shape]`, and the source's and target's own metric values."""
     n_run = grid.readout + 1
@@ -336,6 +336,24 @@ def exact_values(model: "Model", source: torch.Tensor, target: torch.Tensor, gri
     return values, clean, corrupt
 
 
-__all__ = ["HOOK_KINDS", "Cell", "Grid", "Sites", "Hooks", "sites", "capture", "add_capture", "heads_view", "make_grid",
-           "exact_values", "plan_groups", "tl_hook_name", "as_ids", "check_kind", "hidden_of", "with_hidden",
-           "first_output", "replace_first_output"]
+__all__ = [
+    "HOOK_KINDS",
+    "Cell",
+    "Grid",
+    "Hooks",
+    "Sites",
+    "add_capture",
+    "as_ids",
+    "capture",
+    "check_kind",
+    "exact_values",
+    "first_output",
+    "heads_view",
+    "hidden_of",
+    "make_grid",
+    "plan_groups",
+    "replace_first_output",
+    "sites",
+    "tl_hook_name",
+    "with_hidden",
+]

@@ -69,4 +69,4 @@ def check_metric(metric: Metric, logits: Float[torch.Tensor, "batch vocab"]) -> 
     return out
 
 
-__all__ = ["Metric", "MetricFn", "logit_diff", "answer_prob", "kl_div", "as_metric", "check_metric"]
+__all__ = ["Metric", "MetricFn", "answer_prob", "as_metric", "check_metric", "kl_div", "logit_diff"]

@@ -35,19 +35,19 @@ if TYPE_CHECKING:
 Tokens = str | torch.Tensor | Sequence[int]
 
 
-def _labels(model: "Model", ids: torch.Tensor, positions: Sequence[int]) -> tuple[str, ...]:
+def _labels(model: Model, ids: torch.Tensor, positions: Sequence[int]) -> tuple[str, ...]:
     toks = model.tokenizer.convert_ids_to_tokens(ids[0].tolist())
     return tuple(str(toks[p]) for p in positions)
 
 
-def _prepare(model: "Model", clean: Tokens, corrupted: Tokens, hook: str, layers: Sequence[int] | None,
+def _prepare(model: Model, clean: Tokens, corrupted: Tokens, hook: str, layers: Sequence[int] | None,
              positions: PositionsLike, heads: Sequence[int] | None, align: Sequence[int] | None,
              readout: int | None) -> tuple[torch.Tensor, torch.Tensor, Grid]:
     src, tgt = as_ids(model, clean), as_ids(model, corrupted)
     return src, tgt, make_grid(model, src, tgt, hook, layers, positions, heads, align, readout)
 
 
-def _result(model: "Model", grid: Grid, tgt: torch.Tensor, values: torch.Tensor, metric: Metric, clean: float,
+def _result(model: Model, grid: Grid, tgt: torch.Tensor, values: torch.Tensor, metric: Metric, clean: float,
             corrupt: float, method: str, seconds: float) -> PatchResult:
     return PatchResult(values=values.float(), hook=grid.kind, layers=grid.layers, positions=grid.positions,
                        heads=grid.heads, position_labels=_labels(model, tgt, grid.positions), metric=metric.name,
@@ -55,7 +55,7 @@ def _result(model: "Model", grid: Grid, tgt: torch.Tensor, values: torch.Tensor,
                        readout=grid.readout, seconds=seconds)
 
 
-def exact_patch(model: "Model", clean: Tokens, corrupted: Tokens, metric: Metric | MetricFn,
+def exact_patch(model: Model, clean: Tokens, corrupted: Tokens, metric: Metric | MetricFn,
                 hook: str = "blocks.*.hook_resid_pre", layers: Sequence[int] | None = None,
                 positions: PositionsLike = None, heads: Sequence[int] | None = None, align: PositionsLike = None,
                 readout: int | None = None, max_batch: int = 512, overhead_tokens: float = 48.0) -> PatchResult:
@@ -74,7 +74,7 @@ def exact_patch(model: "Model", clean: Tokens, corrupted: Tokens, metric: Metric
     return _result(model, grid, tgt, values, metric, clean, corrupt, "exact", time.perf_counter() - t0)
 
 
-def attribution_patch(model: "Model", clean: Tokens, corrupted: Tokens, metric: Metric | MetricFn,
+def attribution_patch(model: Model, clean: Tokens, corrupted: Tokens, metric: Metric | MetricFn,
                       hook: str = "blocks.*.hook_resid_pre", layers: Sequence[int] | None = None,
                       positions: PositionsLike = None, heads: Sequence[int] | None = None,
                       align: PositionsLike = None, readout: int | None = None) -> PatchResult:
@@ -146,7 +146,7 @@ def attribution_agreement(exact: PatchResult, attribution: PatchResult) -> dict[
 
 
 @torch.no_grad()
-def run_with_patch(model: "Model", clean: Tokens, corrupted: Tokens, hook: str, layer: int | None,
+def run_with_patch(model: Model, clean: Tokens, corrupted: Tokens, hook: str, layer: int | None,
                    positions: PositionsLike, align: PositionsLike = None) -> torch.Tensor:
     """Logits `[pos, vocab]` of ONE corrupted run with the clean run's `hook` activation at `layer` written into
     all `positions` at once (e.g. every position at layer 0 resid_pre: the run becomes the clean run). `hook`
@@ -182,4 +182,4 @@ def run_with_patch(model: "Model", clean: Tokens, corrupted: Tokens, hook: str, 
         return model.hf(input_ids=tgt).logits[0]
 
 
-__all__ = ["exact_patch", "attribution_patch", "attribution_agreement", "spearman", "run_with_patch", "Tokens"]
+__all__ = ["Tokens", "attribution_agreement", "attribution_patch", "exact_patch", "run_with_patch", "spearman"]

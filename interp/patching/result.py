@@ -25,7 +25,7 @@ class PatchResult:
     target run's. Attribution results hold the first-order estimate `corrupt + grad . (source - target)`.
     """
 
-    values: Float[torch.Tensor, "..."]
+    values: Float[torch.Tensor, ...]
     hook: str
     layers: tuple[int, ...]
     positions: tuple[int, ...]
@@ -46,11 +46,11 @@ class PatchResult:
         return ("layer", "pos") + (("head",) if self.heads is not None else ())
 
     @property
-    def effects(self) -> Float[torch.Tensor, "..."]:
+    def effects(self) -> Float[torch.Tensor, ...]:
         """Change of the metric caused by each patch (0 = no effect)."""
         return self.values - self.corrupt
 
-    def normalized(self) -> Float[torch.Tensor, "..."]:
+    def normalized(self) -> Float[torch.Tensor, ...]:
         """(value - corrupt) / (clean - corrupt): 0 = the patch did nothing, 1 = it restored the clean metric."""
         gap = self.clean - self.corrupt
         if abs(gap) < 1e-12:
@@ -66,7 +66,7 @@ class PatchResult:
         return {**self.meta(), "values": self.values.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PatchResult":
+    def from_dict(cls, d: dict[str, Any]) -> PatchResult:
         d = {k: v for k, v in d.items() if k != "shape"}
         d["values"] = torch.tensor(d["values"], dtype=torch.float32)
         for k in ("layers", "positions", "position_labels"):
@@ -81,7 +81,7 @@ class PatchResult:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "PatchResult":
+    def load(cls, path: str | Path) -> PatchResult:
         from safetensors import safe_open
 
         path = Path(path)

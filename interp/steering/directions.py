@@ -156,7 +156,7 @@ def directions_from_activations(
 
 
 def activations_of_texts(
-    model: "Model", positive: PromptDataset, negative: PromptDataset, hooks: Sequence[str], positions: Selector, *,
+    model: Model, positive: PromptDataset, negative: PromptDataset, hooks: Sequence[str], positions: Selector, *,
     seed: int = 0, store: str | Path | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per hook, (positive, negative) activations, one row per text: the mean over the positions selected in it."""
@@ -179,7 +179,7 @@ def activations_of_texts(
 
 
 def directions_from_texts(
-    model: "Model", positive: PromptDataset, negative: PromptDataset, hooks: Sequence[str], positions: Selector, *,
+    model: Model, positive: PromptDataset, negative: PromptDataset, hooks: Sequence[str], positions: Selector, *,
     paired: bool = True, test_fraction: float = 0.3, seed: int = 0, store: str | Path | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> DirectionSet:

@@ -28,7 +28,7 @@ class SteeringError(ValueError):
     """An intervention that cannot act on this model or these inputs."""
 
 
-def hook_site(model: "Model", hook: str, s: Sites | None = None) -> tuple[torch.nn.Module, str]:
+def hook_site(model: Model, hook: str, s: Sites | None = None) -> tuple[torch.nn.Module, str]:
     """The HF module behind a TL hook name and whether its `input` (pre) or `output` (post) is that activation."""
     model.check_hooks(hook)
     kind = hook.rsplit(".", 1)[-1]
@@ -43,7 +43,7 @@ def hook_site(model: "Model", hook: str, s: Sites | None = None) -> tuple[torch.
     return (s.attn if kind == "hook_attn_out" else s.mlp)[layer], "post"
 
 
-def check_vector(model: "Model", iv: Intervention, allow_other_model: bool) -> None:
+def check_vector(model: Model, iv: Intervention, allow_other_model: bool) -> None:
     vec = iv.vector
     if vec.d_model != model.d_model:
         raise SteeringError(f"vector for {iv.at} has width {vec.d_model} but {model.name} has d_model "
@@ -120,7 +120,7 @@ def _prefill(st: _State, batch: int, seq: int, mask: torch.Tensor | None, device
 class Steering:
     """Registered steering hooks; `remove()` takes them all off (the context manager does it for you)."""
 
-    def __init__(self, model: "Model", interventions: Sequence[Intervention], allow_other_model: bool = False,
+    def __init__(self, model: Model, interventions: Sequence[Intervention], allow_other_model: bool = False,
                  check_finite: bool = True) -> None:
         ivs = list(interventions)
         for iv in ivs:
@@ -267,7 +267,7 @@ class Steering:
 
 
 @contextlib.contextmanager
-def steer(model: "Model", interventions: Sequence[Intervention], allow_other_model: bool = False,
+def steer(model: Model, interventions: Sequence[Intervention], allow_other_model: bool = False,
           check_finite: bool = True) -> Iterator[Steering]:
     """Interventions active on `model.hf` inside the block (forwards and `model.generate` alike)."""
     s = Steering(model, interventions, allow_other_model, check_finite)
@@ -277,7 +277,7 @@ def steer(model: "Model", interventions: Sequence[Intervention], allow_other_mod
         s.remove()
 
 
-def generate_steered(model: "Model", prompts: str | Sequence[str], interventions: Sequence[Intervention],
+def generate_steered(model: Model, prompts: str | Sequence[str], interventions: Sequence[Intervention],
                      allow_other_model: bool = False, **kw: Any) -> list[str]:
     """`model.generate(prompts, **kw)` with the interventions active (greedy by default)."""
     with steer(model, interventions, allow_other_model):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Bool, Float
@@ -28,7 +28,7 @@ Positions = Indices
 same `interp.positions.Indices` harvest and patching take."""
 
 
-Where = Union[Literal["auto", "prompt", "generated", "all"], Positions, Bool[torch.Tensor, "batch pos"]]
+Where = Literal["auto", "prompt", "generated", "all"] | Positions | Bool[torch.Tensor, "batch pos"]
 
 
 def normalize_where(where: Any) -> Any:

@@ -37,7 +37,7 @@ class Item:
                 "data": dict(self.data)}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Item":
+    def from_dict(cls, d: Mapping[str, Any]) -> Item:
         return cls(str(d["id"]), d["prompt"], str(d["answer"]), dict(d.get("meta", {})), dict(d.get("data", {})))
 
 
@@ -63,7 +63,7 @@ class Grade:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Grade":
+    def from_dict(cls, d: Mapping[str, Any]) -> Grade:
         return cls(**dict(d))
 
 
@@ -126,4 +126,4 @@ def require_items(items: Sequence[Item]) -> list[Item]:
     return items
 
 
-__all__ = ["Span", "Item", "Grade", "Task", "require_items"]
+__all__ = ["Grade", "Item", "Span", "Task", "require_items"]

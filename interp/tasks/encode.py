@@ -47,7 +47,7 @@ class Encoded:
                         f"not on whitespace")
 
 
-def render_prompt(model: "Model", prompt: str, chat: bool = False) -> tuple[str, int]:
+def render_prompt(model: Model, prompt: str, chat: bool = False) -> tuple[str, int]:
     """The text given to the model and where `prompt` starts in it (0 unless a chat template wraps it)."""
     if not chat:
         return prompt, 0
@@ -61,7 +61,7 @@ def render_prompt(model: "Model", prompt: str, chat: bool = False) -> tuple[str,
     return text, at
 
 
-def encode_text(model: "Model", prompt: str, completion: str = "", chat: bool = False) -> Encoded:
+def encode_text(model: Model, prompt: str, completion: str = "", chat: bool = False) -> Encoded:
     """Ids of `prompt` (BOS by the model's rule, or the chat template) followed by ids of `completion`."""
     tok = model.tokenizer
     model.check_text(prompt)  # each part on its own: they are tokenized on their own
@@ -86,7 +86,7 @@ def encode_text(model: "Model", prompt: str, completion: str = "", chat: bool = 
     return Encoded(tuple(ids), n_prompt, tuple(offsets))
 
 
-def encode_item(model: "Model", task: Task, item: Item, completion: str | None = None, chat: bool = False,
+def encode_item(model: Model, task: Task, item: Item, completion: str | None = None, chat: bool = False,
                 extra_meta: Mapping[str, Any] | None = None) -> Example:
     """One item as an `Example`: ids of prompt (+ completion), the task's named positions, its metadata."""
     prompt = task.prompt(item)
@@ -97,7 +97,7 @@ def encode_item(model: "Model", task: Task, item: Item, completion: str | None =
     return Example(enc.ids, positions, meta)
 
 
-def task_dataset(model: "Model", task: Task, items: Sequence[Item], fmt: str | None = None,
+def task_dataset(model: Model, task: Task, items: Sequence[Item], fmt: str | None = None,
                  completions: Sequence[str] | None = None, chat: bool = False,
                  extra_meta: Sequence[Mapping[str, Any]] | None = None) -> PromptDataset:
     """Prompts of `items` (fmt and completions None), prompts plus the reference completion in `fmt`, or

@@ -313,8 +313,8 @@ def test_load_pair_lists_every_difference(tiny_checkpoint: CheckpointFactory) ->
         "n_layers: base 2, tuned 3",
         "d_model: base 32, tuned 48",
         "d_vocab: base 46, tuned 47",
-        f"vocabulary: 3 tokens differ, e.g. 'so' (id {so_id} in base, absent in tuned), "
-        f"'foo' (absent in base, id {so_id} in tuned), 'bar' (absent in base, id 46 in tuned)",
+        (f"vocabulary: 3 tokens differ, e.g. 'so' (id {so_id} in base, absent in tuned), "
+         f"'foo' (absent in base, id {so_id} in tuned), 'bar' (absent in base, id 46 in tuned)"),
         "parameter model.embed_tokens.weight: base (46, 32), tuned (47, 48)",
         "parameter model.layers.0.mlp.up_proj.weight: base (64, 32), tuned (64, 48)",
         "parameter model.layers.2.mlp.up_proj.weight: absent in base, tuned (64, 48)",

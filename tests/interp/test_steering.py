@@ -209,35 +209,29 @@ def test_vector_save_load_round_trip(llama: interp.Model, tmp_path: Path) -> Non
 
 def test_bad_inputs_have_clear_messages(llama: interp.Model, gpt2: interp.Model) -> None:
     ids = llama.to_tokens(PROMPTS[0])
-    with pytest.raises(UnknownHookError, match="did you mean blocks.1.hook_resid_post"):
-        with steer(llama, [Add(vec(llama, "blocks.1.hook_resid_pots"))]):
-            pass
-    with pytest.raises(UnknownHookError, match="out of range"):
-        with steer(llama, [Add(vec(llama, "blocks.9.hook_resid_post"))]):
-            pass
+    with pytest.raises(UnknownHookError, match="did you mean blocks.1.hook_resid_post"), steer(llama, [Add(vec(llama, "blocks.1.hook_resid_pots"))]):
+        pass
+    with pytest.raises(UnknownHookError, match="out of range"), steer(llama, [Add(vec(llama, "blocks.9.hook_resid_post"))]):
+        pass
     wide = SteeringVector(torch.ones(llama.d_model + 16), "blocks.0.hook_resid_post")
-    with pytest.raises(SteeringError, match=f"width {llama.d_model + 16}"):
-        with steer(llama, [Add(wide)]):
-            pass
+    with pytest.raises(SteeringError, match=f"width {llama.d_model + 16}"), steer(llama, [Add(wide)]):
+        pass
     foreign = vec(gpt2, "blocks.0.hook_resid_post")
     if gpt2.d_model == llama.d_model:
-        with pytest.raises(SteeringError, match="allow_other_model"):
-            with steer(llama, [Add(foreign)]):
-                pass
+        with pytest.raises(SteeringError, match="allow_other_model"), steer(llama, [Add(foreign)]):
+            pass
         with steer(llama, [Add(foreign)], allow_other_model=True):
             pass
-    with pytest.raises(SteeringError, match="position 40 is outside row 0's prompt"):
-        with steer(llama, [Add(vec(llama, "blocks.0.hook_resid_post"), where=Positions((40,)))]), torch.no_grad():
-            llama.hf(ids)
-    with pytest.raises(SteeringError, match="steering acts on"):
-        with steer(llama, [Add(vec(llama, "blocks.0.attn.hook_z"))]):
-            pass
+    with pytest.raises(SteeringError, match="position 40 is outside row 0's prompt"), steer(llama, [Add(vec(llama, "blocks.0.hook_resid_post"), where=Positions((40,)))]), torch.no_grad():
+        llama.hf(ids)
+    with pytest.raises(SteeringError, match="steering acts on"), steer(llama, [Add(vec(llama, "blocks.0.attn.hook_z"))]):
+        pass
     with pytest.raises(ValueError, match="where='everywhere'"):
         Add(vec(llama, "blocks.0.hook_resid_post"), where="everywhere")
-    with pytest.raises(FloatingPointError, match="NaN/inf"):
-        with steer(llama, [Add(vec(llama, "blocks.0.hook_resid_post"), scale=float("inf"), where="all")]), \
-                torch.no_grad():
-            llama.hf(ids)
+    with pytest.raises(FloatingPointError, match="NaN/inf"), \
+            steer(llama, [Add(vec(llama, "blocks.0.hook_resid_post"), scale=float("inf"), where="all")]), \
+            torch.no_grad():
+        llama.hf(ids)
     with pytest.raises(ValueError, match="NaN or inf"):
         SteeringVector(torch.full((4,), float("nan")), "blocks.0.hook_resid_post")
 

@@ -165,7 +165,7 @@ def test_a_probe_reads_the_start_value_token_above_its_control(m: interp.Model, 
     groups = ds.groups()
     train, test = split_by_group(groups, 0.3, 0)
     ctrl = control_labels(y, groups, 0)
-    pick = lambda v, mask: [a for a, t in zip(v, mask) if t]  # noqa: E731
+    pick = lambda v, mask: [a for a, t in zip(v, mask) if t]
     probe = fit(x[torch.from_numpy(train)], pick(y, train))
     control = fit(x[torch.from_numpy(train)], pick(ctrl, train))
     s, _ = score(probe, x[torch.from_numpy(test)], pick(y, test), pick(groups, test), n_boot=200)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -35,7 +36,7 @@ DESIGN_PROBLEM = Problem(
 
 def _op_pairs(p: Problem) -> set[tuple[str, str]]:
     ops = [s.op for s in p.steps]
-    return set(zip(ops, ops[1:]))
+    return set(itertools.pairwise(ops))
 
 
 # ---------------------------------------------------------------- rendering

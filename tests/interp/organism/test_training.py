@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import interp.organism.training as training
-from interp.organism.grader import grade
+from interp.organism import training
 from interp.organism.arch import ArchConfig
+from interp.organism.grader import grade
 from interp.organism.task import FormatMix, Problem, Step, TaskConfig, sample_problems
 from interp.organism.training import (
     DPOConfig,
