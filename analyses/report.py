@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import inspect
+import json
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -552,6 +553,26 @@ def check_pairs(config: ReportConfig) -> None:
         load_pair(loaded(config.base), loaded(tuned))
 
 
+def _kept_sections(out: Path, config: ReportConfig) -> dict[str, Section]:
+    """Sections of `<out>/report.json` by name, if it was written for the same report (config equal apart from
+    the sections run): `--sections` then updates those sections instead of dropping the others."""
+    path = out / "report.json"
+    if config.sections is None or not path.is_file():
+        return {}
+    old = read_json(path)
+    names = old.get("section_names")
+    if not names or len(names) != len(old.get("sections", ())):
+        return {}
+    loose = ("sections", "png")  # which sections run, and whether PNGs are written, do not change the numbers
+    mine = {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k not in loose}  # as on disk
+    theirs = old.get("config")
+    if theirs is None:  # written before configs were recorded: the first zoo's report
+        same = config.is_zoo and old.get("n_per_step") == config.n_per_step
+    else:
+        same = {k: v for k, v in theirs.items() if k not in loose} == mine
+    return {n: Section.from_dict(d) for n, d in zip(names, old["sections"])} if same else {}
+
+
 def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool = True,
                  only: Sequence[str] | None = None, results: str | Path | None = "RESULTS.md",
                  config: ReportConfig | None = None) -> Path:
@@ -567,7 +588,9 @@ def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool =
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    kept = _kept_sections(out, config)
     sections: list[Section] = []
+    ran: list[str] = []
     try:
         if not config.is_zoo:
             check_pairs(config)
@@ -575,11 +598,15 @@ def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool =
             if config.sections is not None and section_name(make) not in config.sections:
                 continue
             sections.append(run_section(make, config, out))
+            ran.append(section_name(make))
+            # sections of an earlier run of the same report that this run did not redo stay, in report order
+            merged = [(n, kept[n]) for n in names if n in kept and n not in ran] + list(zip(ran, sections))
+            merged.sort(key=lambda ns: names.index(ns[0]))
             write_json(out / "report.json", {
                 "title": config.title(), "config": config.to_dict(), "n_per_step": config.n_per_step,
                 "seconds": time.time() - t0, "libraries": library_versions(),
-                "sections": [x.to_dict() for x in sections],
-                "skipped": {x.title: x.skipped for x in sections if x.skipped}})
+                "section_names": [n for n, _ in merged], "sections": [x.to_dict() for _, x in merged],
+                "skipped": {x.title: x.skipped for _, x in merged if x.skipped}})
     finally:
         _LOADED.clear()
     if not sections:

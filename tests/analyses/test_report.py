@@ -143,3 +143,28 @@ def test_report_config_round_trips_and_refuses_what_cannot_be_a_report():
         rep.ReportConfig("organism/base-s", "organism/sft")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no task given"):
         rep.ReportConfig.pair("/some/folder", "/other/folder")
+
+
+def test_a_sections_run_updates_those_sections_and_keeps_the_others(tmp_path, monkeypatch):
+    """`--sections b` into a folder that holds the same report redoes b and keeps a and c, in report order;
+    a report with another config starts afresh."""
+    import analyses.report as rep
+
+    runs = []
+
+    def make(name, value):
+        def section(config, out):
+            runs.append(name)
+            return Section(f"Section {name}", (f"{name} measured {value}",), ())
+        section.__name__ = f"{name}_section"
+        return section
+
+    monkeypatch.setattr(rep, "SECTIONS", (make("a", 1), make("b", 2), make("c", 3)))
+    rep.build_report(tmp_path, n_per_step=5, png=False, results=None)
+    monkeypatch.setattr(rep, "SECTIONS", (make("a", 1), make("b", 20), make("c", 3)))
+    rep.build_report(tmp_path, n_per_step=5, png=False, only=["b"], results=None)
+    data = rep.read_json(tmp_path / "report.json")
+    assert data["section_names"] == ["a", "b", "c"] and runs == ["a", "b", "c", "b"]
+    assert [s["sentences"][0] for s in data["sections"]] == ["a measured 1", "b measured 20", "c measured 3"]
+    rep.build_report(tmp_path, n_per_step=6, png=False, only=["c"], results=None)
+    assert rep.read_json(tmp_path / "report.json")["section_names"] == ["c"]
