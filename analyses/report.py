@@ -62,6 +62,8 @@ class ReportConfig:
     png: bool = True
     sections: tuple[str, ...] | None = None
     max_new_tokens: int | None = None
+    device: str = "cpu"  # where pair models are loaded (e.g. "cuda"); the zoo's own sections stay on the CPU
+    dtype: str = "float32"  # "bfloat16" for real pairs on a GPU
 
     def __post_init__(self) -> None:
         if isinstance(self.tuned, str) or isinstance(self.scale, str):
@@ -153,14 +155,15 @@ def skipped_section(title: str, reason: str) -> Section:
 # ------------------------------------------------------------------------------ models and task of a report
 
 _LOADED: dict[str, Model] = {}  # models loaded once per report (cleared when build_report returns)
+_LOAD_ARGS: dict[str, Any] = {}  # the report's device and dtype, set by build_report
 
 
 def loaded(name: str) -> Model:
-    """The model named `name`, loaded once for the whole report."""
+    """The model named `name`, loaded once for the whole report (on the report's device, in its dtype)."""
     from interp.models import load
 
     if name not in _LOADED:
-        _LOADED[name] = load(name)
+        _LOADED[name] = load(name, **_LOAD_ARGS)
     return _LOADED[name]
 
 
@@ -589,6 +592,7 @@ def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool =
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     kept = _kept_sections(out, config)
+    _LOAD_ARGS.update(device=config.device, dtype=config.dtype)
     sections: list[Section] = []
     ran: list[str] = []
     try:
@@ -609,6 +613,7 @@ def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool =
                 "skipped": {x.title: x.skipped for _, x in merged if x.skipped}})
     finally:
         _LOADED.clear()
+        _LOAD_ARGS.clear()
     if not sections:
         raise ValueError("no section ran: --sections named none of this report's sections")
     return render_only(out, results)

@@ -23,6 +23,9 @@ def eval_cmd(
     force_direct: Annotated[bool, typer.Option("--force-direct", help="the most likely of the task's candidate "
                                                                       "answers (sequence log-probability)")] = False,
     chat: Annotated[bool, typer.Option("--chat", help="wrap prompts in the model's chat template")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
+    batch_size: Annotated[int, typer.Option(help="prompts per generation batch (halved on out-of-memory)")] = 400,
     n: Annotated[int, typer.Option(help="problems per step count (or in all, for tasks without steps)")] = 200,
     max_new_tokens: Annotated[int, typer.Option(help="tokens to generate per problem")] = 72,
     seed: int = 1_000_003,
@@ -42,7 +45,7 @@ def eval_cmd(
             raise ValueError(f"no task given and {model!r} is registered with none: pass --task "
                              f"(e.g. --task jsonl:problems.jsonl)")
         t = get_task(name)
-        m = load(model)
+        m = load(model, device=device, dtype=dtype)
         items = []
         if t.has_steps:
             for k in parse_steps(steps):
@@ -51,7 +54,7 @@ def eval_cmd(
             items = t.sample(n, seed)
         force = "cot" if force_cot else "direct" if force_direct else "free"
         res = evaluate(m, t, items, GenerationConfig(force=force, max_new_tokens=max_new_tokens, seed=seed, chat=chat,
-                                                     batch_size=400))
+                                                     batch_size=batch_size))
     except (ValueError, FileNotFoundError, OSError) as e:
         fail(e)
     if as_json:
@@ -98,6 +101,9 @@ def report(
                                                      "analysis' own default)")] = 0,
     png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
     sections: Annotated[str, typer.Option(help="comma-separated sections to run (default: all)")] = "",
+    device: Annotated[str, typer.Option(help="where a pair's models run: cpu, cuda, cuda:1, ...")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16 (bfloat16 for real pairs on a GPU)")]
+    = "float32",
     results: Annotated[str | None, typer.Option(help="where to write RESULTS.md ('' for nowhere; default: "
                                                      "RESULTS.md for the zoo's report into figures/, else "
                                                      "OUT/RESULTS.md)")] = None,
@@ -117,13 +123,14 @@ def report(
             raise ValueError("--base and --tuned go together: name both (or neither, for the first zoo's report)")
         if base:
             config = rep.ReportConfig.pair(base, split(tuned), task or None, split(scale), n_per_step=n, png=png,
-                                           sections=only, max_new_tokens=max_new_tokens or None)
+                                           sections=only, max_new_tokens=max_new_tokens or None, device=device,
+                                           dtype=dtype)
             slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{'+'.join(config.tuned)}-vs-{base}").strip("_")
             out = out or Path("reports") / slug
             results = str(out / "RESULTS.md") if results is None else results
         else:
-            if task or scale or max_new_tokens:
-                raise ValueError("--task, --scale and --max-new-tokens need --base and --tuned")
+            if task or scale or max_new_tokens or device != "cpu" or dtype != "float32":
+                raise ValueError("--task, --scale, --max-new-tokens, --device and --dtype need --base and --tuned")
             config = rep.ReportConfig(n_per_step=n, png=png, sections=only)
             if results is None:  # the project's RESULTS.md is written only from the project's figures folder
                 results = "RESULTS.md" if out is None else str(out / "RESULTS.md")
