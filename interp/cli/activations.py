@@ -246,6 +246,8 @@ def analyze_latent(
     out: Annotated[Path, typer.Option(help="folder for the figures and latent_reasoning.json")] = Path("figures"),
     png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
     seed: Annotated[int, typer.Option(help="probe split / control seed")] = 0,
+    task: Annotated[str, typer.Option(help="task (organism, organism-nl, jsonl:FILE, ...); default: the task the "
+                                           "base is registered with, else organism")] = "",
 ) -> None:
     """Probe each model for the chain's intermediate values per layer, transfer the base's probes, and
     read the CoT decision; figures and one sentence per number."""
@@ -253,9 +255,11 @@ def analyze_latent(
 
     from analyses import latent_reasoning as lr
     from interp.io import write_json
+    from interp.registry import default_task
 
     cfg = dataclasses.replace(lr.LatentConfig(), models=tuple(m.strip() for m in models.split(",") if m.strip()),
-                              base=base, n_per_step=n_per_step, probe_seed=seed)
+                              base=base, n_per_step=n_per_step, probe_seed=seed,
+                              task=task or default_task(base) or "organism")
     try:
         result = lr.run_cached(cfg)
         write_json(out / "latent_reasoning.json", result.to_dict())

@@ -37,6 +37,8 @@ def layers(
     tuned_large: Annotated[str, typer.Option(help="post-trained large model, for down-scaling EFT")] = "",
     steps: Annotated[str, typer.Option(help="comma-separated step counts")] = "1,2,3,4",
     n: Annotated[int, typer.Option(help="problems per step count")] = 40,
+    task: Annotated[str, typer.Option(help="task (organism, organism-nl, jsonl:FILE, ...); default: the task the "
+                                           "base is registered with, else organism")] = "",
     blocks: Annotated[str, typer.Option(help="grafting blocks START:END,..., or 'single' (each layer alone) or "
                                              "'all' (every contiguous block, the default)")] = "",
     parts: Annotated[str, typer.Option(help="comma-separated parts of weights, representations, logit_lens, "
@@ -60,6 +62,7 @@ def layers(
     from analyses.layer_changes.figures import figures, short, summary_sentences
     from interp.io import write_json
     from interp.organism.evaluate import EvalConfig
+    from interp.registry import default_task
 
     torch.set_num_threads(1)
     try:
@@ -73,7 +76,8 @@ def layers(
         cfg = LayerChangesConfig(
             base=base, tuned=tuned, large=large or None, tuned_large=tuned_large or None,
             eval=EvalConfig(steps=parse_steps(steps), n_per_step=n),
-            blocks=parse_blocks(blocks) if blocks else None, parts=chosen, texts=prompts)
+            blocks=parse_blocks(blocks) if blocks else None, parts=chosen, texts=prompts,
+            task=task or default_task(base) or "organism")
         result = run(cfg, progress=True, use_cache=cache)
         stem = f"layers_{short(base)}_{short(tuned)}"
         write_json(out / f"{stem}.json", result.to_dict())
