@@ -24,7 +24,6 @@ from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.organism.evaluate import (
     EvalConfig,
     EvalResult,
-    StepStats,
     generation_config,
 )
 from interp.plots import color_for, save_figure, style
@@ -136,7 +135,7 @@ def as_eval_result(run: TaskEval, cfg: EvalConfig) -> EvalResult:
     by_steps = {}
     for k, st in run.by_group.items():
         key = int(k) if k.lstrip("-").isdigit() else NO_STEPS
-        by_steps[key] = StepStats.from_dict(st.to_dict())
+        by_steps[key] = st
     return EvalResult(run.model, cfg, dict(sorted(by_steps.items())), run.checksum)
 
 

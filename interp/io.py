@@ -87,6 +87,39 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def save_training_state(folder: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                        meta: dict[str, Any]) -> None:
+    """A resumable training checkpoint in `<folder>/state`, written atomically: the model's and the optimizer's
+    tensors (safetensors) and `meta` (step, config, log, ...) with the optimizer's param groups (JSON)."""
+    sd = opt.state_dict()
+    flat = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
+    with atomic_dir(Path(folder) / "state") as tmp:
+        save_tensors(tmp / "model.safetensors", {k: v.contiguous() for k, v in model.state_dict().items()})
+        save_tensors(tmp / "optimizer.safetensors", flat)
+        write_json(tmp / "state.json", {**meta, "param_groups": sd["param_groups"]})
+
+
+def read_training_state(folder: str | Path) -> dict[str, Any] | None:
+    """The meta of `<folder>/state` (None if no checkpoint), after removing a write a kill cut short."""
+    folder = Path(folder)
+    for stale in folder.glob(".state.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+    path = folder / "state" / "state.json"
+    return read_json(path) if path.is_file() else None
+
+
+def restore_training_state(folder: str | Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                           meta: dict[str, Any]) -> None:
+    """Load the checkpoint's model and optimizer tensors (the caller has checked `meta`'s config)."""
+    state_dir = Path(folder) / "state"
+    model.load_state_dict(load_tensors(state_dir / "model.safetensors"))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in load_tensors(state_dir / "optimizer.safetensors").items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -16,6 +16,11 @@ QUALITATIVE = ("#54A24B", "#EECA3B", "#9D755D", "#BAB0AC", "#FF9DA6", "#79706E",
 TEMPLATE = "plotly_white"
 
 
+def short_name(name: str) -> str:
+    """A model's name in figures and sentences: the last part of its name or path (`organism/sft` -> `sft`)."""
+    return name.removeprefix("organism/").rstrip("/").rsplit("/", 1)[-1]
+
+
 def color_for(name: str) -> str:
     """The colour of a model in every figure: by the role in its last path part, else stable by name."""
     import hashlib
@@ -69,4 +74,4 @@ def save_figure(fig: go.Figure, path_stem: str | Path, png: bool = True, scale: 
     return out
 
 
-__all__ = ["QUALITATIVE", "ROLE_COLORS", "color_for", "ensure_plotlyjs", "save_figure", "style"]
+__all__ = ["QUALITATIVE", "ROLE_COLORS", "color_for", "ensure_plotlyjs", "save_figure", "short_name", "style"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,9 +30,10 @@ from interp.io import (
     atomic_dir,
     cache_dir,
     library_versions,
-    load_tensors,
     read_json,
-    save_tensors,
+    read_training_state,
+    restore_training_state,
+    save_training_state,
     write_json,
 )
 
@@ -166,31 +166,17 @@ def preference_pool(cfg: RLSFConfig) -> list[dict[str, Any]]:
 
 def _save(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: RLSFConfig, step: int,
           log: list[dict[str, float]]) -> None:
-    sd = opt.state_dict()
-    flat = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
-    with atomic_dir(folder / "state") as tmp:
-        save_tensors(tmp / "model.safetensors", dict(model.state_dict()))
-        save_tensors(tmp / "optimizer.safetensors", flat)
-        write_json(tmp / "state.json", {"step": step, "config": cfg.key(), "log": log,
-                                        "param_groups": sd["param_groups"]})
+    save_training_state(folder, model, opt, {"step": step, "config": cfg.key(), "log": log})
 
 
 def _load(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: RLSFConfig
           ) -> tuple[int, list[dict[str, float]]]:
-    for stale in folder.glob(".state.*.tmp"):  # a checkpoint write cut short by a kill
-        shutil.rmtree(stale, ignore_errors=True)
-    meta_path = folder / "state" / "state.json"
-    if not meta_path.is_file():
+    meta = read_training_state(folder)
+    if meta is None:
         return 0, []
-    meta = read_json(meta_path)
     if meta["config"] != json_normal(cfg.key()):
         raise ValueError(f"{folder} holds a run with another config: use another run_dir")
-    model.load_state_dict(load_tensors(folder / "state" / "model.safetensors"))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in load_tensors(folder / "state" / "optimizer.safetensors").items():
-        i, name = key.split(".", 1)
-        state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    restore_training_state(folder, model, opt, meta)
     return int(meta["step"]), list(meta["log"])
 
 

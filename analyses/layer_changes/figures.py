@@ -12,13 +12,12 @@ from plotly.subplots import make_subplots
 
 from analyses.layer_changes.analysis import LayerChangesResult
 from analyses.layer_changes.grafting import ENDS
-from interp.plots import TEMPLATE, color_for, save_figure, style
+from interp.plots import TEMPLATE, color_for, save_figure, short_name, style
 
 OUTSIDE = ("embed", "pos_embed", "final_norm", "unembed")
 
 
-def short(name: str) -> str:
-    return name.removeprefix("organism/").rstrip("/").rsplit("/", 1)[-1]
+short = short_name  # one display name for every figure (interp.plots)
 
 
 def _err(values: list[float], cis: list[tuple[float, float]]) -> dict:

@@ -11,11 +11,9 @@ from plotly.subplots import make_subplots
 from analyses.novelty.analysis import Effect, NoveltyConfig, NoveltyResult, run
 from analyses.shift.analysis import Score
 from interp.io import write_json
-from interp.plots import color_for, save_figure, style
+from interp.plots import color_for, save_figure, short_name, style
 
-
-def short(name: str) -> str:
-    return name.removeprefix("organism/")
+short = short_name  # one display name for every figure (interp.plots)
 
 
 def _err(scores: list[Score] | list[Effect]) -> dict:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from interp.io import read_json, write_json
+from interp.plots import short_name
 from interp.stats import paired_bootstrap
 from interp.tasks.base import Item, Task
 from interp.tasks.encode import encode_text
@@ -81,8 +82,7 @@ def cached(folder: str | Path, key: Mapping[str, Any], make: Callable[[], R], to
     return result
 
 
-def short(name: str) -> str:
-    return name.removeprefix("organism/")
+short = short_name  # one display name for every figure (interp.plots)
 
 
 __all__ = ["cached", "digest", "gap_recovered", "mean_diff", "prompt_ids", "ratio_ci", "sample_items", "short"]

@@ -17,11 +17,9 @@ from analyses.symbolic.analysis import (
     run,
 )
 from interp.io import write_json
-from interp.plots import color_for, save_figure, style
+from interp.plots import color_for, save_figure, short_name, style
 
-
-def short(name: str) -> str:
-    return Path(name).name if "/" in name and not name.startswith("organism/") else name.removeprefix("organism/")
+short = short_name  # one display name for every figure (interp.plots)
 
 
 def _err(scores: list[Score] | list[Contrast]) -> dict:

@@ -8,15 +8,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from interp.evaluation import GenerationConfig, TaskEval
-from interp.generate import left_pad
+from interp.evaluation import GenerationConfig, GroupStats, TaskEval
 from interp.organism.grader import Grade
 from interp.organism.reasoning_task import OrganismTask, problem_item
 from interp.organism.task import Problem, TaskConfig, sample_problems
-from interp.organism.tokenizer import digit_ids
 from interp.stats import bootstrap_ci
 from interp.tasks.base import Item
 
@@ -61,27 +57,8 @@ class EvalConfig:
         return sample_problems(self.seed + n_steps, self.n_per_step, task, n_steps=n_steps)
 
 
-@dataclass(frozen=True)
-class StepStats:
-    n: int
-    accuracy: float
-    cot_rate: float
-    mean_tokens: float
-    invalid_rate: float
-    accuracy_ci: tuple[float, float]
-    cot_rate_ci: tuple[float, float]
-    mean_tokens_ci: tuple[float, float]
-    formats: dict[str, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StepStats:
-        d = dict(d)
-        for k in ("accuracy_ci", "cot_rate_ci", "mean_tokens_ci"):
-            d[k] = tuple(d[k])
-        return cls(**d)
+StepStats = GroupStats
+"""One step count's accuracy, CoT rate and length with intervals: the core's `GroupStats`."""
 
 
 @dataclass(frozen=True)
@@ -130,21 +107,6 @@ def cot_prefix(problem: Problem) -> list[str]:
     return [problem.steps[0].target]
 
 
-@torch.no_grad()
-def best_digits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
-                batch_size: int = 400) -> list[list[int]]:
-    """Forced direct answers: the most likely digit at the answer position (what the model computed
-    internally, whatever format it would have chosen)."""
-    digits = digit_ids(tokenizer)
-    out: list[list[int]] = []
-    for start in range(0, len(prompts), batch_size):
-        ids, mask = left_pad(prompts[start:start + batch_size], tokenizer.pad_token_id)
-        dev = next(model.parameters()).device
-        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits[:, -1].cpu()
-        out += [[int(d)] for d in digits[logits[:, digits].argmax(-1)]]
-    return out
-
-
 def eval_items(cfg: EvalConfig) -> list[Item]:
     """The evaluation's problems as task items, step count by step count (`cfg.problems(k)` for each k)."""
     return [problem_item(p) for k in cfg.steps for p in cfg.problems(k)]
@@ -159,7 +121,7 @@ def generation_config(cfg: EvalConfig) -> GenerationConfig:
 
 def result_of(run: TaskEval, cfg: EvalConfig, name: str, checksum: str) -> EvalResult:
     """An `interp.evaluate` run as the organism's per-step `EvalResult` (the shape the cards and reports store)."""
-    by_steps = {k: StepStats.from_dict(run.by_group[str(k)].to_dict()) for k in cfg.steps}
+    by_steps = {k: run.by_group[str(k)] for k in cfg.steps}
     return EvalResult(name, cfg, by_steps, checksum)
 
 
@@ -175,4 +137,4 @@ def evaluate(model: Model, cfg: EvalConfig = EvalConfig(), name: str | None = No
     return result_of(run, cfg, model.name if name is None else name, model.checksum if checksum is None else checksum)
 
 
-__all__ = ["EVAL_SEED", "EvalConfig", "EvalResult", "StepStats", "best_digits", "bootstrap_ci", "cot_prefix", "eval_items", "evaluate", "generation_config", "result_of"]
+__all__ = ["EVAL_SEED", "EvalConfig", "EvalResult", "StepStats", "bootstrap_ci", "cot_prefix", "eval_items", "evaluate", "generation_config", "result_of"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,14 @@ from tqdm.auto import tqdm
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from interp.generate import generate_ids
-from interp.io import atomic_dir, library_versions, load_tensors, read_json, save_tensors, write_json
+from interp.io import (
+    library_versions,
+    read_json,
+    read_training_state,
+    restore_training_state,
+    save_training_state,
+    write_json,
+)
 from interp.organism.arch import ArchConfig, init_model, n_params
 from interp.organism.grader import grade
 from interp.organism.task import FormatMix, Problem, TaskConfig, sample_problems
@@ -273,32 +279,17 @@ def teacher_forced_metrics(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast
 
 def _save_state(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig,
                 step: int, log: list[dict]) -> None:
-    sd = opt.state_dict()
-    flat = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
-    with atomic_dir(run_dir / "state") as tmp:
-        save_tensors(tmp / "model.safetensors", dict(model.state_dict()))
-        save_tensors(tmp / "optimizer.safetensors", flat)
-        write_json(tmp / "state.json", {"step": step, "config": cfg.to_dict(), "log": log,
-                                        "param_groups": sd["param_groups"]})
+    save_training_state(run_dir, model, opt, {"step": step, "config": cfg.to_dict(), "log": log})
 
 
 def _load_state(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig) -> tuple[int, list[dict]]:
-    state_dir = run_dir / "state"
-    for stale in run_dir.glob(".state.*.tmp"):  # a checkpoint write cut short by a kill
-        shutil.rmtree(stale, ignore_errors=True)
-    if not (state_dir / "state.json").exists():
+    meta = read_training_state(run_dir)
+    if meta is None:
         return 0, []
-    meta = read_json(state_dir / "state.json")
     if TrainConfig.from_dict(meta["config"]) != cfg:
         raise ValueError(f"{run_dir} holds a run with another config; use a new run directory or the same "
                          f"config (saved: {meta['config']})")
-    model.load_state_dict(load_tensors(state_dir / "model.safetensors"))
-    flat = load_tensors(state_dir / "optimizer.safetensors")
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in flat.items():
-        i, name = key.split(".", 1)
-        state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    restore_training_state(run_dir, model, opt, meta)
     return int(meta["step"]), list(meta["log"])
 
 

@@ -10,7 +10,6 @@ so a run killed at any point resumes to the weights of an uninterrupted run with
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,10 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from interp.generate import generate_ids
 from interp.io import (
-    atomic_dir,
     library_versions,
-    load_tensors,
-    read_json,
-    save_tensors,
-    write_json,
+    read_training_state,
+    restore_training_state,
+    save_training_state,
 )
 from interp.organism.training import (
     completion_logprobs,
@@ -341,33 +338,18 @@ def teacher_forced_metrics(model: Qwen2ForCausalLM, tok: PreTrainedTokenizerFast
 
 def _save_state(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: NLTrainConfig,
                 step: int, log: list[dict], seconds: float) -> None:
-    sd = opt.state_dict()
-    flat = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
-    with atomic_dir(run_dir / "state") as tmp:
-        save_tensors(tmp / "model.safetensors", {k: v.contiguous() for k, v in model.state_dict().items()})
-        save_tensors(tmp / "optimizer.safetensors", flat)
-        write_json(tmp / "state.json", {"step": step, "config": cfg.to_dict(), "log": log, "seconds": seconds,
-                                        "param_groups": sd["param_groups"]})
+    save_training_state(run_dir, model, opt, {"step": step, "config": cfg.to_dict(), "log": log, "seconds": seconds})
 
 
 def _load_state(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
                 cfg: NLTrainConfig) -> tuple[int, list[dict], float]:
-    state_dir = run_dir / "state"
-    for stale in run_dir.glob(".state.*.tmp"):  # a checkpoint write cut short by a kill
-        shutil.rmtree(stale, ignore_errors=True)
-    if not (state_dir / "state.json").exists():
+    meta = read_training_state(run_dir)
+    if meta is None:
         return 0, [], 0.0
-    meta = read_json(state_dir / "state.json")
     if NLTrainConfig.from_dict(meta["config"]) != cfg:
         raise ValueError(f"{run_dir} holds a run with another config; use a new run directory or the same "
                          f"config (saved: {meta['config']})")
-    model.load_state_dict(load_tensors(state_dir / "model.safetensors"))
-    flat = load_tensors(state_dir / "optimizer.safetensors")
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in flat.items():
-        i, name = key.split(".", 1)
-        state.setdefault(int(i), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    restore_training_state(run_dir, model, opt, meta)
     return int(meta["step"]), list(meta["log"]), float(meta.get("seconds", 0.0))
 
 
