@@ -52,15 +52,30 @@ class RLConfig:
         return dataclasses.asdict(self)
 
 
+Rank = Literal["correct", "confidence"]
+
+
 @dataclass(frozen=True)
 class DPOConfig:
-    """DPO on (correct, incorrect) samples of the initial model, which is also the reference."""
+    """DPO on pairs of samples, with the initial model as the reference. `rank="correct"`: a right vs a wrong
+    sample (the grader's label); `rank="confidence"`: the most vs the least confident sample by the sampling
+    model's own probability of its final answer token (no label, no verifier: RLSF, arXiv 2507.21931).
+    `source`: the model that writes the samples (None: the initial model; another zoo member, e.g.
+    organism/base-l, for DPO on a stronger model's outputs)."""
 
     beta: float = 0.1
     pool_problems: int = 2048
     samples_per_problem: int = 4
     temperature: float = 1.0
     max_new_tokens: int = 72
+    rank: Rank = "correct"
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.rank not in ("correct", "confidence"):
+            raise ValueError(f"DPO pairs are ranked by 'correct' or 'confidence', got {self.rank!r}")
+        if self.samples_per_problem < 2:
+            raise ValueError(f"ranking needs at least 2 samples per problem, got {self.samples_per_problem}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -206,24 +221,60 @@ def rl_loss(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, cfg: TrainCon
                   "sample_cot": float(cot)}
 
 
-def dpo_pool(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, cfg: TrainConfig) -> list[dict]:
-    """(prompt, chosen=correct sample, rejected=incorrect sample) pairs from the reference model, with
-    the reference log-probabilities; problems whose samples are all right or all wrong give no pair."""
+@torch.no_grad()
+def answer_confidence(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, prompts: list[list[int]],
+                      comps: list[list[int]], grades: list[Any]) -> list[float]:
+    """The model's probability of each completion's final answer token given everything before it; 0 for an
+    answer the grader cannot parse (it commits to nothing). The grader only locates the answer: whether it
+    is right is never read."""
+    conf = [0.0] * len(comps)
+    rows = [i for i, g in enumerate(grades) if g.valid and g.answer is not None]
+    for start in range(0, len(rows), 256):
+        part = rows[start:start + 256]
+        lps = completion_logprobs(model, [prompts[i] + comps[i] for i in part], [len(prompts[i]) for i in part],
+                                  tok.pad_token_id)
+        for i, lp in zip(part, lps):
+            conf[i] = float(lp[grades[i].n_tokens - 1].exp())  # the answer is the last token before EOS
+    return conf
+
+
+def pick_pair(grades: list[Any], conf: list[float], rank: Rank) -> tuple[int, int] | None:
+    """(chosen, rejected) among one problem's samples, or None when they do not differ in the ranked quantity."""
+    if rank == "confidence":
+        hi, lo = int(np.argmax(conf)), int(np.argmin(conf))
+        return (hi, lo) if conf[hi] > conf[lo] else None
+    good = [j for j, g in enumerate(grades) if g.correct]
+    bad = [j for j, g in enumerate(grades) if not g.correct]
+    return (good[0], bad[0]) if good and bad else None
+
+
+def dpo_pool(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, cfg: TrainConfig,
+             source: LlamaForCausalLM | None = None) -> list[dict]:
+    """(prompt, chosen, rejected) pairs from `source`'s samples (default: the reference `model`), ranked as
+    `cfg.dpo.rank` says, with the reference log-probabilities; problems whose samples do not differ give no
+    pair. Each pair records the samples' correctness and confidence (read only for the card's statistics
+    when the rank is by confidence)."""
     d = cfg.dpo
+    source = model if source is None else source
     problems = sample_problems(cfg.seed + 7919, d.pool_problems, cfg.task)
     pairs: list[dict] = []
     chunk = 256
+    k = d.samples_per_problem
     for start in tqdm(range(0, len(problems), chunk), desc="dpo pairs", leave=False):
         probs = problems[start:start + chunk]
         prompts, comps, grades = sample_and_grade(
-            model, tok, probs, d.samples_per_problem, d.temperature, d.max_new_tokens, cfg.seed + start)
+            source, tok, probs, k, d.temperature, d.max_new_tokens, cfg.seed + start)
+        conf = answer_confidence(source, tok, prompts, comps, grades) if d.rank == "confidence" else [0.0] * len(comps)
         for i in range(len(probs)):
-            idx = range(i * d.samples_per_problem, (i + 1) * d.samples_per_problem)
-            good = [j for j in idx if grades[j].correct]
-            bad = [j for j in idx if not grades[j].correct]
-            if good and bad:
-                pairs.append({"prompt": prompts[good[0]], "chosen": comps[good[0]], "rejected": comps[bad[0]],
-                              "chosen_format": grades[good[0]].format, "rejected_format": grades[bad[0]].format})
+            idx = list(range(i * k, (i + 1) * k))
+            pick = pick_pair([grades[j] for j in idx], [conf[j] for j in idx], d.rank)
+            if pick is None:
+                continue
+            w, lo = idx[pick[0]], idx[pick[1]]
+            pairs.append({"prompt": prompts[w], "chosen": comps[w], "rejected": comps[lo],
+                          "chosen_format": grades[w].format, "rejected_format": grades[lo].format,
+                          **({"confidence": [conf[w], conf[lo]], "correct": [grades[w].correct, grades[lo].correct]}
+                             if d.rank == "confidence" else {})})
     with torch.no_grad():
         for start in range(0, len(pairs), chunk):
             part = pairs[start:start + chunk]
@@ -233,6 +284,20 @@ def dpo_pool(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, cfg: TrainCo
             for i, p in enumerate(part):
                 p["ref_chosen"], p["ref_rejected"] = float(lps[2 * i].sum()), float(lps[2 * i + 1].sum())
     return pairs
+
+
+def pool_stats(pairs: list[dict]) -> dict[str, Any]:
+    """How many pairs, and how often the chosen / rejected sample was right and used a chain of thought."""
+    def rate(ok: Callable[[dict], bool]) -> float:
+        return round(float(np.mean([ok(p) for p in pairs])), 4) if pairs else float("nan")
+
+    out: dict[str, Any] = {"n_pairs": len(pairs)}
+    for side, i in (("chosen", 0), ("rejected", 1)):
+        out[f"{side}_cot"] = rate(lambda p, s=side: p[f"{s}_format"] in ("concise", "verbose"))
+        out[f"{side}_invalid"] = rate(lambda p, s=side: p[f"{s}_format"] == "invalid")
+        if pairs and "correct" in pairs[0]:
+            out[f"{side}_correct"] = rate(lambda p, i=i: bool(p["correct"][i]))
+    return out
 
 
 def dpo_loss(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, cfg: TrainConfig, step: int,
@@ -304,6 +369,7 @@ class TrainOutcome:
     log: list[dict]
     seconds: float
     steps_done: int
+    pool: dict[str, Any] | None = None  # DPO: the preference pool's statistics (`pool_stats`)
 
 
 def load_init(init: str) -> LlamaForCausalLM:
@@ -334,11 +400,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, stop_after: int | None = None,
             pairs = saved["pairs"]
         else:  # no pool yet, or one built under another config: (re)build it from the reference
             reference = load_init(cfg.init)  # type: ignore[arg-type]
-            pairs = dpo_pool(reference, tok, cfg)
+            source = load_init(cfg.dpo.source) if cfg.dpo.source else None
+            pairs = dpo_pool(reference, tok, cfg, source)
             write_json(pool_path, {"config": cfg.to_dict(), "pairs": pairs})
         if not pairs:
-            raise ValueError("DPO found no (correct, incorrect) sample pair: the initial model is always right "
-                             "or always wrong on this task; change the task range or samples_per_problem")
+            raise ValueError(f"DPO found no sample pair that differs in {cfg.dpo.rank}: the sampling model's answers "
+                             "are all alike on every problem; change the task range or samples_per_problem")
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     t0 = time.time()
     model.train()
@@ -366,7 +433,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, stop_after: int | None = None,
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
             _save_state(run_dir, model, opt, cfg, step + 1, log)
     model.eval()
-    return TrainOutcome(model, tok, cfg, log, time.time() - t0, end)
+    return TrainOutcome(model, tok, cfg, log, time.time() - t0, end, pool_stats(pairs) if cfg.kind == "dpo" else None)
 
 
 def provenance(cfg: TrainConfig, model: torch.nn.Module) -> dict[str, Any]:
@@ -376,11 +443,16 @@ def provenance(cfg: TrainConfig, model: torch.nn.Module) -> dict[str, Any]:
 __all__ = [
     "DPOConfig",
     "RLConfig",
+    "Rank",
     "TrainConfig",
     "TrainOutcome",
+    "answer_confidence",
     "completion_logprobs",
+    "dpo_pool",
     "example_ids",
     "lr_at",
+    "pick_pair",
+    "pool_stats",
     "provenance",
     "sample_and_grade",
     "train",

@@ -8,6 +8,7 @@ data mix, evaluation table (free and forced-CoT, with bootstrap intervals), sha2
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,16 @@ from interp.organism.arch import ArchConfig
 from interp.organism.evaluate import EvalConfig, evaluate
 from interp.organism.task import FormatMix, TaskConfig
 from interp.organism.training import DPOConfig, RLConfig, TrainConfig, provenance, train
-from interp.organism.zoo_paths import ORGANISM_PREFIX, ZOO_DIR, ZOO_NAMES
+from interp.organism.zoo_paths import (
+    ORGANISM_PREFIX,
+    ORIGINALS,
+    REPLICA_SEEDS,
+    REPLICATED,
+    ZOO_DIR,
+    ZOO_NAMES,
+    replica_name,
+    split_replica,
+)
 
 if TYPE_CHECKING:
     from interp.models import Model
@@ -34,7 +44,7 @@ SIZES: dict[str, ArchConfig] = {
 BASE_STEPS = 3000
 SEED = 0
 
-RECIPES: dict[str, TrainConfig] = {
+ORIGINAL_RECIPES: dict[str, TrainConfig] = {
     **{f"base-{s}": TrainConfig(kind="pretrain", arch=a, task=TASK, mix=BASE_MIX, steps=BASE_STEPS,
                                 batch_size=128, lr=3e-3, warmup=50, seed=SEED, ckpt_every=250, eval_every=250)
        for s, a in SIZES.items()},
@@ -52,9 +62,42 @@ RECIPES: dict[str, TrainConfig] = {
     # beta 0.1 / lr 5e-4 drifted off-policy: 26% unparseable answers on 1-step problems (few pairs there)
     "dpo": TrainConfig(kind="dpo", arch=SIZES["s"], task=TASK, steps=200, batch_size=64, lr=2e-4, warmup=10,
                        seed=SEED, init="organism/base-s", ckpt_every=50, dpo=DPOConfig(beta=0.5)),
+    # RLSF-like (arXiv 2507.21931): dpo's recipe on the same samples of base-s (same problems, same sampling
+    # seeds), but each pair is base-s's most vs least confident sample by its own probability of the final
+    # answer token: no label, no verifier. So rlsf and dpo differ only in how pairs are chosen.
+    "rlsf": TrainConfig(kind="dpo", arch=SIZES["s"], task=TASK, steps=200, batch_size=64, lr=2e-4, warmup=10,
+                        seed=SEED, init="organism/base-s", ckpt_every=50, dpo=DPOConfig(beta=0.5, rank="confidence")),
+    # DPO-teacher (arXiv 2410.18890): dpo's recipe on a right vs a wrong sample of the larger base-l (labels
+    # used), base-s as the reference; 1,024 problems as when it was first trained in analyses/calibration.
+    "dpo-teacher": TrainConfig(kind="dpo", arch=SIZES["s"], task=TASK, steps=200, batch_size=64, lr=2e-4,
+                               warmup=10, seed=SEED, init="organism/base-s", ckpt_every=50,
+                               dpo=DPOConfig(beta=0.5, pool_problems=1024, source="organism/base-l")),
 }
-ORDER = ("base-s", "sft", "rl", "dpo", "base-m", "base-l")
-assert set(ORDER) == set(ZOO_NAMES) == set(RECIPES)
+
+
+def replicate(cfg: TrainConfig, seed: int) -> TrainConfig:
+    """The same recipe under another seed; a post-trained member then starts from its seed's base."""
+    init = cfg.init
+    if init and init.startswith(ORGANISM_PREFIX):
+        init = ORGANISM_PREFIX + replica_name(init, seed)
+    return dataclasses.replace(cfg, seed=seed, init=init)
+
+
+RECIPES: dict[str, TrainConfig] = {
+    **ORIGINAL_RECIPES,
+    **{replica_name(m, s): replicate(ORIGINAL_RECIPES[m], s) for s in REPLICA_SEEDS for m in REPLICATED},
+}
+ORDER = ("base-s", "sft", "rl", "dpo", "base-m", "base-l", "rlsf", "dpo-teacher",
+         *(replica_name(m, s) for s in REPLICA_SEEDS for m in REPLICATED))
+assert set(ORDER) == set(ZOO_NAMES) == set(RECIPES) and set(ORIGINALS) <= set(ORDER)
+
+
+def seed_members(seeds: tuple[int, ...], members: tuple[str, ...] = REPLICATED) -> tuple[str, ...]:
+    """The replicas of `members` under `seeds` (seed 0: the originals), in training order."""
+    bad = sorted(set(members) - set(REPLICATED))
+    if bad:
+        raise ValueError(f"{bad} have no seed replicas; replicated members: {', '.join(REPLICATED)}")
+    return tuple(replica_name(m, s) for s in seeds for m in REPLICATED if m in members)
 
 CARD_EVAL = EvalConfig(steps=(1, 2, 3, 4), n_per_step=200)
 
@@ -71,6 +114,8 @@ def recipe(name: str, out_dir: Path = ZOO_DIR) -> TrainConfig:
     cfg = RECIPES[short]
     if cfg.init and cfg.init.startswith(ORGANISM_PREFIX):
         cfg = dataclasses.replace(cfg, init=str(Path(out_dir) / short_name(cfg.init)))
+    if cfg.dpo.source and cfg.dpo.source.startswith(ORGANISM_PREFIX):
+        cfg = dataclasses.replace(cfg, dpo=dataclasses.replace(cfg.dpo, source=str(Path(out_dir) / short_name(cfg.dpo.source))))
     return cfg
 
 
@@ -102,7 +147,8 @@ def export(name: str, outcome: Any, out_dir: Path, eval_cfg: EvalConfig = CARD_E
             "sha256": {"model.safetensors": sha256_file(tmp / "model.safetensors")},
             "eval": card_eval(load(tmp), eval_cfg, name=ORGANISM_PREFIX + short_name(name)),
             "train_log_tail": outcome.log[-5:],
-            **provenance(dataclasses.replace(cfg, init=card_init(cfg)), model),
+            **({"preference_pool": outcome.pool} if outcome.pool is not None else {}),
+            **provenance(card_config(cfg), model),
         }
         write_json(tmp / "card.json", card)
     return target
@@ -113,34 +159,53 @@ def card_init(cfg: TrainConfig) -> str | None:
     return ORGANISM_PREFIX + Path(cfg.init).name if cfg.init else None
 
 
+def card_config(cfg: TrainConfig) -> TrainConfig:
+    """The config as the card records it: the init and DPO source models named as organisms, not local paths."""
+    source = ORGANISM_PREFIX + Path(cfg.dpo.source).name if cfg.dpo.source else None
+    return dataclasses.replace(cfg, init=card_init(cfg), dpo=dataclasses.replace(cfg.dpo, source=source))
+
+
 def train_member(name: str, runs_dir: Path, out_dir: Path = ZOO_DIR, threads: int = 0,
                  progress: bool = True, eval_cfg: EvalConfig = CARD_EVAL) -> Path:
-    """Train (resuming if `runs_dir` holds a partial run) and export one member."""
+    """Train (resuming if `runs_dir` holds a partial run) and export one member; the card gets the wall and
+    CPU seconds of this call (training plus card evaluation) and the load average when it ended."""
     if threads:
         torch.set_num_threads(threads)
     cfg = recipe(name, out_dir)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     outcome = train(cfg, Path(runs_dir) / short_name(name), progress=progress)
     path = export(name, outcome, out_dir, eval_cfg)
     card = read_json(path / "card.json")
     card["wall_seconds"] = round(time.time() - t0, 1)
+    card["cpu_seconds"] = round(time.process_time() - c0, 1)
+    card["torch_threads"] = torch.get_num_threads()
+    card["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json(path / "card.json", card)
     return path
 
 
 def member_cost(name: str, out_dir: Path = ZOO_DIR) -> float:
     """Seconds the member last took to train (its card), or an estimate from the recipe when it has no card."""
-    card = Path(out_dir) / name / "card.json"
-    if card.is_file():
-        return float(read_json(card)["train_seconds"])
+    for known in (name, split_replica(name)[0]):  # a replica not trained yet costs what its original did
+        card = Path(out_dir) / known / "card.json"
+        if card.is_file():
+            return float(read_json(card)["train_seconds"])
     r = RECIPES[name]
     return 4e-6 * r.steps * r.batch_size * r.arch.n_layers * r.arch.d_model * (8 if r.kind == "rl" else 1)
 
 
 def dependency(name: str) -> str | None:
-    """The zoo member this one starts from (post-trained members start from base-s), if any."""
+    """The zoo member this one starts from (post-trained members start from base-s, replicas from their seed's
+    base-s), if any."""
     init = RECIPES[name].init or ""
     return short_name(init) if init.startswith(ORGANISM_PREFIX) else None
+
+
+def dependencies(name: str) -> tuple[str, ...]:
+    """Every zoo member this one needs before it trains: its init and the model writing its DPO samples."""
+    source = RECIPES[name].dpo.source or "" if RECIPES[name].kind == "dpo" else ""
+    extra = (short_name(source),) if source.startswith(ORGANISM_PREFIX) else ()
+    return tuple(d for d in (dependency(name), *extra) if d is not None)
 
 
 def lanes(names: list[str], jobs: int, out_dir: Path = ZOO_DIR) -> list[list[str]]:
@@ -153,15 +218,16 @@ def lanes(names: list[str], jobs: int, out_dir: Path = ZOO_DIR) -> list[list[str
     out: list[list[str]] = [[] for _ in range(jobs)]
     end = [0.0] * jobs
     finish: dict[str, float] = {}
-    independent = [n for n in names if dependency(n) not in names]
-    for n in sorted(independent, key=lambda n: -cost[n]) + sorted(set(names) - set(independent), key=lambda n: -cost[n]):
-        ready = finish.get(dependency(n) or "", 0.0)
+    independent = [n for n in names if not set(dependencies(n)) & set(names)]
+    dependent = [n for n in names if n not in independent]
+    for n in sorted(independent, key=lambda n: (-cost[n], ORDER.index(n))) + sorted(dependent, key=lambda n: (-cost[n], ORDER.index(n))):
+        ready = max([finish.get(d, 0.0) for d in dependencies(n)], default=0.0)
         i = min(range(jobs), key=lambda j: (max(end[j], ready) + cost[n], j))
         end[i] = max(end[i], ready) + cost[n]
         finish[n] = end[i]
         out[i].append(n)
     for lane in out:  # within a lane: bases first, so dependents elsewhere wait as little as possible
-        lane.sort(key=lambda n: (dependency(n) is not None, ORDER.index(n)))
+        lane.sort(key=lambda n: (bool(set(dependencies(n)) & set(names)), ORDER.index(n)))
     return [lane for lane in out if lane]
 
 
@@ -170,34 +236,67 @@ def _marker(runs_dir: str, name: str, state: str) -> Path:
 
 
 def _run_lane(lane: list[str], runs_dir: str, out_dir: str, threads: int, progress: bool,
-              trained_here: list[str]) -> dict[str, str]:
-    """Train a lane's members in order; a member whose base is trained in this run (maybe in another lane) waits
-    for that base's `.done` marker, and stops if the base's lane failed."""
-    done = {}
+              trained_here: list[str]) -> dict[str, Any]:
+    """Train a lane's members in order; a member whose base (or DPO source) is trained in this run (maybe in
+    another lane) waits for that model's `.done` marker, and stops if its lane failed. Returns the paths and the lane's
+    account: wall and CPU seconds of this process (all its threads), per member, and the load average."""
+    done: dict[str, str] = {}
+    account: dict[str, Any] = {"members": {}, "pid": os.getpid()}
+    t0, c0 = time.time(), time.process_time()
     for n in lane:
-        base = dependency(n)
-        while base in trained_here and not _marker(runs_dir, base, "done").exists():
-            if _marker(runs_dir, base, "failed").exists():
-                raise RuntimeError(f"{n} cannot start: training its base {base} failed in another lane")
-            time.sleep(2)
+        w0 = time.time()
+        for base in dependencies(n):
+            while base in trained_here and not _marker(runs_dir, base, "done").exists():
+                if _marker(runs_dir, base, "failed").exists():
+                    raise RuntimeError(f"{n} cannot start: training its base {base} failed in another lane")
+                time.sleep(2)
+        m0, mc0, load0 = time.time(), time.process_time(), os.getloadavg()
         try:
             done[n] = str(train_member(n, Path(runs_dir), Path(out_dir), threads, progress))
         except BaseException:
             _marker(runs_dir, n, "failed").touch()
             raise
         _marker(runs_dir, n, "done").touch()
-    return done
+        account["members"][n] = {
+            "waited_seconds": round(m0 - w0, 1), "wall_seconds": round(time.time() - m0, 1),
+            "cpu_seconds": round(time.process_time() - mc0, 1),
+            "load_average_start": [round(x, 2) for x in load0],
+            "load_average_end": [round(x, 2) for x in os.getloadavg()]}
+    account.update(wall_seconds=round(time.time() - t0, 1), cpu_seconds=round(time.process_time() - c0, 1),
+                   torch_threads=torch.get_num_threads())
+    return {"paths": done, "account": account}
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooRun:
+    """What `train_all` trained: each member's folder, the lanes, and each lane's wall/CPU account."""
+
+    paths: dict[str, Path]
+    lanes: list[list[str]]
+    accounts: list[dict[str, Any]]
+    wall_seconds: float
+    children_cpu_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"members": {n: p.name for n, p in self.paths.items()}, "lanes": self.lanes,
+                "lane_accounts": self.accounts, "wall_seconds": self.wall_seconds,
+                "children_cpu_seconds": self.children_cpu_seconds}
 
 
 def train_all(runs_dir: Path, out_dir: Path = ZOO_DIR, names: tuple[str, ...] = ORDER, threads: int = 0,
-              progress: bool = True, jobs: int = 1) -> dict[str, Path]:
+              progress: bool = True, jobs: int = 1) -> ZooRun:
     """Train the members in dependency order; with `jobs > 1`, in parallel lanes of one process each."""
+    import resource
+
     wanted = [n for n in ORDER if n in {short_name(x) for x in names}]
     unknown = sorted({short_name(x) for x in names} - set(ORDER))
     if unknown:
         raise ValueError(f"unknown zoo members {unknown}; the zoo's members are {', '.join(ORDER)}")
+    t0 = time.time()
     if jobs <= 1:
-        return {n: train_member(n, runs_dir, out_dir, threads, progress) for n in wanted}
+        out = _run_lane(wanted, str(runs_dir), str(out_dir), threads, progress, [])
+        return ZooRun({n: Path(p) for n, p in out["paths"].items()}, [wanted], [out["account"]],
+                      round(time.time() - t0, 1), 0.0)
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -206,13 +305,15 @@ def train_all(runs_dir: Path, out_dir: Path = ZOO_DIR, names: tuple[str, ...] = 
     for n in wanted:  # markers of an earlier run must not release a dependent early
         for state in ("done", "failed"):
             _marker(str(runs_dir), n, state).unlink(missing_ok=True)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+    plan = lanes(wanted, jobs, out_dir)
+    with ProcessPoolExecutor(max_workers=len(plan), mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(_run_lane, lane, str(runs_dir), str(out_dir), per_lane, progress, wanted)
-                   for lane in lanes(wanted, jobs, out_dir)]
-        done: dict[str, Path] = {}
-        for f in futures:
-            done.update({k: Path(v) for k, v in f.result().items()})
-    return {n: done[n] for n in wanted}
+                   for lane in plan]
+        results = [f.result() for f in futures]
+    done = {k: Path(v) for r in results for k, v in r["paths"].items()}
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ZooRun({n: done[n] for n in wanted}, plan, [r["account"] for r in results], round(time.time() - t0, 1),
+                  round(usage.ru_utime + usage.ru_stime, 1))
 
 
 def card_table(out_dir: Path = ZOO_DIR, hard: tuple[int, ...] = (3, 4)) -> str:
@@ -239,16 +340,22 @@ __all__ = [
     "BASE_MIX",
     "CARD_EVAL",
     "ORDER",
+    "ORIGINAL_RECIPES",
     "RECIPES",
     "SIZES",
     "TASK",
+    "ZooRun",
+    "card_config",
     "card_eval",
     "card_table",
+    "dependencies",
     "dependency",
     "export",
     "lanes",
     "member_cost",
     "recipe",
+    "replicate",
+    "seed_members",
     "train_all",
     "train_member",
 ]

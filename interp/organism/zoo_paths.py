@@ -1,12 +1,36 @@
-"""Where the shipped zoo lives and what its members are called (`organism/<name>`)."""
+"""Where the shipped zoo lives and what its members are called (`organism/<name>`, seed replicas
+`organism/<member>-seed<k>`)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 ZOO_DIR = Path(__file__).parent / "zoo"
 ORGANISM_PREFIX = "organism/"
-ZOO_NAMES: tuple[str, ...] = ("base-s", "base-m", "base-l", "sft", "rl", "dpo")
+ORIGINALS: tuple[str, ...] = ("base-s", "base-m", "base-l", "sft", "rl", "dpo", "rlsf", "dpo-teacher")
+# Seed replicas: the same recipes with another seed (the originals are seed 0); a post-trained replica starts
+# from its own seed's base (sft-seed1 from base-s-seed1).
+REPLICATED: tuple[str, ...] = ("base-s", "sft", "rl", "dpo")
+REPLICA_SEEDS: tuple[int, ...] = (1, 2)
+_REPLICA = re.compile(r"^(?P<member>.+)-seed(?P<seed>\d+)$")
+
+
+def replica_name(member: str, seed: int) -> str:
+    """`sft`, 1 -> `sft-seed1`; seed 0 is the original member itself."""
+    member = member.removeprefix(ORGANISM_PREFIX)
+    return member if seed == 0 else f"{member}-seed{seed}"
+
+
+def split_replica(name: str) -> tuple[str, int]:
+    """`organism/rl-seed2` -> (`rl`, 2); a name without a seed suffix is seed 0."""
+    short = name.removeprefix(ORGANISM_PREFIX)
+    m = _REPLICA.match(short)
+    return (m["member"], int(m["seed"])) if m else (short, 0)
+
+
+REPLICAS: tuple[str, ...] = tuple(replica_name(m, s) for s in REPLICA_SEEDS for m in REPLICATED)
+ZOO_NAMES: tuple[str, ...] = ORIGINALS + REPLICAS
 
 
 def organism_path(name: str) -> Path:
@@ -26,4 +50,5 @@ def organism_path(name: str) -> Path:
     return path
 
 
-__all__ = ["ORGANISM_PREFIX", "ZOO_DIR", "ZOO_NAMES", "organism_path"]
+__all__ = ["ORGANISM_PREFIX", "ORIGINALS", "REPLICAS", "REPLICATED", "REPLICA_SEEDS", "ZOO_DIR", "ZOO_NAMES",
+           "organism_path", "replica_name", "split_replica"]
