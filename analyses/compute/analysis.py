@@ -4,9 +4,11 @@
 Per model and problem: greedy, forced chain of thought, and K samples at a temperature. From the samples:
 majority vote over the first k (width), best-of-k with an oracle selector (pass@k) and with a verifier-free
 one (the sample the model itself gives the highest mean token log-probability), each at k = 1, 2, 4, ...;
-a forced chain cut at a token budget (depth: budget forcing by truncation). Width vs depth compares, at
-the same tokens per problem, majority over k parallel samples with one forced chain of that length.
-Parameter count is the other axis (the bases of several sizes).
+a forced chain cut at a token budget (depth: budget forcing by truncation), as written and with the answer
+forced at the cut; and the chain extended s1-style (Muennighoff et al. 2025, arXiv 2501.19393): its end
+marker suppressed k times, a continuation ("Wait") put in its place (`analyses.compute.forcing`). Width vs
+depth compares, at the same tokens per problem, majority over k parallel samples with one forced chain of
+that length. Parameter count is the other axis (the bases of several sizes).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from analyses.compute.forcing import cut, extend
 from analyses.routing.common import cached, mean_diff, prompt_ids, sample_items
 from interp.io import cache_dir, library_versions
 from interp.stats import bootstrap_ci
@@ -31,6 +34,9 @@ if TYPE_CHECKING:
 
 RESULT_VERSION = 1
 ZOO = ("organism/base-s", "organism/base-m", "organism/base-l", "organism/sft", "organism/rl", "organism/dpo")
+# budget forcing (extension, forced cut) is measured and cached apart from the rest, so these fields stay out
+# of the main measurement's cache key
+FORCING_FIELDS = ("forcing_models", "extensions", "answer_tokens", "chain_end", "continuation")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,12 @@ class ComputeConfig:
     n_boot: int = 1000
     seed: int = 0
     cache_dir: str = field(default_factory=lambda: str(cache_dir("compute")))
+    # budget forcing: forced chains extended k times, and cut at each budget with the answer forced
+    forcing_models: tuple[str, ...] = ("organism/base-s", "organism/sft", "organism/rl", "organism/dpo")
+    extensions: tuple[int, ...] = (1, 2, 4)
+    answer_tokens: int = 16  # the most tokens a model may write after a forced end marker
+    chain_end: str | None = None  # end-of-chain marker; None: the task's `chain_end`
+    continuation: str | None = None  # text put in the marker's place; None: the task's `continuation(item)`
 
     def __post_init__(self) -> None:
         if self.n_samples < 1 or self.n_samples & (self.n_samples - 1):
@@ -60,6 +72,15 @@ class ComputeConfig:
             raise ValueError(f"budgets must lie in 1..max_new_tokens={self.max_new_tokens}, got {self.budgets}")
         if self.reference not in self.models:
             raise ValueError(f"the reference {self.reference!r} must be one of the models {self.models}")
+        stray = [m for m in self.forcing_models if m not in self.models]
+        if stray:
+            raise ValueError(f"forcing_models {stray} are not among the models {self.models}")
+        if self.extensions and (min(self.extensions) < 1 or list(self.extensions) != sorted(set(self.extensions))):
+            raise ValueError(f"extensions must be increasing counts >= 1, got {self.extensions}")
+        if self.answer_tokens < 1:
+            raise ValueError(f"answer_tokens must be >= 1, got {self.answer_tokens}")
+        if self.chain_end == "" or self.continuation == "":
+            raise ValueError("chain_end and continuation must be None (the task's) or non-empty text")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -67,12 +88,20 @@ class ComputeConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ComputeConfig:
         d = dict(d)
-        for k in ("models", "bases", "steps", "budgets"):
-            d[k] = tuple(d[k])
+        for k in ("models", "bases", "steps", "budgets", "forcing_models", "extensions"):
+            if k in d:
+                d[k] = tuple(d[k])
         return cls(**d)
 
     def key(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
+        """What the main measurement depends on (budget forcing has its own key)."""
+        return {k: v for k, v in self.to_dict().items() if k != "cache_dir" and k not in FORCING_FIELDS}
+
+    def forcing_key(self) -> dict[str, Any]:
+        """What one model's budget forcing depends on."""
+        keep = ("task", "steps", "n_per_step", "eval_seed", "max_new_tokens", "budgets", "batch_size",
+                *FORCING_FIELDS[1:])
+        return {k: v for k, v in self.to_dict().items() if k in keep}
 
     @property
     def ks(self) -> tuple[int, ...]:
@@ -107,7 +136,7 @@ class Point:
     """One condition: mean generated tokens per problem and accuracy, with 95% bootstrap intervals."""
 
     method: str
-    k: int  # samples, or the token budget for `chain`
+    k: int  # samples; the token budget for `chain` and `cut_forced`; the extensions for `extend`
     tokens: float
     tokens_ci: tuple[float, float]
     accuracy: float
@@ -119,6 +148,32 @@ class Point:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Point:
         return cls(d["method"], d["k"], d["tokens"], tuple(d["tokens_ci"]), d["accuracy"], tuple(d["accuracy_ci"]))
+
+
+@dataclass(frozen=True)
+class Forcing:
+    """Budget forcing of one model's greedy forced chains, per problem: extended k times (k = 0 is the chain as
+    the model ends it) and cut at each budget with the answer forced."""
+
+    chain_end: str
+    continuation: str  # the first problem's continuation (it may depend on the problem)
+    extend_correct: dict[str, tuple[bool, ...]]  # k -> ...
+    extend_tokens: dict[str, tuple[int, ...]]
+    extend_suppressed: dict[str, tuple[int, ...]]  # how often the end marker was suppressed (< k: never closed)
+    cut_correct: dict[str, tuple[bool, ...]]  # budget -> ...
+    cut_tokens: dict[str, tuple[int, ...]]
+    cut_valid: dict[str, tuple[bool, ...]]  # the forced answer parses
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Forcing:
+        dd = lambda x: {k: tuple(v) for k, v in x.items()}
+        return cls(d["chain_end"], d["continuation"], dd(d["extend_correct"]), dd(d["extend_tokens"]),
+                   dd(d["extend_suppressed"]), dd(d["cut_correct"]), dd(d["cut_tokens"]), dd(d["cut_valid"]),
+                   d["seconds"])
 
 
 @dataclass(frozen=True)
@@ -136,6 +191,7 @@ class ModelCompute:
     greedy_tokens: tuple[int, ...]
     chain_correct: dict[str, tuple[bool, ...]]  # budget -> forced chain cut at that many tokens
     chain_tokens: dict[str, tuple[int, ...]]
+    forcing: Forcing | None = None  # budget forcing, for the config's forcing_models
 
     def point(self, method: str, k: int | None = None) -> Point:
         for p in self.points:
@@ -146,6 +202,7 @@ class ModelCompute:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["points"] = [p.to_dict() for p in self.points]
+        d["forcing"] = None if self.forcing is None else self.forcing.to_dict()
         return d
 
     @classmethod
@@ -155,7 +212,8 @@ class ModelCompute:
                    t2(d["sample_answers"]), t2(d["sample_correct"]), t2(d["sample_tokens"]), t2(d["sample_logprob"]),
                    tuple(d["greedy_correct"]), tuple(d["greedy_tokens"]),
                    {k: tuple(v) for k, v in d["chain_correct"].items()},
-                   {k: tuple(v) for k, v in d["chain_tokens"].items()})
+                   {k: tuple(v) for k, v in d["chain_tokens"].items()},
+                   Forcing.from_dict(d["forcing"]) if d.get("forcing") else None)
 
 
 @dataclass(frozen=True)
@@ -245,12 +303,81 @@ def measure(model: Model, task: Task, items: list[Item], cfg: ComputeConfig) -> 
     return dataclasses.replace(mc, points=tuple(curve_points(mc, cfg)))
 
 
+def _text_ids(model: Model, text: str) -> list[int]:
+    """Ids of `text` as a completion piece (no BOS), checked against the vocabulary."""
+    model.check_text(text)
+    return [int(t) for t in model.tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+
+def forcing_texts(task: Task, items: Sequence[Item], cfg: ComputeConfig) -> tuple[str, list[str]]:
+    """The end-of-chain marker and each problem's continuation: the config's if set, else the task's."""
+    end = cfg.chain_end if cfg.chain_end is not None else task.chain_end
+    if not end:
+        raise ValueError(f"task {task.name!r} names no end-of-chain marker (Task.chain_end): set "
+                         "ComputeConfig.chain_end to the text that closes its chains, or forcing_models=()")
+    conts = [cfg.continuation if cfg.continuation is not None else task.continuation(it) for it in items]
+    if any(not c for c in conts):
+        raise ValueError(f"task {task.name!r} gives no continuation (Task.continuation): set "
+                         "ComputeConfig.continuation to the text that makes a model think on, or forcing_models=()")
+    if any(end in c for c in conts):
+        raise ValueError(f"a continuation holds the end marker {end!r}: the chain would close at once")
+    return end, conts
+
+
+def measure_forcing(model: Model, task: Task, items: list[Item], cfg: ComputeConfig) -> Forcing:
+    """One model's greedy forced chains extended 0, k1, k2, ... times, and cut at each budget with the answer
+    forced (the forced prefix counts as part of the chain, as for `chain`)."""
+    from interp.generate import generate_ids
+
+    t0 = time.time()
+    end, conts = forcing_texts(task, items, cfg)
+    marker = _text_ids(model, end)
+    cont_ids = [_text_ids(model, c) for c in conts]
+    dec = lambda ids: model.tokenizer.decode(list(ids), skip_special_tokens=False)
+    prompts = prompt_ids(model, task, items)
+    cot = prompt_ids(model, task, items, prefix=True)
+    prefix = [c[len(p):] for c, p in zip(cot, prompts)]
+    gen = lambda ps: generate_ids(model.hf, model.tokenizer, ps, cfg.max_new_tokens, 0.0, 0, cfg.batch_size)
+    first = gen(cot)
+    ks = (0, *cfg.extensions)
+    rounds = extend(gen, cot, first, marker, cont_ids, max(ks), cfg.max_new_tokens)
+    ext_c, ext_t, ext_s = {}, {}, {}
+    for k in ks:
+        fs = rounds[k]
+        ext_c[str(k)] = tuple(_graded(model, task, items, [dec(list(p) + list(f.ids)) for p, f in zip(prefix, fs)])[0])
+        ext_t[str(k)] = tuple(len(p) + f.n_tokens for p, f in zip(prefix, fs))
+        ext_s[str(k)] = tuple(f.suppressed for f in fs)
+    answer = lambda ps: generate_ids(model.hf, model.tokenizer, ps, cfg.answer_tokens, 0.0, 0, cfg.batch_size)
+    chains = [list(p) + list(o) for p, o in zip(prefix, first)]
+    finished = [len(o) < cfg.max_new_tokens for o in first]
+    cut_c, cut_t, cut_v = {}, {}, {}
+    for b in cfg.budgets:
+        fs = cut(answer, prompts, chains, finished, b, marker, cfg.answer_tokens)
+        grades = [task.grade(it, dec(f.ids)) for it, f in zip(items, fs)]
+        cut_c[str(b)] = tuple(g.correct for g in grades)
+        cut_v[str(b)] = tuple(g.valid for g in grades)
+        cut_t[str(b)] = tuple(f.n_tokens for f in fs)
+    return Forcing(end, conts[0], ext_c, ext_t, ext_s, cut_c, cut_t, cut_v, time.time() - t0)
+
+
+def with_forcing(mc: ModelCompute, forcing: Forcing | None, cfg: ComputeConfig) -> ModelCompute:
+    """`mc` with its budget forcing attached and its curve points recomputed."""
+    mc = dataclasses.replace(mc, forcing=forcing)
+    return dataclasses.replace(mc, points=tuple(curve_points(mc, cfg)))
+
+
 def per_problem(mc: ModelCompute, method: str, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(correct, tokens) per problem of one condition."""
     if method == "greedy":
         return np.array(mc.greedy_correct, float), np.array(mc.greedy_tokens, float)
     if method == "chain":
         return np.array(mc.chain_correct[str(k)], float), np.array(mc.chain_tokens[str(k)], float)
+    if method in ("extend", "cut_forced"):
+        f = mc.forcing
+        if f is None:
+            raise ValueError(f"{mc.name} has no budget forcing measured (not among the config's forcing_models)")
+        c, t = (f.extend_correct, f.extend_tokens) if method == "extend" else (f.cut_correct, f.cut_tokens)
+        return np.array(c[str(k)], float), np.array(t[str(k)], float)
     ans, cor, tok, lp = mc.sample_answers, mc.sample_correct, mc.sample_tokens, mc.sample_logprob
     tokens = np.array([sum(t[:k]) for t in tok], float)
     if method == "majority":
@@ -267,6 +394,9 @@ def per_problem(mc: ModelCompute, method: str, k: int) -> tuple[np.ndarray, np.n
 def curve_points(mc: ModelCompute, cfg: ComputeConfig) -> list[Point]:
     conds = [("greedy", 1)] + [(m, k) for m in ("majority", "best_oracle", "best_logprob") for k in cfg.ks] \
         + [("chain", b) for b in cfg.budgets]
+    if mc.forcing is not None:
+        conds += [("extend", int(k)) for k in mc.forcing.extend_correct] \
+            + [("cut_forced", int(b)) for b in mc.forcing.cut_correct]
     out = []
     for method, k in conds:
         c, t = per_problem(mc, method, k)
@@ -299,12 +429,27 @@ def comparisons(models: Sequence[ModelCompute], cfg: ComputeConfig) -> dict[str,
             d, ci = mean_diff(cw, cd, cfg.n_boot, cfg.seed)
             out[f"{name} width majority@{k} - depth chain@{b}"] = {
                 "diff": d, "diff_ci": ci, "width_tokens": float(tw.mean()), "depth_tokens": float(td.mean())}
+    for m in models:
+        if m.forcing is None:
+            continue
+        c0, t0 = per_problem(m, "extend", 0)
+        for k in m.forcing.extend_correct:
+            if k == "0":
+                continue
+            ck, tk = per_problem(m, "extend", int(k))
+            d, ci = mean_diff(ck, c0, cfg.n_boot, cfg.seed)
+            dt, ct = mean_diff(tk, t0, cfg.n_boot, cfg.seed)
+            out[f"{m.name} extend@{k} - extend@0"] = {
+                "diff": d, "diff_ci": ci, "tokens": float(tk.mean()), "tokens_0": float(t0.mean()),
+                "tokens_diff": dt, "tokens_diff_ci": ct,
+                "extended_fully": float(np.mean(np.array(m.forcing.extend_suppressed[k]) == int(k)))}
     return out
 
 
 def run(config: ComputeConfig = ComputeConfig(), task: Task | None = None,
-        models: Mapping[str, Model] | None = None) -> ComputeResult:
-    """Measure every model on the same problems; `task` and `models` default to the config's names."""
+        models: Mapping[str, Model] | None = None, forcing: bool = True) -> ComputeResult:
+    """Measure every model on the same problems; `task` and `models` default to the config's names; budget
+    forcing for the config's forcing_models unless `forcing` is off."""
     from tqdm.auto import tqdm
 
     import interp
@@ -316,20 +461,40 @@ def run(config: ComputeConfig = ComputeConfig(), task: Task | None = None,
     out = []
     for name in tqdm(config.models, desc="compute", leave=False):
         model = given.get(name) or interp.load(name)
-        out.append(measure(model, task, items, config))
+        mc = measure(model, task, items, config)
+        if forcing and name in config.forcing_models:
+            mc = with_forcing(mc, measure_forcing(model, task, items, config), config)
+        out.append(mc)
     return ComputeResult(config, task.describe(), tuple(out), tuple(int(it.meta.get("n_steps", 0)) for it in items),
                          comparisons(out, config), time.time() - t0, library_versions())
 
 
 def run_cached(config: ComputeConfig = ComputeConfig()) -> ComputeResult:
-    """`run`, reusing a stored result when the config and every model's checksum are unchanged."""
+    """`run`, reusing stored results when the config and every model's checksum are unchanged: the main
+    measurement and each model's budget forcing are stored apart (changing one does not redo the other)."""
     import interp
 
     models = {n: interp.load(n) for n in config.models}
     key = {"config": config.key(), "models": [m.checksum for m in models.values()], "version": RESULT_VERSION}
-    return cached(config.cache_dir, key, lambda: run(config, models=models), ComputeResult.to_dict,
+    main = cached(config.cache_dir, key, lambda: run(config, models=models, forcing=False), ComputeResult.to_dict,
                   ComputeResult.from_dict)
+    if not config.forcing_models:
+        return dataclasses.replace(main, config=config)
+    task = interp.task(config.task)
+    items = sample_items(task, config.steps, config.n_per_step, config.eval_seed)
+    out = []
+    for mc in main.models:
+        f = None
+        if mc.name in config.forcing_models:
+            fkey = {"forcing": config.forcing_key(), "model": models[mc.name].checksum, "version": RESULT_VERSION}
+            f = cached(config.cache_dir, fkey, lambda m=models[mc.name]: measure_forcing(m, task, items, config),
+                       Forcing.to_dict, Forcing.from_dict)
+        out.append(with_forcing(mc, f, config))
+    seconds = main.seconds + sum(m.forcing.seconds for m in out if m.forcing is not None)
+    return dataclasses.replace(main, config=config, models=tuple(out), comparisons=comparisons(out, config),
+                               seconds=seconds)
 
 
-__all__ = ["ComputeConfig", "ComputeResult", "ModelCompute", "Point", "best_of", "comparisons", "majority",
-           "measure", "pass_at", "per_problem", "run", "run_cached"]
+__all__ = ["ComputeConfig", "ComputeResult", "Forcing", "ModelCompute", "Point", "best_of", "comparisons",
+           "forcing_texts", "majority", "measure", "measure_forcing", "pass_at", "per_problem", "run", "run_cached",
+           "with_forcing"]

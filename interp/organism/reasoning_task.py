@@ -39,6 +39,7 @@ class OrganismTask(Task):
     formats = FORMATS
     cot_formats = ("concise", "verbose")
     has_steps = True
+    chain_end = " so"
 
     def __init__(self, config: TaskConfig | None = None) -> None:
         self.config = config or TaskConfig()
@@ -60,6 +61,10 @@ class OrganismTask(Task):
 
     def cot_prefix(self, item: Item) -> str:
         return " " + item_problem(item).steps[0].target
+
+    def continuation(self, item: Item) -> str:
+        """The chain restarts at its first step (re-deriving it): the vocabulary has no "Wait"."""
+        return self.cot_prefix(item)
 
     def answer_candidates(self, item: Item) -> list[str]:
         """Every possible direct answer (a value mod 10), as completions."""

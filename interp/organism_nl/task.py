@@ -264,6 +264,11 @@ class NLTask(Task):
     formats = FORMATS
     cot_formats = COT_FORMATS
     has_steps = True
+    chain_end = THINK_CLOSE
+
+    def continuation(self, item: Item) -> str:
+        """s1's "Wait", on a new line of the thinking (where `</think>` would have been)."""
+        return "Wait,"
 
     def __init__(self, config: NLTaskConfig | None = None) -> None:
         self.config = config or NLTaskConfig()

@@ -78,6 +78,7 @@ class Task(ABC):
     formats: tuple[str, ...] = ("direct",)
     cot_formats: tuple[str, ...] = ()
     has_steps: bool = False  # True when `sample(n, seed, n_steps=k)` draws items of exactly k steps
+    chain_end: str = ""  # text that closes a chain of thought before its answer ('' if the task has none)
 
     @abstractmethod
     def sample(self, n: int, seed: int, **knobs: Any) -> list[Item]:
@@ -97,6 +98,11 @@ class Task(ABC):
 
     def cot_prefix(self, item: Item) -> str:
         """Text appended to the prompt that forces a chain of thought ('' if the task cannot force one)."""
+        return ""
+
+    def continuation(self, item: Item) -> str:
+        """Text put in place of `chain_end` to make a model think on (s1's "Wait"; budget forcing by extension);
+        '' if the task has none."""
         return ""
 
     def spans(self, item: Item, completion: str | None = None) -> dict[str, Span]:
