@@ -124,16 +124,22 @@ class TaskEval:
                    {k: GroupStats.from_dict(v) for k, v in d["by_group"].items()}, d.get("group_by", "n_steps"))
 
 
-def _forced_direct(model: Model, task: Task, items: list[Item], prompts: list[list[int]],
-                   cfg: GenerationConfig) -> tuple[list[str], list[int]]:
-    """The most likely of the task's candidate answers after each prompt (sequence log-probability). When every
-    candidate is one token, one forward per prompt reads them all at its last position (the same argmax)."""
+def _candidates(model: Model, task: Task, items: Sequence[Item]) -> tuple[list[list[str]], list[list[list[int]]]]:
+    """Each item's candidate answers (texts) and their token ids, for a forced direct answer."""
     cands = getattr(task, "answer_candidates", None)
     if cands is None:
         raise ValueError(f"task {task.name!r} cannot force a direct answer: it lists no answer_candidates(item)")
     per_item = [list(cands(it)) for it in items]
     ids = [[[int(t) for t in model.tokenizer(c, add_special_tokens=False)["input_ids"]] for c in cs]
            for cs in per_item]
+    return per_item, ids
+
+
+def _forced_direct(model: Model, task: Task, items: list[Item], prompts: list[list[int]],
+                   cfg: GenerationConfig) -> tuple[list[str], list[int]]:
+    """The most likely of the task's candidate answers after each prompt (sequence log-probability). When every
+    candidate is one token, one forward per prompt reads them all at its last position (the same argmax)."""
+    per_item, ids = _candidates(model, task, items)
     if all(len(c) == 1 for cs in ids for c in cs):
         from interp.models import right_pad
 
@@ -187,11 +193,46 @@ def generate_completions(model: Model, task: Task, items: Sequence[Item], cfg: G
 
 
 
+def _completions_task(spec: tuple[str, str, str, str, str], task: Task, items: list[Item], cfg: GenerationConfig
+                      ) -> tuple[list[str], list[int]]:
+    """One Ray task of `evaluate(..., ray=...)`: the completions of one run of whole batches."""
+    from interp.cluster import worker_model
+
+    return generate_completions(worker_model(spec), task, items, cfg)
+
+
+def _chunks(model: Model, task: Task, items: list[Item], cfg: GenerationConfig) -> list[list[Item]]:
+    """Runs of items that give the same completions on their own as inside the whole list: one per batch when
+    batches are independent (greedy generation, single-token forced answers), else everything in one run
+    (sampling draws one random stream across batches; multi-token candidates are batched across items)."""
+    one = cfg.temperature > 0
+    if cfg.force == "direct":
+        _, ids = _candidates(model, task, items)
+        one = one or not all(len(c) == 1 for cs in ids for c in cs)
+    if one:
+        return [items]
+    return [items[i:i + cfg.batch_size] for i in range(0, len(items), cfg.batch_size)]
+
+
 def evaluate(model: Model, task: Task, items: Sequence[Item], cfg: GenerationConfig = GenerationConfig(),
-             group_by: str = "n_steps", n_boot: int = 1000) -> TaskEval:
-    """Generate, grade and aggregate by `meta[group_by]` (items without it form the group `all`)."""
+             group_by: str = "n_steps", n_boot: int = 1000, ray: str | bool | None = None, num_cpus: float = 1,
+             num_gpus: float = 0) -> TaskEval:
+    """Generate, grade and aggregate by `meta[group_by]` (items without it form the group `all`).
+
+    `ray` (see `interp.cluster`) generates each batch as a Ray task (`num_cpus`/`num_gpus` each, the model
+    reloaded from its folder on the workers); the result equals the one of a run in this process."""
     items = require_items(items)
-    texts, n_tokens = generate_completions(model, task, items, cfg)
+    if ray in (None, False, ""):
+        texts, n_tokens = generate_completions(model, task, items, cfg)
+    else:
+        from interp.cluster import model_spec, run_tasks
+
+        spec = model_spec(model)
+        texts, n_tokens = [], []
+        for t, n in run_tasks(_completions_task, [(spec, task, c, cfg) for c in _chunks(model, task, list(items), cfg)],
+                              ray=ray, num_cpus=num_cpus, num_gpus=num_gpus):
+            texts += t
+            n_tokens += n
     grades = [dataclasses.replace(task.grade(it, t), n_tokens=n) for it, t, n in zip(items, texts, n_tokens)]
     groups: dict[str, list[Grade]] = {}
     for it, g in zip(items, grades):

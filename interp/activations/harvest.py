@@ -300,6 +300,9 @@ def harvest(
     shard: tuple[int, int] = (0, 1),
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    ray: str | bool | None = None,
+    num_cpus: float = 1,
+    num_gpus: float = 0,
 ) -> ActivationStore:
     """Harvest `hooks` at `positions` of every example into the store at `out` and return it opened.
 
@@ -310,7 +313,17 @@ def harvest(
     raises stops the harvest (no later shard is written) and reaches the caller. `hooks` may hold patterns
     (`blocks.*.hook_resid_post`); `positions` is any `interp.positions` form (`"answer"`, `"last"`, `-1`, a
     selector). The manifest records the BOS id the model prepends (None if it prepends none), so SAE code
-    leaves out exactly those rows."""
+    leaves out exactly those rows. `ray` (True/"local", "auto", "host:port"; see `interp.cluster`) runs each
+    shard as a Ray task declaring `num_cpus`/`num_gpus` (the model is reloaded from its folder on the workers)
+    and merges them into the same bytes as a run in this process."""
+    if ray not in (None, False, ""):
+        if shard != (0, 1):
+            raise ValueError("ray= runs every shard itself: leave shard at (0, 1)")
+        from interp.activations.parallel import harvest_ray
+
+        return harvest_ray(model, dataset, hooks, positions, out, ray=ray, batch_size=batch_size,
+                           shard_size=shard_size, dtype=dtype, seed=seed, overwrite=overwrite, progress=progress,
+                           num_cpus=num_cpus, num_gpus=num_gpus)
     hooks = _check_hooks(model, hooks)
     positions = as_selector(positions)
     if dtype not in DTYPES:

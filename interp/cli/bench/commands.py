@@ -150,3 +150,26 @@ def bench_sae(
             BenchRow("ratio (target >= 1.0x)", f"{r['throughput_ratio']:.2f}x ({'met' if r['target_met'] else 'NOT met'})"),
             BenchRow("ratio incl. harvest", f"{r['throughput_ratio_end_to_end']:.2f}x")]
     print_bench("interp bench sae", rows, r)
+
+
+@bench_app.command("ray")
+def bench_ray_cmd(
+    model: Annotated[str, typer.Option(help="zoo model, local folder or cached hub id to harvest")] = "organism/base-l",
+    n: Annotated[int, typer.Option(help="prompts harvested (every token of the last block's residual stream)")] = 1024,
+    shards: Annotated[int, typer.Option(help="shards, each one Ray task")] = 8,
+    cpus: Annotated[int, typer.Option(help="CPUs of the local Ray instance (1 per task)")] = 2,
+    batch_size: int = 32,
+    repeats: Annotated[int, typer.Option(help="timed repeats of each way (best of, interleaved)")] = 2,
+    ray: Annotated[str | None, typer.Option("--ray", help="an existing cluster's address (auto, host:port) "
+                                                          "instead of a local instance")] = None,
+) -> None:
+    """Harvest tokens/s of N shards as Ray tasks on a local instance vs one single-threaded process (target >= 1.6x),
+    and whether the stores are byte-identical."""
+    from interp.benchmark import print_bench
+    from interp.cli.bench.ray import bench_ray
+
+    try:
+        rows, figures = bench_ray(model, n, shards, cpus, batch_size, repeats=repeats, address=ray)
+    except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
+        fail(e)
+    print_bench("interp bench ray", rows, figures)

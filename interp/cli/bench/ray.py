@@ -1,0 +1,118 @@
+"""`interp bench ray`: a harvest of N shards as Ray tasks on a local instance vs the same harvest in one process.
+
+Both sides start from a loaded model: the single process loads it before its timed harvest, and the Ray
+workers load it once each in an untimed warm-up (one task per CPU), as they would on a cluster that
+harvests many stores. What is timed on the Ray side is the whole `harvest(..., ray=...)` call: task
+dispatch, the shards' forwards and writes on the workers, their bytes coming back, the parts written and
+merged. The stores are then compared file by file (byte-identical). Wall time only: the workers' CPU time
+is not this process's; the load average before and after is recorded instead (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from interp.benchmark import BenchRow
+
+TARGET = 1.6  # issue 17: >= 1.6x the tokens/s of one single-threaded process, on a local 2-CPU Ray instance
+
+
+def tree_digest(root: str | Path) -> dict[str, str]:
+    """sha256 of every file under `root`, by relative path."""
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _warm(spec: tuple[str, str, str, str, str], seconds: float) -> int:
+    """Load the model in this worker, then hold the CPU slot a moment so the next warm-up lands on another worker."""
+    from interp.cluster import worker_model
+
+    worker_model(spec)
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 1024, shards: int = 8, cpus: int = 2,
+              batch_size: int = 32, hook: str = "last", repeats: int = 2, address: str | None = None,
+              ) -> tuple[list[BenchRow], dict[str, Any]]:
+    """Harvest `n_prompts` (every token, one hook) in `shards` shards: one single-threaded process vs Ray tasks
+    (1 CPU each) on a local instance of `cpus` CPUs (or the cluster at `address`); best of `repeats`, interleaved."""
+    import ray
+    import torch
+
+    from interp.activations import AllTokens, harvest
+    from interp.cli.bench.harvest import bench_dataset
+    from interp.cluster import model_spec, run_tasks
+    from interp.models import load
+
+    torch.set_num_threads(1)
+    model = load(model_name)
+    ds = bench_dataset(model, n_prompts)
+    n_tokens = sum(len(e.ids) for e in ds)
+    hook_name = f"blocks.{model.n_layers - 1}.hook_resid_post" if hook == "last" else hook
+    shard_size = -(-n_prompts // shards)
+    shard_size = -(-shard_size // batch_size) * batch_size
+    load_before = os.getloadavg()
+    tmp = Path(tempfile.mkdtemp(prefix="interp-bench-ray-"))
+    started = not ray.is_initialized()
+    if started:
+        t0 = time.perf_counter()
+        if address:
+            ray.init(address=address, include_dashboard=False)
+        else:
+            ray.init(num_cpus=cpus, include_dashboard=False)
+        init_s = time.perf_counter() - t0
+    else:
+        init_s = 0.0
+    try:
+        total_cpus = int(ray.cluster_resources().get("CPU", cpus))
+        t0 = time.perf_counter()
+        pids = run_tasks(_warm, [(model_spec(model), 2.0)] * total_cpus, ray=True)
+        warm_s = time.perf_counter() - t0
+        times: dict[str, float] = {"single": float("inf"), "ray": float("inf")}
+        digests: dict[str, dict[str, str]] = {}
+        for r in range(repeats):
+            for way in ("single", "ray"):
+                out = tmp / f"{way}{r}"
+                t0 = time.perf_counter()
+                store = harvest(model, ds, [hook_name], AllTokens(), out, batch_size=batch_size, shard_size=shard_size,
+                                ray=True if way == "ray" else None)
+                times[way] = min(times[way], time.perf_counter() - t0)
+                digests[way] = tree_digest(out)
+                n_shards, n_rows = store.manifest["n_shards"], store.n_rows
+                shutil.rmtree(out)
+    finally:
+        if started:
+            ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    load_after = os.getloadavg()
+    single, par = n_tokens / times["single"], n_tokens / times["ray"]
+    ratio = par / single
+    identical = digests["single"] == digests["ray"]
+    rows = [BenchRow("model / hook", f"{model_name} / {hook_name} ({model.n_params:,} params)"),
+            BenchRow("harvest", f"{n_prompts} prompts, {n_tokens:,} tokens, {n_rows:,} rows, {n_shards} shards"),
+            BenchRow("one process, 1 torch thread", f"{single:,.0f} tok/s ({times['single']:.2f} s)"),
+            BenchRow(f"Ray, {total_cpus} CPUs, 1 CPU per task", f"{par:,.0f} tok/s ({times['ray']:.2f} s)"),
+            BenchRow(f"ratio (target >= {TARGET}x)", f"{ratio:.2f}x ({'met' if ratio >= TARGET else 'NOT met'})"),
+            BenchRow("byte-identical stores", f"{identical} ({len(digests['ray'])} files)"),
+            BenchRow("untimed: ray.init / worker warm-up (model load)", f"{init_s:.1f} s / {warm_s:.1f} s "
+                     f"({len(set(pids))} worker(s))"),
+            BenchRow("load average before / after (1 min)", f"{load_before[0]:.2f} / {load_after[0]:.2f}")]
+    figures = {"bench": "ray", "model": model_name, "hook": hook_name, "n_prompts": n_prompts, "tokens": n_tokens,
+               "shards": n_shards, "ray_cpus": total_cpus, "repeats": repeats,
+               "single_tokens_per_s": round(single, 1), "ray_tokens_per_s": round(par, 1),
+               "single_s": round(times["single"], 3), "ray_s": round(times["ray"], 3), "ratio": round(ratio, 4),
+               "target": TARGET, "meets_target": ratio >= TARGET, "byte_identical": identical,
+               "ray_init_s": round(init_s, 2), "warmup_s": round(warm_s, 2), "warm_workers": len(set(pids)),
+               "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after]}
+    return rows, figures
+
+
+__all__ = ["TARGET", "bench_ray", "tree_digest"]
