@@ -1,0 +1,256 @@
+"""`run(ReplicationConfig(seeds=(0, 1, 2))) -> ReplicationResult`: the analyses behind the zoo report's headline
+findings, rerun on each seed's replicas of the zoo (seed 0: the shipped members; seed k: `organism/<member>-seed<k>`,
+post-trained from their own seed's base), each finding's numbers extracted per seed and aggregated over seeds.
+
+Each analysis runs through its own `run(config)` with its own config pointed at the seed's members and sized to
+stay affordable (the numbers are then on fewer problems than the report's; the bootstrap intervals say so). The
+per-seed numbers of each analysis are cached as JSON under the toolkit's cache (`replication/`), keyed by the
+members' checksums and the configs, so a rerun is fast and a killed run resumes where it stopped."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from analyses.replication.aggregate import Finding
+from analyses.replication.findings import TUNED, Measure, Metrics, evaluate, specs
+from interp.io import cache_dir, library_versions, read_json, write_json
+
+ANALYSES = ("zoo", "layers", "latent", "verbosity")
+MEMBERS = ("base-s", *TUNED)  # the members with seed replicas
+SCALE = ("base-m", "base-l")  # one run each (seed 0), the scale axis of the zoo findings
+VERSION = 1  # part of the cache key: bump when the metrics extracted change
+GRAFT_BLOCKS = ((0, 1), (1, 2), (2, 3), (3, 4), (0, 3), (1, 4))  # single layers and the two 3-layer blocks
+
+
+def member_name(member: str, seed: int) -> str:
+    """`organism/<member>` for seed 0 (the shipped originals), `organism/<member>-seed<k>` otherwise."""
+    if seed < 0:
+        raise ValueError(f"seeds are non-negative integers, got {seed}")
+    return f"organism/{member}" if seed == 0 else f"organism/{member}-seed{seed}"
+
+
+def missing_members(seed: int, members: Sequence[str] = MEMBERS) -> list[str]:
+    """The seed's members that are not trained (or not known to the zoo) yet."""
+    from interp.organism.zoo_paths import organism_path
+
+    out = []
+    for m in members:
+        try:
+            organism_path(member_name(m, seed))
+        except (ValueError, FileNotFoundError):
+            out.append(member_name(m, seed))
+    return out
+
+
+@dataclass(frozen=True)
+class ReplicationConfig:
+    """Which seeds, which analyses, and how many problems each analysis uses per step count (smaller than the
+    report's, so that three seeds cost about a quarter of an hour of CPU). `skip_missing` leaves out (and
+    records) a seed whose members are not all trained instead of failing."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    analyses: tuple[str, ...] = ANALYSES
+    n_eval: int = 50  # zoo evaluation, per step count 1-4 (free, forced CoT, forced direct)
+    n_layers: int = 20  # layer changes (grafting and ablation), per step count 1-4
+    n_latent: int = 150  # probes, per step count 2-4
+    n_verbosity: int = 25  # verbosity validation and test problems, per step count 1-4
+    verbosity_gammas: tuple[float, ...] = (0.5, 0.625, 0.75)
+    skip_missing: bool = True
+    cache_dir: str = field(default_factory=lambda: str(cache_dir("replication")))
+
+    def __post_init__(self) -> None:
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds}")
+        bad = [a for a in self.analyses if a not in ANALYSES]
+        if bad or not self.analyses:
+            raise ValueError(f"unknown analyses {bad}; valid: {', '.join(ANALYSES)}")
+        for k in ("n_eval", "n_layers", "n_latent", "n_verbosity"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReplicationConfig:
+        d = dict(d)
+        for k in ("seeds", "analyses", "verbosity_gammas"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ReplicationResult:
+    """Per-seed metrics (seed -> metric key -> value with its bootstrap interval), the findings aggregated over
+    the measured seeds, the members and checksums of each seed, seeds left out and why, time per analysis."""
+
+    config: ReplicationConfig
+    members: dict[int, dict[str, str]]  # seed -> role -> model name
+    checksums: dict[str, str]
+    metrics: dict[int, Metrics]
+    findings: tuple[Finding, ...]
+    missing: dict[int, str]  # seed -> why it was left out
+    seconds: dict[int, dict[str, float]]  # seed -> analysis -> wall seconds (0 when read from the cache)
+    cpu_seconds: dict[int, dict[str, float]]
+    libraries: dict[str, str]
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(sorted(self.metrics))
+
+    def finding(self, finding_id: str) -> Finding:
+        for f in self.findings:
+            if f.id == finding_id:
+                return f
+        raise KeyError(f"no finding {finding_id!r}; findings: {', '.join(f.id for f in self.findings)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": VERSION, "config": self.config.to_dict(),
+                "members": {str(s): m for s, m in self.members.items()}, "checksums": self.checksums,
+                "metrics": {str(s): {k: dataclasses.asdict(v) for k, v in m.items()} for s, m in self.metrics.items()},
+                "findings": [f.to_dict() for f in self.findings], "missing": {str(s): r for s, r in self.missing.items()},
+                "seconds": {str(s): v for s, v in self.seconds.items()},
+                "cpu_seconds": {str(s): v for s, v in self.cpu_seconds.items()}, "libraries": self.libraries}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReplicationResult:
+        ms = lambda x: Measure(float("nan") if x["value"] is None else x["value"],
+                               None if x["ci"] is None else tuple(x["ci"]), x.get("note", ""))
+        return cls(ReplicationConfig.from_dict(d["config"]), {int(s): m for s, m in d["members"].items()},
+                   d["checksums"], {int(s): {k: ms(v) for k, v in m.items()} for s, m in d["metrics"].items()},
+                   tuple(Finding.from_dict(f) for f in d["findings"]), {int(s): r for s, r in d["missing"].items()},
+                   {int(s): v for s, v in d["seconds"].items()}, {int(s): v for s, v in d["cpu_seconds"].items()},
+                   d["libraries"])
+
+
+def aggregate(metrics: Mapping[int, Metrics]) -> tuple[Finding, ...]:
+    """Every finding evaluated over the seeds' metrics (a finding whose analysis did not run in a seed counts
+    that seed as not measured)."""
+    return tuple(evaluate(s, metrics) for s in specs())
+
+
+# ------------------------------------------------------------------------------------------ per seed
+
+def analysis_configs(config: ReplicationConfig, seed: int) -> dict[str, Any]:
+    """Each analysis' own config, pointed at the seed's members and sized by `config`."""
+    from analyses.latent_reasoning import LatentConfig
+    from analyses.layer_changes.analysis import LayerChangesConfig
+    from analyses.verbosity.analysis import VerbosityConfig
+    from analyses.zoo_eval import ZooEvalConfig
+    from interp.organism.evaluate import EvalConfig
+
+    name = {m: member_name(m, seed) for m in MEMBERS}
+    out: dict[str, Any] = {}
+    if "zoo" in config.analyses:
+        out["zoo"] = ZooEvalConfig(models=(*name.values(), *(member_name(b, 0) for b in SCALE)),
+                                   eval=EvalConfig(n_per_step=config.n_eval))
+    if "layers" in config.analyses:
+        for t in TUNED:
+            out[f"layers.{t}"] = LayerChangesConfig(base=name["base-s"], tuned=name[t], large=None,
+                                                    eval=EvalConfig(n_per_step=config.n_layers, n_boot=1000),
+                                                    blocks=GRAFT_BLOCKS, parts=("weights", "grafting", "ablation"))
+    if "latent" in config.analyses:
+        out["latent"] = LatentConfig(models=tuple(name.values()), base=name["base-s"], n_per_step=config.n_latent)
+    if "verbosity" in config.analyses:
+        out["verbosity"] = VerbosityConfig(model=name["sft"], base=name["base-s"], variants=("decision",),
+                                           gammas=config.verbosity_gammas, n_val_per_step=config.n_verbosity,
+                                           n_test_per_step=config.n_verbosity, timing_repeats=1, latency_problems=2)
+    return out
+
+
+def roles(seed: int) -> dict[str, str]:
+    """Role -> model name for one seed (the scale bases are always seed 0's)."""
+    return {**{m: member_name(m, seed) for m in MEMBERS}, **{b: member_name(b, 0) for b in SCALE}}
+
+
+def run_one(key: str, cfg: Any, seed: int, progress: bool = True) -> Metrics:
+    """Run one analysis of one seed (through the analysis' own cached `run`) and extract its numbers."""
+    from analyses.replication import findings as fd
+
+    r = roles(seed)
+    if key == "zoo":
+        from analyses import zoo_eval
+
+        return fd.zoo_metrics(zoo_eval.run(cfg, progress=progress), r)
+    if key.startswith("layers."):
+        from analyses.layer_changes.analysis import run as layers_run
+
+        return fd.layer_metrics(layers_run(cfg, progress=progress), key.removeprefix("layers."))
+    if key == "latent":
+        from analyses import latent_reasoning
+
+        return fd.latent_metrics(latent_reasoning.run_cached(cfg, progress=progress), r)
+    if key == "verbosity":
+        from analyses.verbosity.analysis import run_cached
+
+        return fd.verbosity_metrics(run_cached(cfg, progress=progress))
+    raise ValueError(f"unknown analysis {key!r}")
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _config_key(cfg: Any) -> dict[str, Any]:
+    d = cfg.to_dict()
+    d.pop("cache_dir", None)
+    return d
+
+
+def run(config: ReplicationConfig = ReplicationConfig(), progress: bool = True) -> ReplicationResult:
+    """Every analysis on every seed's members (cached per seed and analysis), then the findings over seeds."""
+    import torch
+
+    from interp.models import load
+
+    metrics: dict[int, Metrics] = {}
+    members: dict[int, dict[str, str]] = {}
+    checksums: dict[str, str] = {}
+    missing: dict[int, str] = {}
+    seconds: dict[int, dict[str, float]] = {}
+    cpu: dict[int, dict[str, float]] = {}
+    for seed in config.seeds:
+        absent = missing_members(seed)
+        if absent:
+            why = f"not trained yet: {', '.join(absent)}"
+            if not config.skip_missing:
+                raise FileNotFoundError(f"seed {seed}: {why}")
+            missing[seed] = why
+            continue
+        r = roles(seed)
+        members[seed] = r
+        needed = [n for k, n in r.items() if k in MEMBERS or "zoo" in config.analyses]
+        for n in needed:
+            checksums.setdefault(n, load(n).checksum)
+        metrics[seed], seconds[seed], cpu[seed] = {}, {}, {}
+        for key, cfg in tqdm(analysis_configs(config, seed).items(), desc=f"seed {seed}", disable=not progress):
+            path = Path(config.cache_dir) / (f"seed{seed}-{key}-"
+                                             f"{_digest({'config': _config_key(cfg), 'checksums': checksums, 'version': VERSION})}.json")
+            t0, c0 = time.perf_counter(), time.process_time()
+            if path.is_file():
+                got = {k: Measure(float("nan") if v["value"] is None else v["value"],
+                                  None if v["ci"] is None else tuple(v["ci"]), v.get("note", ""))
+                       for k, v in read_json(path)["metrics"].items()}
+            else:
+                torch.manual_seed(0)
+                got = run_one(key, cfg, seed, progress=False)
+                write_json(path, {"seed": seed, "analysis": key, "config": _config_key(cfg),
+                                  "metrics": {k: dataclasses.asdict(v) for k, v in got.items()}})
+            metrics[seed].update(got)
+            seconds[seed][key] = round(time.perf_counter() - t0, 2)
+            cpu[seed][key] = round(time.process_time() - c0, 2)
+    return ReplicationResult(config, members, checksums, metrics, aggregate(metrics), missing, seconds, cpu,
+                             library_versions())
+
+
+__all__ = ["ANALYSES", "MEMBERS", "ReplicationConfig", "ReplicationResult", "aggregate", "analysis_configs",
+           "member_name", "missing_members", "roles", "run", "run_one"]

@@ -1,0 +1,311 @@
+"""The headline findings of the zoo report, as claims checked per seed: the numbers each analysis result
+gives for one seed (`*_metrics`), and for each finding the claim, the number that decides it and the
+predicate over one seed's numbers (`SPECS`). Thresholds are written into the claims."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from analyses.replication.aggregate import Finding, Replicated, SeedValue
+
+if TYPE_CHECKING:
+    from analyses.latent_reasoning import LatentResult
+    from analyses.layer_changes.analysis import LayerChangesResult
+    from analyses.verbosity.analysis import VerbosityResult
+    from analyses.zoo_eval import ZooEvalResult
+
+TUNED = ("sft", "rl", "dpo")
+HARD = (3, 4)  # the report's hard problems
+N_BOOT = 1000
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One number of one seed, with its 95% bootstrap interval when the analysis gives one."""
+
+    value: float
+    ci: tuple[float, float] | None = None
+    note: str = ""
+
+
+Metrics = dict[str, Measure]
+NAN = Measure(math.nan)
+
+
+# ------------------------------------------------------------------------------------------ extraction
+
+def zoo_metrics(result: ZooEvalResult, roles: Mapping[str, str]) -> Metrics:
+    """Free/forced accuracy and CoT rate on 3-4-step problems. `roles` maps a role (base-s, sft, ..., base-m)
+    to the model name evaluated in that role. Intervals of a 3-4-step mean are the mean of the two step
+    counts' bootstrap bounds (equal n per step count; at least as wide as the pooled interval)."""
+    by_name = {m.name: m for m in result.models}
+    out: Metrics = {}
+
+    def hard(ev: object, metric: str) -> Measure:
+        stats = [ev.by_steps[k] for k in HARD]  # type: ignore[attr-defined]
+        cis = [getattr(s, f"{metric}_ci") for s in stats]
+        return Measure(float(np.mean([getattr(s, metric) for s in stats])),
+                       (float(np.mean([c[0] for c in cis])), float(np.mean([c[1] for c in cis]))))
+
+    for role, name in roles.items():
+        m = by_name.get(name)
+        if m is None:
+            continue
+        out[f"zoo.{role}.free_acc"] = hard(m.free, "accuracy")
+        out[f"zoo.{role}.cot_rate"] = hard(m.free, "cot_rate")
+        if m.forced is not None:
+            out[f"zoo.{role}.forced_acc"] = hard(m.forced, "accuracy")
+        if m.direct is not None:
+            out[f"zoo.{role}.direct_acc"] = hard(m.direct, "accuracy")
+    if "zoo.base-s.forced_acc" in out:
+        out["zoo.base-s.unused"] = Measure(out["zoo.base-s.forced_acc"].value - out["zoo.base-s.free_acc"].value)
+    scale = [out[f"zoo.{b}.direct_acc"].value for b in ("base-m", "base-l") if f"zoo.{b}.direct_acc" in out]
+    if scale and "zoo.base-s.direct_acc" in out:
+        out["zoo.scale_gain"] = Measure(max(scale) - out["zoo.base-s.direct_acc"].value)
+    return out
+
+
+def _gap_closed_ci(graft: Sequence[bool], base: Sequence[bool], tuned: Sequence[bool], seed: int = 0
+                   ) -> tuple[float, tuple[float, float] | None]:
+    """(graft - base) / (tuned - base) of CoT rates on the same problems, with a paired bootstrap interval."""
+    g, b, t = (np.asarray(x, dtype=float) for x in (graft, base, tuned))
+    closed = lambda i: (g[i].mean() - b[i].mean()) / (t[i].mean() - b[i].mean())
+    if abs(t.mean() - b.mean()) < 1e-9:
+        return math.nan, None
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(N_BOOT):
+        i = rng.integers(0, len(g), len(g))
+        if abs(t[i].mean() - b[i].mean()) > 1e-9:
+            reps.append(closed(i))
+    ci = (float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))) if reps else None
+    return float(closed(np.arange(len(g)))), ci
+
+
+def _rank(drops: Sequence[float]) -> str:
+    return ">".join(str(i) for i in np.argsort(-np.array(drops), kind="stable"))
+
+
+def layer_metrics(result: LayerChangesResult, role: str) -> Metrics:
+    """Grafting (which single layer moves the CoT rate most, and how much of the gap it closes; whether a
+    3-layer block closes 90%), weight change spread, and the criticality order of layers under ablation."""
+    from analyses.layer_changes.figures import _spearman
+    from analyses.layer_changes.grafting import ENDS
+
+    out: Metrics = {}
+    p = f"layers.{role}"
+    n, bl = result.n_layers, result.baselines
+    if result.weights is not None:
+        w = result.weights.per_layer
+        out[f"{p}.weight_ratio"] = Measure(min(w) / max(w))
+    into = [g for g in result.grafts if g.direction == "tuned_into_base" and g.block != ENDS and g.behaviour]
+    singles = sorted((g for g in into if g.block[1] - g.block[0] == 1), key=lambda g: g.block)  # type: ignore[index]
+    if singles and "base" in bl and "tuned" in bl:
+        base, tuned = bl["base"].cot, bl["tuned"].cot
+        gaps = [_gap_closed_ci(g.behaviour.cot, base, tuned) for g in singles]  # type: ignore[union-attr]
+        best = int(np.argmax([g.behaviour.cot_rate for g in singles]))  # type: ignore[union-attr]
+        out[f"{p}.best_single_layer"] = Measure(float(singles[best].block[0]))  # type: ignore[index]
+        out[f"{p}.top_gap"] = Measure(gaps[-1][0], gaps[-1][1])
+        out[f"{p}.best_single_gap"] = Measure(gaps[best][0], gaps[best][1])
+        out[f"{p}.top_is_best"] = Measure(float(best == n - 1))
+        out[f"{p}.base_cot"] = Measure(bl["base"].cot_rate, bl["base"].cot_rate_ci)
+        out[f"{p}.tuned_cot"] = Measure(bl["tuned"].cot_rate, bl["tuned"].cot_rate_ci)
+        big = [g for g in into if g.block[1] - g.block[0] == n - 1]  # type: ignore[index]
+        if big:
+            closed = [_gap_closed_ci(g.behaviour.cot, base, tuned)[0] for g in big]  # type: ignore[union-attr]
+            out[f"{p}.block_max_gap"] = Measure(max(closed))
+    if result.ablations and "base_forced_cot" in bl and "tuned_forced_cot" in bl:
+        drops = {}
+        for r in ("base", "tuned"):
+            cells = sorted((a for a in result.ablations if a.model == r and a.mode == "mean"), key=lambda a: a.layer)
+            drops[r] = [bl[f"{r}_forced_cot"].accuracy - a.forced_cot.accuracy for a in cells]
+        out[f"{p}.rank_rho"] = Measure(_spearman(drops["base"], drops["tuned"]),
+                                       note=f"{_rank(drops['base'])} vs {_rank(drops['tuned'])}")
+        out[f"{p}.same_rank"] = Measure(float(_rank(drops["base"]) == _rank(drops["tuned"])))
+    return out
+
+
+def latent_metrics(result: LatentResult, roles: Mapping[str, str]) -> Metrics:
+    """base-s's best selectivity for steps 1-3 at the answer position (and for the answer itself); each
+    model's CoT decision read at its best layer, as accuracy above the majority baseline."""
+    from analyses.latent_reasoning import COT_VARIABLE, INTERMEDIATE_AT_ANSWER, VARIABLES
+
+    out: Metrics = {}
+    names = {m.name: m for m in result.models}
+    base = names.get(roles.get("base-s", ""))
+    if base is not None:
+        cells = [c for c in (base.best(v) for v in INTERMEDIATE_AT_ANSWER) if c is not None]
+        if cells:
+            c = max(cells, key=lambda c: c.selectivity)
+            out["latent.base-s.step_selectivity"] = Measure(c.selectivity, tuple(c.selectivity_ci),
+                                                            note=f"{c.target.removeprefix('intermediate.')} at L{c.layer}")
+        ans = base.best(next(v for v in VARIABLES if v.name == "answer @ answer"))
+        if ans is not None:
+            out["latent.base-s.answer_selectivity"] = Measure(ans.selectivity, tuple(ans.selectivity_ci))
+    for role, name in roles.items():
+        m = names.get(name)
+        if m is None:
+            continue
+        cells = [c for c in (m.cell(h, COT_VARIABLE) for h in m.hooks) if c]
+        if cells:
+            best = max(cells, key=lambda c: c.score.value - c.majority)
+            out[f"latent.{role}.cot_gain"] = Measure(best.score.value - best.majority,
+                                                     (best.score.ci[0] - best.majority, best.score.ci[1] - best.majority))
+        else:
+            out[f"latent.{role}.cot_gain"] = Measure(math.nan, note=f"not probeable, CoT rate {m.cot_rate:.2f}")
+    return out
+
+
+def verbosity_metrics(result: VerbosityResult) -> Metrics:
+    """Token reduction and accuracy change (paired intervals) of sft's own direction at its chosen point, of
+    base-s's direction at the same point, and the random-direction control's reduction."""
+    out: Metrics = {}
+    red, test = result.reduction, result.test
+    if result.chosen is None or "chosen" not in red:
+        why = "no steering point kept accuracy within tolerance on validation"
+        return {k: Measure(math.nan, note=why) for k in ("verbosity.own_reduction", "verbosity.base_reduction")}
+    base_key = next((k for k in red if k.startswith("chosen: ") and k.endswith(" direction")), None)
+    for key, name in (("chosen", "own"), (base_key, "base")):
+        if key is None:
+            continue
+        r = red[key]
+        out[f"verbosity.{name}_reduction"] = Measure(r["reduction"], tuple(r["reduction_ci"]))
+        out[f"verbosity.{name}_acc_change"] = Measure(r["accuracy_change"], tuple(r["accuracy_change_ci"]))
+    rand, ref = test.get("chosen: random direction"), test.get("unsteered")
+    if rand is not None and ref is not None:
+        out["verbosity.random_reduction"] = Measure(1 - rand.mean_tokens / ref.mean_tokens)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ findings
+
+Predicate = Callable[[Metrics], "bool | None"]
+
+
+@dataclass(frozen=True)
+class FindingSpec:
+    """How one finding is decided: the claim, the per-seed number shown (`value`, a metric key), further
+    numbers shown beside it (`context`: key, label, format), and the predicate over one seed's metrics
+    (None when a metric it needs is missing or nan in that seed)."""
+
+    id: str
+    claim: str
+    metric: str
+    value: str
+    fmt: str
+    predicate: Predicate
+    context: tuple[tuple[str, str, str], ...] = ()
+    note: str = ""
+    analysis: str = ""  # which analysis provides the numbers: zoo, layers, latent, verbosity
+
+
+def _have(m: Metrics, *keys: str) -> bool:
+    return all(k in m and not math.isnan(m[k].value) for k in keys)
+
+
+def _pred(keys: tuple[str, ...], test: Callable[..., bool]) -> Predicate:
+    """A predicate over the values of `keys` (None when any is missing or nan)."""
+    return lambda m: bool(test(*(m[k].value for k in keys))) if _have(m, *keys) else None
+
+
+def specs() -> tuple[FindingSpec, ...]:
+    """Every finding, in the report's order."""
+    out = [
+        FindingSpec("zoo.base_unused", "base-s can reason but rarely chooses to: on 3-4-step problems its accuracy "
+                    "forced into a chain of thought exceeds its free accuracy by at least 0.20",
+                    "forced-CoT minus free accuracy (3-4 steps)", "zoo.base-s.unused", "signed",
+                    _pred(("zoo.base-s.unused",), lambda d: d >= 0.20),
+                    (("zoo.base-s.free_acc", "free accuracy", "pct"), ("zoo.base-s.cot_rate", "CoT rate", "pct")),
+                    analysis="zoo"),
+    ]
+    for t in TUNED:
+        out.append(FindingSpec(
+            f"zoo.{t}.chooses_cot", f"{t} chooses a chain of thought on 3-4-step problems (CoT rate at least 80%, "
+            f"base-s's below 30%)", f"{t}'s CoT rate (3-4 steps)", f"zoo.{t}.cot_rate", "pct",
+            _pred((f"zoo.{t}.cot_rate", "zoo.base-s.cot_rate"), lambda c, b: c >= 0.8 and b < 0.3),
+            (("zoo.base-s.cot_rate", "base-s", "pct"), (f"zoo.{t}.free_acc", f"{t} accuracy", "pct")), analysis="zoo"))
+    out.append(FindingSpec(
+        "zoo.scale_latent_gap", "Scale does not close the latent gap: forced to answer directly, base-m and base-l "
+        "are no more accurate on 3-4-step problems than base-s (at most +0.05)",
+        "best larger base's forced-direct accuracy minus base-s's (3-4 steps)", "zoo.scale_gain", "signed",
+        _pred(("zoo.scale_gain",), lambda d: d <= 0.05),
+        (("zoo.base-s.direct_acc", "base-s forced direct", "pct"), ("zoo.base-m.direct_acc", "base-m", "pct"),
+         ("zoo.base-l.direct_acc", "base-l", "pct")),
+        note="base-m and base-l have one training run (seed 0); only base-s varies with the seed", analysis="zoo"))
+    for t in ("rl", "dpo"):
+        p = f"layers.{t}"
+        out.append(FindingSpec(
+            f"{p}.top_layer", f"{t}'s behaviour sits in the top layer: grafting {t}'s layer 3 alone into base-s moves "
+            f"the CoT rate more than any other single layer and closes at least half of the CoT-rate gap",
+            "share of the CoT-rate gap closed by grafting layer 3 alone", f"{p}.top_gap", "pct",
+            _pred((f"{p}.top_gap", f"{p}.top_is_best"), lambda g, top: top == 1.0 and g >= 0.5),
+            ((f"{p}.best_single_layer", "layer that moves most", "int"), (f"{p}.tuned_cot", f"{t} CoT rate", "pct")),
+            analysis="layers"))
+    out.append(FindingSpec(
+        "layers.sft.every_layer", "sft's behaviour needs all its layers: no single layer grafted into base-s closes "
+        "half of the CoT-rate gap, and no block of 3 of its 4 layers closes 90%",
+        "largest share of the CoT-rate gap closed by one grafted layer", "layers.sft.best_single_gap", "pct",
+        _pred(("layers.sft.best_single_gap", "layers.sft.block_max_gap"), lambda s, b: s < 0.5 and b < 0.9),
+        (("layers.sft.block_max_gap", "best 3-layer block", "pct"),), analysis="layers"))
+    for t in TUNED:
+        p = f"layers.{t}"
+        out.append(FindingSpec(
+            f"{p}.weights_every_layer", f"{t}'s weights change in every layer (the smallest per-layer relative "
+            f"change is at least half the largest)", "smallest / largest per-layer relative weight change",
+            f"{p}.weight_ratio", "num", _pred((f"{p}.weight_ratio",), lambda r: r >= 0.5), analysis="layers"))
+    for t in TUNED:
+        p = f"layers.{t}"
+        same = t == "dpo"  # as the report states it: dpo keeps base-s's order, sft and rl do not
+        out.append(FindingSpec(
+            f"{p}.criticality", f"The criticality order of layers is {'the same' if same else 'different'} in base-s "
+            f"and {t} (layers ranked by the drop in forced-CoT accuracy under mean ablation)",
+            "Spearman rho of the per-layer drops",
+            f"{p}.rank_rho", "num",
+            _pred((f"{p}.same_rank",), (lambda s: s == 1.0) if same else (lambda s: s == 0.0)), analysis="layers"))
+    out.append(FindingSpec(
+        "latent.no_silent_chain", "No silent chain at the answer position: base-s's probes read steps 1-3 there at "
+        "most 0.10 above their shuffled-label controls, while they read the answer itself at least 0.20 above",
+        "best selectivity for steps 1-3 at the answer position", "latent.base-s.step_selectivity", "signed",
+        _pred(("latent.base-s.step_selectivity", "latent.base-s.answer_selectivity"), lambda s, a: s <= 0.10 and a >= 0.20),
+        (("latent.base-s.answer_selectivity", "answer selectivity", "signed"),), analysis="latent"))
+    for t in ("base-s", "rl", "dpo"):
+        out.append(FindingSpec(
+            f"latent.{t}.cot_decision", f"{t}'s CoT decision is read at the answer position only a little above the "
+            f"majority baseline (less than 0.10 above)", "probe accuracy minus majority baseline (best layer)",
+            f"latent.{t}.cot_gain", "signed", _pred((f"latent.{t}.cot_gain",), lambda g: g < 0.10), analysis="latent"))
+    out += [
+        FindingSpec("verbosity.compresses", "One direction from 50 verbose/concise pairs compresses sft's chains of "
+                    "thought: at least 25% fewer tokens at an accuracy change no worse than -0.05",
+                    "token reduction by sft's own direction (chosen point)", "verbosity.own_reduction", "pct",
+                    _pred(("verbosity.own_reduction", "verbosity.own_acc_change"), lambda r, a: r >= 0.25 and a >= -0.05),
+                    (("verbosity.own_acc_change", "accuracy change", "signed"),
+                     ("verbosity.random_reduction", "random directions", "pct")), analysis="verbosity"),
+        FindingSpec("verbosity.pre_exists", "The verbosity direction pre-exists in the base: read from base-s and "
+                    "applied to sft at the same point, at least 25% fewer tokens at an accuracy change no worse than -0.05",
+                    "token reduction by base-s's direction", "verbosity.base_reduction", "pct",
+                    _pred(("verbosity.base_reduction", "verbosity.base_acc_change"), lambda r, a: r >= 0.25 and a >= -0.05),
+                    (("verbosity.base_acc_change", "accuracy change", "signed"),), analysis="verbosity"),
+    ]
+    return tuple(out)
+
+
+def evaluate(spec: FindingSpec, per_seed: Mapping[int, Metrics]) -> Finding:
+    """The finding over seeds: its predicate per seed, the deciding values and the context numbers."""
+    holds = {s: spec.predicate(m) for s, m in per_seed.items()}
+
+    def rep(key: str, name: str, fmt: str) -> Replicated:
+        vals = [SeedValue(s, m.get(key, NAN).value, m.get(key, NAN).ci, m.get(key, NAN).note)
+                for s, m in per_seed.items()]
+        return Replicated.of(name, vals, fmt)
+
+    return Finding(spec.id, spec.claim, spec.metric, holds, rep(spec.value, spec.metric, spec.fmt),
+                   tuple(rep(k, label, fmt) for k, label, fmt in spec.context), spec.note)
+
+
+__all__ = ["FindingSpec", "Measure", "Metrics", "evaluate", "latent_metrics", "layer_metrics", "specs",
+           "verbosity_metrics", "zoo_metrics"]
