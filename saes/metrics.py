@@ -94,22 +94,31 @@ def _ci(values: np.ndarray) -> tuple[float, float]:
 
 @torch.no_grad()
 def reconstruction_quality(sae: Any, x: Float[torch.Tensor, "rows d"], groups: Sequence[Any], n_boot: int = 200,
-                           seed: int = 0) -> tuple[Quality, torch.Tensor]:
+                           seed: int = 0, chunk: int = 8192) -> tuple[Quality, torch.Tensor]:
     """EV (with a bootstrap over groups), MSE, L0, dead/dense counts; also the per-feature firing rate."""
     if len(x) == 0:
         raise SAEError("no activations to evaluate the SAE on")
     x = x.float()
-    f = encode(sae, x)
-    x_hat = sae.decode(f)
-    fired = (f > 0).float()
-    freq = fired.mean(0)
-    err = (x - x_hat).pow(2).sum(-1).double().numpy()
-    dev = (x - x.mean(0)).pow(2).sum(-1).double().numpy()
+    check_width(sae, x.shape[-1])
+    mean = x.mean(0)
+    err_parts, fired_parts = [], []
+    fired_count = torch.zeros(int(sae.cfg.d_sae))
+    for i in range(0, len(x), chunk):  # chunks: the [rows, d_sae] features never exist all at once
+        xc = x[i:i + chunk]
+        f = sae.encode(xc)
+        fired = f > 0
+        fired_count += fired.sum(0)
+        fired_parts.append(fired.sum(-1))
+        err_parts.append((xc - sae.decode(f)).pow(2).sum(-1))
+    freq = fired_count / len(x)
+    err = torch.cat(err_parts).double().numpy()
+    dev = (x - mean).pow(2).sum(-1).double().numpy()
     w = group_bootstrap([str(g) for g in groups], n_boot, seed)
     ev_boot = 1 - (w @ err) / (w @ dev)
-    q = Quality(n_rows=len(x), n_features=int(f.shape[1]), explained_variance=explained_variance(x, x_hat),
-                explained_variance_ci=_ci(ev_boot), mse=float(err.mean()), l0=float(fired.sum(-1).mean()),
-                dead_features=int((freq == 0).sum()), dense_features=int((freq > DENSE_THRESHOLD).sum()))
+    q = Quality(n_rows=len(x), n_features=int(sae.cfg.d_sae), explained_variance=float(1 - err.sum() / dev.sum()),
+                explained_variance_ci=_ci(ev_boot), mse=float(err.mean()),
+                l0=float(torch.cat(fired_parts).double().mean()), dead_features=int((freq == 0).sum()),
+                dense_features=int((freq > DENSE_THRESHOLD).sum()))
     return q, freq
 
 
@@ -273,14 +282,28 @@ def quality(sae: Any, store: ActivationStore, hook: str, label: str | None = Non
     if x.dim() != 2:
         raise SAEError(f"{hook} rows have shape {tuple(x.shape[1:])}, not one vector per row")
     check_width(sae, x.shape[1])
+    if model is not None and not allow_other_model:
+        store.check_model(model.checksum)
+    return rows_quality(sae, x, ex, hook, model=model, examples=store.dataset().examples if model is not None else (),
+                        max_rows=max_rows, max_texts=max_texts, n_boot=n_boot, seed=seed, exclude_bos=exclude_bos,
+                        loss_after=loss_after)
+
+
+def rows_quality(sae: Any, x: Float[torch.Tensor, "rows d"], ex: np.ndarray, hook: str, model: Model = None,
+                 examples: Sequence[Any] = (), max_rows: int | None = 100_000, max_texts: int = 500, n_boot: int = 200,
+                 seed: int = 0, exclude_bos: bool = True, loss_after: str | None = "answer"
+                 ) -> tuple[Quality, torch.Tensor]:
+    """`quality` on rows already in memory (`ex`: each row's example id, the bootstrap's groups) and, given the
+    model, on the texts `examples` those rows came from (the model must be theirs)."""
+    if x.dim() != 2:
+        raise SAEError(f"{hook} rows have shape {tuple(x.shape[1:])}, not one vector per row")
+    check_width(sae, x.shape[1])
     if max_rows is not None and len(x) > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(len(x), max_rows, replace=False))
         x, ex = x[torch.from_numpy(keep)], ex[keep]
     q, freq = reconstruction_quality(sae, x, ex.tolist(), n_boot, seed)
     if model is not None:
-        if not allow_other_model:
-            store.check_model(model.checksum)
-        examples = store.dataset().examples[:max_texts]
+        examples = list(examples)[:max_texts]
         starts, what = loss_starts(examples, loss_after)
         q = dataclasses.replace(q, ce_tokens=what, **ce_recovered(model, sae, hook, [e.ids for e in examples], n_boot,
                                                                   seed, starts=starts, exclude_bos=exclude_bos))
@@ -300,6 +323,7 @@ __all__ = [
     "reconstruct",
     "reconstruction_quality",
     "replace_at",
+    "rows_quality",
     "sae_splice",
     "zero_splice",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,33 +102,46 @@ def shards(store: ActivationStore, hook: str, label: str | None, exclude_bos: bo
         yield acts, idx
 
 
-def store_rows(store: ActivationStore, hook: str, label: str | None, seed: int, chunk_rows: int,
-               exclude_bos: bool = False, bos_id: Any = _NO_BOS) -> Iterator[Float[torch.Tensor, "rows d_in"]]:
-    """Endless chunks of the store's rows: every epoch visits each row once, permuted by (seed, epoch)."""
+def epoch_chunks(epoch_rows: Callable[[int], Iterable[torch.Tensor]], seed: int, chunk_rows: int
+                 ) -> Iterator[Float[torch.Tensor, "rows d_in"]]:
+    """Endless chunks of rows: epoch e walks the row groups `epoch_rows(e)` gives (a store's shards), each permuted
+    by (seed, epoch). Any source of the same groups gives the same chunks (stored and streamed runs agree)."""
     epoch = 0
     while True:
         rng = np.random.default_rng([seed, epoch])
-        for acts, _ in shards(store, hook, label, exclude_bos, bos_id):
+        seen = False
+        for acts in epoch_rows(epoch):
             if len(acts) == 0:
                 continue
+            seen = True
             acts = acts.float()[torch.from_numpy(rng.permutation(len(acts)))]
             for i in range(0, len(acts), chunk_rows):
                 yield acts[i:i + chunk_rows]
+        if not seen:
+            raise SAEError("an epoch of the activations held no rows: nothing to train on")
         epoch += 1
 
 
-class DataProvider:
-    """sae-lens' mixing buffer over `store_rows`, with its own torch RNG state (the global one is untouched),
-    counting the batches it served so that a resumed run can skip exactly those."""
+def store_rows(store: ActivationStore, hook: str, label: str | None, seed: int, chunk_rows: int,
+               exclude_bos: bool = False, bos_id: Any = _NO_BOS) -> Iterator[Float[torch.Tensor, "rows d_in"]]:
+    """Endless chunks of the store's rows: every epoch visits each row once, permuted by (seed, epoch)."""
+    return epoch_chunks(lambda epoch: (a for a, _ in shards(store, hook, label, exclude_bos, bos_id)), seed, chunk_rows)
 
-    def __init__(self, store: ActivationStore, cfg: SAETrainConfig, bos_id: Any = _NO_BOS) -> None:
+
+class DataProvider:
+    """sae-lens' mixing buffer over `store_rows` (or any endless iterator of row chunks), with its own torch RNG
+    state (the global one is untouched), counting the batches it served so that a resumed run can skip exactly
+    those."""
+
+    def __init__(self, store: ActivationStore | Iterator[torch.Tensor], cfg: SAETrainConfig, bos_id: Any = _NO_BOS
+                 ) -> None:
         from sae_lens.training.mixing_buffer import mixing_buffer
 
         self.served = 0
         self._rng = torch.Generator().manual_seed(cfg.seed).get_state()
-        self._it = mixing_buffer(cfg.buffer_size, cfg.batch_size,
-                                 store_rows(store, cfg.hook, cfg.label, cfg.seed, cfg.chunk_rows, cfg.exclude_bos,
-                                            bos_id), cfg.mix_fraction)
+        rows = store_rows(store, cfg.hook, cfg.label, cfg.seed, cfg.chunk_rows, cfg.exclude_bos, bos_id) \
+            if isinstance(store, ActivationStore) else store
+        self._it = mixing_buffer(cfg.buffer_size, cfg.batch_size, rows, cfg.mix_fraction)
 
     def __iter__(self) -> DataProvider:
         return self
@@ -200,10 +213,16 @@ def _store_state(store: ActivationStore) -> dict[str, Any]:
             "shards_sha256": {k: shards_[k].get("sha256") for k in sorted(shards_, key=int)}}
 
 
+def _identity(source: ActivationStore | dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the rows of a run depend on: a store's `_store_state`, or a streamed run's own description."""
+    return _store_state(source) if isinstance(source, ActivationStore) else source
+
+
 def save_checkpoint(trainer: Any, provider: DataProvider, cfg: SAETrainConfig, folder: Path,
-                    store: ActivationStore | None = None) -> None:
+                    store: ActivationStore | dict[str, Any] | None = None) -> None:
     """SAE weights, Adam moments and firing counters (safetensors) plus counters, schedules, the config and the
-    store's identity (JSON), written atomically (a crash mid-write leaves the previous checkpoint or none)."""
+    identity of the rows (a store's, or a streamed run's dict) as JSON, written atomically (a crash mid-write
+    leaves the previous checkpoint or none)."""
     tensors = {f"sae.{k}": v for k, v in trainer.sae.state_dict().items()}
     opt = trainer.optimizer.state_dict()
     for pid, st in opt["state"].items():
@@ -213,7 +232,7 @@ def save_checkpoint(trainer: Any, provider: DataProvider, cfg: SAETrainConfig, f
     tensors["trainer.n_forward_passes_since_fired"] = trainer.n_forward_passes_since_fired
     tensors["provider.rng"] = provider._rng
     state = {
-        "config": cfg.to_dict(), "store": _store_state(store) if store is not None else None,
+        "config": cfg.to_dict(), "store": _identity(store),
         "batches_served": provider.served,
         "n_training_samples": trainer.n_training_samples, "n_training_steps": trainer.n_training_steps,
         "n_frac_active_samples": trainer.n_frac_active_samples, "started_fine_tuning": trainer.started_fine_tuning,
@@ -233,16 +252,16 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def load_checkpoint(trainer: Any, provider: DataProvider, cfg: SAETrainConfig, folder: Path,
-                    store: ActivationStore | None = None) -> None:
+                    store: ActivationStore | dict[str, Any] | None = None) -> None:
     """Restore everything `save_checkpoint` wrote, and move the data stream to where it was. A checkpoint of
     another configuration or of another store's contents is refused, naming what differs."""
     state = read_json(folder / "state.json")
     diff = config_differences(state["config"], cfg.to_dict())
     if store is not None and state.get("store") is not None:
-        old, new = state["store"], _store_state(store)
+        old, new = state["store"], _identity(store)
+        assert new is not None
         diff += [f"store {k}: {str(old.get(k))[:16]} -> {str(new.get(k))[:16]}" if k != "shards_sha256" else
-                 "store shards: other contents" for k in ("model_checksum", "dataset_hash", "shards_sha256")
-                 if old.get(k) != new.get(k)]
+                 "store shards: other contents" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if diff:
         raise SAEError(f"the checkpoint in {folder} was written by a run with another configuration or store "
                        f"({'; '.join(diff)}): rerun with that configuration and store to resume it, or delete the folder (resume=False, "
@@ -285,31 +304,32 @@ class TrainedSAE:
         return SAE.load_from_disk(self.path)
 
 
-def train_sae(store: ActivationStore | str | Path, cfg: SAETrainConfig, out: str | Path, resume: bool = True,
-              on_checkpoint: Callable[[int], None] | None = None, model: Model = None, metrics: bool = True
-              ) -> TrainedSAE:
-    """Train on the store's rows of `cfg.hook`; resume from `<out>.checkpoint` if a killed run left one. The card
-    gets the quality metrics (`saes.metrics.quality` on the store; CE recovered too when `model` is given)."""
-    from sae_lens import SAE, TrainingSAE
+@dataclass
+class Fitted:
+    """A finished run before its card: the trainer, how long `fit` took and from how many samples it resumed."""
+
+    trainer: Any
+    seconds: float
+    resumed_from: int
+
+
+def fit(provider: DataProvider, cfg: SAETrainConfig, d_in: int, meta: dict[str, Any], out: Path, resume: bool,
+        identity: ActivationStore | dict[str, Any], on_checkpoint: Callable[[int], None] | None = None) -> Fitted:
+    """Run sae-lens' SAETrainer on `provider`'s batches, checkpointing to `<out>.checkpoint` (and resuming from it);
+    the SAE is initialised from `cfg.seed` alone, so the same rows and config give the same weights."""
+    from sae_lens import TrainingSAE
     from sae_lens.training.sae_trainer import SAETrainer
 
-    store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
-    same_model = model if model is not None and model.checksum == store.model_checksum else None
-    bos = bos_token_id(store, same_model) if cfg.exclude_bos else None
-    d_in = check_store(store, cfg, bos)
-    out = Path(out)
     ckpt = out.with_name(out.name + "." + CHECKPOINT)
     if not resume and ckpt.exists():
         shutil.rmtree(ckpt)
-    meta = {"hook_name": cfg.hook, "model_name": store.model_name}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         sae = TrainingSAE.from_dict(training_sae_config(cfg, d_in, meta).to_dict())
-    provider = DataProvider(store, cfg, bos)
     holder: dict[str, Any] = {}
 
     def on_save(checkpoint_path: Any = None) -> None:
-        save_checkpoint(holder["trainer"], provider, cfg, ckpt, store)
+        save_checkpoint(holder["trainer"], provider, cfg, ckpt, identity)
         if on_checkpoint is not None:
             on_checkpoint(holder["trainer"].n_training_samples)
 
@@ -317,33 +337,61 @@ def train_sae(store: ActivationStore | str | Path, cfg: SAETrainConfig, out: str
     holder["trainer"] = trainer
     resumed_from = 0
     if ckpt.is_dir() and (ckpt / "state.json").is_file():
-        load_checkpoint(trainer, provider, cfg, ckpt, store)
+        load_checkpoint(trainer, provider, cfg, ckpt, identity)
         resumed_from = trainer.n_training_samples
     t0 = time.perf_counter()
     try:
         trainer.fit()
     finally:
         provider.close()
-    seconds = time.perf_counter() - t0
-    trained = trainer.sae
-    card = {
-        "format_version": CARD_VERSION, "hook": cfg.hook, "label": cfg.label, "model_name": store.model_name,
-        "model_checksum": store.model_checksum, "store": str(store.root),
-        "store_dataset_hash": store.manifest.get("dataset_hash"), "store_rows": _rows(store, cfg.hook, cfg.label, cfg.exclude_bos, bos),
-        "excluded_token_id": bos,
-        "d_in": d_in, "d_sae": cfg.width(d_in), "architecture": cfg.architecture, "config": cfg.to_dict(),
+    return Fitted(trainer, time.perf_counter() - t0, resumed_from)
+
+
+def base_card(fitted: Fitted, cfg: SAETrainConfig, d_in: int, model_name: str, model_checksum: str) -> dict[str, Any]:
+    """The card fields every run has (the caller adds where its rows came from)."""
+    trainer = fitted.trainer
+    return {
+        "format_version": CARD_VERSION, "hook": cfg.hook, "label": cfg.label, "model_name": model_name,
+        "model_checksum": model_checksum, "d_in": d_in, "d_sae": cfg.width(d_in), "architecture": cfg.architecture,
+        "config": cfg.to_dict(),
         "training": {"samples": trainer.n_training_samples, "steps": trainer.n_training_steps,
-                     "resumed_from_samples": resumed_from, "seconds": round(seconds, 3),
-                     "activations_per_s": round((trainer.n_training_samples - resumed_from) / max(seconds, 1e-9), 1),
+                     "resumed_from_samples": fitted.resumed_from, "seconds": round(fitted.seconds, 3),
+                     "activations_per_s": round((trainer.n_training_samples - fitted.resumed_from)
+                                                / max(fitted.seconds, 1e-9), 1),
                      "final_l0_trainer": trainer.sae.cfg.metadata.l0,
                      "dead_features_trainer": trainer.sae.cfg.metadata.num_dead_features},
         "metrics": {}, "libraries": library_versions(),
     }
+
+
+def save_trained(fitted: Fitted, card: dict[str, Any], out: Path) -> Any:
+    """Write the SAE (sae-lens' inference format) and its card atomically, drop the checkpoint, and return the SAE
+    as sae-lens loads it from disk."""
+    from sae_lens import SAE
+
     with atomic_dir(out) as tmp:
-        trained.save_inference_model(tmp)
+        fitted.trainer.sae.save_inference_model(tmp)
         write_json(tmp / CARD, card)
-    shutil.rmtree(ckpt, ignore_errors=True)
-    saved = SAE.load_from_disk(out)  # the saved files load in sae-lens
+    shutil.rmtree(out.with_name(out.name + "." + CHECKPOINT), ignore_errors=True)
+    return SAE.load_from_disk(out)  # the saved files load in sae-lens
+
+
+def train_sae(store: ActivationStore | str | Path, cfg: SAETrainConfig, out: str | Path, resume: bool = True,
+              on_checkpoint: Callable[[int], None] | None = None, model: Model = None, metrics: bool = True
+              ) -> TrainedSAE:
+    """Train on the store's rows of `cfg.hook`; resume from `<out>.checkpoint` if a killed run left one. The card
+    gets the quality metrics (`saes.metrics.quality` on the store; CE recovered too when `model` is given)."""
+    store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
+    same_model = model if model is not None and model.checksum == store.model_checksum else None
+    bos = bos_token_id(store, same_model) if cfg.exclude_bos else None
+    d_in = check_store(store, cfg, bos)
+    out = Path(out)
+    meta = {"hook_name": cfg.hook, "model_name": store.model_name}
+    fitted = fit(DataProvider(store, cfg, bos), cfg, d_in, meta, out, resume, store, on_checkpoint)
+    card = base_card(fitted, cfg, d_in, store.model_name, store.model_checksum) | {
+        "source": "store", "store": str(store.root), "store_dataset_hash": store.manifest.get("dataset_hash"),
+        "store_rows": _rows(store, cfg.hook, cfg.label, cfg.exclude_bos, bos), "excluded_token_id": bos}
+    saved = save_trained(fitted, card, out)
     if metrics:
         from saes.metrics import quality
 
@@ -443,15 +491,20 @@ def update_card(path: str | Path, **fields: Any) -> dict[str, Any]:
 __all__ = [
     "CARD",
     "DataProvider",
+    "Fitted",
     "StoreError",
     "TrainedSAE",
+    "base_card",
     "bos_token_id",
     "check_fits",
     "check_store",
+    "epoch_chunks",
+    "fit",
     "load_checkpoint",
     "load_sae",
     "read_card",
     "save_checkpoint",
+    "save_trained",
     "store_rows",
     "train_sae",
     "update_card",
