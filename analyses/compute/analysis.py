@@ -57,7 +57,8 @@ class ComputeConfig:
     seed: int = 0
     cache_dir: str = field(default_factory=lambda: str(cache_dir("compute")))
     # budget forcing: forced chains extended k times, and cut at each budget with the answer forced
-    forcing_models: tuple[str, ...] = ("organism/base-s", "organism/sft", "organism/rl", "organism/dpo")
+    # None: every model but the larger bases (the zoo: base-s, sft, rl, dpo); () turns budget forcing off
+    forcing_models: tuple[str, ...] | None = None
     extensions: tuple[int, ...] = (1, 2, 4)
     answer_tokens: int = 16  # the most tokens a model may write after a forced end marker
     chain_end: str | None = None  # end-of-chain marker; None: the task's `chain_end`
@@ -72,7 +73,7 @@ class ComputeConfig:
             raise ValueError(f"budgets must lie in 1..max_new_tokens={self.max_new_tokens}, got {self.budgets}")
         if self.reference not in self.models:
             raise ValueError(f"the reference {self.reference!r} must be one of the models {self.models}")
-        stray = [m for m in self.forcing_models if m not in self.models]
+        stray = [m for m in self.forcing_models or () if m not in self.models]
         if stray:
             raise ValueError(f"forcing_models {stray} are not among the models {self.models}")
         if self.extensions and (min(self.extensions) < 1 or list(self.extensions) != sorted(set(self.extensions))):
@@ -89,7 +90,7 @@ class ComputeConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> ComputeConfig:
         d = dict(d)
         for k in ("models", "bases", "steps", "budgets", "forcing_models", "extensions"):
-            if k in d:
+            if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(**d)
 
@@ -102,6 +103,13 @@ class ComputeConfig:
         keep = ("task", "steps", "n_per_step", "eval_seed", "max_new_tokens", "budgets", "batch_size",
                 *FORCING_FIELDS[1:])
         return {k: v for k, v in self.to_dict().items() if k in keep}
+
+    @property
+    def forced(self) -> tuple[str, ...]:
+        """The models whose chains are budget-forced."""
+        if self.forcing_models is not None:
+            return self.forcing_models
+        return tuple(m for m in self.models if m not in self.bases[1:])
 
     @property
     def ks(self) -> tuple[int, ...]:
@@ -462,7 +470,7 @@ def run(config: ComputeConfig = ComputeConfig(), task: Task | None = None,
     for name in tqdm(config.models, desc="compute", leave=False):
         model = given.get(name) or interp.load(name)
         mc = measure(model, task, items, config)
-        if forcing and name in config.forcing_models:
+        if forcing and name in config.forced:
             mc = with_forcing(mc, measure_forcing(model, task, items, config), config)
         out.append(mc)
     return ComputeResult(config, task.describe(), tuple(out), tuple(int(it.meta.get("n_steps", 0)) for it in items),
@@ -478,14 +486,14 @@ def run_cached(config: ComputeConfig = ComputeConfig()) -> ComputeResult:
     key = {"config": config.key(), "models": [m.checksum for m in models.values()], "version": RESULT_VERSION}
     main = cached(config.cache_dir, key, lambda: run(config, models=models, forcing=False), ComputeResult.to_dict,
                   ComputeResult.from_dict)
-    if not config.forcing_models:
+    if not config.forced:
         return dataclasses.replace(main, config=config)
     task = interp.task(config.task)
     items = sample_items(task, config.steps, config.n_per_step, config.eval_seed)
     out = []
     for mc in main.models:
         f = None
-        if mc.name in config.forcing_models:
+        if mc.name in config.forced:
             fkey = {"forcing": config.forcing_key(), "model": models[mc.name].checksum, "version": RESULT_VERSION}
             f = cached(config.cache_dir, fkey, lambda m=models[mc.name]: measure_forcing(m, task, items, config),
                        Forcing.to_dict, Forcing.from_dict)

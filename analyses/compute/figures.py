@@ -12,8 +12,10 @@ from analyses.routing.common import short
 from interp.plots import color_for, save_figure, style
 
 LABELS = {"majority": "majority vote", "best_logprob": "best-of-k, own mean log-prob",
-          "best_oracle": "best-of-k, oracle (pass@k)", "chain": "one forced chain cut at a budget"}
-DASH = {"majority": "solid", "best_logprob": "dash", "best_oracle": "dot", "chain": "dashdot"}
+          "best_oracle": "best-of-k, oracle (pass@k)", "chain": "one forced chain cut at a budget",
+          "cut_forced": "chain cut at a budget, answer forced", "extend": "chain extended k times"}
+DASH = {"majority": "solid", "best_logprob": "dash", "best_oracle": "dot", "chain": "dashdot", "cut_forced": "dashdot",
+        "extend": "solid"}
 
 
 def _err(ps: list[Point]) -> dict:
@@ -29,16 +31,22 @@ def _trace(m: ModelCompute, method: str, show: bool, name: str | None = None) ->
     ps = sorted((p for p in m.points if p.method == method), key=lambda p: p.tokens)
     return go.Scatter(x=[p.tokens for p in ps], y=[p.accuracy for p in ps], error_y=_err(ps), mode="lines+markers",
                       name=name or f"{short(m.name)} {LABELS[method]}", legendgroup=m.name, showlegend=show,
-                      text=[f"k={p.k}" for p in ps], line={"color": color_for(m.name), "dash": DASH[method]})
+                      text=[f"k={p.k}" for p in ps], line={"color": color_for(m.name), "dash": DASH[method]},
+                      marker={"symbol": "diamond" if method == "extend" else "circle"})
 
 
 def figures(result: ComputeResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
     """Accuracy vs tokens per problem (sampling, for every model; depth vs width for the bases) and accuracy vs
-    parameters for the bases with the post-trained models' greedy accuracy as lines."""
+    parameters for the bases with the post-trained models' greedy accuracy as lines; budget forcing (a chain
+    cut with its answer forced, a chain extended k times) in a third panel when it was measured."""
     out_dir = Path(out_dir)
     cfg = result.config
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(("width: majority vote over k samples (solid), verifier-free "
-                                                        "best-of-k (dash)"), "bases: width (majority) vs depth (one chain)"))
+    forced = [m for m in result.models if m.forcing is not None]
+    titles = ["width: majority vote over k samples (solid), verifier-free best-of-k (dash)",
+              "bases: width (majority) vs depth (one chain)"]
+    if forced:
+        titles.append("budget forcing: cut, answer forced (dashdot); extended k times (solid, diamonds)")
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
     for m in result.models:
         fig.add_trace(_trace(m, "majority", True, short(m.name)), row=1, col=1)
         fig.add_trace(_trace(m, "best_logprob", False), row=1, col=1)
@@ -50,14 +58,17 @@ def figures(result: ComputeResult, out_dir: str | Path, png: bool = True) -> dic
         if m.name in cfg.bases:
             fig.add_trace(_trace(m, "majority", False), row=1, col=2)
             fig.add_trace(_trace(m, "chain", False), row=1, col=2)
+    for m in forced:
+        fig.add_trace(_trace(m, "cut_forced", False), row=1, col=3)
+        fig.add_trace(_trace(m, "extend", False), row=1, col=3)
     ref = result.model(cfg.reference).point("greedy")
-    for col in (1, 2):
+    for col in range(1, len(titles) + 1):
         fig.add_hline(y=ref.accuracy, line_dash="dot", line_color="gray", row=1, col=col,
                       annotation_text=f"{short(cfg.reference)} greedy", annotation_position="bottom right")
         fig.update_xaxes(type="log", title_text="generated tokens per problem (log)", row=1, col=col)
     style(fig, f"Does inference compute let a base catch up? (T={cfg.temperature}, stars: greedy; 95% CIs)", "",
           "accuracy")
-    fig.update_layout(width=1100, height=500)
+    fig.update_layout(width=550 * len(titles), height=500)
     figs = {"compute_curves": fig}
 
     fig = go.Figure()
@@ -116,6 +127,38 @@ def summary_sentences(result: ComputeResult) -> list[str]:
             g = m.point("greedy")
             out.append(f"{short(m.name)}: greedy {_pct(g)} at {g.tokens:.1f} tokens, majority@{k} "
                        f"{_pct(m.point('majority', k))}.")
+    return out + forcing_sentences(result)
+
+
+def forcing_sentences(result: ComputeResult) -> list[str]:
+    """Budget forcing: each forcing model's chain extended k times (from its own end, paired over problems), and
+    cut at each budget with the answer forced (next to the cut as written)."""
+    out = []
+    for m in result.models:
+        f = m.forcing
+        if f is None:
+            continue
+        p0 = m.point("extend", 0)
+        parts = []
+        for key in f.extend_correct:
+            if key == "0":
+                continue
+            pk, c = m.point("extend", int(key)), result.comparisons[f"{m.name} extend@{key} - extend@0"]
+            parts.append(f"by {key}: {_pct(pk)} at {pk.tokens:.1f} tokens ({c['diff']:+.2f} [{c['diff_ci'][0]:+.2f}, "
+                         f"{c['diff_ci'][1]:+.2f}], {c['tokens_diff']:+.1f} [{c['tokens_diff_ci'][0]:+.1f}, "
+                         f"{c['tokens_diff_ci'][1]:+.1f}] tokens; {100 * c['extended_fully']:.0f}% of chains closed "
+                         f"every time and were extended {key} times)")
+        out.append(f"Budget forcing, extension ({short(m.name)}): its forced chain, {f.continuation!r} put in place of "
+                   f"the end marker {f.chain_end!r} each time the model writes it, then left to close: from "
+                   f"{_pct(p0)} at {p0.tokens:.1f} tokens per problem (no extension) to " + "; ".join(parts)
+                   + " (differences paired over problems).")
+        cuts = []
+        for b in f.cut_correct:
+            pc, pw = m.point("cut_forced", int(b)), m.point("chain", int(b))
+            valid = 100 * sum(f.cut_valid[b]) / len(f.cut_valid[b])
+            cuts.append(f"{b}: {_pct(pc)} at {pc.tokens:.1f} tokens ({valid:.0f}% parse; as cut {_pct(pw)})")
+        out.append(f"Budget forcing, cut ({short(m.name)}): the chain cut at a budget, {f.chain_end!r} appended and "
+                   "the answer forced, by budget: " + "; ".join(cuts) + ".")
     return out
 
 
@@ -134,4 +177,4 @@ def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str
             tuple(p[0].name for p in paths.values()), "")
 
 
-__all__ = ["figures", "section_parts", "summary_sentences"]
+__all__ = ["figures", "forcing_sentences", "section_parts", "summary_sentences"]

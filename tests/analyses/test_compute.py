@@ -77,6 +77,7 @@ def test_curves_on_a_constructed_model() -> None:
 def small(tmp_path_factory) -> ComputeResult:
     cfg = ComputeConfig(models=("organism/base-s", "organism/rl"), bases=("organism/base-s",), steps=(2, 4),
                         n_per_step=4, n_samples=2, budgets=(8, 72), n_boot=100,
+                        forcing_models=("organism/base-s", "organism/rl"), extensions=(1, 2),
                         cache_dir=str(tmp_path_factory.mktemp("compute")))
     return run(cfg)
 
@@ -91,10 +92,16 @@ def test_small_run_matches_the_generic_evaluation(small: ComputeResult, tmp_path
         cot = evaluate(model, task, items, GenerationConfig(force="cot"))
         assert m.greedy_correct == tuple(g.correct for g in free.grades)
         assert m.chain_correct["72"] == tuple(g.correct for g in cot.grades)
+        f = m.forcing
+        assert f is not None and f.chain_end == " so" and f.continuation == task.cot_prefix(items[0])
+        assert f.extend_correct["0"] == tuple(g.correct for g in cot.grades)  # no extension: the forced chain
+        assert all(s <= k for k in (1, 2) for s in f.extend_suppressed[str(k)])
+        assert all(b >= a for a, b in zip(f.extend_tokens["0"], f.extend_tokens["2"]))
         assert m.checksum == model.checksum and m.n_params == model.n_params
         assert all(len(row) == cfg.n_samples for row in m.sample_correct)
         assert all(lp <= 0 for row in m.sample_logprob for lp in row)
     d = json.loads(json.dumps(small.to_dict()))
     assert json.loads(json.dumps(ComputeResult.from_dict(d).to_dict())) == d
     assert any("Width vs depth" in s for s in summary_sentences(small))
+    assert sum("Budget forcing" in s for s in summary_sentences(small)) == 4
     assert all(p[0].is_file() for p in figures(small, tmp_path, png=False).values())

@@ -117,7 +117,8 @@ def test_marker_and_continuation_come_from_the_task_or_the_config() -> None:
         forcing_texts(bare, bare.sample(1, 0), ComputeConfig(chain_end=" so"))
     with pytest.raises(ValueError, match="end marker"):
         forcing_texts(task, items, ComputeConfig(continuation=" b so"))
+    assert ComputeConfig().forced == ("organism/base-s", "organism/sft", "organism/rl", "organism/dpo")
     with pytest.raises(ValueError, match="forcing_models"):
-        ComputeConfig(models=("organism/rl",), reference="organism/rl")
+        ComputeConfig(models=("organism/rl",), reference="organism/rl", forcing_models=("organism/sft",))
     with pytest.raises(ValueError, match="extensions"):
         ComputeConfig(extensions=(2, 1))
