@@ -168,21 +168,22 @@ def counts_text(f: Finding) -> str:
 
 
 def finding_sentence(f: Finding) -> str:
-    """The finding with its verdict and numbers: claim: k of n seeds (verdict); per-seed values with bootstrap
-    intervals; mean and sd over seeds."""
+    """The finding with its verdict and numbers: claim: k of n seeds (verdict); per seed, the deciding value
+    with its bootstrap interval and whether the claim holds there; mean and sd over seeds; context numbers."""
+    note = f" Note: {f.note.rstrip('.')}." if f.note else ""
+    if f.n == 0:
+        why = "; ".join(dict.fromkeys(v.note for v in f.value.values if v.note))
+        return f"{f.claim.rstrip('.')}: not measured in any seed{f' ({why})' if why else ''}.{note}"
     per_seed = []
     for v in f.value.values:
         ci = f" [{format_value(v.ci[0], f.fmt)}, {format_value(v.ci[1], f.fmt)}]" if v.ci is not None and v.measured else ""
         holds = f.holds.get(v.seed)
         mark = "" if holds is None else (" holds" if holds else " fails")
-        per_seed.append(f"seed {v.seed} {format_value(v.value, f.fmt)}{ci}{mark}"
-                        + (f" ({v.note})" if v.note else ""))
+        per_seed.append(f"seed {v.seed} {format_value(v.value, f.fmt)}{ci}{mark}" + (f" ({v.note})" if v.note else ""))
     spread = (f"; mean {format_value(f.value.mean, f.fmt)}, sd {format_value(f.value.sd, 'pct' if f.fmt == 'pct' else 'num')}"
               f" over {f.value.n} seeds" if f.value.n > 1 else "")
     ctx = "".join(f"; {c.name} " + " / ".join(format_value(v.value, c.fmt) for v in c.values) for c in f.context)
-    note = f" Note: {f.note.rstrip('.')}." if f.note else ""
-    return (f"{f.claim.rstrip('.')}: {counts_text(f)}. {f.metric[0].upper() + f.metric[1:]} per seed: "
-            f"{'; '.join(per_seed)}{spread}{ctx}.{note}")
+    return f"{f.claim.rstrip('.')}: {counts_text(f)}. Per seed, {f.metric}: {'; '.join(per_seed)}{spread}{ctx}.{note}"
 
 
 __all__ = ["VERDICTS", "Finding", "Replicated", "SeedValue", "counts_text", "finding_sentence", "format_value",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,8 +100,8 @@ class ReplicationResult:
     metrics: dict[int, Metrics]
     findings: tuple[Finding, ...]
     missing: dict[int, str]  # seed -> why it was left out
-    seconds: dict[int, dict[str, float]]  # seed -> analysis -> wall seconds (0 when read from the cache)
-    cpu_seconds: dict[int, dict[str, float]]
+    seconds: dict[int, dict[str, float]]  # seed -> analysis -> wall seconds it took to compute (when first run)
+    cpu_seconds: dict[int, dict[str, float]]  # the same in process CPU seconds
     libraries: dict[str, str]
 
     @property
@@ -116,20 +117,29 @@ class ReplicationResult:
     def to_dict(self) -> dict[str, Any]:
         return {"version": VERSION, "config": self.config.to_dict(),
                 "members": {str(s): m for s, m in self.members.items()}, "checksums": self.checksums,
-                "metrics": {str(s): {k: dataclasses.asdict(v) for k, v in m.items()} for s, m in self.metrics.items()},
+                "metrics": {str(s): {k: _measure_dict(v) for k, v in m.items()} for s, m in self.metrics.items()},
                 "findings": [f.to_dict() for f in self.findings], "missing": {str(s): r for s, r in self.missing.items()},
                 "seconds": {str(s): v for s, v in self.seconds.items()},
                 "cpu_seconds": {str(s): v for s, v in self.cpu_seconds.items()}, "libraries": self.libraries}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ReplicationResult:
-        ms = lambda x: Measure(float("nan") if x["value"] is None else x["value"],
-                               None if x["ci"] is None else tuple(x["ci"]), x.get("note", ""))
         return cls(ReplicationConfig.from_dict(d["config"]), {int(s): m for s, m in d["members"].items()},
-                   d["checksums"], {int(s): {k: ms(v) for k, v in m.items()} for s, m in d["metrics"].items()},
+                   d["checksums"], {int(s): {k: _measure(v) for k, v in m.items()} for s, m in d["metrics"].items()},
                    tuple(Finding.from_dict(f) for f in d["findings"]), {int(s): r for s, r in d["missing"].items()},
                    {int(s): v for s, v in d["seconds"].items()}, {int(s): v for s, v in d["cpu_seconds"].items()},
                    d["libraries"])
+
+
+def _measure(d: Mapping[str, Any]) -> Measure:
+    """A Measure from its JSON (nan is stored as null)."""
+    return Measure(float("nan") if d["value"] is None else float(d["value"]),
+                   None if d.get("ci") is None else (float(d["ci"][0]), float(d["ci"][1])), d.get("note", ""))
+
+
+def _measure_dict(m: Measure) -> dict[str, Any]:
+    return {"value": None if math.isnan(m.value) else m.value, "ci": None if m.ci is None else list(m.ci),
+            "note": m.note}
 
 
 def aggregate(metrics: Mapping[int, Metrics]) -> tuple[Finding, ...]:
@@ -231,23 +241,25 @@ def run(config: ReplicationConfig = ReplicationConfig(), progress: bool = True) 
         needed = [n for k, n in r.items() if k in MEMBERS or "zoo" in config.analyses]
         for n in needed:
             checksums.setdefault(n, load(n).checksum)
+        own = {n: checksums[n] for n in needed}  # the seed's cache key depends on its own members only
         metrics[seed], seconds[seed], cpu[seed] = {}, {}, {}
         for key, cfg in tqdm(analysis_configs(config, seed).items(), desc=f"seed {seed}", disable=not progress):
             path = Path(config.cache_dir) / (f"seed{seed}-{key}-"
-                                             f"{_digest({'config': _config_key(cfg), 'checksums': checksums, 'version': VERSION})}.json")
-            t0, c0 = time.perf_counter(), time.process_time()
-            if path.is_file():
-                got = {k: Measure(float("nan") if v["value"] is None else v["value"],
-                                  None if v["ci"] is None else tuple(v["ci"]), v.get("note", ""))
-                       for k, v in read_json(path)["metrics"].items()}
+                                             f"{_digest({'config': _config_key(cfg), 'checksums': own, 'version': VERSION})}.json")
+            if path.is_file():  # computed before (this run was resumed): its numbers and what they cost then
+                saved = read_json(path)
+                got = {k: _measure(v) for k, v in saved["metrics"].items()}
+                wall, used = saved.get("seconds", math.nan), saved.get("cpu_seconds", math.nan)
             else:
+                t0, c0 = time.perf_counter(), time.process_time()
                 torch.manual_seed(0)
                 got = run_one(key, cfg, seed, progress=False)
-                write_json(path, {"seed": seed, "analysis": key, "config": _config_key(cfg),
-                                  "metrics": {k: dataclasses.asdict(v) for k, v in got.items()}})
+                wall, used = round(time.perf_counter() - t0, 2), round(time.process_time() - c0, 2)
+                write_json(path, {"seed": seed, "analysis": key, "config": _config_key(cfg), "checksums": own,
+                                  "metrics": {k: _measure_dict(v) for k, v in got.items()},
+                                  "seconds": wall, "cpu_seconds": used})
             metrics[seed].update(got)
-            seconds[seed][key] = round(time.perf_counter() - t0, 2)
-            cpu[seed][key] = round(time.process_time() - c0, 2)
+            seconds[seed][key], cpu[seed][key] = wall, used
     return ReplicationResult(config, members, checksums, metrics, aggregate(metrics), missing, seconds, cpu,
                              library_versions())
 

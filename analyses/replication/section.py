@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from analyses.replication.aggregate import Finding, counts_text, finding_sentence, format_value
+from analyses.replication.aggregate import VERDICTS, Finding, counts_text, finding_sentence, format_value
 from analyses.replication.analysis import MEMBERS, ReplicationConfig, ReplicationResult, run
 from interp.io import read_json, write_json
 
@@ -113,29 +113,31 @@ def figure(result: ReplicationResult) -> go.Figure:
 
     fig = go.Figure()
     labels = [f"{f.id} ({f.k}/{f.n})" for f in result.findings]
-    for j, seed in enumerate(result.seeds):
+    seeds = result.seeds
+    offset = lambda j: 0.18 * (j - (len(seeds) - 1) / 2)  # seeds side by side within a finding's row
+    for j, seed in enumerate(seeds):
         xs, ys, lo, hi, symbols = [], [], [], [], []
-        for f, label in zip(result.findings, labels):
+        for i, f in enumerate(result.findings):
             v = next((v for v in f.value.values if v.seed == seed), None)
             if v is None or not v.measured:
                 continue
             xs.append(v.value)
-            ys.append(label)
+            ys.append(i + offset(j))
             lo.append(v.value - v.ci[0] if v.ci else 0.0)
             hi.append(v.ci[1] - v.value if v.ci else 0.0)
             symbols.append("circle" if f.holds.get(seed) else "circle-open")
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=f"seed {seed}",
                                  marker={"size": 9, "color": QUALITATIVE[j % len(QUALITATIVE)], "symbol": symbols},
                                  error_x={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo,
-                                          "thickness": 1},
-                                 offsetgroup=str(seed)))
-    ok = [(f, label) for f, label in zip(result.findings, labels) if not math.isnan(f.value.mean)]
-    fig.add_trace(go.Scatter(x=[f.value.mean for f, _ in ok], y=[label for _, label in ok], mode="markers",
+                                          "thickness": 1}))
+    ok = [(i, f) for i, f in enumerate(result.findings) if not math.isnan(f.value.mean)]
+    fig.add_trace(go.Scatter(x=[f.value.mean for _, f in ok], y=[i for i, _ in ok], mode="markers",
                              name="mean +- sd over seeds", marker={"size": 12, "symbol": "diamond-open", "color": "#333"},
-                             error_x={"type": "data", "array": [f.value.sd for f, _ in ok], "thickness": 2}))
-    style(fig, "What holds across seeds: the number behind each finding, per seed", "value (shares as fractions)", "")
-    fig.update_layout(height=max(460, 28 * len(labels) + 120), width=980, margin={"l": 300})
-    fig.update_yaxes(autorange="reversed")
+                             error_x={"type": "data", "array": [f.value.sd for _, f in ok], "thickness": 2}))
+    style(fig, "What holds across seeds: the number behind each finding, per seed (open: the claim fails there)",
+          "value (shares as fractions)", "")
+    fig.update_layout(height=max(460, 30 * len(labels) + 120), width=1000, margin={"l": 300})
+    fig.update_yaxes(autorange="reversed", tickvals=list(range(len(labels))), ticktext=labels, showgrid=False)
     return fig
 
 
@@ -154,13 +156,16 @@ def intro_sentences(result: ReplicationResult) -> list[str]:
            f"one seed, no seed.")]
     for seed, why in sorted(result.missing.items()):
         out.append(f"Seed {seed} was left out: {why}.")
-    if result.seconds:
-        wall = sum(sum(v.values()) for v in result.seconds.values())
-        cpu = sum(sum(v.values()) for v in result.cpu_seconds.values())
-        out.append(f"Cost of this run: {wall:.0f} s wall clock, {cpu:.0f} s CPU in process (per-seed results read "
-                   f"from the cache count as their read time).")
-    held = {v: [f.id for f in result.findings if f.verdict == v] for v in ("every seed", "most seeds", "one seed", "no seed")}
-    out.append("Summary: " + "; ".join(f"{v}: {len(ids)}" for v, ids in held.items()) + f" of {len(result.findings)} findings.")
+    if result.cpu_seconds:
+        tot = lambda d: sum(x for x in d.values() if not math.isnan(x))
+        per = ", ".join(f"seed {k} {tot(v):.0f} s CPU ({tot(result.seconds[k]):.0f} s wall)"
+                        for k, v in sorted(result.cpu_seconds.items()))
+        out.append(f"Cost of computing it (process CPU and wall-clock seconds, one torch thread, shared cores; "
+                   f"analyses' own caches reused where a result was cached already): {per}; in all "
+                   f"{sum(tot(v) for v in result.cpu_seconds.values()):.0f} s CPU.")
+    held = {v: sum(f.verdict == v for f in result.findings) for v in VERDICTS}
+    out.append(f"Of {len(result.findings)} findings: " + ", ".join(f"{n} hold in {v}" if v != "not measured" else
+                                                                     f"{n} not measured" for v, n in held.items() if n) + ".")
     return out
 
 
