@@ -169,8 +169,10 @@ def summary_sentences(result: ShiftResult) -> list[str]:
 
 
 def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
-    """Run (cached) and write the shift battery's JSON and figures for `interp report`."""
-    from analyses.shift import readouts
+    """Run (cached) and write the shift battery's JSON and figures for `interp report`, with the step-1 probe, the
+    SAE feature comparison and chain patching under shift (the SFT recovery curve is a section of its own:
+    `analyses.shift.recovery.section_parts`)."""
+    from analyses.shift import chain_patch, readouts, sae_shift
 
     result = run(ShiftConfig(n_per_step=max(2, n_per_step // 2)), progress=False)
     write_json(Path(out) / "shift.json", result.to_dict(), indent=None)
@@ -178,7 +180,15 @@ def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str
     probe = readouts.run(result)
     write_json(Path(out) / "shift_readouts.json", probe.to_dict(), indent=None)
     paths.update(readouts.figure(probe, out, png=png))
-    return ("Where reasoning breaks: distribution shift", (*summary_sentences(result), *readouts.sentences(probe)),
+    sae = sae_shift.run(sae_shift.SAEShiftConfig())
+    write_json(Path(out) / "shift_sae.json", sae.to_dict(), indent=None)
+    paths.update(sae_shift.figure(sae, out, png=png))
+    cp = chain_patch.run(chain_patch.ChainPatchConfig())
+    write_json(Path(out) / "shift_chain_patch.json", cp.to_dict(), indent=None)
+    paths.update(chain_patch.figure(cp, out, png=png))
+    return ("Where reasoning breaks: distribution shift",
+            (*summary_sentences(result), *readouts.sentences(probe), *sae_shift.sentences(sae),
+             *chain_patch.sentences(cp)),
             tuple(p[0].name for p in paths.values()), table_html(result))
 
 
