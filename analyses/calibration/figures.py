@@ -104,20 +104,18 @@ def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str
 
 def rlsf_sentences(c: RLSFComparison) -> list[str]:
     """The trained model against its initial model and rl/dpo: behaviour, ECE, whether the ECE intervals separate."""
-    from analyses.calibration.rlsf import label
-
-    cfg = c.run.config
-    name = label(cfg)
-    init = cfg.init
+    m_ = c.member
+    name, init = m_.name, m_.init
     cal = CalibrationResult.from_dict(c.calibration)
     b = c.behaviour
-    if cfg.rank == "confidence":
-        how = (f"ranked only by {short(cfg.source or init)}'s own answer-span confidence (no labels; in hindsight the "
-               f"chosen sample was right {100 * c.run.pair_stats['chosen_correct']:.0f}% of the time and the rejected "
-               f"one {100 * c.run.pair_stats['rejected_correct']:.0f}%)")
+    if m_.rank == "confidence":
+        how = (f"ranked only by {short(m_.source or init)}'s own answer confidence (no labels; in hindsight the "
+               f"chosen sample was right {100 * m_.pool['chosen_correct']:.0f}% of the time and the rejected "
+               f"one {100 * m_.pool['rejected_correct']:.0f}%)")
     else:
-        how = f"of {short(cfg.source or init)}'s samples, a right one against a wrong one (labels used)"
-    out = [f"{name}: DPO from {short(init)} for {c.run.steps_done} steps on {c.run.n_pairs} pairs {how}."]
+        how = f"of {short(m_.source or init)}'s samples, a right one against a wrong one (labels used)"
+    out = [(f"{short(name)} (shipped zoo member): DPO from {short(init)} for {m_.steps} steps on {m_.pool['n_pairs']} "
+           f"pairs {how}.")]
     for m in b:
         x = b[m]
         out.append(f"{short(m)}: free accuracy {100 * x['accuracy']:.0f}% [{100 * x['accuracy_ci'][0]:.0f}%, "
@@ -127,18 +125,18 @@ def rlsf_sentences(c: RLSFComparison) -> list[str]:
     r, i = cal.model(name).get("free"), cal.model(init).get("free")
     d = c.ece_vs_init["free"]
     apart = r.ece_ci[1] < i.ece_ci[0]
-    out.append(f"Free-generation ECE of {name} minus {short(init)}: {_ci(d['diff'], d['diff_ci'])} (paired); the two "
-               f"ECE intervals {'do not overlap: ' + name + ' is better calibrated' if apart else 'overlap'}.")
+    out.append(f"Free-generation ECE of {short(name)} minus {short(init)}: {_ci(d['diff'], d['diff_ci'])} (paired); the "
+               f"two ECE intervals {'do not overlap: ' + short(name) + ' is better calibrated' if apart else 'overlap'}.")
     return out
 
 
 def rlsf_section_parts(out: Path, n_per_step: int, png: bool, teacher: bool = False
                        ) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
-    """Train (or reuse) rlsf (or dpo-teacher) and compare it; title, sentences and figure files for the report."""
-    from analyses.calibration.rlsf import TEACHER, RLSFConfig, run_cached
+    """Compare the shipped rlsf (or dpo-teacher) member; title, sentences and figure files for the report."""
+    from analyses.calibration.rlsf import run_cached
     from interp.io import write_json
 
-    c = run_cached(TEACHER if teacher else RLSFConfig(), n_per_step=min(n_per_step, 100))
+    c = run_cached("organism/dpo-teacher" if teacher else "organism/rlsf", n_per_step=min(n_per_step, 100))
     stem = "dpo_teacher" if teacher else "rlsf"
     write_json(Path(out) / f"{stem}.json", c.to_dict())
     paths = figures(CalibrationResult.from_dict(c.calibration), out, png=png, prefix=stem)

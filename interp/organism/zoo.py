@@ -317,9 +317,13 @@ def train_all(runs_dir: Path, out_dir: Path = ZOO_DIR, names: tuple[str, ...] = 
 
 
 def card_table(out_dir: Path = ZOO_DIR, hard: tuple[int, ...] = (3, 4)) -> str:
-    """Markdown table of the zoo's measured numbers, read from the cards."""
-    rows = ["| model | params | train s | acc 1/2/3/4 (free) | CoT rate 1/2/3/4 | acc 3-4 free | CoT 3-4 | acc 3-4 forced CoT |",
-            "|---|---:|---:|---|---|---:|---:|---:|"]
+    """Markdown table of the zoo's measured numbers, read from the cards, with each member's seed and whether it
+    meets its recipe's targets (`interp.organism.targets`; a replica that misses one is shown, not retrained)."""
+    from interp.organism.targets import summary
+
+    rows = [("| model | seed | params | train s | acc 1/2/3/4 (free) | CoT rate 1/2/3/4 | acc 3-4 free | CoT 3-4 | "
+             "acc 3-4 forced CoT | targets |"),
+            "|---|---:|---:|---:|---|---|---:|---:|---:|---|"]
     for n in ORDER:
         path = Path(out_dir) / n / "card.json"
         if not path.exists():
@@ -331,9 +335,24 @@ def card_table(out_dir: Path = ZOO_DIR, hard: tuple[int, ...] = (3, 4)) -> str:
         acc = "/".join(f"{free[k]['accuracy']:.2f}" for k in ks)
         cot = "/".join(f"{free[k]['cot_rate']:.2f}" for k in ks)
         rows.append(
-            f"| {n} | {c['n_params']:,} | {c.get('wall_seconds', c['train_seconds']):.0f} | {acc} | {cot} | "
-            f"{mean(free, 'accuracy'):.2f} | {mean(free, 'cot_rate'):.2f} | {mean(forced, 'accuracy'):.2f} |")
+            f"| {n} | {c['seed']} | {c['n_params']:,} | {c.get('wall_seconds', c['train_seconds']):.0f} | {acc} | "
+            f"{cot} | {mean(free, 'accuracy'):.2f} | {mean(free, 'cot_rate'):.2f} | {mean(forced, 'accuracy'):.2f} | "
+            f"{summary(n, out_dir)} |")
     return "\n".join(rows)
+
+
+def update_card(name: str, fields: dict[str, Any], out_dir: Path = ZOO_DIR) -> Path:
+    """Add measured fields to a shipped member's card (e.g. the calibration an analysis measured on it),
+    refusing names without a card and keys that would overwrite the training record."""
+    path = Path(out_dir) / short_name(name) / "card.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} has no card at {path}: train it first")
+    card = read_json(path)
+    protected = {"name", "kind", "seed", "steps", "config", "sha256", "eval", "init", "n_params", "libraries"}
+    if set(fields) & protected:
+        raise ValueError(f"update_card adds measurements; it does not overwrite {sorted(set(fields) & protected)}")
+    write_json(path, {**card, **fields})
+    return path
 
 
 __all__ = [
@@ -358,4 +377,5 @@ __all__ = [
     "seed_members",
     "train_all",
     "train_member",
+    "update_card",
 ]
