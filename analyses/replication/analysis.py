@@ -56,7 +56,7 @@ def missing_members(seed: int, members: Sequence[str] = MEMBERS) -> list[str]:
 class ReplicationConfig:
     """Which seeds, which analyses, and how many problems each analysis uses per step count (smaller than the
     report's, so that three seeds cost about a quarter of an hour of CPU). `skip_missing` leaves out (and
-    records) a seed whose members are not all trained instead of failing."""
+    records) the analyses of a seed whose members are not all trained yet instead of failing."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
     analyses: tuple[str, ...] = ANALYSES
@@ -99,7 +99,7 @@ class ReplicationResult:
     checksums: dict[str, str]
     metrics: dict[int, Metrics]
     findings: tuple[Finding, ...]
-    missing: dict[int, str]  # seed -> why it was left out
+    missing: dict[int, str]  # seed -> which analyses did not run there, and why
     seconds: dict[int, dict[str, float]]  # seed -> analysis -> wall seconds it took to compute (when first run)
     cpu_seconds: dict[int, dict[str, float]]  # the same in process CPU seconds
     libraries: dict[str, str]
@@ -177,6 +177,26 @@ def analysis_configs(config: ReplicationConfig, seed: int) -> dict[str, Any]:
     return out
 
 
+def analysis_members(key: str, seed: int) -> dict[str, str]:
+    """Role -> model name of the members one analysis of one seed needs (all of them for the zoo evaluation
+    and the probes; base-s and the tuned member for a layer-changes pair; base-s and sft for verbosity)."""
+    r = roles(seed)
+    if key == "zoo":
+        return r
+    if key == "latent":
+        return {m: r[m] for m in MEMBERS}
+    if key.startswith("layers."):
+        return {m: r[m] for m in ("base-s", key.removeprefix("layers."))}
+    if key == "verbosity":
+        return {m: r[m] for m in ("base-s", "sft")}
+    raise ValueError(f"unknown analysis {key!r}")
+
+
+def cache_key(cfg: Any, checksums: Mapping[str, str]) -> str:
+    """The key of one analysis' per-seed numbers: its config (not where it caches) and its members' checksums."""
+    return _digest({"config": _config_key(cfg), "checksums": dict(checksums), "version": VERSION})
+
+
 def roles(seed: int) -> dict[str, str]:
     """Role -> model name for one seed (the scale bases are always seed 0's)."""
     return {**{m: member_name(m, seed) for m in MEMBERS}, **{b: member_name(b, 0) for b in SCALE}}
@@ -230,22 +250,19 @@ def run(config: ReplicationConfig = ReplicationConfig(), progress: bool = True) 
     cpu: dict[int, dict[str, float]] = {}
     for seed in config.seeds:
         absent = missing_members(seed)
-        if absent:
-            why = f"not trained yet: {', '.join(absent)}"
-            if not config.skip_missing:
-                raise FileNotFoundError(f"seed {seed}: {why}")
-            missing[seed] = why
-            continue
-        r = roles(seed)
-        members[seed] = r
-        needed = [n for k, n in r.items() if k in MEMBERS or "zoo" in config.analyses]
-        for n in needed:
-            checksums.setdefault(n, load(n).checksum)
-        own = {n: checksums[n] for n in needed}  # the seed's cache key depends on its own members only
-        metrics[seed], seconds[seed], cpu[seed] = {}, {}, {}
+        if absent and not config.skip_missing:
+            raise FileNotFoundError(f"seed {seed}: not trained yet: {', '.join(absent)}")
+        skipped = []
         for key, cfg in tqdm(analysis_configs(config, seed).items(), desc=f"seed {seed}", disable=not progress):
-            path = Path(config.cache_dir) / (f"seed{seed}-{key}-"
-                                             f"{_digest({'config': _config_key(cfg), 'checksums': own, 'version': VERSION})}.json")
+            names = analysis_members(key, seed)
+            lacking = [n for n in names.values() if n in absent]
+            if lacking:  # the members this analysis needs are not all trained: the seed's other analyses still run
+                skipped.append(f"{key} ({', '.join(lacking)} not trained yet)")
+                continue
+            for n in names.values():
+                checksums.setdefault(n, load(n).checksum)
+            own = {n: checksums[n] for n in names.values()}  # the cache key: this analysis' members only
+            path = Path(config.cache_dir) / f"seed{seed}-{key}-{cache_key(cfg, own)}.json"
             if path.is_file():  # computed before (this run was resumed): its numbers and what they cost then
                 saved = read_json(path)
                 got = {k: _measure(v) for k, v in saved["metrics"].items()}
@@ -258,11 +275,15 @@ def run(config: ReplicationConfig = ReplicationConfig(), progress: bool = True) 
                 write_json(path, {"seed": seed, "analysis": key, "config": _config_key(cfg), "checksums": own,
                                   "metrics": {k: _measure_dict(v) for k, v in got.items()},
                                   "seconds": wall, "cpu_seconds": used})
-            metrics[seed].update(got)
-            seconds[seed][key], cpu[seed][key] = wall, used
+            metrics.setdefault(seed, {}).update(got)
+            members.setdefault(seed, {}).update(names)
+            seconds.setdefault(seed, {})[key] = wall
+            cpu.setdefault(seed, {})[key] = used
+        if skipped:
+            missing[seed] = "not run: " + "; ".join(skipped)
     return ReplicationResult(config, members, checksums, metrics, aggregate(metrics), missing, seconds, cpu,
                              library_versions())
 
 
 __all__ = ["ANALYSES", "MEMBERS", "ReplicationConfig", "ReplicationResult", "aggregate", "analysis_configs",
-           "member_name", "missing_members", "roles", "run", "run_one"]
+           "analysis_members", "cache_key", "member_name", "missing_members", "roles", "run", "run_one"]

@@ -155,7 +155,7 @@ def intro_sentences(result: ReplicationResult) -> list[str]:
            f"recipe's outcome moves with the seed). Verdicts: every seed, most seeds (more than half), some seeds, "
            f"one seed, no seed.")]
     for seed, why in sorted(result.missing.items()):
-        out.append(f"Seed {seed} was left out: {why}.")
+        out.append(f"Seed {seed}: {why}.")
     if result.cpu_seconds:
         tot = lambda d: sum(x for x in d.values() if not math.isnan(x))
         per = ", ".join(f"seed {k} {tot(v):.0f} s CPU ({tot(result.seconds[k]):.0f} s wall)"

@@ -215,7 +215,7 @@ def _result(tmp_path):
     metrics = {s: {"layers.rl.top_gap": Measure(g, (g - 0.1, g + 0.1)), "layers.rl.top_is_best": Measure(t),
                    "latent.base-s.cot_gain": Measure(0.06)} for s, (g, t) in seeds.items()}
     return ReplicationResult(ReplicationConfig(cache_dir=str(tmp_path)), {s: {} for s in seeds}, {}, metrics,
-                             aggregate(metrics), {3: "not trained yet: organism/rl-seed3"},
+                             aggregate(metrics), {3: "not run: zoo (organism/rl-seed3 not trained yet)"},
                              {s: {"layers.rl": 1.0} for s in seeds}, {s: {"layers.rl": 1.0} for s in seeds}, {})
 
 
@@ -226,7 +226,7 @@ def test_result_round_trips_through_json_with_its_verdicts(tmp_path):
     assert (f.k, f.n, f.verdict) == (2, 3, "most seeds")
     assert back.finding("latent.base-s.cot_decision").verdict == "every seed"
     assert back.finding("verbosity.pre_exists").verdict == "not measured"
-    assert back.missing == {3: "not trained yet: organism/rl-seed3"}
+    assert back.missing == {3: "not run: zoo (organism/rl-seed3 not trained yet)"}
     with pytest.raises(KeyError, match="no finding"):
         back.finding("nope")
 
@@ -238,7 +238,7 @@ def test_section_text_is_generated_from_the_json_and_annotates_headlines(tmp_pat
     assert (tmp_path / "replication.json").is_file() and figs == ["replication_findings.html"]
     assert any(s.startswith("rl's behaviour sits in the top layer") and "2 of 3 seeds (most seeds)" in s
                and "seed 2 30% [20%, 40%] fails" in s for s in sentences)
-    assert "Seed 3 was left out: not trained yet: organism/rl-seed3." in sentences
+    assert "Seed 3: not run: zoo (organism/rl-seed3 not trained yet)." in sentences
     assert "most seeds" in table
     r = load_result(tmp_path)
     assert findings_for("Answer for rl vs base-s: the weights change ...") == (
@@ -248,3 +248,26 @@ def test_section_text_is_generated_from_the_json_and_annotates_headlines(tmp_pat
     assert out[0] == ("Answer for rl vs base-s: it sits in layer 3. Across seeds: rl's behaviour sits in the top layer: "
                       "2 of 3 seeds (most seeds).")  # findings no seed measured are left out
     assert out[1] == "Something else. (one run)"
+
+
+def test_run_resumes_from_cached_seed_results_and_names_what_is_not_trained(tmp_path):
+    from analyses.replication.analysis import analysis_members, cache_key, run
+    from interp.io import write_json
+    from interp.models import load
+
+    cfg = ReplicationConfig(seeds=(0, 7), analyses=("layers",), cache_dir=str(tmp_path))
+    for key, c in analysis_configs(cfg, 0).items():  # seed 0's numbers as a killed run left them
+        own = {n: load(n).checksum for n in analysis_members(key, 0).values()}
+        t = key.removeprefix("layers.")
+        write_json(tmp_path / f"seed0-{key}-{cache_key(c, own)}.json",
+                   {"metrics": {f"layers.{t}.top_gap": {"value": 0.7, "ci": [0.6, 0.8], "note": ""},
+                                f"layers.{t}.top_is_best": {"value": 1.0, "ci": None, "note": ""}},
+                    "seconds": 5.0, "cpu_seconds": 4.0})
+    r = run(cfg, progress=False)  # nothing is computed: seed 0 is cached, seed 7 is not trained
+    assert r.seeds == (0,)
+    assert r.missing[7].startswith("not run: layers.sft (organism/base-s-seed7, organism/sft-seed7 not trained yet)")
+    f = r.finding("layers.rl.top_layer")
+    assert (f.holds, f.value.values[0].ci) == ({0: True}, (0.6, 0.8))
+    assert r.cpu_seconds[0] == {"layers.sft": 4.0, "layers.rl": 4.0, "layers.dpo": 4.0}
+    with pytest.raises(FileNotFoundError, match="seed 7: not trained yet"):
+        run(ReplicationConfig(seeds=(7,), analyses=("layers",), cache_dir=str(tmp_path), skip_missing=False))
