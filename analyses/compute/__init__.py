@@ -1,12 +1,13 @@
-"""Compute-matched curves: accuracy vs generated tokens (sampling, budgets) and vs parameters: `run(ComputeConfig)`."""
+"""Compute-matched curves: accuracy vs generated tokens (sampling, budgets, budget forcing) and vs parameters: `run(ComputeConfig)`."""
 
 from analyses.compute.analysis import (
     ComputeConfig,
     ComputeResult,
+    Forcing,
     ModelCompute,
     Point,
     run,
     run_cached,
 )
 
-__all__ = ["ComputeConfig", "ComputeResult", "ModelCompute", "Point", "run", "run_cached"]
+__all__ = ["ComputeConfig", "ComputeResult", "Forcing", "ModelCompute", "Point", "run", "run_cached"]

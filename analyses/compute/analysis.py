@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from analyses.compute.forcing import cut, extend
+from analyses.compute.forcing import cut, extend, find_marker
 from analyses.routing.common import cached, mean_diff, prompt_ids, sample_items
 from interp.io import cache_dir, library_versions
 from interp.stats import bootstrap_ci
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from interp.models import Model
 
 RESULT_VERSION = 1
+FORCING_VERSION = 2
 ZOO = ("organism/base-s", "organism/base-m", "organism/base-l", "organism/sft", "organism/rl", "organism/dpo")
 # budget forcing (extension, forced cut) is measured and cached apart from the rest, so these fields stay out
 # of the main measurement's cache key
@@ -168,6 +169,10 @@ class Forcing:
     extend_correct: dict[str, tuple[bool, ...]]  # k -> ...
     extend_tokens: dict[str, tuple[int, ...]]
     extend_suppressed: dict[str, tuple[int, ...]]  # how often the end marker was suppressed (< k: never closed)
+    extend_valid: dict[str, tuple[bool, ...]]  # the extended chain parses
+    # the answer written after the extended chain, graded in place of the unextended chain's own answer (so a
+    # chain the grader cannot parse after extension still shows whether its answer moved)
+    extend_answer_correct: dict[str, tuple[bool, ...]]
     cut_correct: dict[str, tuple[bool, ...]]  # budget -> ...
     cut_tokens: dict[str, tuple[int, ...]]
     cut_valid: dict[str, tuple[bool, ...]]  # the forced answer parses
@@ -180,7 +185,7 @@ class Forcing:
     def from_dict(cls, d: Mapping[str, Any]) -> Forcing:
         dd = lambda x: {k: tuple(v) for k, v in x.items()}
         return cls(d["chain_end"], d["continuation"], dd(d["extend_correct"]), dd(d["extend_tokens"]),
-                   dd(d["extend_suppressed"]), dd(d["cut_correct"]), dd(d["cut_tokens"]), dd(d["cut_valid"]),
+                   dd(d["extend_suppressed"]), dd(d["extend_valid"]), dd(d["extend_answer_correct"]), dd(d["cut_correct"]), dd(d["cut_tokens"]), dd(d["cut_valid"]),
                    d["seconds"])
 
 
@@ -349,12 +354,21 @@ def measure_forcing(model: Model, task: Task, items: list[Item], cfg: ComputeCon
     first = gen(cot)
     ks = (0, *cfg.extensions)
     rounds = extend(gen, cot, first, marker, cont_ids, max(ks), cfg.max_new_tokens)
-    ext_c, ext_t, ext_s = {}, {}, {}
+    ext_c, ext_t, ext_s, ext_v, ext_a = {}, {}, {}, {}, {}
+    own_end = [find_marker(o, marker) for o in first]
     for k in ks:
         fs = rounds[k]
-        ext_c[str(k)] = tuple(_graded(model, task, items, [dec(list(p) + list(f.ids)) for p, f in zip(prefix, fs)])[0])
+        grades = [task.grade(it, dec(list(p) + list(f.ids))) for it, p, f in zip(items, prefix, fs)]
+        ext_c[str(k)] = tuple(g.correct for g in grades)
+        ext_v[str(k)] = tuple(g.valid for g in grades)
         ext_t[str(k)] = tuple(len(p) + f.n_tokens for p, f in zip(prefix, fs))
         ext_s[str(k)] = tuple(f.suppressed for f in fs)
+        answers = []
+        for it, p, o, e, f in zip(items, prefix, first, own_end, fs):
+            at = find_marker(f.ids, marker)
+            answers.append(e is not None and at is not None
+                           and task.grade(it, dec(list(p) + list(o[:e]) + list(f.ids[at:]))).correct)
+        ext_a[str(k)] = tuple(answers)
     answer = lambda ps: generate_ids(model.hf, model.tokenizer, ps, cfg.answer_tokens, 0.0, 0, cfg.batch_size)
     chains = [list(p) + list(o) for p, o in zip(prefix, first)]
     finished = [len(o) < cfg.max_new_tokens for o in first]
@@ -365,7 +379,7 @@ def measure_forcing(model: Model, task: Task, items: list[Item], cfg: ComputeCon
         cut_c[str(b)] = tuple(g.correct for g in grades)
         cut_v[str(b)] = tuple(g.valid for g in grades)
         cut_t[str(b)] = tuple(f.n_tokens for f in fs)
-    return Forcing(end, conts[0], ext_c, ext_t, ext_s, cut_c, cut_t, cut_v, time.time() - t0)
+    return Forcing(end, conts[0], ext_c, ext_t, ext_s, ext_v, ext_a, cut_c, cut_t, cut_v, time.time() - t0)
 
 
 def with_forcing(mc: ModelCompute, forcing: Forcing | None, cfg: ComputeConfig) -> ModelCompute:
@@ -380,11 +394,12 @@ def per_problem(mc: ModelCompute, method: str, k: int) -> tuple[np.ndarray, np.n
         return np.array(mc.greedy_correct, float), np.array(mc.greedy_tokens, float)
     if method == "chain":
         return np.array(mc.chain_correct[str(k)], float), np.array(mc.chain_tokens[str(k)], float)
-    if method in ("extend", "cut_forced"):
+    if method in ("extend", "extend_answer", "cut_forced"):
         f = mc.forcing
         if f is None:
             raise ValueError(f"{mc.name} has no budget forcing measured (not among the config's forcing_models)")
-        c, t = (f.extend_correct, f.extend_tokens) if method == "extend" else (f.cut_correct, f.cut_tokens)
+        c, t = {"extend": (f.extend_correct, f.extend_tokens), "extend_answer": (f.extend_answer_correct,
+                f.extend_tokens), "cut_forced": (f.cut_correct, f.cut_tokens)}[method]
         return np.array(c[str(k)], float), np.array(t[str(k)], float)
     ans, cor, tok, lp = mc.sample_answers, mc.sample_correct, mc.sample_tokens, mc.sample_logprob
     tokens = np.array([sum(t[:k]) for t in tok], float)
@@ -403,7 +418,7 @@ def curve_points(mc: ModelCompute, cfg: ComputeConfig) -> list[Point]:
     conds = [("greedy", 1)] + [(m, k) for m in ("majority", "best_oracle", "best_logprob") for k in cfg.ks] \
         + [("chain", b) for b in cfg.budgets]
     if mc.forcing is not None:
-        conds += [("extend", int(k)) for k in mc.forcing.extend_correct] \
+        conds += [(m, int(k)) for m in ("extend", "extend_answer") for k in mc.forcing.extend_correct] \
             + [("cut_forced", int(b)) for b in mc.forcing.cut_correct]
     out = []
     for method, k in conds:
@@ -447,9 +462,12 @@ def comparisons(models: Sequence[ModelCompute], cfg: ComputeConfig) -> dict[str,
             ck, tk = per_problem(m, "extend", int(k))
             d, ci = mean_diff(ck, c0, cfg.n_boot, cfg.seed)
             dt, ct = mean_diff(tk, t0, cfg.n_boot, cfg.seed)
+            ca, _ = per_problem(m, "extend_answer", int(k))
+            da, cia = mean_diff(ca, c0, cfg.n_boot, cfg.seed)
             out[f"{m.name} extend@{k} - extend@0"] = {
                 "diff": d, "diff_ci": ci, "tokens": float(tk.mean()), "tokens_0": float(t0.mean()),
-                "tokens_diff": dt, "tokens_diff_ci": ct,
+                "tokens_diff": dt, "tokens_diff_ci": ct, "answer_diff": da, "answer_diff_ci": cia,
+                "valid": float(np.mean(m.forcing.extend_valid[k])),
                 "extended_fully": float(np.mean(np.array(m.forcing.extend_suppressed[k]) == int(k)))}
     return out
 
@@ -494,7 +512,7 @@ def run_cached(config: ComputeConfig = ComputeConfig()) -> ComputeResult:
     for mc in main.models:
         f = None
         if mc.name in config.forced:
-            fkey = {"forcing": config.forcing_key(), "model": models[mc.name].checksum, "version": RESULT_VERSION}
+            fkey = {"forcing": config.forcing_key(), "model": models[mc.name].checksum, "version": FORCING_VERSION}
             f = cached(config.cache_dir, fkey, lambda m=models[mc.name]: measure_forcing(m, task, items, config),
                        Forcing.to_dict, Forcing.from_dict)
         out.append(with_forcing(mc, f, config))

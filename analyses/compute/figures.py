@@ -13,9 +13,10 @@ from interp.plots import color_for, save_figure, style
 
 LABELS = {"majority": "majority vote", "best_logprob": "best-of-k, own mean log-prob",
           "best_oracle": "best-of-k, oracle (pass@k)", "chain": "one forced chain cut at a budget",
-          "cut_forced": "chain cut at a budget, answer forced", "extend": "chain extended k times"}
+          "cut_forced": "chain cut at a budget, answer forced", "extend": "chain extended k times",
+          "extend_answer": "chain extended k times, its answer alone"}
 DASH = {"majority": "solid", "best_logprob": "dash", "best_oracle": "dot", "chain": "dashdot", "cut_forced": "dashdot",
-        "extend": "solid"}
+        "extend": "solid", "extend_answer": "dot"}
 
 
 def _err(ps: list[Point]) -> dict:
@@ -32,7 +33,7 @@ def _trace(m: ModelCompute, method: str, show: bool, name: str | None = None) ->
     return go.Scatter(x=[p.tokens for p in ps], y=[p.accuracy for p in ps], error_y=_err(ps), mode="lines+markers",
                       name=name or f"{short(m.name)} {LABELS[method]}", legendgroup=m.name, showlegend=show,
                       text=[f"k={p.k}" for p in ps], line={"color": color_for(m.name), "dash": DASH[method]},
-                      marker={"symbol": "diamond" if method == "extend" else "circle"})
+                      marker={"symbol": "diamond" if method.startswith("extend") else "circle"})
 
 
 def figures(result: ComputeResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
@@ -45,7 +46,7 @@ def figures(result: ComputeResult, out_dir: str | Path, png: bool = True) -> dic
     titles = ["width: majority vote over k samples (solid), verifier-free best-of-k (dash)",
               "bases: width (majority) vs depth (one chain)"]
     if forced:
-        titles.append("budget forcing: cut, answer forced (dashdot); extended k times (solid, diamonds)")
+        titles.append("budget forcing: cut, answer forced (dashdot); extended k times (diamonds; dotted: answer alone)")
     fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
     for m in result.models:
         fig.add_trace(_trace(m, "majority", True, short(m.name)), row=1, col=1)
@@ -61,6 +62,7 @@ def figures(result: ComputeResult, out_dir: str | Path, png: bool = True) -> dic
     for m in forced:
         fig.add_trace(_trace(m, "cut_forced", False), row=1, col=3)
         fig.add_trace(_trace(m, "extend", False), row=1, col=3)
+        fig.add_trace(_trace(m, "extend_answer", False), row=1, col=3)
     ref = result.model(cfg.reference).point("greedy")
     for col in range(1, len(titles) + 1):
         fig.add_hline(y=ref.accuracy, line_dash="dot", line_color="gray", row=1, col=col,
@@ -144,14 +146,18 @@ def forcing_sentences(result: ComputeResult) -> list[str]:
             if key == "0":
                 continue
             pk, c = m.point("extend", int(key)), result.comparisons[f"{m.name} extend@{key} - extend@0"]
+            pa = m.point("extend_answer", int(key))
             parts.append(f"by {key}: {_pct(pk)} at {pk.tokens:.1f} tokens ({c['diff']:+.2f} [{c['diff_ci'][0]:+.2f}, "
                          f"{c['diff_ci'][1]:+.2f}], {c['tokens_diff']:+.1f} [{c['tokens_diff_ci'][0]:+.1f}, "
-                         f"{c['tokens_diff_ci'][1]:+.1f}] tokens; {100 * c['extended_fully']:.0f}% of chains closed "
-                         f"every time and were extended {key} times)")
-        out.append(f"Budget forcing, extension ({short(m.name)}): its forced chain, {f.continuation!r} put in place of "
-                   f"the end marker {f.chain_end!r} each time the model writes it, then left to close: from "
+                         f"{c['tokens_diff_ci'][1]:+.1f}] tokens; {100 * c['valid']:.0f}% of extended chains parse; "
+                         f"{100 * c['extended_fully']:.0f}% closed every time and were extended {key} times; the "
+                         f"answer alone {_pct(pa)}, {c['answer_diff']:+.2f} [{c['answer_diff_ci'][0]:+.2f}, "
+                         f"{c['answer_diff_ci'][1]:+.2f}])")
+        out.append(f"Budget forcing, extension ({short(m.name)}): its greedy forced chain, {f.continuation!r} put in "
+                   f"place of the end marker {f.chain_end!r} each time the model writes it, then left to close: from "
                    f"{_pct(p0)} at {p0.tokens:.1f} tokens per problem (no extension) to " + "; ".join(parts)
-                   + " (differences paired over problems).")
+                   + ". Differences are paired over problems; 'the answer alone' grades the answer written after the "
+                   "extended chain in place of the unextended chain's answer.")
         cuts = []
         for b in f.cut_correct:
             pc, pw = m.point("cut_forced", int(b)), m.point("chain", int(b))

@@ -95,6 +95,8 @@ def test_small_run_matches_the_generic_evaluation(small: ComputeResult, tmp_path
         f = m.forcing
         assert f is not None and f.chain_end == " so" and f.continuation == task.cot_prefix(items[0])
         assert f.extend_correct["0"] == tuple(g.correct for g in cot.grades)  # no extension: the forced chain
+        assert f.extend_answer_correct["0"] == f.extend_correct["0"]
+        assert f.extend_valid["0"] == tuple(g.valid for g in cot.grades)
         assert all(s <= k for k in (1, 2) for s in f.extend_suppressed[str(k)])
         assert all(b >= a for a, b in zip(f.extend_tokens["0"], f.extend_tokens["2"]))
         assert m.checksum == model.checksum and m.n_params == model.n_params
