@@ -198,6 +198,11 @@ def worker_model(spec: tuple[str, str, str, str, str]) -> Any:
         from interp.models import load
 
         _MODELS.clear()  # one model per worker: a new one replaces the last
+        if device.startswith("cuda:"):  # a GPU task sees only the GPU(s) Ray gave it, numbered from 0
+            import torch
+
+            if int(device.split(":")[1]) >= torch.cuda.device_count():
+                device = "cuda"
         m = load(path, device=device, dtype=dtype)
         m.name = name
         _MODELS[key] = m

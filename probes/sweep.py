@@ -248,8 +248,12 @@ def _cached_cell(path: Path, identity: Mapping[str, str]) -> CellResult | None:
     return CellResult.from_dict(d)
 
 
-def run(cfg: ProbeJobConfig, progress: Callable[[int, int, str], None] | None = None) -> SweepResult:
+def run(cfg: ProbeJobConfig, progress: Callable[[int, int, str], None] | None = None, ray: str | bool | None = None,
+        num_cpus: float = 1) -> SweepResult:
     """Fit every cell (resuming from `cfg.out`), write `result.json`, and return the sweep.
+
+    `ray` (see `interp.cluster`) fits the missing cells as Ray tasks (`num_cpus` each; the store is read at
+    its path on the workers) and writes the same cells, probes and result as a run in this process.
 
     Resuming reads back a finished cell only if it was computed from the same store contents
     (`store_identity`: model checksum, dataset hash, shard checksums); a cell of a store since re-harvested
@@ -269,18 +273,32 @@ def run(cfg: ProbeJobConfig, progress: Callable[[int, int, str], None] | None = 
     dataset = store.dataset()
     identity = store_identity(store)
     cells = [(h, lab, t) for h in hooks for lab in labels for t in cfg.targets]
-    results = []
-    for i, (h, lab, t) in enumerate(cells):
-        slug = _slug(h, lab, t)
-        done = out / "cells" / f"{slug}.json"
-        r = _cached_cell(done, identity)
-        if r is None:
-            r = fit_cell(store, h, lab, t, cfg, dataset, out / "probes" / slug)
-            write_json(done, {"source": identity, **r.to_dict()})
-        results.append(r)
-        if progress is not None:
-            progress(i + 1, len(cells), slug)
-    result = SweepResult(cfg, store.model_name, store.model_checksum, tuple(results), library_versions(), identity)
+    results: list[CellResult | None] = [_cached_cell(out / "cells" / f"{_slug(*c)}.json", identity) for c in cells]
+    if ray in (None, False, ""):
+        for i, (h, lab, t) in enumerate(cells):
+            slug = _slug(h, lab, t)
+            if results[i] is None:
+                r = fit_cell(store, h, lab, t, cfg, dataset, out / "probes" / slug)
+                write_json(out / "cells" / f"{slug}.json", {"source": identity, **r.to_dict()})
+                results[i] = r
+            if progress is not None:
+                progress(i + 1, len(cells), slug)
+    else:
+        from interp.cluster import iter_tasks, write_tree
+        from probes.parallel import cell_task
+
+        todo = [i for i, r in enumerate(results) if r is None]
+        args = [(str(store.root), *cells[i], cfg, _slug(*cells[i]), str(out / "probes" / _slug(*cells[i])))
+                for i in todo]
+        for n, (j, (d, files)) in enumerate(iter_tasks(cell_task, args, ray=ray, num_cpus=num_cpus), start=1):
+            i = todo[j]
+            write_tree(out / "probes", files)
+            write_json(out / "cells" / f"{_slug(*cells[i])}.json", {"source": identity, **d})
+            results[i] = CellResult.from_dict(d)
+            if progress is not None:
+                progress(len(cells) - len(todo) + n, len(cells), _slug(*cells[i]))
+    result = SweepResult(cfg, store.model_name, store.model_checksum, tuple(r for r in results if r is not None),
+                         library_versions(), identity)
     write_json(out / "result.json", result.to_dict())
     return result
 

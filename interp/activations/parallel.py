@@ -8,6 +8,7 @@ byte-identical to `harvest` in one process and no shared filesystem is needed.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -73,6 +74,7 @@ def harvest_ray(
         mine = {"model_checksum": model.checksum, "dataset_hash": dataset.hash(), "n_examples": len(dataset),
                 "batch_size": batch_size, "shard_size": shard_size, "n_shards": n_shards, "dtype": dtype,
                 "positions": positions.to_dict()}
+        mine = json.loads(json.dumps(mine))  # as on disk (tuples become lists)
         diff = [f"{k}: {old.get(k)!r} vs {v!r}" for k, v in mine.items() if old.get(k) != v]
         if list(old.get("hooks", {})) != hooks:
             diff.append(f"hooks: {list(old.get('hooks', {}))} vs {hooks}")

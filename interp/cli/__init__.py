@@ -53,6 +53,11 @@ from interp.cli.common import analyze_app, app, bench_app, organism_app
 
 
 def main() -> None:  # pragma: no cover
+    import sys
+
+    from interp.cli.common import bare_ray_flag
+
+    sys.argv[1:] = bare_ray_flag(sys.argv[1:])
     app()
 
 

@@ -18,11 +18,15 @@ from rich.progress import (
 from rich.table import Table
 
 from interp.cli.common import (
+    RayCpus,
+    RayGpus,
+    RayOption,
     analyze_app,
     app,
     console,
     fail,
     parse_steps,
+    ray_spec,
     table_console,
 )
 
@@ -104,8 +108,12 @@ def harvest_cmd(
     shard: Annotated[str, typer.Option(help="harvest part i of N (i/N); merge the parts with `interp store merge`")] = "0/1",
     dtype: Annotated[str, typer.Option(help="float32 | float16 | bfloat16")] = "float32",
     overwrite: bool = False,
+    ray: RayOption = None,
+    ray_cpus: RayCpus = 1,
+    ray_gpus: RayGpus = 0,
 ) -> None:
-    """Harvest activations at hooks and positions into a sharded store (resumable, shardable)."""
+    """Harvest activations at hooks and positions into a sharded store (resumable, shardable; --ray: one Ray
+    task per shard, the same store bytes)."""
     from interp.activations import harvest, parse_selector
     from interp.models import load
 
@@ -129,7 +137,8 @@ def harvest_cmd(
             task = bar.add_task(f"harvesting {len(hook_list)} hook(s) of {model}", total=None)
             store = harvest(m, dataset, hook_list, selector, out, batch_size=batch_size, shard_size=shard_size,
                             dtype=dtype, seed=seed, shard=part, overwrite=overwrite,
-                            progress=lambda d, t: bar.update(task, completed=d, total=t))
+                            progress=lambda d, t: bar.update(task, completed=d, total=t), ray=ray_spec(ray),
+                            num_cpus=ray_cpus, num_gpus=ray_gpus)
     except (ValueError, FileNotFoundError, OSError) as e:
         fail(e)
     console.print(f"{store}")
@@ -181,8 +190,11 @@ def _cell_table(result: Any, title: str) -> Table:
 def probe_train(
     config: Annotated[Path, typer.Argument(help="JSON file with ProbeJobConfig fields (store, targets, out, ...)")],
     as_json: Annotated[bool, typer.Option("--json", help="print the result as one JSON object")] = False,
+    ray: RayOption = None,
+    ray_cpus: RayCpus = 1,
 ) -> None:
-    """Fit a probe (and its control) per hook x position x target; resumes after a kill."""
+    """Fit a probe (and its control) per hook x position x target; resumes after a kill (--ray: one Ray task per
+    cell, the same cells; the store is read at its path on the workers)."""
     from probes import ProbeJobConfig, run
 
     try:
@@ -190,7 +202,8 @@ def probe_train(
         with _progress() as bar:
             task = bar.add_task("probing", total=None)
             result = run(cfg, progress=lambda i, n, name: bar.update(task, completed=i, total=n,
-                                                                      description=f"probing {name[:60]}"))
+                                                                      description=f"probing {name[:60]}"),
+                         ray=ray_spec(ray), num_cpus=ray_cpus)
     except (ValueError, FileNotFoundError, OSError, json.JSONDecodeError) as e:
         fail(e)
     if as_json:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -27,6 +27,32 @@ def parse_steps(text: str) -> tuple[int, ...]:
     if not steps or min(steps) < 1:
         raise typer.BadParameter(f"--steps needs integers >= 1, got {text!r}")
     return steps
+
+
+RayOption = Annotated[str | None, typer.Option(
+    "--ray", metavar="[ADDRESS]", help="run the work as Ray tasks: bare --ray uses a local instance (all CPUs); "
+                                       "--ray auto or --ray HOST:PORT joins a cluster (`ray start --head`)")]
+RayCpus = Annotated[float, typer.Option(help="CPUs each Ray task declares (and its torch threads)")]
+RayGpus = Annotated[float, typer.Option(help="GPUs each Ray task declares (e.g. 1 with --device cuda)")]
+
+
+def bare_ray_flag(argv: list[str]) -> list[str]:
+    """`--ray` given without an address (last, or followed by another option) becomes `--ray local`: typer has
+    no options with an optional value."""
+    out = []
+    for i, a in enumerate(argv):
+        out.append(a)
+        if a == "--ray" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append("local")
+    return out
+
+
+def ray_spec(text: str | None) -> str | None:
+    """`--ray`'s value as `interp.cluster.run_tasks`' `ray` argument (None: in this process)."""
+    from interp.cluster import parse_ray_option
+
+    spec = parse_ray_option(text)
+    return None if spec is None else str(spec)
 
 
 def fail(e: Exception) -> NoReturn:

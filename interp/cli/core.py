@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from interp.cli.common import app, console, fail, parse_steps
+from interp.cli.common import RayCpus, RayGpus, RayOption, app, console, fail, parse_steps, ray_spec
 
 
 @app.command("eval")
@@ -30,8 +30,12 @@ def eval_cmd(
     max_new_tokens: Annotated[int, typer.Option(help="tokens to generate per problem")] = 72,
     seed: int = 1_000_003,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    ray: RayOption = None,
+    ray_cpus: RayCpus = 1,
+    ray_gpus: RayGpus = 0,
 ) -> None:
-    """Greedy evaluation per number of steps: accuracy, CoT rate, answer length, bootstrap 95% CIs."""
+    """Greedy evaluation per number of steps: accuracy, CoT rate, answer length, bootstrap 95% CIs (--ray: one
+    Ray task per batch, the same result)."""
     from interp.evaluation import GenerationConfig, evaluate
     from interp.models import load
     from interp.registry import default_task
@@ -54,7 +58,8 @@ def eval_cmd(
             items = t.sample(n, seed)
         force = "cot" if force_cot else "direct" if force_direct else "free"
         res = evaluate(m, t, items, GenerationConfig(force=force, max_new_tokens=max_new_tokens, seed=seed, chat=chat,
-                                                     batch_size=batch_size))
+                                                     batch_size=batch_size),
+                       ray=ray_spec(ray), num_cpus=ray_cpus, num_gpus=ray_gpus)
     except (ValueError, FileNotFoundError, OSError) as e:
         fail(e)
     if as_json:

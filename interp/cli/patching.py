@@ -10,7 +10,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from interp.cli.common import analyze_app, app, console, fail, parse_steps
+from interp.cli.common import (
+    RayCpus,
+    RayGpus,
+    RayOption,
+    analyze_app,
+    app,
+    console,
+    fail,
+    parse_steps,
+    ray_spec,
+)
 
 
 def _ints(text: str, what: str) -> list[int] | None:
@@ -105,6 +115,66 @@ def patch_cmd(
         attr.save(out / f"attribution_{res.hook}")
         console.print(f"attribution vs exact: {json.dumps(attribution_agreement(res, attr))}")
     console.print(f"result: {stem}.safetensors, figure: {stem}.html")
+
+
+@app.command("patch-pairs")
+def patch_pairs_cmd(
+    model: Annotated[str, typer.Argument(help="organism name, local HF folder or cached hub id")],
+    pairs: Annotated[Path, typer.Argument(help='JSON lines {"clean": ..., "corrupt": ..., "answer": ..., "wrong": ...} '
+                                               "(metric: logit_diff of answer over wrong, read at the first token)")],
+    hook: Annotated[str, typer.Option(help="TransformerLens name, pattern or kind, as for interp patch")] =
+        "blocks.*.hook_resid_pre",
+    out: Annotated[Path, typer.Option(help="folder: pair-NNNN.safetensors per pair and summary.json")] =
+        Path("figures/patch-pairs"),
+    ray: RayOption = None,
+    ray_cpus: RayCpus = 1,
+    ray_gpus: RayGpus = 0,
+) -> None:
+    """Exact patching grids of many prompt pairs (--ray: one Ray task per pair, the same grids); each saved, and the
+    mean normalised effect per cell (pairs of equal length) with a bootstrap 95% interval."""
+    import torch
+
+    from interp.models import load
+    from interp.patching import logit_diff, patch_pairs
+    from interp.stats import bootstrap_ci
+
+    torch.set_num_threads(1)
+    try:
+        m = load(model)
+        rows = [json.loads(line) for line in pairs.read_text().splitlines() if line.strip()]
+        missing = [i for i, r in enumerate(rows) if not {"clean", "corrupt", "answer", "wrong"} <= set(r)]
+        if not rows or missing:
+            raise ValueError(f"{pairs}: every line needs clean, corrupt, answer and wrong (lines {missing[:5]} do not)"
+                             if rows else f"{pairs} holds no pairs")
+        triples = [(r["clean"], r["corrupt"], logit_diff(m.answer_ids(r["corrupt"], r["answer"])[0],
+                                                         m.answer_ids(r["corrupt"], r["wrong"])[0])) for r in rows]
+        results = patch_pairs(m, triples, hook=hook, ray=ray_spec(ray), num_cpus=ray_cpus, num_gpus=ray_gpus)
+    except (ValueError, FileNotFoundError, OSError, json.JSONDecodeError) as e:
+        fail(e)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, r in enumerate(results):
+        r.save(out / f"pair-{i:04d}")
+    summary: dict[str, object] = {"model": model, "hook": results[0].hook, "n_pairs": len(results)}
+    if len({tuple(r.values.shape) for r in results}) == 1:  # grids of the same shape: mean over pairs
+        import numpy as np
+
+        shape = tuple(results[0].values.shape)
+        norm = torch.stack([r.normalized for r in results]).flatten(1).double().numpy()
+        mean = norm.mean(0)
+        cis = [bootstrap_ci(norm[:, j], 1000) for j in range(norm.shape[1])]
+        table = Table(title=f"{model}: {results[0].hook}, mean normalised effect over {len(results)} pairs")
+        for col in (*results[0].axes, "mean [95% CI]"):
+            table.add_column(col, justify="right")
+        for j in np.argsort(-np.abs(mean))[:12]:
+            idx = np.unravel_index(int(j), shape)
+            names = (results[0].layers, results[0].positions, results[0].heads or ())
+            table.add_row(*(str(names[a][i]) for a, i in enumerate(idx)),
+                          f"{mean[j]:+.3f} [{cis[j][0]:+.2f}, {cis[j][1]:+.2f}]")
+        Console().print(table)
+        summary |= {"shape": list(shape), "axes": list(results[0].axes), "mean_normalized": mean.tolist(),
+                    "mean_normalized_ci": [list(c) for c in cis]}
+    (out / "summary.json").write_text(json.dumps(summary))
+    console.print(f"{len(results)} grids in {out}")
 
 
 @analyze_app.command("faithfulness")

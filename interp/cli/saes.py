@@ -10,11 +10,15 @@ import typer
 from rich.table import Table
 
 from interp.cli.common import (
+    RayCpus,
+    RayGpus,
+    RayOption,
     analyze_app,
     app,
     console,
     fail,
     parse_steps,
+    ray_spec,
     table_console,
 )
 
@@ -99,6 +103,53 @@ def sae_train(
     tr = card["training"]
     table_console().print(_quality_table(f"{out}: {architecture} SAE, {card['d_sae']} features on {hook} "
                                          f"({tr['samples']:,} activations in {tr['seconds']:.1f} s)", q))
+
+
+@sae_app.command("train-hooks")
+def sae_train_hooks(
+    store: Annotated[Path, typer.Argument(help="activation store (interp harvest)")],
+    hooks: Annotated[str, typer.Option(help="comma-separated hooks of the store; * patterns allowed, e.g. "
+                                            "'blocks.*.hook_resid_post'")],
+    out: Annotated[Path, typer.Option(help="folder: one SAE per hook in OUT/<hook>")],
+    label: Annotated[str | None, typer.Option(help="only rows of this position label")] = None,
+    architecture: Annotated[str, typer.Option(help="batchtopk | topk | standard (ReLU/L1) | jumprelu")] = "batchtopk",
+    expansion: int = 8,
+    k: Annotated[float, typer.Option(help="active features per row ((batch)topk)")] = 8.0,
+    total_samples: int = 300_000,
+    batch_size: int = 1024,
+    lr: float = 5e-3,
+    lr_warm_up_steps: Annotated[int, typer.Option(help="warm-up steps (fewer than total_samples // batch_size)")] = 20,
+    seed: int = 0,
+    ray: RayOption = None,
+    ray_cpus: RayCpus = 1,
+    ray_gpus: RayGpus = 0,
+) -> None:
+    """Train one SAE per hook of a store (--ray: one Ray task per hook, the same weights; the store is read at its
+    path on the workers), each with its store quality metrics."""
+    from interp.activations import ActivationStore
+    from interp.cli.activations import expand_hooks
+    from saes import SAETrainConfig
+    from saes.sweep_ray import train_hooks
+
+    try:
+        st = ActivationStore.open(store)
+        hook_list = expand_hooks(hooks, st.hooks)
+        cfg = SAETrainConfig(hook=hook_list[0] if hook_list else "", label=label, architecture=architecture,
+                             expansion=expansion, k=k, total_samples=total_samples, batch_size=batch_size, lr=lr,
+                             lr_warm_up_steps=lr_warm_up_steps, seed=seed)
+        with console.status(f"training {len(hook_list)} SAE(s) on {st.n_rows:,} stored rows"):
+            trained = train_hooks(st.root, cfg, hook_list, out, ray=ray_spec(ray), num_cpus=ray_cpus,
+                                  num_gpus=ray_gpus)
+    except SAE_ERRORS as e:
+        fail(e)
+    table = Table(title=f"{len(trained)} {architecture} SAE(s) in {out}")
+    for col in ("hook", "features", "activations", "seconds", "L0", "explained variance"):
+        table.add_column(col, justify="right")
+    for t in trained:
+        c, m = t.card, t.card.get("metrics", {})
+        table.add_row(c["hook"], str(c["d_sae"]), f"{c['training']['samples']:,}", f"{c['training']['seconds']:.1f}",
+                      f"{m.get('l0', float('nan')):.1f}", f"{m.get('explained_variance', float('nan')):.3f}")
+    table_console().print(table)
 
 
 @sae_app.command("eval")

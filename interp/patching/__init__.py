@@ -7,6 +7,7 @@ of a hook from the source (clean) run into the target (corrupt) run and returns 
 
 from interp.patching.engine import HOOK_KINDS, tl_hook_name
 from interp.patching.metrics import Metric, answer_prob, kl_div, logit_diff
+from interp.patching.pairs import patch_pairs
 from interp.patching.patch import (
            attribution_agreement,
            attribution_patch,
@@ -26,6 +27,7 @@ __all__ = [
            "exact_patch",
            "kl_div",
            "logit_diff",
+           "patch_pairs",
            "run_with_patch",
            "spearman",
            "tl_hook_name",

@@ -69,3 +69,19 @@ def test_files_travel_as_bytes_and_land_atomically(tmp_path):
     assert read_tree(tmp_path / "a") == {"x/y.bin": b"\x00\x01", "z.json": b"{}"}
     with pytest.raises(ValueError, match="outside"):
         write_tree(tmp_path / "a", {"../evil": b""})
+
+
+def test_ray_is_imported_only_when_asked_for():
+    """`import interp`, the CLI and `interp.cluster` stay light: ray loads inside a command given --ray."""
+    import subprocess
+    import sys
+
+    code = "import sys, interp, interp.cluster, interp.cli\nprint(sorted(m for m in ('ray',) if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr[-2000:]
+    from interp.cli.common import bare_ray_flag
+
+    assert bare_ray_flag(["harvest", "m", "--ray"]) == ["harvest", "m", "--ray", "local"]
+    assert bare_ray_flag(["eval", "--ray", "--n", "3"]) == ["eval", "--ray", "local", "--n", "3"]
+    assert bare_ray_flag(["eval", "--ray", "auto"]) == ["eval", "--ray", "auto"]

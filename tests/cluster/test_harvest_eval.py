@@ -1,0 +1,57 @@
+"""Harvest and evaluation as Ray tasks on a local instance give what one process gives: the same store bytes
+(also when resuming a part harvested before), the same evaluation."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from interp.activations import Named, StoreError, harvest
+from interp.evaluation import GenerationConfig, evaluate
+from interp.models import load
+from interp.organism.dataset import problem_dataset
+from interp.organism.task import TaskConfig, sample_problems
+from interp.registry import task
+
+torch.set_num_threads(1)
+HOOKS = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_z"]
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    return load(tiny_checkpoint("llama", n_layers=2))
+
+
+def test_a_ray_harvest_writes_the_same_bytes_as_one_process_and_resumes(ray_local, model, tmp_path):
+    ds = problem_dataset(sample_problems(0, 40, TaskConfig(min_steps=1, max_steps=3)), model, "concise")
+    kw = {"batch_size": 4, "shard_size": 8}
+    ref = harvest(model, ds, HOOKS, Named(("answer", "step1.value")), tmp_path / "one", **kw)
+    seen: list[tuple[int, int]] = []
+    got = harvest(model, ds, HOOKS, Named(("answer", "step1.value")), tmp_path / "ray", ray=True,
+                  progress=lambda d, t: seen.append((d, t)), **kw)
+    assert ref.manifest["n_shards"] == 5 and tree(tmp_path / "ray") == tree(tmp_path / "one")
+    assert got.complete and sorted(seen) == [(i, 5) for i in range(1, 6)]
+    harvest(model, ds, HOOKS, Named(("answer", "step1.value")), tmp_path / "resumed", shard=(1, 2), **kw)
+    harvest(model, ds, HOOKS, Named(("answer", "step1.value")), tmp_path / "resumed", ray=True, **kw)
+    assert tree(tmp_path / "resumed") == tree(tmp_path / "one")
+    with pytest.raises(StoreError, match="another configuration"):
+        harvest(model, ds, HOOKS[:1], Named(("answer",)), tmp_path / "ray", ray=True, **kw)
+
+
+def test_a_ray_evaluation_equals_one_process(ray_local, model):
+    t = task("organism")
+    items = [it for k in (1, 2, 3) for it in t.sample(4, 7 + k, n_steps=k)]
+    cfg = GenerationConfig(max_new_tokens=6, batch_size=5)
+    one = evaluate(model, t, items, cfg)
+    par = evaluate(model, t, items, cfg, ray=True)
+    assert par.to_dict() == one.to_dict()
+    direct = GenerationConfig(force="direct", batch_size=5)
+    assert evaluate(model, t, items, direct, ray=True).to_dict() == evaluate(model, t, items, direct).to_dict()
