@@ -93,6 +93,10 @@ class StreamedRows:
         return torch.cat([a for a, _ in self.cache]), np.concatenate([e for _, e in self.cache])
 
 
+class _Stopped(Exception):
+    """Raised from the harvest's progress callback to stop it when the trainer has failed."""
+
+
 class HarvestTail:
     """`harvest` into a store in a background thread; `shards()` hands over each shard as soon as it is on disk
     (in order), so training starts after the first shard instead of after the whole harvest."""
@@ -101,7 +105,7 @@ class HarvestTail:
                  hook: str) -> None:
         self.root, self.n_shards, self.hook = root, n_shards, hook
         self.cond = threading.Condition()
-        self.started = self.finished = False
+        self.started = self.finished = self.stopping = False
         self.error: BaseException | None = None
         self.store: ActivationStore | None = None
 
@@ -109,6 +113,8 @@ class HarvestTail:
             with self.cond:
                 self.started = True
                 self.cond.notify_all()
+            if self.stopping:
+                raise _Stopped  # harvest stops after this shard: the store is left resumable
 
         def target() -> None:
             try:
@@ -145,6 +151,11 @@ class HarvestTail:
                 idx = {c: f.get_tensor(c).numpy() for c in INDEX_COLUMNS}
                 acts = f.get_tensor(f"act:{self.hook}")
             yield acts, idx
+
+    def abort(self) -> None:
+        """The trainer failed: stop the harvest after the shard it is on and wait for it."""
+        self.stopping = True
+        self.thread.join()
 
     def join(self) -> ActivationStore:
         """Wait for the harvest to finish (the store is complete) and return it; raise its error if it had one."""
@@ -212,7 +223,7 @@ def train_sae_streamed(model: Model, dataset: PromptDataset, cfg: SAETrainConfig
         store = tail.join() if tail is not None else None
     except BaseException:
         if tail is not None:
-            tail.thread.join()  # a failed run leaves a resumable store, never a half-written shard
+            tail.abort()  # a failed run leaves a resumable store, never a half-written shard
         raise
     x, ex = source.rows()
     card = base_card(fitted, cfg, int(model.d_model), model.name, model.checksum) | {

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from interp.activations import ActivationStore
 from saes import SAEError, train_sae
 from saes.streaming import train_sae_streamed
 from tests.saes.conftest import HOOK, tiny_config
@@ -109,13 +110,16 @@ def test_killed_streamed_training_resumes_to_identical_weights(base_s: Any, data
     def kill(samples: int) -> None:
         raise Killed(samples)
 
+    acts = tmp_path / "acts"  # killed while its background harvest writes a store: the store is left resumable
     with pytest.raises(Killed):
-        train_sae_streamed(base_s, dataset, cfg, tmp_path / "resumed", on_checkpoint=kill, metrics=False, **SMALL)
+        train_sae_streamed(base_s, dataset, cfg, tmp_path / "resumed", on_checkpoint=kill, metrics=False,
+                           store_out=acts, **SMALL)
     with pytest.raises(SAEError, match="another configuration"):  # another shard layout: other rows, refused
         train_sae_streamed(base_s, dataset, cfg, tmp_path / "resumed", metrics=False, batch_size=8, shard_size=24)
-    resumed = train_sae_streamed(base_s, dataset, cfg, tmp_path / "resumed", metrics=False, **SMALL)
+    resumed = train_sae_streamed(base_s, dataset, cfg, tmp_path / "resumed", metrics=False, store_out=acts, **SMALL)
     assert resumed.card["training"]["resumed_from_samples"] > 0
     assert_same(weights(whole), weights(resumed))
+    assert ActivationStore.open(acts).complete
 
 
 def test_bad_streamed_runs_are_clear_errors(base_s: Any, dataset: Any, sharded_store: Any, tmp_path: Path) -> None:
