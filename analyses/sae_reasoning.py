@@ -9,6 +9,14 @@
 4. Steering base-s by adding its top CoT-mode features at the answer position: scale chosen on validation
    problems, then CoT rate and accuracy on held-out 3-4-step problems against random live features of equal
    norm (same scale) and against sft; gap recovered = (steered - base) / (sft - base) with a paired bootstrap.
+
+A base that never (or too rarely: fewer than `min_per_mode` problems of either kind) chooses a chain of thought
+gives no "starts a CoT vs answers directly" contrast at the answer position. Features are then ranked on a forced
+contrast (`contrast="forced"`, or `"auto"` falling back): the same harvested texts, labelled by the format they
+are written in (a chain-of-thought format, i.e. thinking forced, vs the direct answer), at the same position in
+each: the first completion token, where the formats first differ (`<think>` vs the answer's first word). The
+steering step is unchanged (the top features added at the prompt's last token); the result says which contrast
+was used.
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ if TYPE_CHECKING:
 
 RESULT_VERSION = 5
 WILL_COT = "will_cot"
+MODE = "mode"  # the first completion token: where a forced contrast reads the CoT-vs-direct choice
+CONTRASTS = ("auto", "natural", "forced")
 
 
 @dataclass(frozen=True)
@@ -69,8 +79,14 @@ class SAEReasoningConfig:
     n_boot: int = 300
     task: str = "organism"
     cache_dir: str = field(default_factory=lambda: str(cache_dir("sae_reasoning")))
+    contrast: str = "auto"  # natural (the model's own choice), forced (the text's format), auto: natural unless rare
+    min_per_mode: int = 20  # auto: fewer problems than this where the base starts a CoT (or answers) -> forced
 
     def __post_init__(self) -> None:
+        if self.contrast not in CONTRASTS:
+            raise ValueError(f"contrast must be one of {', '.join(CONTRASTS)}, got {self.contrast!r}")
+        if self.min_per_mode < 2:
+            raise ValueError(f"min_per_mode must be at least 2, got {self.min_per_mode}")
         if self.sae.hook != self.hook:
             raise ValueError(f"the SAE config's hook {self.sae.hook} is not the analysis hook {self.hook}")
 
@@ -91,6 +107,9 @@ class SAEReasoningConfig:
         d = {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
         if d["task"] == "organism":  # the zoo's defaults keep their cached results
             del d["task"]
+        for k, default in (("contrast", "auto"), ("min_per_mode", 20)):  # (added later: same keys as before)
+            if d[k] == default:
+                del d[k]
         return d
 
 
@@ -206,9 +225,12 @@ class SAEReasoningResult:
     steering: SteeringResult
     seconds: float
     libraries: Mapping[str, str]
+    contrast: str = "natural"  # the CoT-vs-direct contrast the features were ranked on: natural or forced
+    free_cot_rate: float | None = None  # how often the base chose a CoT on the bare prompts (None: not recorded)
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "base_checksum": self.base_checksum, "sae_path": self.sae_path,
+                "contrast": self.contrast, "free_cot_rate": self.free_cot_rate,
                 "quality": self.quality.to_dict(), "ranking": self.ranking.to_dict(),
                 "transfer": [t.to_dict() for t in self.transfer], "steering": self.steering.to_dict(),
                 "seconds": self.seconds, "libraries": dict(self.libraries)}
@@ -218,7 +240,7 @@ class SAEReasoningResult:
         return cls(SAEReasoningConfig.from_dict(d["config"]), d["base_checksum"], d["sae_path"],
                    Quality.from_dict(d["quality"]), ReasoningRanking.from_dict(d["ranking"]),
                    tuple(TransferRow.from_dict(t) for t in d["transfer"]), SteeringResult.from_dict(d["steering"]),
-                   d["seconds"], d["libraries"])
+                   d["seconds"], d["libraries"], d.get("contrast", "natural"), d.get("free_cot_rate"))
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -263,9 +285,17 @@ def dataset_items(cfg: SAEReasoningConfig, task: Task) -> list[Item]:
     return task.sample(cfg.n_problems, cfg.problem_seed)
 
 
+def uses_forced(cfg: SAEReasoningConfig, cot: Sequence[bool]) -> bool:
+    """Whether the features are ranked on the forced contrast: asked for, or (auto) the base's own choice gives
+    fewer than `min_per_mode` problems of one kind."""
+    return cfg.contrast == "forced" or (cfg.contrast == "auto" and min(sum(cot), len(cot) - sum(cot)) < cfg.min_per_mode)
+
+
 def build_dataset(model: Model, cfg: SAEReasoningConfig, task: Task | None = None) -> PromptDataset:
     """Each item once, written in one of the task's formats drawn uniformly (its reference completion), with the
-    model's own CoT choice on the bare prompt (`cot_mode_labels`) as `will_cot` metadata."""
+    model's own CoT choice on the bare prompt (`cot_mode_labels`) as `will_cot` metadata; on the forced contrast
+    (`uses_forced`) `will_cot` is instead whether the text is written in a chain-of-thought format, its own choice
+    is kept as `free_cot`, and the first completion token is named `mode`."""
     import interp
 
     task = task if task is not None else interp.task(cfg.task)
@@ -273,10 +303,27 @@ def build_dataset(model: Model, cfg: SAEReasoningConfig, task: Task | None = Non
     rng = np.random.default_rng(cfg.problem_seed)
     fmts = [task.formats[int(i)] for i in rng.integers(0, len(task.formats), len(items))]
     cot = cot_mode_labels(model, task, items)
+    forced = uses_forced(cfg, cot)
+    if forced and not (set(fmts) & set(task.cot_formats) and set(fmts) - set(task.cot_formats)):
+        raise ValueError(f"task {task.name!r} writes no chain-of-thought format beside a direct one "
+                         f"(formats {task.formats}, CoT formats {task.cot_formats}): no forced contrast either")
     examples = []
     for it, f, c in zip(items, fmts, cot):
-        examples += task_dataset(model, task, [it], fmt=f, chat=_chat(task), extra_meta=[{WILL_COT: bool(c)}]).examples
+        meta = {WILL_COT: f in task.cot_formats, "free_cot": bool(c)} if forced else {WILL_COT: bool(c)}
+        (ex,) = task_dataset(model, task, [it], fmt=f, chat=_chat(task), extra_meta=[meta]).examples
+        if forced:
+            n_prompt = len(task_dataset(model, task, [it], chat=_chat(task)).examples[0].ids)
+            ex = dataclasses.replace(ex, positions={**ex.positions, MODE: n_prompt})
+        examples.append(ex)
     return PromptDataset(tuple(examples))
+
+
+def dataset_contrast(dataset: PromptDataset) -> tuple[str, float]:
+    """Which contrast a `build_dataset` dataset carries (`forced` when it names the `mode` position) and how
+    often the base chose a chain of thought on the bare prompts."""
+    forced = any(MODE in e.positions for e in dataset.examples)
+    key = "free_cot" if forced else WILL_COT
+    return ("forced" if forced else "natural"), float(np.mean([bool(e.meta[key]) for e in dataset.examples]))
 
 
 def store_for(model: Model, dataset: PromptDataset, cfg: SAEReasoningConfig) -> ActivationStore:
@@ -451,7 +498,9 @@ def run(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True
     bstore = store_for(base, dataset, config)
     sae, q, path = sae_for(bstore, base, config.sae, cache)
     table = feature_table(sae, bstore, config.hook)
-    ranking = rank_reasoning_features(table, dataset, value_positions=value_positions(dataset), n_boot=config.n_boot,
+    contrast, free_rate = dataset_contrast(dataset)
+    ranking = rank_reasoning_features(table, dataset, answer=MODE if contrast == "forced" else "answer",
+                                      value_positions=value_positions(dataset), n_boot=config.n_boot,
                                       cot_formats=task.cot_formats)
     if dashboard_dir is not None:
         _dashboard(sae, base, table, dataset, ranking, config, path, dashboard_dir)
@@ -469,7 +518,7 @@ def run(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True
     max_acts = {int(i): float(v) for i, v in enumerate(table.acts.max(0).values.tolist())}
     steering = steering_experiment(base, reference, sae, ranking, config, progress, max_acts, task)
     return SAEReasoningResult(config, base.checksum, str(path), q, ranking, tuple(rows), steering,
-                              round(time.time() - t0, 1), library_versions())
+                              round(time.time() - t0, 1), library_versions(), contrast, free_rate)
 
 
 def run_cached(config: SAEReasoningConfig = SAEReasoningConfig(), progress: bool = True,
@@ -607,9 +656,17 @@ def summary_sentences(result: SAEReasoningResult) -> list[str]:
     ]
     up = r.top(3, "mode_auroc")
     down = r.top(2, "mode_auroc", -1)
+    if result.contrast == "forced":
+        free = f" (its own CoT rate on the bare prompts: {result.free_cot_rate:.2f})" if result.free_cot_rate is not None else ""
+        where = (f"Forced contrast, not {base}'s own choice: {base} too rarely starts a CoT by itself{free} (fewer "
+                 f"than {result.config.min_per_mode} problems of one kind), so the features are ranked at the first "
+                 f"completion token of the texts written with thinking ({r.n_cot}) vs answered directly "
+                 f"({r.n_direct}), where the formats first differ; the features that fire more with thinking are ")
+    else:
+        where = (f"Natural contrast ({base}'s own choice): at the answer position ({r.n_cot} problems where {base} "
+                 f"starts a CoT, {r.n_direct} where it answers directly), the features that fire more before a CoT are ")
     lines.append(
-        f"At the answer position ({r.n_cot} problems where {base} starts a CoT, {r.n_direct} where it answers "
-        f"directly), the features that fire more before a CoT are "
+        where
         + ", ".join(f"{f.feature} (AUROC {f.mode_auroc:.2f} {ci(f.mode_auroc_ci)}, {f.mode_auroc_within:.2f} within "
                     f"the same number of steps)" for f in up)
         + "; before a direct answer " + ", ".join(f"{f.feature} ({f.mode_auroc:.2f})" for f in down)
@@ -665,6 +722,7 @@ __all__ = [
     "build_dataset",
     "cot_mode_labels",
     "dashboard_from_result",
+    "dataset_contrast",
     "dataset_items",
     "figures",
     "run",
@@ -673,5 +731,6 @@ __all__ = [
     "steering_experiment",
     "store_for",
     "summary_sentences",
+    "uses_forced",
     "value_positions",
 ]

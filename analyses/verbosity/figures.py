@@ -241,12 +241,22 @@ def reasoning_sentences(r: ReasoningResult) -> list[str]:
     gr = lambda k: f"{_pct(g[k]['gap_recovered'])} [{_pct(g[k]['gap_recovered_ci'][0])}, {_pct(g[k]['gap_recovered_ci'][1])}]"
     rand = [k for k in g if k.startswith(f"{bn} + random direction") and "(best add)" not in k]
     rand_add = [k for k in g if k.startswith(f"{bn} + random direction (best add)")]
+    steps = f"{', '.join(map(str, r.config.train_steps))}-step problems" if r.config.train_steps else "problems"
+    aurocs = (", ".join(f"{h['auroc_mean_diff']:.2f}" for h in r.directions["hooks"])
+              + f" (random directions {r.directions['hooks'][0]['auroc_random']:.2f})")
+    if r.contrast == "forced":
+        first = (f"The direction (forced contrast, not the model's own choice): {bn} chose a chain of thought on "
+                 f"{round(r.train_cot_rate * r.n_cot)} of its {r.n_cot} training prompts ({steps}; fewer than "
+                 f"{r.config.min_per_mode} of one kind), so the contrast is the same {r.n_cot} prompts with thinking "
+                 f"forced (the task's chain-of-thought prefix) vs a direct answer forced (its most likely candidate "
+                 f"answer), difference of means at the first token where the two differ; held-out AUROC per layer "
+                 f"{aurocs}.")
+    else:
+        first = (f"The direction (natural contrast, the model's own choice): {r.n_cot} CoT-mode vs {r.n_direct} "
+                 f"direct-mode prompts of {bn} (its greedy choice, CoT rate {r.train_cot_rate:.2f} on {steps}), "
+                 f"difference of means at the prompt's last token; held-out AUROC per layer {aurocs}.")
     return [
-        f"The direction: {r.n_cot} CoT-mode vs {r.n_direct} direct-mode prompts of {bn} (its greedy choice, CoT rate "
-        f"{r.train_cot_rate:.2f} on {', '.join(map(str, r.config.train_steps))}-step problems), difference of means at "
-        f"the prompt's last token; held-out AUROC per layer "
-        + ", ".join(f"{h['auroc_mean_diff']:.2f}" for h in r.directions["hooks"])
-        + f" (random directions {r.directions['hooks'][0]['auroc_random']:.2f}).",
+        first,
         "Chosen on validation (highest accuracy over layer, position and gamma, both modes): "
         + (f"add gamma {c.gamma:+g} x the direction" if c.mode == "add" else
            f"clamp the component to the CoT-mode mean projection {c.gamma:+g} std")

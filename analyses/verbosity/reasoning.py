@@ -9,6 +9,15 @@ CoT-mode prompts' mean projection plus k standard deviations (the same change, s
 validation accuracy is tested against random directions (of equal norm for `add`; for `clamp`, random unit
 directions clamped the same way from their own training projections), with the fraction of the base-s -> sft
 accuracy gap recovered and the share of tokens steered.
+
+A base that never (or too rarely: fewer than `min_per_mode` prompts of either kind) chooses a chain of thought has
+no such natural contrast. Its direction then comes from forcing (`contrast="forced"`, or `"auto"` falling back):
+each training prompt followed by the task's chain-of-thought prefix (what `GenerationConfig(force="cot")`
+appends, e.g. `<think>`) against the same prompt followed by its forced direct answer (`force="direct"`: the
+most likely of the task's answer candidates, else the task's reference direct answer), read at the same
+position in both: the first token where the two differ (the token that commits to thinking or to answering).
+The pairs share their prompt, so the direction is validated on held-out pairs. The steering, controls and
+intervals are the same; the result records which contrast was used.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from analyses.verbosity.common import (
     paired_bootstrap,
     prompt_ids,
 )
-from interp.activations import Named, PromptDataset
+from interp.activations import Example, Named, PromptDataset
 from interp.hooks import resid_post
 from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.steering import Add, Clamp, Positions, SteeringVector
@@ -46,14 +55,15 @@ from interp.steering.directions import (
     directions_from_activations,
     random_directions,
 )
-from interp.tasks.base import Task
-from interp.tasks.encode import task_dataset
+from interp.tasks.base import Item, Task
+from interp.tasks.encode import encode_text, task_dataset
 
 if TYPE_CHECKING:
     from interp.models import Model
 
 RESULT_VERSION = 3
 MODES = ("add", "clamp")
+CONTRASTS = ("auto", "natural", "forced")
 WHERE = {"last": Positions((-1,)), "prompt": "prompt"}
 N_RANDOM = 3
 
@@ -80,8 +90,14 @@ class ReasoningConfig:
     batch_size: int = 400
     task: str = "organism"
     cache_dir: str = field(default_factory=lambda: str(cache_dir("reasoning_direction")))
+    contrast: str = "auto"  # natural (the model's own choice), forced, or auto: natural unless too rare
+    min_per_mode: int = 20  # auto: fewer CoT-mode or direct-mode training prompts than this -> forced
 
     def __post_init__(self) -> None:
+        if self.contrast not in CONTRASTS:
+            raise ValueError(f"contrast must be one of {', '.join(CONTRASTS)}, got {self.contrast!r}")
+        if self.min_per_mode < 2:
+            raise ValueError(f"min_per_mode must be at least 2 (a held-out AUROC needs both kinds), got {self.min_per_mode}")
         bad = [w for w in self.wheres if w not in WHERE]
         if bad:
             raise ValueError(f"unknown positions {bad}; known: {', '.join(WHERE)}")
@@ -102,6 +118,9 @@ class ReasoningConfig:
         d = {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
         if d["task"] == "organism":  # the zoo's defaults keep their cached results
             del d["task"]
+        for k, default in (("contrast", "auto"), ("min_per_mode", 20)):  # (added later: same keys as before)
+            if d[k] == default:
+                del d[k]
         return d
 
 
@@ -142,9 +161,11 @@ class ReasoningResult:
     seconds: float
     libraries: dict[str, str]
     best_add: ReasoningCell | None = None  # the best constant-offset cell, tested too when a clamp was chosen
+    contrast: str = "natural"  # which contrast the direction came from: natural (greedy choice) or forced
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": RESULT_VERSION, "config": self.config.to_dict(), "base_checksum": self.base_checksum,
+                "contrast": self.contrast,
                 "best_add": self.best_add.to_dict() if self.best_add else None,
                 "tuned_checksum": self.tuned_checksum, "train_cot_rate": self.train_cot_rate, "n_cot": self.n_cot,
                 "n_direct": self.n_direct, "directions": self.directions, "val_unsteered": self.val_unsteered.to_dict(),
@@ -158,16 +179,19 @@ class ReasoningResult:
                    d["n_cot"], d["n_direct"], d["directions"], Cell.from_dict(d["val_unsteered"]),
                    tuple(ReasoningCell.from_dict(s) for s in d["sweep"]), ReasoningCell.from_dict(d["chosen"]),
                    {k: Cell.from_dict(v) for k, v in d["test"].items()}, d["gap"], d["tokens_steered"], d["seconds"],
-                   d["libraries"], ReasoningCell.from_dict(d["best_add"]) if d.get("best_add") else None)
+                   d["libraries"], ReasoningCell.from_dict(d["best_add"]) if d.get("best_add") else None,
+                   d.get("contrast", "natural"))
 
 
 @dataclass(frozen=True)
 class ModeDirections:
-    """The directions, base-s's CoT rate on the training prompts, and the training activations (for clamping)."""
+    """The directions, base-s's CoT rate on the training prompts, the training activations (for clamping) and
+    the contrast they came from (`natural` or `forced`)."""
 
     dirs: DirectionSet
     cot_rate: float
     acts: dict[str, tuple[torch.Tensor, torch.Tensor]]  # hook -> (CoT-mode rows, direct-mode rows)
+    contrast: str = "natural"
 
     def clamp_value(self, hook: str, u: torch.Tensor, k: float) -> float:
         """CoT-mode mean projection on the unit vector `u` plus k standard deviations of all projections."""
@@ -176,22 +200,64 @@ class ModeDirections:
         return float((cot @ u).mean() + k * proj.std())
 
 
+def forced_pairs(model: Model, task: Task, items: list[Item], batch_size: int = 256) -> tuple[PromptDataset, PromptDataset]:
+    """Each item's prompt with thinking forced (the task's chain-of-thought prefix) and with a direct answer
+    forced (`force="direct"`: the most likely of the task's candidates; the task's reference direct answer when it
+    lists none), both cut after the first token where they differ, which is named `mode` (the same index in
+    both). Raises when the task cannot force a chain or a direct answer, or when the two never differ."""
+    from interp.evaluation import GenerationConfig, generate_completions
+
+    chat = chat_of(task)
+    prefixes = [task.cot_prefix(it) for it in items]
+    if not all(prefixes):
+        raise ValueError(f"task {task.name!r} has no chain-of-thought prefix to force thinking with: no forced "
+                         f"contrast either")
+    if getattr(task, "answer_candidates", None) is not None:
+        direct, _ = generate_completions(model, task, items, GenerationConfig(force="direct", batch_size=batch_size,
+                                                                              chat=chat))
+    elif "direct" in task.formats:
+        direct = [task.completion(it, "direct") for it in items]
+    else:
+        raise ValueError(f"task {task.name!r} can force no direct answer (no answer candidates, no direct format)")
+    pos, neg = [], []
+    for it, pre, d in zip(items, prefixes, direct):
+        a, b = encode_text(model, task.prompt(it), pre, chat), encode_text(model, task.prompt(it), d, chat)
+        j = next((i for i in range(a.n_prompt, min(len(a.ids), len(b.ids))) if a.ids[i] != b.ids[i]), None)
+        if j is None:
+            raise ValueError(f"item {it.id!r}: the forced chain-of-thought prefix {pre!r} and the direct answer "
+                             f"{d!r} do not differ in any token after the prompt")
+        meta = {"problem": it.id, **dict(it.meta)}
+        pos.append(Example(a.ids[:j + 1], {"mode": j}, meta | {"format": "forced_cot"}))
+        neg.append(Example(b.ids[:j + 1], {"mode": j}, meta | {"format": "forced_direct"}))
+    return PromptDataset(tuple(pos)), PromptDataset(tuple(neg))
+
+
 def mode_direction(model: Model, cfg: ReasoningConfig, task: Task | None = None) -> ModeDirections:
-    """CoT-mode minus direct-mode at the prompt's last token (`answer`), from the model's own greedy choices as
-    the task grades them (`Grade.cot`)."""
+    """CoT-mode minus direct-mode: at the prompt's last token (`answer`) from the model's own greedy choices as
+    the task grades them (`Grade.cot`), or, when that contrast is missing or too rare (module docstring), from
+    forced thinking vs forced direct answers at their first differing token (`forced_pairs`)."""
     import interp
 
     task = task if task is not None else interp.task(cfg.task)
     items = items_per_step(task, cfg.train_seed, cfg.n_train_per_step, cfg.train_steps)
     run = generate_graded(model, task, items, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     cot = [g.cot for g in run.grades]
+    hooks = [resid_post(layer) for layer in range(model.n_layers)]
+    rare = min(sum(cot), len(cot) - sum(cot)) < cfg.min_per_mode
+    if cfg.contrast == "forced" or (cfg.contrast == "auto" and rare):
+        pos, neg = forced_pairs(model, task, items, cfg.batch_size)
+        acts = activations_of_texts(model, pos, neg, hooks, Named(("mode",)), seed=cfg.seed)
+        dirs = directions_from_activations(
+            acts, paired=True, seed=cfg.seed, model_name=model.name, model_checksum=model.checksum,
+            provenance={"text": "forced thinking - forced direct answer, at the first token where they differ",
+                        "train_seed": cfg.train_seed, "free_cot": int(sum(cot)), "free_direct": len(cot) - sum(cot)})
+        return ModeDirections(dirs, float(np.mean(cot)), acts, "forced")
     if all(cot) or not any(cot):
         raise ValueError(f"{model.name} {'always' if all(cot) else 'never'} writes a chain of thought on the "
                          f"{len(cot)} training prompts: no CoT-mode vs direct-mode contrast")
     ds = task_dataset(model, task, items, chat=chat_of(task))
     pos = PromptDataset(tuple(e for e, c in zip(ds.examples, cot) if c))
     neg = PromptDataset(tuple(e for e, c in zip(ds.examples, cot) if not c))
-    hooks = [resid_post(layer) for layer in range(model.n_layers)]
     acts = activations_of_texts(model, pos, neg, hooks, Named(("answer",)), seed=cfg.seed)
     dirs = directions_from_activations(acts, paired=False, seed=cfg.seed, model_name=model.name,
                                        model_checksum=model.checksum,
@@ -294,7 +360,7 @@ def run(config: ReasoningConfig = ReasoningConfig(), progress: bool = True, base
               "of_generated": float(per.sum() / max(n_gen.sum(), 1))}
     return ReasoningResult(cfg, base.checksum, tuned.checksum, md.cot_rate, n_cot, n_direct, dirs.to_dict(), val_base,
                            tuple(sweep), chosen, test_cells, gap, tokens, round(time.time() - t0, 1),
-                           library_versions(), best_add)
+                           library_versions(), best_add, md.contrast)
 
 
 def run_cached(config: ReasoningConfig = ReasoningConfig(), progress: bool = True, base: Model | None = None,
@@ -315,4 +381,4 @@ def run_cached(config: ReasoningConfig = ReasoningConfig(), progress: bool = Tru
     return result
 
 
-__all__ = ["ModeDirections", "ReasoningCell", "ReasoningConfig", "ReasoningResult", "mode_direction", "run", "run_cached"]
+__all__ = ["CONTRASTS", "ModeDirections", "ReasoningCell", "ReasoningConfig", "ReasoningResult", "forced_pairs", "mode_direction", "run", "run_cached"]
