@@ -46,7 +46,7 @@ def figures(result: ComputeResult, out_dir: str | Path, png: bool = True) -> dic
     titles = ["width: majority vote over k samples (solid), verifier-free best-of-k (dash)",
               "bases: width (majority) vs depth (one chain)"]
     if forced:
-        titles.append("budget forcing: cut, answer forced (dashdot); extended k times (diamonds; dotted: answer alone)")
+        titles.append("budget forcing: cut, answer forced (dashdot); extended (solid)")
     fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
     for m in result.models:
         fig.add_trace(_trace(m, "majority", True, short(m.name)), row=1, col=1)
@@ -68,7 +68,8 @@ def figures(result: ComputeResult, out_dir: str | Path, png: bool = True) -> dic
         fig.add_hline(y=ref.accuracy, line_dash="dot", line_color="gray", row=1, col=col,
                       annotation_text=f"{short(cfg.reference)} greedy", annotation_position="bottom right")
         fig.update_xaxes(type="log", title_text="generated tokens per problem (log)", row=1, col=col)
-    style(fig, f"Does inference compute let a base catch up? (T={cfg.temperature}, stars: greedy; 95% CIs)", "",
+    note = "; forcing: diamonds = k extensions, dotted = their answer alone" if forced else ""
+    style(fig, f"Does inference compute let a base catch up? (T={cfg.temperature}, stars: greedy; 95% CIs{note})", "",
           "accuracy")
     fig.update_layout(width=550 * len(titles), height=500)
     figs = {"compute_curves": fig}
@@ -150,7 +151,7 @@ def forcing_sentences(result: ComputeResult) -> list[str]:
             parts.append(f"by {key}: {_pct(pk)} at {pk.tokens:.1f} tokens ({c['diff']:+.2f} [{c['diff_ci'][0]:+.2f}, "
                          f"{c['diff_ci'][1]:+.2f}], {c['tokens_diff']:+.1f} [{c['tokens_diff_ci'][0]:+.1f}, "
                          f"{c['tokens_diff_ci'][1]:+.1f}] tokens; {100 * c['valid']:.0f}% of extended chains parse; "
-                         f"{100 * c['extended_fully']:.0f}% closed every time and were extended {key} times; the "
+                         f"{100 * c['extended_fully']:.0f}% reached all {key} extension{'s' * (key != '1')}; the "
                          f"answer alone {_pct(pa)}, {c['answer_diff']:+.2f} [{c['answer_diff_ci'][0]:+.2f}, "
                          f"{c['answer_diff_ci'][1]:+.2f}])")
         out.append(f"Budget forcing, extension ({short(m.name)}): its greedy forced chain, {f.continuation!r} put in "
