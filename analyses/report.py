@@ -405,8 +405,73 @@ def sae_section(config: ReportConfig, out: Path) -> Section:
                    '<p><a href="sae_dashboard/index.html">feature dashboard (static HTML)</a></p>')
 
 
-SECTIONS: tuple[Callable[..., Section], ...] = (zoo_section, layers_section, latent_section, faithfulness_section,
-                                               verbosity_section, reasoning_direction_section, sae_section)
+def routing_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Hybrid decoding of base-s with rl and sft: routers, random controls, token shift (analyses.routing)."""
+    from analyses.routing.figures import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
+def compute_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Accuracy vs generated tokens and parameters for the zoo (analyses.compute)."""
+    from analyses.compute.figures import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
+def calibration_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Answer-span confidence, ECE and reliability per zoo member and condition (analyses.calibration)."""
+    from analyses.calibration.figures import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
+
+
+def rlsf_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """rlsf (label-free, own-confidence preferences) against base-s, rl and dpo (analyses.calibration.rlsf)."""
+    from analyses.calibration.figures import rlsf_section_parts
+
+    return Section(*rlsf_section_parts(out, n_per_step, png))
+
+
+
+
+def shift_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """The shift battery on the zoo, with the step-1 probe under shift (analyses.shift)."""
+    from analyses.shift.figures import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
+def novelty_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Accuracy over instance novelty at fixed steps and over steps at fixed novelty (analyses.novelty)."""
+    from analyses.novelty.figures import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
+def symbolic_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """Rules kept, familiar meaning stripped or contradicted (analyses.symbolic)."""
+    from analyses.symbolic.figures import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
+
+
+def dpo_teacher_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """dpo-teacher (base-s by DPO on base-l's right vs wrong samples) against base-s, rl and dpo."""
+    from analyses.calibration.figures import rlsf_section_parts
+
+    return Section(*rlsf_section_parts(out, n_per_step, png, teacher=True))
+
+
+SECTIONS: tuple[Callable[..., Section], ...] = (
+    zoo_section, layers_section, latent_section, faithfulness_section, verbosity_section, reasoning_direction_section,
+    sae_section, routing_section, compute_section, calibration_section, rlsf_section, shift_section, novelty_section,
+    symbolic_section, dpo_teacher_section)
+"""Every section, in report order (a section written as `(out, n_per_step, png)` runs on the first zoo only)."""
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -443,6 +508,8 @@ def render_markdown(sections: Sequence[Section], seconds: float, figures: Path, 
     lines = [f"# {title}", "", intro, ""]
     for s in sections:
         lines += [f"## {s.title}", ""]
+        if s.seconds:
+            lines += [f"*{section_time(s)}*", ""]
         lines += [f"- {t}" for t in s.sentences]
         lines.append("")
         if s.table_html:
@@ -461,6 +528,13 @@ def section_times(sections: Sequence[Section]) -> str:
     if not any(s.seconds for s in sections):
         return ""
     return "; per section: " + ", ".join(f"{s.title.removesuffix(' (not run)')} {s.seconds:.0f} s" for s in sections)
+
+
+def section_time(section: Section) -> str:
+    """'This section took 3 min 12 s.' (the time it took when this report ran it)."""
+    m, s = divmod(round(section.seconds), 60)
+    took = f"{m} min {s} s" if m else f"{s} s" if s >= 10 else f"{section.seconds:.1f} s"
+    return f"This section took {took}."
 
 
 def _write(path: Path, text: str) -> None:
@@ -491,6 +565,8 @@ def render(sections: Sequence[Section], seconds: float, out: Path | None = None,
     body = []
     for s in sections:
         body.append(f"<h2>{html.escape(s.title)}</h2>")
+        if s.seconds:
+            body.append(f"<p class='time'>{html.escape(section_time(s))}</p>")
         body += [f"<p>{html.escape(t)}</p>" for t in s.sentences]
         body.append(s.table_html)
         for f in s.figures:
@@ -499,7 +575,7 @@ def render(sections: Sequence[Section], seconds: float, out: Path | None = None,
     libs = ", ".join(f"{k} {v}" for k, v in (libraries or library_versions()).items())
     return ("<!doctype html><html><head><meta charset='utf-8'><title>interp report</title><style>"
             "body{font-family:sans-serif;max-width:1140px;margin:2em auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}</style></head><body>"
+            "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}.time{color:#777;font-size:small}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>"
             + "".join(body) + f"<p><small>{html.escape(libs)}; built in {seconds:.0f} s"
             f"{html.escape(section_times(sections))}</small></p></body></html>")
@@ -578,10 +654,13 @@ def _kept_sections(out: Path, config: ReportConfig) -> dict[str, Section]:
 
 def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool = True,
                  only: Sequence[str] | None = None, results: str | Path | None = "RESULTS.md",
-                 config: ReportConfig | None = None) -> Path:
-    """Run every section of `config` (default: the first zoo with `n_per_step`, `png` and `only`), in report
-    order; write report.json (after each section, so a stopped report keeps what it measured), report.html
-    and (unless `results` is None) RESULTS.md."""
+                 config: ReportConfig | None = None, jobs: int = 1, ray: str | bool | None = None) -> Path:
+    """Run every section of `config` (default: the first zoo with `n_per_step`, `png` and `only`); write
+    report.json (after each section, so a stopped report keeps what it measured), report.html and (unless
+    `results` is None) RESULTS.md. `jobs` > 1 runs sections in that many processes and `ray` as Ray tasks
+    (`True` for a local instance, `"auto"` or an address for a cluster); the report is the same either way."""
+    from analyses.report_jobs import expected_seconds, run_sections
+
     if config is None:
         config = ReportConfig(n_per_step=n_per_step, png=png, sections=None if only is None else tuple(only))
     names = [section_name(m) for m in SECTIONS]
@@ -592,100 +671,42 @@ def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool =
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     kept = _kept_sections(out, config)
+    chosen = [(n, m) for n, m in zip(names, SECTIONS) if config.sections is None or n in config.sections]
+    if not chosen:
+        raise ValueError("no section ran: --sections named none of this report's sections")
     _LOAD_ARGS.update(device=config.device, dtype=config.dtype)
-    sections: list[Section] = []
-    ran: list[str] = []
+    done: dict[str, Section] = {}
+
+    def write(name: str, section: Section) -> None:
+        done[name] = section
+        # sections of an earlier run of the same report that this run did not redo stay, in report order
+        merged = sorted([(n, kept[n]) for n in names if n in kept and n not in done] + list(done.items()),
+                        key=lambda ns: names.index(ns[0]))
+        write_json(out / "report.json", {
+            "title": config.title(), "config": config.to_dict(), "n_per_step": config.n_per_step,
+            "seconds": time.time() - t0, "jobs": "ray" if ray else jobs, "libraries": library_versions(),
+            "section_names": [n for n, _ in merged], "sections": [x.to_dict() for _, x in merged],
+            "skipped": {x.title: x.skipped for _, x in merged if x.skipped}})
+
     try:
         if not config.is_zoo:
             check_pairs(config)
-        for make in SECTIONS:
-            if config.sections is not None and section_name(make) not in config.sections:
-                continue
-            sections.append(run_section(make, config, out))
-            ran.append(section_name(make))
-            # sections of an earlier run of the same report that this run did not redo stay, in report order
-            merged = [(n, kept[n]) for n in names if n in kept and n not in ran] + list(zip(ran, sections))
-            merged.sort(key=lambda ns: names.index(ns[0]))
-            write_json(out / "report.json", {
-                "title": config.title(), "config": config.to_dict(), "n_per_step": config.n_per_step,
-                "seconds": time.time() - t0, "libraries": library_versions(),
-                "section_names": [n for n, _ in merged], "sections": [x.to_dict() for _, x in merged],
-                "skipped": {x.title: x.skipped for _, x in merged if x.skipped}})
+        run_sections([m for _, m in chosen], [n for n, _ in chosen], config, out, write, jobs=jobs, ray=ray,
+                     expected=expected_seconds([n for n, _ in chosen], _previous_seconds(out)))
     finally:
         _LOADED.clear()
         _LOAD_ARGS.clear()
-    if not sections:
-        raise ValueError("no section ran: --sections named none of this report's sections")
     return render_only(out, results)
+
+
+def _previous_seconds(out: Path) -> dict[str, float]:
+    """Each section's seconds in `<out>/report.json`, if one is there (the estimate of a report's time left)."""
+    try:
+        old = read_json(out / "report.json")
+        return {n: float(d.get("seconds", 0.0)) for n, d in zip(old["section_names"], old["sections"])}
+    except (OSError, KeyError, TypeError, ValueError):
+        return {}
 
 
 __all__ = ["SECTIONS", "ReportConfig", "Section", "SectionSkipped", "build_report", "render_markdown", "render_only",
            "run_section", "section_name"]
-
-
-def routing_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """Hybrid decoding of base-s with rl and sft: routers, random controls, token shift (analyses.routing)."""
-    from analyses.routing.figures import section_parts
-
-    return Section(*section_parts(out, n_per_step, png))
-
-
-def compute_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """Accuracy vs generated tokens and parameters for the zoo (analyses.compute)."""
-    from analyses.compute.figures import section_parts
-
-    return Section(*section_parts(out, n_per_step, png))
-
-
-def calibration_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """Answer-span confidence, ECE and reliability per zoo member and condition (analyses.calibration)."""
-    from analyses.calibration.figures import section_parts
-
-    return Section(*section_parts(out, n_per_step, png))
-
-
-SECTIONS = (*SECTIONS, routing_section, compute_section, calibration_section)
-
-
-def rlsf_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """rlsf (label-free, own-confidence preferences) against base-s, rl and dpo (analyses.calibration.rlsf)."""
-    from analyses.calibration.figures import rlsf_section_parts
-
-    return Section(*rlsf_section_parts(out, n_per_step, png))
-
-
-SECTIONS = (*SECTIONS, rlsf_section)
-
-
-def shift_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """The shift battery on the zoo, with the step-1 probe under shift (analyses.shift)."""
-    from analyses.shift.figures import section_parts
-
-    return Section(*section_parts(out, n_per_step, png))
-
-
-def novelty_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """Accuracy over instance novelty at fixed steps and over steps at fixed novelty (analyses.novelty)."""
-    from analyses.novelty.figures import section_parts
-
-    return Section(*section_parts(out, n_per_step, png))
-
-
-def symbolic_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """Rules kept, familiar meaning stripped or contradicted (analyses.symbolic)."""
-    from analyses.symbolic.figures import section_parts
-
-    return Section(*section_parts(out, n_per_step, png))
-
-
-SECTIONS = (*SECTIONS, shift_section, novelty_section, symbolic_section)
-
-
-def dpo_teacher_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """dpo-teacher (base-s by DPO on base-l's right vs wrong samples) against base-s, rl and dpo."""
-    from analyses.calibration.figures import rlsf_section_parts
-
-    return Section(*rlsf_section_parts(out, n_per_step, png, teacher=True))
-
-
-SECTIONS = (*SECTIONS, dpo_teacher_section)

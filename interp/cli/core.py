@@ -114,6 +114,9 @@ def report(
                                                      "OUT/RESULTS.md)")] = None,
     render_only: Annotated[bool, typer.Option("--render-only", help="re-render report.html and RESULTS.md from "
                                                                     "OUT/report.json, running nothing")] = False,
+    jobs: Annotated[int, typer.Option(help="sections run at once, each in its own process (0: one per CPU for a "
+                                           "report on the CPU, 1 on a GPU)")] = 0,
+    ray: RayOption = None,
 ) -> None:
     """Run every analysis on a base/tuned pair and a task (the first zoo by default); write figures (HTML and
     PNG), report.json, report.html and RESULTS.md. Sections that cannot run on the pair or task say why."""
@@ -143,7 +146,12 @@ def report(
         if render_only:
             path = rep.render_only(out, results or None)
         else:
-            path = rep.build_report(out, results=results or None, config=config)
+            from analyses.report_jobs import default_jobs
+
+            if jobs < 0:
+                raise ValueError(f"--jobs must be 0 (one per CPU) or more, got {jobs}")
+            path = rep.build_report(out, results=results or None, config=config, jobs=jobs or default_jobs(device),
+                                    ray=ray_spec(ray))
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         fail(e)
     console.print(f"report: {path}" + (f", results: {results}" if results else ""))

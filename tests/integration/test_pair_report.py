@@ -46,7 +46,7 @@ def test_pair_report_runs_what_applies_and_says_why_for_the_rest(pair, tmp_path,
     out = tmp_path / "report"
     r = runner.invoke(app, ["report", "--base", str(pair["base"]), "--tuned", str(pair["tuned"]),
                             "--task", f"jsonl:{pair['task']}", "--n", "2", "--max-new-tokens", "12", "--no-png",
-                            "--sections", "zoo,layers,latent,zoo_only", "--out", str(out)])
+                            "--sections", "zoo,layers,latent,zoo_only", "--out", str(out), "--jobs", "1"])
     assert r.exit_code == 0, r.output
     data = json.loads((out / "report.json").read_text())
     config = rep.ReportConfig.from_dict(data["config"])
