@@ -183,3 +183,44 @@ def test_chain_patching_on_sft_follows_the_written_last_value() -> None:
     assert len(prof) == model.n_layers and total.value > 0 and prof[0].value == pytest.approx(1.0, abs=1e-4)
     sep = measure_condition(model, dataclasses.replace(PatchCondition("separator ,", 3, (("separator", ","),))), cfg)
     assert sep.n_problems == 6 and len(sep.follows) <= sep.n_cot
+
+
+# ------------------------------------------------------------------------------------------ results render
+
+def test_results_round_trip_and_render_sentences_and_figures(tmp_path) -> None:
+    from analyses.shift import chain_patch, recovery, sae_shift
+
+    cfg = RecoveryConfig(shifts=("separator ,",), fractions=(0.0, 0.1), seeds=(0,), n_boot=50)
+    pts = (_point(CONTROL, 0.0, 0, [1] * 10, {"separator ,": [0] * 10}),
+           _point("separator ,", 0.1, 0, [1] * 10, {"separator ,": [1] * 10}))
+    init = (_cond(IN_DISTRIBUTION.name, [1] * 10), _cond("separator ,", [0, 1] * 5))
+    rec = recovery.RecoveryResult(cfg, "c", init, pts, recovery.curves(pts, cfg), {})
+    assert recovery.RecoveryResult.from_dict(rec.to_dict()) == rec
+    text = " ".join(recovery.sentences(rec))
+    assert "f=0.1" in text and "smallest share whose interval lies above 90% of sft's in-distribution accuracy is f=0.1" in text
+    assert recovery.figure(rec, tmp_path, png=False)["shift_recovery"][0].exists()
+
+    cp = chain_patch.ConditionPatch("in-distribution", 4, 3, (1, 1, 1), (1, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1), (1, 0),
+                                    ((2.0, 0.0), (4.0, 2.0)), (2.0, 4.0))
+    prof, total = cp.patch_profile(50)
+    assert [p.value for p in prof] == pytest.approx([1.0, 0.25]) and total.value == 3.0
+    ccfg = ChainPatchConfig(models=("organism/sft",), conditions=(PatchCondition("in-distribution", 4),
+                                                                  PatchCondition("separator ,", 4, (("separator", ","),))))
+    res = chain_patch.ChainPatchResult(ccfg, (chain_patch.ModelChainPatch("organism/sft", "c", (
+        cp, dataclasses.replace(cp, condition="separator ,"))),), {})
+    assert chain_patch.ChainPatchResult.from_dict(res.to_dict()) == res
+    assert "follows" in " ".join(chain_patch.sentences(res))
+    assert chain_patch.figure(res, tmp_path, png=False)["shift_chain_patch"][0].exists()
+
+    scfg = SAEShiftConfig(shifts=("separator ,",))
+    lengths = np.ones(50)
+    a = np.zeros((50, 3))
+    a[:, 0] = 1
+    comps = (compare(sae_shift.CONTROL, (a, lengths), (a, lengths), 0.01, 0.8, 50, 0),
+             compare("separator ,", (a, lengths), (np.zeros((50, 3)), lengths), 0.01, 0.8, 50, 0))
+    sres = sae_shift.SAEShiftResult(scfg, "c", "p", {"explained_variance": 0.9}, (1.0, 0.0, 0.0), comps,
+                                    {sae_shift.CONTROL: 50}, {})
+    assert sae_shift.SAEShiftResult.from_dict(sres.to_dict()) == sres
+    assert sres.chain_features() == [0]
+    assert "1 features stop firing (control 0), 1 of them chain features" in " ".join(sae_shift.sentences(sres))
+    assert sae_shift.figure(sres, tmp_path, png=False)["shift_sae"][0].exists()
