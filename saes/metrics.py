@@ -106,15 +106,18 @@ def reconstruction_quality(sae: Any, x: Float[torch.Tensor, "rows d"], groups: S
     for i in range(0, len(x), chunk):  # chunks: the [rows, d_sae] features never exist all at once
         xc = x[i:i + chunk]
         f = sae.encode(xc)
-        fired = f > 0
+        fired = (f > 0).float()  # float sums run twice as fast as bool ones
         fired_count += fired.sum(0)
         fired_parts.append(fired.sum(-1))
         err_parts.append((xc - sae.decode(f)).pow(2).sum(-1))
     freq = fired_count / len(x)
     err = torch.cat(err_parts).double().numpy()
     dev = (x - mean).pow(2).sum(-1).double().numpy()
-    w = group_bootstrap([str(g) for g in groups], n_boot, seed)
-    ev_boot = 1 - (w @ err) / (w @ dev)
+    # bootstrap over whole groups: per-group sums, weighted by how often each group is drawn (the same draws as
+    # group_bootstrap's row weights, without a [n_boot, rows] matrix)
+    keys, gid = np.unique(np.asarray([str(g) for g in groups], dtype=str), return_inverse=True)
+    w = group_bootstrap(list(keys), n_boot, seed)
+    ev_boot = 1 - (w @ np.bincount(gid, err, len(keys))) / (w @ np.bincount(gid, dev, len(keys)))
     q = Quality(n_rows=len(x), n_features=int(sae.cfg.d_sae), explained_variance=float(1 - err.sum() / dev.sum()),
                 explained_variance_ci=_ci(ev_boot), mse=float(err.mean()),
                 l0=float(torch.cat(fired_parts).double().mean()), dead_features=int((freq == 0).sum()),

@@ -146,9 +146,9 @@ def run_bench(model_name: str = "organism/base-s", hook: str = "blocks.1.hook_re
         from saes.training import TrainedSAE
 
         sae, store0 = TrainedSAE(tmp / "stored0", {}).load(), ActivationStore.open(tmp / "store0")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         quality(sae, store0, hook, exclude_bos=cfg.exclude_bos)
-        metrics_s = time.perf_counter() - t0
+        metrics_s, metrics_cpu = time.perf_counter() - t0, time.process_time() - c0
     n = samples["ours"]
 
     def ratios(ours: list[float], i: int) -> dict[str, float]:
@@ -159,17 +159,22 @@ def run_bench(model_name: str = "organism/base-s", hook: str = "blocks.1.hook_re
     train = [times["stored_train"][r][0] for r in range(repeats)]
     stored_e2e = [times["harvest"][r][0] + train[r] for r in range(repeats)]
     med = {k: float(np.median([t[0] for t in v])) for k, v in times.items()}
+    med_cpu = {k: float(np.median([t[1] for t in v])) for k, v in times.items()}
     out: dict[str, Any] = {
         "model": model_name, "hook": hook, "store_rows": samples["store_rows"], "total_samples": total_samples,
         "samples_trained": n, "runner_samples_trained": samples["runner"], "batch_size": cfg.batch_size,
         "d_sae": cfg.width(model.d_model), "k": cfg.k, "repeats": repeats,
         "median_seconds": {k: round(v, 2) for k, v in med.items()},
+        "median_cpu_seconds": {k: round(v, 2) for k, v in med_cpu.items()},
         "ratio_end_to_end_streamed": ratios(e2e, 0), "ratio_end_to_end_streamed_cpu": ratios(e2e_cpu, 1),
         "ratio_training_only": ratios(train, 0),
         "ratio_training_only_cpu": ratios([times["stored_train"][r][1] for r in range(repeats)], 1),
         "ratio_end_to_end_stored": ratios(stored_e2e, 0),
-        "quality_metrics_seconds": round(metrics_s, 2),
+        "ratio_end_to_end_stored_cpu": ratios([times["harvest"][r][1] + times["stored_train"][r][1]
+                                               for r in range(repeats)], 1),
+        "quality_metrics_seconds": round(metrics_s, 2), "quality_metrics_cpu_seconds": round(metrics_cpu, 2),
         "ratio_end_to_end_streamed_with_metrics": ratios([x + metrics_s for x in e2e], 0),
+        "ratio_end_to_end_streamed_with_metrics_cpu": ratios([x + metrics_cpu for x in e2e_cpu], 1),
     }
     if with_store_out:
         out["ratio_end_to_end_streamed_store"] = ratios([times["streamed_store"][r][0] for r in range(repeats)], 0)
