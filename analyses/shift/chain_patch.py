@@ -36,7 +36,7 @@ from interp.organism.task import MOD, RENAMED_VARIABLES, SEPARATORS, TaskConfig
 from interp.plots import color_for, save_figure, short_name, style
 from interp.tasks.base import Item
 
-RESULT_VERSION = 1
+RESULT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,7 @@ class ConditionPatch:
     chain_correct: tuple[int, ...]
     early_follows: tuple[int, ...] = ()  # first value changed, the model continues: answer follows it
     early_kept: tuple[int, ...] = ()  # ... or stays the chain's own answer
+    written: tuple[int, ...] = ()  # steps each chain wrote (a one-step chain has no earlier value to change)
     effects: tuple[tuple[float, ...], ...] = ()
     totals: tuple[float, ...] = ()
 
@@ -156,7 +157,7 @@ class ConditionPatch:
     def from_dict(cls, d: dict[str, Any]) -> ConditionPatch:
         return cls(d["condition"], d["n_problems"], d["n_cot"], tuple(d["consistent"]), tuple(d["follows"]),
                    tuple(d["kept"]), tuple(d["chain_correct"]), tuple(d["early_follows"]), tuple(d["early_kept"]),
-                   tuple(tuple(x) for x in d["effects"]),
+                   tuple(d["written"]), tuple(tuple(x) for x in d["effects"]),
                    tuple(d["totals"]))
 
 
@@ -329,6 +330,7 @@ def measure_condition(model: Any, cond: PatchCondition, cfg: ChainPatchConfig) -
         totals.append(r.clean - r.corrupt)
     return ConditionPatch(cond.name, len(items), n_cot, cols["consistent"], cols["follows"], cols["kept"],
                           tuple(int(ok) for _, _, _, ok in rows), tuple(e_follows), tuple(e_kept),
+                          tuple(e.step for _, e, _, _ in rows),
                           tuple(tuple(map(float, x)) for x in effects), tuple(map(float, totals)))
 
 
@@ -406,11 +408,18 @@ def _profile(c: ConditionPatch, n_boot: int) -> str:
             f"layer " + ", ".join(f"L{la} {x.fmt()}" for la, x in enumerate(prof)))
 
 
+def _written(c: ConditionPatch, n_steps: int) -> str:
+    w = np.asarray(c.written)
+    if len(w) == 0:
+        return "no chains"
+    return f"chains write {w.mean():.1f} of {n_steps} steps, {100 * np.mean(w == 1):.0f}% a single step"
+
+
 def sentences(result: ChainPatchResult) -> list[str]:
     nb = result.config.n_boot
     conds = result.config.conditions
     lines = [(f"Chain patching under shift: each member's own greedy chains ({result.config.n_problems} problems per "
-              f"condition: {', '.join(f'{c.name} ({c.n_steps} steps)' for c in conds)}), parsed by position. The last "
+              f"condition: {', '.join(c.name if 'step' in c.name else f'{c.name} ({c.n_steps} steps)' for c in conds)}), parsed by position. The last "
               f"written value is changed (to a digit that is neither it nor the chain's answer) and the answer is read "
               f"right after the chain: 'follows' = the answer is the changed value; control = the answer after the chain "
               f"as written is the chain's own. The first value is changed and the member continues: 'follows' = its "
@@ -429,11 +438,13 @@ def sentences(result: ChainPatchResult) -> list[str]:
                          f"({100 * d.value:+.0f} points vs in distribution [{100 * d.ci[0]:+.0f}, {100 * d.ci[1]:+.0f}]), "
                          f"control {sc['consistent'].fmt()}; first value changed: follows {sc['early_follows'].fmt()} "
                          f"({100 * de.value:+.0f} points [{100 * de.ci[0]:+.0f}, {100 * de.ci[1]:+.0f}]), keeps its own "
-                         f"answer {sc['early_kept'].fmt()} (n={sc['early_follows'].n}); {_profile(m.get(c.name), nb)}")
+                         f"answer {sc['early_kept'].fmt()} (n={sc['early_follows'].n}; {_written(m.get(c.name), c.n_steps)}); "
+                         f"{_profile(m.get(c.name), nb)}")
         lines.append(f"{short_name(m.name)}: in distribution ({ref['follows'].n} chains) the answer follows a changed "
                      f"last value {ref['follows'].fmt()} (control {ref['consistent'].fmt()}); a changed first value "
                      f"{ref['early_follows'].fmt()}, own answer kept {ref['early_kept'].fmt()} "
-                     f"(n={ref['early_follows'].n}); {_profile(m.get(conds[0].name), nb)}. Under shift: "
+                     f"(n={ref['early_follows'].n}; {_written(m.get(conds[0].name), conds[0].n_steps)}); "
+                     f"{_profile(m.get(conds[0].name), nb)}. Under shift: "
                      + "; ".join(parts) + ".")
     return lines
 

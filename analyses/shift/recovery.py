@@ -49,15 +49,15 @@ CONTROL = ""  # the shift name of the f = 0 points (no shifted data: one control
 class RecoveryConfig:
     """Which shifts, shares f and seeds; the fine-tune's length and learning rate; the battery's problems."""
 
-    shifts: tuple[str, ...] = ("separator ,", "renamed variables")
-    fractions: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.25)
+    shifts: tuple[str, ...] = ("separator ,", "longer (5-6 steps)")
+    fractions: tuple[float, ...] = (0.0, 0.01, 0.05, 0.25)
     seeds: tuple[int, ...] = (0, 1)
     init: str = "organism/sft"
-    steps: int = 150
+    steps: int = 100
     batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 10
-    n_per_step: int = 50  # battery problems per step count
+    n_per_step: int = 25  # battery problems per step count
     battery_seed: int = ShiftConfig.seed
     n_boot: int = 1000
     max_new_tokens: int = 96

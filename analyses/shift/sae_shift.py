@@ -33,7 +33,7 @@ from interp.plots import save_figure, style
 from interp.stats import percentile_ci
 from saes import SAETrainConfig
 
-RESULT_VERSION = 1
+RESULT_VERSION = 2
 PAIRED_SHIFTS = ("separator ,", "renamed variables", "operand first")
 CONTROL = "in-distribution (control)"
 
@@ -52,7 +52,7 @@ class SAEShiftConfig:
                                                                        total_samples=200_000))
     min_rate: float = 0.01
     drop: float = 0.8
-    chain_share: float = 0.9  # a chain feature fires on the chain's tokens at least this share of the time
+    chain_share: float = 0.8  # a chain feature fires on the chain's tokens at least this share of the time
     n_boot: int = 500
     seed: int = 0
     cache_dir: str = field(default_factory=lambda: str(cache_dir("shift", "sae")))
@@ -100,6 +100,14 @@ class Comparison:
     diff_ci: tuple[tuple[float, float], ...]
     stopped: tuple[int, ...]  # sorted by rate_a, highest first
     started: tuple[int, ...]
+
+    def moved(self, min_rate: float) -> tuple[int, int]:
+        """Features firing on at least `min_rate` of either sample whose rate falls / rises significantly (95%
+        interval of the difference below / above 0), whatever the size of the change."""
+        ra, rb = np.asarray(self.rate_a), np.asarray(self.rate_b)
+        ci = np.asarray(self.diff_ci).reshape(-1, 2)
+        live = (ra >= min_rate) | (rb >= min_rate)
+        return int((live & (ci[:, 1] < 0)).sum()), int((live & (ci[:, 0] > 0)).sum())
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "rate_a": list(self.rate_a), "rate_b": list(self.rate_b),
@@ -305,7 +313,8 @@ def sentences(result: SAEShiftResult) -> list[str]:
               f"chain features (>= {100 * c.chain_share:.0f}% of their firing on the chain's tokens). Held-out problems "
               f"(2-4 steps) in halves A and B of {c.n_eval // 2}: a feature stops firing when its rate on B is at most "
               f"{100 * (1 - c.drop):.0f}% of its rate on A and the 95% bootstrap interval of the difference is below 0. "
-              f"Control (B in distribution): {len(ctrl.stopped)} features stop firing, {len(ctrl.started)} start.")]
+              f"Control (B in distribution): {len(ctrl.stopped)} features stop firing, {len(ctrl.started)} start; "
+              f"significant falls / rises of any size: {ctrl.moved(c.min_rate)[0]} / {ctrl.moved(c.min_rate)[1]}.")]
     for comp in result.comparisons[1:]:
         n_chain = sum(j in chain for j in comp.stopped)
         ra = np.asarray(ctrl.rate_a)
@@ -314,7 +323,9 @@ def sentences(result: SAEShiftResult) -> list[str]:
                         f"{100 * comp.rate_b[j]:.1f}%)" for j in comp.stopped[:4])
         lines.append(f"{comp.name}: {len(comp.stopped)} features stop firing (control {len(ctrl.stopped)}), "
                      f"{n_chain} of them chain features (of {len(chain)}), carrying {100 * mass:.0f}% of the "
-                     f"in-distribution firing; {len(comp.started)} start firing (control {len(ctrl.started)})"
+                     f"in-distribution firing; {len(comp.started)} start firing (control {len(ctrl.started)}); "
+                     f"significant falls / rises of any size {comp.moved(c.min_rate)[0]} / {comp.moved(c.min_rate)[1]} "
+                     f"(control {ctrl.moved(c.min_rate)[0]} / {ctrl.moved(c.min_rate)[1]})"
                      + (f"; the most frequent that stop: {top}" if top else "") + ".")
     return lines
 

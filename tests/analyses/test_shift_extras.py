@@ -200,8 +200,9 @@ def test_results_round_trip_and_render_sentences_and_figures(tmp_path) -> None:
     assert "f=0.1" in text and "smallest share whose interval lies above 90% of sft's in-distribution accuracy is f=0.1" in text
     assert recovery.figure(rec, tmp_path, png=False)["shift_recovery"][0].exists()
 
-    cp = chain_patch.ConditionPatch("in-distribution", 4, 3, (1, 1, 1), (1, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1), (1, 0),
-                                    ((2.0, 0.0), (4.0, 2.0)), (2.0, 4.0))
+    cp = chain_patch.ConditionPatch("in-distribution", 4, 3, (1, 1, 1), (1, 1, 0), (0, 0, 1), (1, 1, 0), early_follows=(0, 1),
+                                    early_kept=(1, 0), written=(4, 4, 1), effects=((2.0, 0.0), (4.0, 2.0)),
+                                    totals=(2.0, 4.0))
     prof, total = cp.patch_profile(50)
     assert [p.value for p in prof] == pytest.approx([1.0, 0.25]) and total.value == 3.0
     ccfg = ChainPatchConfig(models=("organism/sft",), conditions=(PatchCondition("in-distribution", 4),
@@ -209,7 +210,7 @@ def test_results_round_trip_and_render_sentences_and_figures(tmp_path) -> None:
     res = chain_patch.ChainPatchResult(ccfg, (chain_patch.ModelChainPatch("organism/sft", "c", (
         cp, dataclasses.replace(cp, condition="separator ,"))),), {})
     assert chain_patch.ChainPatchResult.from_dict(res.to_dict()) == res
-    assert "follows" in " ".join(chain_patch.sentences(res))
+    assert "chains write 3.0 of 4 steps, 33% a single step" in " ".join(chain_patch.sentences(res))
     assert chain_patch.figure(res, tmp_path, png=False)["shift_chain_patch"][0].exists()
 
     scfg = SAEShiftConfig(shifts=("separator ,",))
