@@ -131,24 +131,18 @@ def bench_sae(
     model: str = "organism/base-s",
     hook: str = "blocks.1.hook_resid_post",
     total_samples: int = 200_000,
-    repeats: int = 2,
+    repeats: Annotated[int, typer.Option(help="timed repeats of every path, alternated (median and min-max)")] = 3,
 ) -> None:
-    """SAE training throughput: our store -> SAETrainer path vs sae-lens' LanguageModelSAETrainingRunner."""
-    from interp.benchmark import BenchRow, print_bench
-    from interp.cli.bench.sae import run_bench
+    """SAE training throughput vs sae-lens' LanguageModelSAETrainingRunner: streamed (harvest into training) end to
+    end, harvest + store + train, and training from a store alone."""
+    from interp.benchmark import print_bench
+    from interp.cli.bench.sae import bench_rows, run_bench
 
     try:
         r = run_bench(model, hook, total_samples=total_samples, repeats=repeats)
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as e:
         fail(e)
-    rows = [BenchRow("model / hook", f"{r['model']} / {r['hook']}"),
-            BenchRow("activations trained (batch, d_sae, k)", f"{r['total_samples']:,} ({r['batch_size']}, {r['d_sae']}, {r['k']:g})"),
-            BenchRow("ours: store -> SAETrainer", f"{r['ours_activations_per_s']:,.0f} act/s ({r['ours_train_seconds']:.2f} s)"),
-            BenchRow("ours incl. harvest", f"{r['ours_end_to_end_activations_per_s']:,.0f} act/s (+{r['harvest_seconds']:.2f} s)"),
-            BenchRow("sae-lens LanguageModelSAETrainingRunner (HookedTransformer)",
-                     f"{r['runner_activations_per_s']:,.0f} act/s ({r['runner_train_seconds']:.2f} s)"),
-            BenchRow("ratio (target >= 1.0x)", f"{r['throughput_ratio']:.2f}x ({'met' if r['target_met'] else 'NOT met'})"),
-            BenchRow("ratio incl. harvest", f"{r['throughput_ratio_end_to_end']:.2f}x")]
+    rows = bench_rows(r)
     print_bench("interp bench sae", rows, r)
 
 

@@ -195,4 +195,34 @@ def run_bench(model_name: str = "organism/base-s", hook: str = "blocks.1.hook_re
     return out
 
 
-__all__ = ["run_bench", "run_runner"]
+def bench_rows(r: dict[str, Any]) -> list[Any]:
+    """The table `interp bench sae` prints: medians, ratios with their min-max over repeats (wall; CPU beside)."""
+    from interp.benchmark import BenchRow
+
+    def ratio(key: str) -> str:
+        w, c = r[key], r.get(key + "_cpu")
+        cpu = f"; CPU {c['median']:.2f}x [{c['min']:.2f}-{c['max']:.2f}]" if c else ""
+        return f"{w['median']:.2f}x [{w['min']:.2f}-{w['max']:.2f}]{cpu}"
+
+    med = r["median_seconds"]
+    rows = [BenchRow("model / hook", f"{r['model']} / {r['hook']}"),
+            BenchRow("activations trained (batch, d_sae, k)",
+                     f"{r['samples_trained']:,} ({r['batch_size']}, {r['d_sae']}, {r['k']:g}); {r['store_rows']:,} rows"),
+            BenchRow("sae-lens LanguageModelSAETrainingRunner (HookedTransformer)", f"{med['runner']:.2f} s"),
+            BenchRow("ours streamed: model -> SAETrainer, no disk", f"{med['streamed']:.2f} s"),
+            BenchRow("ours: harvest to a store + train_sae", f"{med['harvest']:.2f} s + {med['stored_train']:.2f} s")]
+    if "streamed_store" in med:
+        rows.append(BenchRow("ours streamed, writing the store too", f"{med['streamed_store']:.2f} s"))
+    rows += [BenchRow("ratio end to end, streamed (target >= 1.0x)",
+                      f"{ratio('ratio_end_to_end_streamed')} ({'met' if r['target_met'] else 'NOT met'})"),
+             BenchRow("ratio end to end, harvest + store + train", ratio("ratio_end_to_end_stored")),
+             BenchRow("ratio training from a store alone", ratio("ratio_training_only"))]
+    if "ratio_end_to_end_streamed_store" in r:
+        rows.append(BenchRow("ratio end to end, streamed + store", ratio("ratio_end_to_end_streamed_store")))
+    rows += [BenchRow("quality metrics of our cards (not in the runner)",
+                      f"{r['quality_metrics_seconds']:.2f} s; streamed incl. them {ratio('ratio_end_to_end_streamed_with_metrics')}"),
+             BenchRow("load average before / after", f"{r['load_average_before'][0]:.1f} / {r['load_average_after'][0]:.1f}")]
+    return rows
+
+
+__all__ = ["bench_rows", "run_bench", "run_runner"]
