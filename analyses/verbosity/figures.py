@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -297,6 +297,12 @@ def verbosity_section_parts(out: Path, n_per_step: int, png: bool, base: Model |
             tuple(p[0].name for p in paths.values()))
 
 
+# Off the first zoo the sweep is coarser (the last position only, 4 offsets and 4 clamp levels: 32 cells on a 4-layer
+# model instead of 136) so that the section fits a pair report's 20 minutes on 2 cores.
+PAIR_SWEEP: dict[str, Any] = {"wheres": ("last",), "gammas": (0.5, 1.0, 2.0, 4.0), "clamp_ks": (-0.5, 0.0, 0.5, 1.0),
+                              "n_train_per_step": 200}
+
+
 def reasoning_section_parts(out: Path, n_per_step: int, png: bool, base: Model | None = None,
                             tuned: Model | None = None, task: Task | None = None
                             ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
@@ -307,6 +313,8 @@ def reasoning_section_parts(out: Path, n_per_step: int, png: bool, base: Model |
     from interp.io import write_json
 
     cfg = dataclasses.replace(reasoning.ReasoningConfig(), n_test_per_step=n_per_step)
+    if task is not None and task.name != "organism":  # a pair's report: a coarser sweep fits its time budget
+        cfg = dataclasses.replace(cfg, **PAIR_SWEEP, n_val_per_step=min(cfg.n_val_per_step, max(n_per_step, 25)))
     if task is not None and not task.has_steps:
         cfg = dataclasses.replace(cfg, train_steps=(), eval_steps=())
     r = reasoning.run_cached(cfg, base=base, tuned=tuned, task=task)
