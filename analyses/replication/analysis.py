@@ -71,9 +71,10 @@ class ReplicationConfig:
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds}")
-        bad = [a for a in self.analyses if a not in ANALYSES]
+        valid = (*ANALYSES, *(f"layers.{t}" for t in TUNED))  # one pair's layer changes alone: layers.rl
+        bad = [a for a in self.analyses if a not in valid]
         if bad or not self.analyses:
-            raise ValueError(f"unknown analyses {bad}; valid: {', '.join(ANALYSES)}")
+            raise ValueError(f"unknown analyses {bad}; valid: {', '.join(valid)}")
         for k in ("n_eval", "n_layers", "n_latent", "n_verbosity"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
@@ -163,8 +164,8 @@ def analysis_configs(config: ReplicationConfig, seed: int) -> dict[str, Any]:
     if "zoo" in config.analyses:
         out["zoo"] = ZooEvalConfig(models=(*name.values(), *(member_name(b, 0) for b in SCALE)),
                                    eval=EvalConfig(n_per_step=config.n_eval))
-    if "layers" in config.analyses:
-        for t in TUNED:
+    for t in TUNED:
+        if "layers" in config.analyses or f"layers.{t}" in config.analyses:
             out[f"layers.{t}"] = LayerChangesConfig(base=name["base-s"], tuned=name[t], large=None,
                                                     eval=EvalConfig(n_per_step=config.n_layers, n_boot=1000),
                                                     blocks=GRAFT_BLOCKS, parts=("weights", "grafting", "ablation"))

@@ -60,6 +60,14 @@ def load_result(out: str | Path = "figures") -> ReplicationResult:
     return ReplicationResult.from_dict(read_json(path))
 
 
+def try_load(out: str | Path = "figures") -> ReplicationResult | None:
+    """`load_result`, or None when the replication has not been written to `out` yet."""
+    try:
+        return load_result(out)
+    except FileNotFoundError:
+        return None
+
+
 def findings_for(sentence: str) -> tuple[str, ...]:
     """The ids of the findings that check a headline sentence (() when none does)."""
     ids: list[str] = []
@@ -226,4 +234,5 @@ def findings_by_id(result: ReplicationResult) -> Mapping[str, Any]:
 
 
 __all__ = ["HEADLINES", "JSON_NAME", "TITLE", "annotate", "figure", "findings_by_id", "findings_for",
-           "intro_sentences", "load_result", "replication_section", "table_html", "verdict_suffix", "write"]
+           "intro_sentences", "load_result", "replication_section", "table_html", "try_load", "verdict_suffix",
+           "write"]

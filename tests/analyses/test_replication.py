@@ -208,6 +208,7 @@ def test_each_analysis_config_points_at_the_seeds_members():
     assert (cfgs["layers.dpo"].base, cfgs["layers.dpo"].tuned) == ("organism/base-s-seed1", "organism/dpo-seed1")
     assert cfgs["latent"].base == "organism/base-s-seed1"
     assert (cfgs["verbosity"].model, cfgs["verbosity"].base) == ("organism/sft-seed1", "organism/base-s-seed1")
+    assert list(analysis_configs(ReplicationConfig(analyses=("layers.rl", "zoo")), 2)) == ["zoo", "layers.rl"]
 
 
 def _result(tmp_path):
