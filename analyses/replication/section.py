@@ -3,7 +3,21 @@ of the zoo report its seed verdict (`HEADLINES`, `verdict_suffix`, `annotate`).
 
 The section runs `analyses.replication.run` (cached per seed and analysis), writes `replication.json`, a figure
 (per finding: each seed's value as a dot with its bootstrap interval, the mean and sd over seeds) and one
-sentence per finding with its verdict, all generated from the JSON."""
+sentence per finding with its verdict, all generated from the JSON.
+
+Wiring it into the report (analyses/report.py, owned by the lead)::
+
+    from analyses.replication.section import annotate, replication_section, try_load
+    # first section of the zoo's report (ReportConfig gains `seeds`; `interp report --seeds 0,1,2`):
+    section = replication_section(config, out)            # or replication_section(config, out, seeds=(0, 1, 2))
+    # every headline sentence of the other sections gets its seed verdict:
+    rep = try_load(out)                                   # figures/replication.json, None before the first run
+    if rep is not None:
+        sections = [dataclasses.replace(s, sentences=tuple(annotate(s.sentences, rep))) for s in sections]
+
+`annotate` appends " Across seeds: <claim>: k of n seeds (verdict)." to each sentence `HEADLINES` maps to a
+finding (pass `unreplicated=" (one training run)"` to mark the others); `verdict_suffix(ids, rep)` gives the
+suffix for chosen finding ids."""
 
 from __future__ import annotations
 
