@@ -257,23 +257,29 @@ def measure_point(config: RecoveryConfig, shift: str, fraction: float, seed: int
     return point
 
 
-def run(config: RecoveryConfig = RecoveryConfig(), progress: bool = True) -> RecoveryResult:
-    """Every fine-tune of the config (cached and resumable), sft itself on the same conditions, and the curves."""
+def measure_init(config: RecoveryConfig) -> tuple[str, tuple[Condition, ...]]:
+    """The init model (sft) itself on every condition the curve uses (cached by its checksum and the config)."""
     from interp.models import load
 
-    torch.set_num_threads(1)
     init = load(config.init)
     battery = config.battery()
-    init_path = Path(config.cache_dir) / "init" / f"{config.point_key(config.recipe(CONTROL, 0.0, 0), init.checksum, CONTROL)}.json"
-    if init_path.exists():
-        init_conds = tuple(Condition.from_dict(c) for c in read_json(init_path)["conditions"])
-    else:
-        init_conds = tuple(measure(init, battery.problems(s), s.name, config.max_new_tokens, battery.batch_size)
-                           for s in config.eval_shifts(CONTROL))
-        write_json(init_path, {"checksum": init.checksum, "conditions": [c.to_dict() for c in init_conds]}, indent=None)
+    key = config.point_key(config.recipe(CONTROL, 0.0, 0), init.checksum, CONTROL)
+    path = Path(config.cache_dir) / "init" / f"{key}.json"
+    if path.exists():
+        return init.checksum, tuple(Condition.from_dict(c) for c in read_json(path)["conditions"])
+    conds = tuple(measure(init, battery.problems(s), s.name, config.max_new_tokens, battery.batch_size)
+                  for s in config.eval_shifts(CONTROL))
+    write_json(path, {"checksum": init.checksum, "conditions": [c.to_dict() for c in conds]}, indent=None)
+    return init.checksum, conds
+
+
+def run(config: RecoveryConfig = RecoveryConfig(), progress: bool = True) -> RecoveryResult:
+    """Every fine-tune of the config (cached and resumable), sft itself on the same conditions, and the curves."""
+    torch.set_num_threads(1)
+    checksum, init_conds = measure_init(config)
     points = [measure_point(config, sh, f, s)
               for sh, f, s in tqdm(config.points(), desc="recovery fine-tunes", disable=not progress)]
-    return RecoveryResult(config, init.checksum, init_conds, tuple(points), curves(points, config), library_versions())
+    return RecoveryResult(config, checksum, init_conds, tuple(points), curves(points, config), library_versions())
 
 
 # ------------------------------------------------------------------------------------------------ reporting
@@ -367,6 +373,7 @@ __all__ = [
     "RecoveryResult",
     "curves",
     "figure",
+    "measure_init",
     "measure_point",
     "run",
     "section_parts",
