@@ -269,9 +269,10 @@ def specs() -> tuple[FindingSpec, ...]:
             _pred((f"{p}.same_rank",), (lambda s: s == 1.0) if same else (lambda s: s == 0.0)), analysis="layers"))
     out.append(FindingSpec(
         "latent.no_silent_chain", "No silent chain at the answer position: base-s's probes read steps 1-3 there at "
-        "most 0.10 above their shuffled-label controls, while they read the answer itself at least 0.20 above",
+        "most 0.15 above their shuffled-label controls (the best of 3 steps x 4 layers, on about 135 test problems), "
+        "while they read the answer itself at least 0.20 above",
         "best selectivity for steps 1-3 at the answer position", "latent.base-s.step_selectivity", "signed",
-        _pred(("latent.base-s.step_selectivity", "latent.base-s.answer_selectivity"), lambda s, a: s <= 0.10 and a >= 0.20),
+        _pred(("latent.base-s.step_selectivity", "latent.base-s.answer_selectivity"), lambda s, a: s <= 0.15 and a >= 0.20),
         (("latent.base-s.answer_selectivity", "answer selectivity", "signed"),), analysis="latent"))
     for t in ("base-s", "rl", "dpo"):
         out.append(FindingSpec(
