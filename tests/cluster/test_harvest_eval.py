@@ -55,3 +55,39 @@ def test_a_ray_evaluation_equals_one_process(ray_local, model):
     assert par.to_dict() == one.to_dict()
     direct = GenerationConfig(force="direct", batch_size=5)
     assert evaluate(model, t, items, direct, ray=True).to_dict() == evaluate(model, t, items, direct).to_dict()
+
+
+def test_a_harvest_whose_worker_is_killed_mid_shard_completes_with_the_same_bytes(ray_local, model, tmp_path):
+    """SIGKILL a worker while it runs a shard (its process title is `ray::_call`): Ray reruns that task and the
+    store is still byte-identical to one process's."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    ds = problem_dataset(sample_problems(2, 64, TaskConfig(min_steps=1, max_steps=3)), model, "concise")
+    kw = {"batch_size": 4, "shard_size": 8}
+    harvest(model, ds, HOOKS, Named(("answer",)), tmp_path / "one", **kw)
+    killed: list[int] = []
+
+    def kill_one() -> None:
+        deadline = time.monotonic() + 300
+        while not killed and time.monotonic() < deadline:
+            for p in psutil.process_iter(["pid", "cmdline"]):
+                if p.info["cmdline"] and p.info["cmdline"][0].startswith("ray::_call"):
+                    os.kill(p.info["pid"], signal.SIGKILL)
+                    killed.append(p.info["pid"])
+                    return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=kill_one)
+    t.start()
+    try:
+        harvest(model, ds, HOOKS, Named(("answer",)), tmp_path / "ray", ray=True, **kw)
+    finally:
+        killed.append(-1)  # stop the thread if it found nothing
+        t.join()
+    assert killed[0] > 0, "no running task was found to kill"
+    assert tree(tmp_path / "ray") == tree(tmp_path / "one")
