@@ -149,7 +149,7 @@ def bench_sae(
 @bench_app.command("ray")
 def bench_ray_cmd(
     model: Annotated[str, typer.Option(help="zoo model, local folder or cached hub id to harvest")] = "organism/base-l",
-    n: Annotated[int, typer.Option(help="prompts harvested (every token of the last block's residual stream)")] = 1024,
+    n: Annotated[int, typer.Option(help="prompts harvested (every token of the last block's residual stream)")] = 4096,
     shards: Annotated[int, typer.Option(help="shards, each one Ray task")] = 8,
     cpus: Annotated[int, typer.Option(help="CPUs of the local Ray instance (1 per task)")] = 2,
     batch_size: int = 32,

@@ -4,8 +4,9 @@ Both sides start from a loaded model: the single process loads it before its tim
 workers load it once each in an untimed warm-up (one task per CPU), as they would on a cluster that
 harvests many stores. What is timed on the Ray side is the whole `harvest(..., ray=...)` call: task
 dispatch, the shards' forwards and writes on the workers, their bytes coming back, the parts written and
-merged. The stores are then compared file by file (byte-identical). Wall time only: the workers' CPU time
-is not this process's; the load average before and after is recorded instead (the machine is shared).
+merged. The stores are then compared file by file (byte-identical). Tokens/s are wall-clock; CPU seconds
+(this process, plus the Ray workers' on this machine) show the cost of the split, and the load average
+before and after is recorded (on a shared machine wall-clock ratios move with the load).
 """
 
 from __future__ import annotations
@@ -30,6 +31,22 @@ def tree_digest(root: str | Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _worker_cpu() -> dict[int, float]:
+    """CPU seconds so far of each Ray worker process on this machine (process titles `ray::IDLE`, `ray::_call`)."""
+    import psutil
+
+    out = {}
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = p.info["cmdline"]
+        if cmd and cmd[0].startswith(("ray::IDLE", "ray::_call")):
+            try:
+                t = p.cpu_times()
+                out[p.info["pid"]] = t.user + t.system
+            except psutil.Error:
+                continue
+    return out
+
+
 def _warm(spec: tuple[str, str, str, str, str], seconds: float) -> int:
     """Load the model in this worker, then hold the CPU slot a moment so the next warm-up lands on another worker."""
     from interp.cluster import worker_model
@@ -39,7 +56,7 @@ def _warm(spec: tuple[str, str, str, str, str], seconds: float) -> int:
     return os.getpid()
 
 
-def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 1024, shards: int = 8, cpus: int = 2,
+def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 4096, shards: int = 8, cpus: int = 2,
               batch_size: int = 32, hook: str = "last", repeats: int = 2, address: str | None = None,
               ) -> tuple[list[BenchRow], dict[str, Any]]:
     """Harvest `n_prompts` (every token, one hook) in `shards` shards: one single-threaded process vs Ray tasks
@@ -77,14 +94,20 @@ def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 1024, shards
         pids = run_tasks(_warm, [(model_spec(model), 2.0)] * total_cpus, ray=True)
         warm_s = time.perf_counter() - t0
         times: dict[str, float] = {"single": float("inf"), "ray": float("inf")}
+        cpu: dict[str, float] = {"single": float("inf"), "ray": float("inf")}
         digests: dict[str, dict[str, str]] = {}
         for r in range(repeats):
             for way in ("single", "ray"):
                 out = tmp / f"{way}{r}"
-                t0 = time.perf_counter()
+                w0 = _worker_cpu() if way == "ray" else {}
+                t0, c0 = time.perf_counter(), time.process_time()
                 store = harvest(model, ds, [hook_name], AllTokens(), out, batch_size=batch_size, shard_size=shard_size,
                                 ray=True if way == "ray" else None)
                 times[way] = min(times[way], time.perf_counter() - t0)
+                used = time.process_time() - c0
+                if way == "ray":  # the workers' CPU time too (those that ran tasks, on this machine)
+                    used += sum(t - w0.get(pid, 0.0) for pid, t in _worker_cpu().items())
+                cpu[way] = min(cpu[way], used)
                 digests[way] = tree_digest(out)
                 n_shards, n_rows = store.manifest["n_shards"], store.n_rows
                 shutil.rmtree(out)
@@ -101,6 +124,8 @@ def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 1024, shards
             BenchRow("one process, 1 torch thread", f"{single:,.0f} tok/s ({times['single']:.2f} s)"),
             BenchRow(f"Ray, {total_cpus} CPUs, 1 CPU per task", f"{par:,.0f} tok/s ({times['ray']:.2f} s)"),
             BenchRow(f"ratio (target >= {TARGET}x)", f"{ratio:.2f}x ({'met' if ratio >= TARGET else 'NOT met'})"),
+            BenchRow("CPU seconds: one process / Ray driver + workers",
+                     f"{cpu['single']:.2f} / {cpu['ray']:.2f} ({cpu['ray'] / cpu['single']:.2f}x)"),
             BenchRow("byte-identical stores", f"{identical} ({len(digests['ray'])} files)"),
             BenchRow("untimed: ray.init / worker warm-up (model load)", f"{init_s:.1f} s / {warm_s:.1f} s "
                      f"({len(set(pids))} worker(s))"),
@@ -109,6 +134,8 @@ def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 1024, shards
                "shards": n_shards, "ray_cpus": total_cpus, "repeats": repeats,
                "single_tokens_per_s": round(single, 1), "ray_tokens_per_s": round(par, 1),
                "single_s": round(times["single"], 3), "ray_s": round(times["ray"], 3), "ratio": round(ratio, 4),
+               "single_cpu_s": round(cpu["single"], 3), "ray_cpu_s": round(cpu["ray"], 3),
+               "cpu_overhead_ratio": round(cpu["ray"] / cpu["single"], 4),
                "target": TARGET, "meets_target": ratio >= TARGET, "byte_identical": identical,
                "ray_init_s": round(init_s, 2), "warmup_s": round(warm_s, 2), "warm_workers": len(set(pids)),
                "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after]}
