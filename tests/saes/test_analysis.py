@@ -54,7 +54,7 @@ def test_cot_mode_labels_and_dataset_follow_the_task_on_a_bpe_model(tmp_path: Pa
     # one forward pass agrees with generating one token: a chain starts exactly when that token is not a digit
     first, _ = generate_completions(model, task, items, GenerationConfig(max_new_tokens=1))
     assert labels == [not t.strip().isdigit() for t in first]
-    cfg = sr.SAEReasoningConfig(n_problems=12)
+    cfg = sr.SAEReasoningConfig(n_problems=12, contrast="natural")  # the model's own choice as will_cot
     data = sr.build_dataset(model, cfg, task)
     assert len(data) == 12 and {e.meta["format"] for e in data.examples} <= set(task.formats)
     for e, it in zip(data.examples, sr.dataset_items(cfg, task)):
