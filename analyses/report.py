@@ -64,6 +64,7 @@ class ReportConfig:
     max_new_tokens: int | None = None
     device: str = "cpu"  # where pair models are loaded (e.g. "cuda"); the zoo's own sections stay on the CPU
     dtype: str = "float32"  # "bfloat16" for real pairs on a GPU
+    seeds: tuple[int, ...] = ()  # the zoo's seeds to recheck every finding on ("What holds across seeds")
 
     def __post_init__(self) -> None:
         if isinstance(self.tuned, str) or isinstance(self.scale, str):
@@ -76,6 +77,8 @@ class ReportConfig:
             raise ValueError(f"models {repeated} are named twice among base, tuned and scale")
         if self.n_per_step < 1:
             raise ValueError(f"n_per_step must be at least 1, got {self.n_per_step}")
+        if len(set(self.seeds)) != len(self.seeds) or any(s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be distinct integers >= 0 (e.g. 0, 1, 2), got {self.seeds}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1 (or None), got {self.max_new_tokens}")
 
@@ -116,6 +119,7 @@ class ReportConfig:
         d = dict(d)
         d["tuned"], d["scale"] = tuple(d["tuned"]), tuple(d.get("scale", ()))
         d["sections"] = None if d.get("sections") is None else tuple(d["sections"])
+        d["seeds"] = tuple(d.get("seeds", ()))
         return cls(**d)
 
 
@@ -187,6 +191,33 @@ def _eval_config(base: Any, config: ReportConfig, n_per_step: int) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ sections
+
+SEEDS_TITLE = "What holds across seeds"
+
+
+def seeds_section(config: ReportConfig, out: Path) -> Section:
+    """Every headline finding rechecked on the zoo's seed replicas, with its verdict (analyses.replication)."""
+    from analyses.replication.section import replication_section
+
+    if not config.seeds:
+        raise SectionSkipped(SEEDS_TITLE, "no seeds were given: `interp report --seeds 0,1,2` reruns the analyses "
+                                          "behind each finding on every seed's replica of the zoo and gives each "
+                                          "headline sentence its verdict")
+    return replication_section(config, out, seeds=config.seeds)
+
+
+def with_seed_verdicts(sections: Sequence[tuple[str, Section]], out: Path) -> list[tuple[str, Section]]:
+    """The sections with each headline sentence's seed verdict appended, when the seeds section ran (from
+    `<out>/replication.json`); a verdict from an earlier run is replaced, never repeated."""
+    from analyses.replication.section import annotate, try_load
+
+    ran = any(n == "seeds" and not s.skipped for n, s in sections)
+    result = try_load(out) if ran else None
+    strip = lambda t: re.sub(r" Across seeds: .*$", "", t)
+    return [(n, s if n == "seeds" else dataclasses.replace(s, sentences=tuple(
+        annotate([strip(t) for t in s.sentences], result) if result is not None else map(strip, s.sentences))))
+        for n, s in sections]
+
 
 def zoo_eval_config(config: ReportConfig) -> ZooEvalConfig:
     """The evaluation of every model of the report (the zoo's: `ZooEvalConfig()` with the report's n)."""
@@ -468,7 +499,7 @@ def dpo_teacher_section(out: Path, n_per_step: int, png: bool) -> Section:
 
 
 SECTIONS: tuple[Callable[..., Section], ...] = (
-    zoo_section, layers_section, latent_section, faithfulness_section, verbosity_section, reasoning_direction_section,
+    seeds_section, zoo_section, layers_section, latent_section, faithfulness_section, verbosity_section, reasoning_direction_section,
     sae_section, routing_section, compute_section, calibration_section, rlsf_section, shift_section, novelty_section,
     symbolic_section, dpo_teacher_section)
 """Every section, in report order (a section written as `(out, n_per_step, png)` runs on the first zoo only)."""
@@ -642,7 +673,8 @@ def _kept_sections(out: Path, config: ReportConfig) -> dict[str, Section]:
     names = old.get("section_names")
     if not names or len(names) != len(old.get("sections", ())):
         return {}
-    loose = ("sections", "png")  # which sections run, and whether PNGs are written, do not change the numbers
+    # which sections run, whether PNGs are written and which seeds are rechecked do not change the other numbers
+    loose = ("sections", "png", "seeds")
     mine = {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k not in loose}  # as on disk
     theirs = old.get("config")
     if theirs is None:  # written before configs were recorded: the first zoo's report
@@ -682,6 +714,8 @@ def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool =
         # sections of an earlier run of the same report that this run did not redo stay, in report order
         merged = sorted([(n, kept[n]) for n in names if n in kept and n not in done] + list(done.items()),
                         key=lambda ns: names.index(ns[0]))
+        if len(done) == len(chosen):  # the last section: every headline sentence gets its seed verdict
+            merged = with_seed_verdicts(merged, out)
         write_json(out / "report.json", {
             "title": config.title(), "config": config.to_dict(), "n_per_step": config.n_per_step,
             "seconds": time.time() - t0, "jobs": "ray" if ray else jobs, "libraries": library_versions(),

@@ -91,6 +91,15 @@ def info(model: Annotated[str, typer.Argument(help="organism name, local HF fold
                       "hooks_layer0": [h for h in m.hook_names if h.startswith("blocks.0.")]}, indent=2))
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """`--seeds 0,1,2` as a tuple of seeds ('' for none; the report's config checks them)."""
+    try:
+        seeds = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers like 0,1,2, got {text!r}") from None
+    return seeds
+
+
 @app.command("report")
 def report(
     base: Annotated[str, typer.Option(help="base model (name, folder or cached hub id); default: the first zoo's "
@@ -114,6 +123,8 @@ def report(
                                                      "OUT/RESULTS.md)")] = None,
     render_only: Annotated[bool, typer.Option("--render-only", help="re-render report.html and RESULTS.md from "
                                                                     "OUT/report.json, running nothing")] = False,
+    seeds: Annotated[str, typer.Option(help="recheck every finding on these seeds' replicas of the zoo, e.g. 0,1,2 "
+                                            "(the 'What holds across seeds' section; zoo only)")] = "",
     jobs: Annotated[int, typer.Option(help="sections run at once, each in its own process (0: one per CPU for a "
                                            "report on the CPU, 1 on a GPU)")] = 0,
     ray: RayOption = None,
@@ -127,6 +138,8 @@ def report(
     try:
         split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())
         only = split(sections) or None
+        if seeds and base:
+            raise ValueError("--seeds rechecks the first zoo's findings on its seed replicas: it takes no --base/--tuned")
         if bool(base) != bool(tuned):
             raise ValueError("--base and --tuned go together: name both (or neither, for the first zoo's report)")
         if base:
@@ -139,7 +152,7 @@ def report(
         else:
             if task or scale or max_new_tokens or device != "cpu" or dtype != "float32":
                 raise ValueError("--task, --scale, --max-new-tokens, --device and --dtype need --base and --tuned")
-            config = rep.ReportConfig(n_per_step=n, png=png, sections=only)
+            config = rep.ReportConfig(n_per_step=n, png=png, sections=only, seeds=parse_seeds(seeds))
             if results is None:  # the project's RESULTS.md is written only from the project's figures folder
                 results = "RESULTS.md" if out is None else str(out / "RESULTS.md")
             out = out or Path("figures")

@@ -52,7 +52,7 @@ def test_results_md_is_rendered_from_report_json_and_rerenders_identically(tmp_p
     assert "measured 1.571" in (figures / "report.html").read_text()
 
 
-TODAYS_SECTIONS = ("zoo", "layers", "latent", "faithfulness", "verbosity", "reasoning_direction", "sae", "routing",
+TODAYS_SECTIONS = ("seeds", "zoo", "layers", "latent", "faithfulness", "verbosity", "reasoning_direction", "sae", "routing",
                    "compute", "calibration", "rlsf", "shift", "novelty", "symbolic")
 
 

@@ -1,0 +1,59 @@
+"""`interp report --seeds`: the "What holds across seeds" section comes first and every headline sentence of
+the other sections carries its seed verdict, replaced (never repeated) when the report is rerun."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import analyses.report as rep
+from analyses.replication import section as repl
+from analyses.replication.analysis import ReplicationConfig, ReplicationResult, aggregate
+from analyses.replication.findings import Measure
+
+
+def _result(tmp_path, gaps):
+    metrics = {s: {"layers.rl.top_gap": Measure(g, (g - 0.1, g + 0.1)), "layers.rl.top_is_best": Measure(1.0)}
+               for s, g in gaps.items()}
+    return ReplicationResult(ReplicationConfig(cache_dir=str(tmp_path)), {s: {} for s in gaps}, {}, metrics,
+                             aggregate(metrics), {}, {s: {} for s in gaps}, {s: {} for s in gaps}, {})
+
+
+def headline_section(config, out):
+    """A zoo section with one headline sentence (analyses.fake)."""
+    return rep.Section("Layers", ("Answer for rl vs base-s: it sits in layer 3.", "Unchecked sentence."), ())
+
+
+def test_seed_verdicts_are_appended_to_headlines_and_replaced_on_a_rerun(tmp_path, monkeypatch):
+    gaps = {0: 0.96, 1: 0.71, 2: 0.30}
+
+    def fake_replication(config, out, seeds):
+        sentences, figs, table = repl.write(_result(tmp_path, {s: gaps[s] for s in seeds}), out, png=False)
+        return rep.Section(rep.SEEDS_TITLE, tuple(sentences), tuple(figs), table)
+
+    monkeypatch.setattr(repl, "replication_section", fake_replication)
+    monkeypatch.setattr(rep, "SECTIONS", (rep.seeds_section, headline_section))
+    out = tmp_path / "figures"
+    rep.build_report(out, png=False, results=None, config=rep.ReportConfig(png=False, seeds=(0, 1, 2)))
+    data = json.loads((out / "report.json").read_text())
+    assert data["section_names"] == ["seeds", "headline"] and data["sections"][0]["title"] == rep.SEEDS_TITLE
+    first, second = data["sections"][1]["sentences"]
+    assert first.endswith("Across seeds: rl's behaviour sits in the top layer: 2 of 3 seeds (most seeds).")
+    assert second == "Unchecked sentence."
+    gaps[2] = 0.9  # a rerun of the seeds section alone: the verdict is replaced in the kept section
+    rep.build_report(out, png=False, results=None, config=rep.ReportConfig(png=False, seeds=(0, 1, 2),
+                                                                           sections=("seeds",)))
+    first = json.loads((out / "report.json").read_text())["sections"][1]["sentences"][0]
+    assert first.count("Across seeds") == 1 and first.endswith("3 of 3 seeds (every seed).")
+    # without --seeds the section says how to get the verdicts, and no sentence claims one
+    rep.build_report(out, png=False, results=None, config=rep.ReportConfig(png=False))
+    data = json.loads((out / "report.json").read_text())
+    assert "--seeds 0,1,2" in data["sections"][0]["skipped"]
+    assert "Across seeds" not in data["sections"][1]["sentences"][0]
+
+
+def test_seeds_are_checked():
+    with pytest.raises(ValueError, match="distinct"):
+        rep.ReportConfig(seeds=(0, 0))
+    assert rep.ReportConfig.from_dict(rep.ReportConfig(seeds=(0, 2)).to_dict()).seeds == (0, 2)
