@@ -74,8 +74,6 @@ class DPOConfig:
     def __post_init__(self) -> None:
         if self.rank not in ("correct", "confidence"):
             raise ValueError(f"DPO pairs are ranked by 'correct' or 'confidence', got {self.rank!r}")
-        if self.samples_per_problem < 2:
-            raise ValueError(f"ranking needs at least 2 samples per problem, got {self.samples_per_problem}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -404,8 +402,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, stop_after: int | None = None,
             pairs = dpo_pool(reference, tok, cfg, source)
             write_json(pool_path, {"config": cfg.to_dict(), "pairs": pairs})
         if not pairs:
-            raise ValueError(f"DPO found no sample pair that differs in {cfg.dpo.rank}: the sampling model's answers "
-                             "are all alike on every problem; change the task range or samples_per_problem")
+            what = "(correct, incorrect)" if cfg.dpo.rank == "correct" else "(more, less confident)"
+            raise ValueError(f"DPO found no {what} sample pair: the sampling model's answers are all alike on every "
+                             "problem; change the task range or samples_per_problem (at least 2)")
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     t0 = time.time()
     model.train()

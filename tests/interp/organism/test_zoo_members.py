@@ -81,8 +81,13 @@ def test_confidence_pairs_never_read_correctness_and_correct_pairs_never_read_co
     assert pick_pair([_g(True)] * 3, [0.1, 0.2, 0.3], "correct") is None
     with pytest.raises(ValueError, match="'correct' or 'confidence'"):
         DPOConfig(rank="length")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="at least 2 samples"):
-        DPOConfig(samples_per_problem=1)
+
+
+def test_rlsf_with_nothing_to_rank_raises_a_clear_error(pretrained_dir, tmp_path):
+    cfg = dataclasses.replace(tiny("rlsf", pretrained_dir), dpo=dataclasses.replace(
+        RECIPES["rlsf"].dpo, pool_problems=2, samples_per_problem=1, max_new_tokens=4))
+    with pytest.raises(ValueError, match=r"found no \(more, less confident\) sample pair"):
+        train(cfg, tmp_path, progress=False)
 
 
 def test_rlsf_pairs_prefer_the_more_confident_sample_by_the_models_own_answer_probability(pretrained_dir, tmp_path):
