@@ -80,7 +80,7 @@ class SAEReasoningConfig:
     task: str = "organism"
     cache_dir: str = field(default_factory=lambda: str(cache_dir("sae_reasoning")))
     contrast: str = "auto"  # natural (the model's own choice), forced (the text's format), auto: natural unless rare
-    min_per_mode: int = 20  # auto: fewer problems than this where the base starts a CoT (or answers) -> forced
+    min_per_mode: int = 10  # auto: fewer problems than this where the base starts a CoT (or answers) -> forced
 
     def __post_init__(self) -> None:
         if self.contrast not in CONTRASTS:
@@ -107,7 +107,7 @@ class SAEReasoningConfig:
         d = {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
         if d["task"] == "organism":  # the zoo's defaults keep their cached results
             del d["task"]
-        for k, default in (("contrast", "auto"), ("min_per_mode", 20)):  # (added later: same keys as before)
+        for k, default in (("contrast", "auto"), ("min_per_mode", 10)):  # (added later: same keys as before)
             if d[k] == default:
                 del d[k]
         return d

@@ -91,7 +91,7 @@ class ReasoningConfig:
     task: str = "organism"
     cache_dir: str = field(default_factory=lambda: str(cache_dir("reasoning_direction")))
     contrast: str = "auto"  # natural (the model's own choice), forced, or auto: natural unless too rare
-    min_per_mode: int = 20  # auto: fewer CoT-mode or direct-mode training prompts than this -> forced
+    min_per_mode: int = 10  # auto: fewer CoT-mode or direct-mode training prompts than this -> forced
 
     def __post_init__(self) -> None:
         if self.contrast not in CONTRASTS:
@@ -118,7 +118,7 @@ class ReasoningConfig:
         d = {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
         if d["task"] == "organism":  # the zoo's defaults keep their cached results
             del d["task"]
-        for k, default in (("contrast", "auto"), ("min_per_mode", 20)):  # (added later: same keys as before)
+        for k, default in (("contrast", "auto"), ("min_per_mode", 10)):  # (added later: same keys as before)
             if d[k] == default:
                 del d[k]
         return d
