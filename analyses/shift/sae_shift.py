@@ -278,6 +278,7 @@ def figure(result: SAEShiftResult, out_dir: str | Path, png: bool = True) -> dic
     fig = make_subplots(rows=1, cols=len(comps), shared_yaxes=True, subplot_titles=[c.name for c in comps])
     chain = set(result.chain_features())
     eps = 1e-4
+    shown: set[str] = set()
     for i, c in enumerate(comps):
         ra, rb = np.asarray(c.rate_a) + eps, np.asarray(c.rate_b) + eps
         live = np.nonzero((np.asarray(c.rate_a) > 0) | (np.asarray(c.rate_b) > 0))[0]
@@ -285,14 +286,16 @@ def figure(result: SAEShiftResult, out_dir: str | Path, png: bool = True) -> dic
         for label, sel, color in (("other features", [j for j in live if j not in stopped], "#9D9D9D"),
                                   ("stops firing", [j for j in live if j in stopped], "#E45756")):
             fig.add_trace(go.Scatter(x=ra[sel], y=rb[sel], mode="markers", name=label, legendgroup=label,
-                                     showlegend=i == 0, text=[f"feature {j}" for j in sel],
+                                     showlegend=bool(sel) and label not in shown, text=[f"feature {j}" for j in sel],
                                      marker={"color": color, "size": 6,
                                              "symbol": ["diamond" if j in chain else "circle" for j in sel]}),
                           row=1, col=i + 1)
+            shown |= {label} if sel else set()
         fig.add_trace(go.Scatter(x=[eps, 1], y=[eps, 1], mode="lines", line={"dash": "dot", "color": "black"},
                                  showlegend=False), row=1, col=i + 1)
         fig.update_xaxes(type="log", title_text="rate on A (in distribution)", row=1, col=i + 1)
-    fig.update_yaxes(type="log", title_text="rate on B", row=1, col=1)
+    fig.update_yaxes(type="log")
+    fig.update_yaxes(title_text="rate on B", row=1, col=1)
     c = result.config
     style(fig, f"SAE features of {c.model.removeprefix('organism/')} ({c.hook}): firing rate in distribution vs under "
                f"shift (diamonds: chain features; red: stops firing, 95% CI)", "", "")
