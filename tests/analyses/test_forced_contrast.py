@@ -48,14 +48,14 @@ def test_a_base_that_never_thinks_gets_the_forced_direction_and_says_so(nl, tmp_
     model, task = nl
     tuned = interp.load("organism-nl/sft")
     cfg = reasoning.ReasoningConfig(train_steps=(3, 4), n_train_per_step=10, eval_steps=(1,), n_val_per_step=3,
-                                    n_test_per_step=3, gammas=(2.0,), clamp_ks=(0.0,), wheres=("last",), n_boot=20,
+                                    n_test_per_step=3, gammas=(2.0,), modes=("add",), wheres=("last",), n_boot=20,
                                     max_new_tokens=40, cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="never writes a chain of thought"):
         reasoning.mode_direction(model, dataclasses.replace(cfg, contrast="natural"), task)
     r = reasoning.run(cfg, progress=False, base=model, tuned=tuned, task=task)
     assert r.contrast == "forced" and r.train_cot_rate == 0.0 and r.n_cot == r.n_direct == 20
     assert r.directions["paired"] and all(h["auroc_mean_diff"] > h["auroc_random"] for h in r.directions["hooks"])
-    assert len(r.sweep) == 2 * model.n_layers and r.test[f"{model.name} forced CoT"].cot_rate == 1.0
+    assert len(r.sweep) == model.n_layers and r.test[f"{model.name} forced CoT"].cot_rate == 1.0
     assert {f"{model.name} + random direction 1", f"{model.name} + reasoning direction"} <= set(r.gap)
     assert reasoning.ReasoningResult.from_dict(r.to_dict()).contrast == "forced"
     assert "forced contrast, not the model's own choice" in reasoning_sentences(r)[0]
