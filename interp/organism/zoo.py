@@ -3,6 +3,8 @@
 `interp organism train --all` runs these recipes in dependency order (the post-trained members start
 from base-s) and writes each member as a Hugging Face checkpoint with a JSON card: config, seed, steps,
 data mix, evaluation table (free and forced-CoT, with bootstrap intervals), sha256 and library versions.
+Seed replicas (`<member>-seed<k>`, `interp organism train --seeds 1,2`) are the same recipes under another
+seed, each post-trained replica starting from its own seed's base.
 """
 
 from __future__ import annotations
