@@ -657,8 +657,8 @@ def summary_sentences(result: SAEReasoningResult) -> list[str]:
     up = r.top(3, "mode_auroc")
     down = r.top(2, "mode_auroc", -1)
     if result.contrast == "forced":
-        free = f" (its own CoT rate on the bare prompts: {result.free_cot_rate:.2f})" if result.free_cot_rate is not None else ""
-        where = (f"Forced contrast, not {base}'s own choice: {base} too rarely starts a CoT by itself{free} (fewer "
+        free = f"CoT rate {result.free_cot_rate:.2f} on the bare prompts; " if result.free_cot_rate is not None else ""
+        where = (f"Forced contrast, not {base}'s own choice: {base} too rarely starts a CoT by itself ({free}fewer "
                  f"than {result.config.min_per_mode} problems of one kind), so the features are ranked at the first "
                  f"completion token of the texts written with thinking ({r.n_cot}) vs answered directly "
                  f"({r.n_direct}), where the formats first differ; the features that fire more with thinking are ")
