@@ -211,11 +211,18 @@ def dependencies(name: str) -> tuple[str, ...]:
 
 
 def lanes(names: list[str], jobs: int, out_dir: Path = ZOO_DIR) -> list[list[str]]:
-    """Split members into `jobs` sequential lanes: list scheduling by cost (longest first, each to the lane where
-    it finishes earliest), a dependent starting no earlier than its base finishes (a lane waits for a base
-    trained in another lane: see `train_all`)."""
+    """Split members into `jobs` sequential lanes: one per seed when the members are the same recipes under
+    exactly `jobs` seeds (seed replicas), else list scheduling by cost (longest first, each to the lane where it finishes earliest), a
+    dependent starting no earlier than its base finishes (a lane waits for a base trained in another lane:
+    see `train_all`)."""
     if jobs <= 1:
         return [names]
+    per_seed: dict[int, set[str]] = {}
+    for n in names:
+        per_seed.setdefault(split_replica(n)[1], set()).add(split_replica(n)[0])
+    if len(per_seed) == jobs and len({frozenset(v) for v in per_seed.values()}) == 1:
+        # every seed trains the same recipes: one lane per seed, equal lanes with no waiting across lanes
+        return [sorted((n for n in names if split_replica(n)[1] == k), key=ORDER.index) for k in sorted(per_seed)]
     cost = {n: member_cost(n, out_dir) for n in names}
     out: list[list[str]] = [[] for _ in range(jobs)]
     end = [0.0] * jobs
