@@ -367,9 +367,10 @@ def _err(scores: Sequence[Score]) -> dict[str, Any]:
 
 
 def figure(result: ChainPatchResult, out_dir: str | Path, png: bool = True) -> dict[str, list[Path]]:
-    """Left: how often the answer follows a changed last value (bars), the chain as written (control, diamonds)
-    and a changed first value the model continues from (crosses), per condition and member. Right: the share of
-    the whole-text effect carried by patching the last value token's resid_pre, per layer."""
+    """Left: how often the answer follows a changed last value, and after a changed first value the model continues
+    from, how often it follows it or keeps its own answer, per condition and member (the chain as written, the
+    control, is in the sentences). Right: the share of the whole-text effect carried by patching the last value
+    token's resid_pre, per layer."""
     nb = result.config.n_boot
     names = [c.name for c in result.config.conditions]
     fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4],
@@ -379,17 +380,12 @@ def figure(result: ChainPatchResult, out_dir: str | Path, png: bool = True) -> d
     for m in result.models:
         sc = [m.get(n).scores(nb) for n in names]
         col = color_for(m.name)
-        for key, label, kind in (("follows", "last value changed", "bar"),
-                                 ("consistent", "chain as written (control)", "diamond-open"),
-                                 ("early_follows", "first value changed, continues", "x")):
+        for key, label, pattern in (("follows", "last value changed: answer follows", ""),
+                                    ("early_follows", "first value changed, continues: follows", "/"),
+                                    ("early_kept", "first value changed, continues: own answer kept", ".")):
             v = [s[key] for s in sc]
-            if kind == "bar":
-                fig.add_trace(go.Bar(x=names, y=[x.value for x in v], error_y=_err(v), marker_color=col,
-                                     name=f"{short_name(m.name)}: {label}"), row=1, col=1)
-            else:
-                fig.add_trace(go.Scatter(x=names, y=[x.value for x in v], error_y=_err(v), mode="markers",
-                                         marker={"symbol": kind, "size": 11, "color": col},
-                                         name=f"{short_name(m.name)}: {label}"), row=1, col=1)
+            fig.add_trace(go.Bar(x=names, y=[x.value if x.n else 0 for x in v], error_y=_err(v), marker_color=col,
+                                 marker_pattern_shape=pattern, name=f"{short_name(m.name)}: {label}"), row=1, col=1)
         for i, n in enumerate(names):
             prof, _ = m.get(n).patch_profile(nb)
             fig.add_trace(go.Scatter(x=list(range(len(prof))), y=[x.value for x in prof], error_y=_err(prof),
@@ -433,7 +429,7 @@ def sentences(result: ChainPatchResult) -> list[str]:
             sc = m.get(c.name).scores(nb)
             d = difference(ref["follows"], sc["follows"])
             de = difference(ref["early_follows"], sc["early_follows"])
-            parts.append(f"{c.name} ({sc['follows'].n} chains; the member writes a chain on "
+            parts.append(f"{c.name} ({sc['follows'].n} chains; the member writes a gradable chain on "
                          f"{100 * sc['cot_rate'].value:.0f}% of problems): last value followed {sc['follows'].fmt()} "
                          f"({100 * d.value:+.0f} points vs in distribution [{100 * d.ci[0]:+.0f}, {100 * d.ci[1]:+.0f}]), "
                          f"control {sc['consistent'].fmt()}; first value changed: follows {sc['early_follows'].fmt()} "
