@@ -267,6 +267,7 @@ def _run_lane(lane: list[str], runs_dir: str, out_dir: str, threads: int, progre
             raise
         _marker(runs_dir, n, "done").touch()
         account["members"][n] = {
+            "train_seconds": read_json(Path(done[n]) / "card.json")["train_seconds"],  # the loop alone
             "waited_seconds": round(m0 - w0, 1), "wall_seconds": round(time.time() - m0, 1),
             "cpu_seconds": round(time.process_time() - mc0, 1),
             "load_average_start": [round(x, 2) for x in load0],
