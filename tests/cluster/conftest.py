@@ -22,3 +22,11 @@ def ray_local():
     start_local(ray, num_cpus=2, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint):
+    """A tiny random-init two-layer Llama with the organism tokenizer (its folder is what Ray workers load)."""
+    from interp.models import load
+
+    return load(tiny_checkpoint("llama", n_layers=2))

@@ -3,31 +3,18 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import pytest
 import torch
 
 from interp.activations import Named, StoreError, harvest
+from interp.cli.bench.ray import tree_digest as tree
 from interp.evaluation import GenerationConfig, evaluate
-from interp.models import load
 from interp.organism.dataset import problem_dataset
 from interp.organism.task import TaskConfig, sample_problems
 from interp.registry import task
 
 torch.set_num_threads(1)
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_z"]
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def model(tiny_checkpoint):
-    return load(tiny_checkpoint("llama", n_layers=2))
 
 
 def test_a_ray_harvest_writes_the_same_bytes_as_one_process_and_resumes(ray_local, model, tmp_path):

@@ -3,14 +3,11 @@ instance give what one process gives: the same probe cells and files, the same g
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import pytest
 import torch
 
 from interp.activations import AllTokens, Named, harvest
-from interp.models import load
+from interp.cli.bench.ray import tree_digest as tree
 from interp.organism.dataset import problem_dataset
 from interp.organism.task import TaskConfig, sample_problems
 from interp.patching import logit_diff, patch_pairs
@@ -20,16 +17,6 @@ from saes.sweep_ray import comparable_card, train_hooks
 
 torch.set_num_threads(1)
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
-
-
-def tree(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def model(tiny_checkpoint):
-    return load(tiny_checkpoint("llama", n_layers=2))
 
 
 @pytest.fixture(scope="module")
