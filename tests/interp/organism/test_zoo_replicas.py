@@ -125,3 +125,25 @@ def test_the_train_command_refuses_bad_seeds_and_members_without_replicas():
     assert r.exit_code == 2 and "comma-separated" in r.output
     r = runner.invoke(app, ["organism", "train", "base-l", "--seeds", "1"])
     assert r.exit_code != 0 and "no seed replicas" in r.output
+
+
+def test_train_all_accounts_for_each_member_and_resumes_to_the_same_checkpoint(tmp_path: Path, monkeypatch):
+    """A tiny stand-in recipe under a replica's name goes through the whole path: train, export with its card,
+    and the run's account (train, wall and CPU seconds per member); a second run resumes and re-exports the
+    same weights."""
+    import functools
+
+    from interp.organism import zoo
+    from interp.organism.evaluate import EvalConfig
+
+    monkeypatch.setitem(zoo.RECIPES, "base-s-seed1", replicate(TINY, 1))
+    monkeypatch.setattr(zoo, "train_member", functools.partial(
+        zoo.train_member, eval_cfg=EvalConfig(steps=(1,), n_per_step=4, n_boot=10)))
+    run = zoo.train_all(tmp_path / "runs", tmp_path / "zoo", ("organism/base-s-seed1",), threads=1, progress=False)
+    card = read_json(tmp_path / "zoo" / "base-s-seed1" / "card.json")
+    assert card["name"] == "organism/base-s-seed1" and card["seed"] == 1 and card["cpu_seconds"] >= 0
+    account = run.accounts[0]["members"]["base-s-seed1"]
+    assert account["train_seconds"] == card["train_seconds"] and account["cpu_seconds"] <= run.accounts[0]["cpu_seconds"]
+    assert run.to_dict()["members"] == {"base-s-seed1": "base-s-seed1"} and run.lanes == [["base-s-seed1"]]
+    again = zoo.train_all(tmp_path / "runs", tmp_path / "zoo", ("base-s-seed1",), threads=1, progress=False)
+    assert read_json(again.paths["base-s-seed1"] / "card.json")["sha256"] == card["sha256"]
