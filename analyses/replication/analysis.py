@@ -120,15 +120,16 @@ class ReplicationResult:
                 "members": {str(s): m for s, m in self.members.items()}, "checksums": self.checksums,
                 "metrics": {str(s): {k: _measure_dict(v) for k, v in m.items()} for s, m in self.metrics.items()},
                 "findings": [f.to_dict() for f in self.findings], "missing": {str(s): r for s, r in self.missing.items()},
-                "seconds": {str(s): v for s, v in self.seconds.items()},
-                "cpu_seconds": {str(s): v for s, v in self.cpu_seconds.items()}, "libraries": self.libraries}
+                "seconds": {str(s): _nulls(v) for s, v in self.seconds.items()},
+                "cpu_seconds": {str(s): _nulls(v) for s, v in self.cpu_seconds.items()}, "libraries": self.libraries}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ReplicationResult:
         return cls(ReplicationConfig.from_dict(d["config"]), {int(s): m for s, m in d["members"].items()},
                    d["checksums"], {int(s): {k: _measure(v) for k, v in m.items()} for s, m in d["metrics"].items()},
                    tuple(Finding.from_dict(f) for f in d["findings"]), {int(s): r for s, r in d["missing"].items()},
-                   {int(s): v for s, v in d["seconds"].items()}, {int(s): v for s, v in d["cpu_seconds"].items()},
+                   {int(s): {k: _num(x) for k, x in v.items()} for s, v in d["seconds"].items()},
+                   {int(s): {k: _num(x) for k, x in v.items()} for s, v in d["cpu_seconds"].items()},
                    d["libraries"])
 
 
@@ -136,6 +137,15 @@ def _measure(d: Mapping[str, Any]) -> Measure:
     """A Measure from its JSON (nan is stored as null)."""
     return Measure(float("nan") if d["value"] is None else float(d["value"]),
                    None if d.get("ci") is None else (float(d["ci"][0]), float(d["ci"][1])), d.get("note", ""))
+
+
+def _num(x: float | None) -> float:
+    """A number from JSON, where null stands for not recorded (nan)."""
+    return math.nan if x is None else float(x)
+
+
+def _nulls(d: Mapping[str, float]) -> dict[str, float | None]:
+    return {k: None if math.isnan(v) else v for k, v in d.items()}
 
 
 def _measure_dict(m: Measure) -> dict[str, Any]:
@@ -267,7 +277,7 @@ def run(config: ReplicationConfig = ReplicationConfig(), progress: bool = True) 
             if path.is_file():  # computed before (this run was resumed): its numbers and what they cost then
                 saved = read_json(path)
                 got = {k: _measure(v) for k, v in saved["metrics"].items()}
-                wall, used = saved.get("seconds", math.nan), saved.get("cpu_seconds", math.nan)
+                wall, used = _num(saved.get("seconds")), _num(saved.get("cpu_seconds"))
             else:
                 t0, c0 = time.perf_counter(), time.process_time()
                 torch.manual_seed(0)

@@ -182,9 +182,11 @@ def intro_sentences(result: ReplicationResult) -> list[str]:
         tot = lambda d: sum(x for x in d.values() if not math.isnan(x))
         per = ", ".join(f"seed {k} {tot(v):.0f} s CPU ({tot(result.seconds[k]):.0f} s wall)"
                         for k, v in sorted(result.cpu_seconds.items()))
+        unknown = [f"seed {k} {a}" for k, v in sorted(result.cpu_seconds.items()) for a, x in v.items() if math.isnan(x)]
         out.append(f"Cost of computing it (process CPU and wall-clock seconds, one torch thread, shared cores; "
                    f"analyses' own caches reused where a result was cached already): {per}; in all "
-                   f"{sum(tot(v) for v in result.cpu_seconds.values()):.0f} s CPU.")
+                   f"{sum(tot(v) for v in result.cpu_seconds.values()):.0f} s CPU"
+                   + (f" (CPU time not recorded for {', '.join(unknown)})" if unknown else "") + ".")
     held = {v: sum(f.verdict == v for f in result.findings) for v in VERDICTS}
     out.append(f"Of {len(result.findings)} findings: " + ", ".join(f"{n} hold in {v}" if v != "not measured" else
                                                                      f"{n} not measured" for v, n in held.items() if n) + ".")
