@@ -3,7 +3,9 @@ distribution and under shifts that keep the organism's problem structure (more s
 variables), the last step's written value is changed (to a digit that is neither it nor the chain's answer) and the
 answer is read right after the changed chain (its own closing, `so` / `so <query> =`): does it follow the chain
 (the changed value) or the member's own computation? The chain as written is the control (how often the forced
-answer equals the chain's own answer). Beside it, the activation version: the value token's resid_pre at each
+answer equals the chain's own answer). The first step's value is also changed (to one whose implied answer differs)
+and the member continues writing: does its answer follow the changed value through the problem's later steps, or
+keep its own answer (recomputed from the prompt)? Beside it, the activation version: the value token's resid_pre at each
 layer patched from the run with the changed value (`interp.patching.exact_patch`; logit difference of the changed
 value vs the own answer, as the faithfulness analysis' step patching reads it).
 

@@ -50,7 +50,7 @@ class RecoveryConfig:
     """Which shifts, shares f and seeds; the fine-tune's length and learning rate; the battery's problems."""
 
     shifts: tuple[str, ...] = ("separator ,", "longer (5-6 steps)")
-    fractions: tuple[float, ...] = (0.0, 0.01, 0.05, 0.25)
+    fractions: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.25)
     seeds: tuple[int, ...] = (0, 1)
     init: str = "organism/sft"
     steps: int = 100
