@@ -223,11 +223,14 @@ def specs() -> tuple[FindingSpec, ...]:
                     (("zoo.base-s.free_acc", "free accuracy", "pct"), ("zoo.base-s.cot_rate", "CoT rate", "pct")),
                     analysis="zoo"),
     ]
+    out.append(FindingSpec(
+        "zoo.base_rarely_cot", "base-s rarely chooses a chain of thought on 3-4-step problems (CoT rate below 30%)",
+        "base-s's CoT rate (3-4 steps)", "zoo.base-s.cot_rate", "pct", _pred(("zoo.base-s.cot_rate",), lambda c: c < 0.3),
+        analysis="zoo"))
     for t in TUNED:
         out.append(FindingSpec(
-            f"zoo.{t}.chooses_cot", f"{t} chooses a chain of thought on 3-4-step problems (CoT rate at least 80%, "
-            f"base-s's below 30%)", f"{t}'s CoT rate (3-4 steps)", f"zoo.{t}.cot_rate", "pct",
-            _pred((f"zoo.{t}.cot_rate", "zoo.base-s.cot_rate"), lambda c, b: c >= 0.8 and b < 0.3),
+            f"zoo.{t}.chooses_cot", f"{t} chooses a chain of thought on 3-4-step problems (CoT rate at least 80%)",
+            f"{t}'s CoT rate (3-4 steps)", f"zoo.{t}.cot_rate", "pct", _pred((f"zoo.{t}.cot_rate",), lambda c: c >= 0.8),
             (("zoo.base-s.cot_rate", "base-s", "pct"), (f"zoo.{t}.free_acc", f"{t} accuracy", "pct")), analysis="zoo"))
     out.append(FindingSpec(
         "zoo.scale_latent_gap", "Scale does not close the latent gap: forced to answer directly, base-m and base-l "

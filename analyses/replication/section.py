@@ -43,7 +43,7 @@ FIGURE = "replication_findings"
 
 # Headline sentences of the zoo report (matched at their start) -> the findings that check them.
 HEADLINES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (r"base-s on 3-4-step problems:", ("zoo.base_unused",)),
+    (r"base-s on 3-4-step problems:", ("zoo.base_unused", "zoo.base_rarely_cot")),
     (r"sft on 3-4-step problems:", ("zoo.sft.chooses_cot",)),
     (r"rl on 3-4-step problems:", ("zoo.rl.chooses_cot",)),
     (r"dpo on 3-4-step problems:", ("zoo.dpo.chooses_cot",)),
@@ -188,8 +188,9 @@ def intro_sentences(result: ReplicationResult) -> list[str]:
                    f"{sum(tot(v) for v in result.cpu_seconds.values()):.0f} s CPU"
                    + (f" (CPU time not recorded for {', '.join(unknown)})" if unknown else "") + ".")
     held = {v: sum(f.verdict == v for f in result.findings) for v in VERDICTS}
-    out.append(f"Of {len(result.findings)} findings: " + ", ".join(f"{n} hold in {v}" if v != "not measured" else
-                                                                     f"{n} not measured" for v, n in held.items() if n) + ".")
+    out.append(f"Of {len(result.findings)} findings, " + ", ".join(f"{n} in {v}" if v != "not measured" else
+                                                                    f"{n} not measured" for v, n in held.items() if n)
+               + " (the number of findings whose claim holds in every seed, in most, ...).")
     return out
 
 
