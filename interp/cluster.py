@@ -78,8 +78,8 @@ def _pin_threads(num_cpus: float) -> None:
         torch.set_num_threads(n)
 
 
-def _call(fn: Callable[..., Any], args: tuple[Any, ...], num_cpus: float) -> Any:
-    """What each Ray task runs: pin threads, then `fn(*args)`."""
+def _call(fn: Callable[..., Any], num_cpus: float, *args: Any) -> Any:
+    """What each Ray task runs: pin threads, then `fn(*args)` (Ray has resolved the object-store references)."""
     _pin_threads(num_cpus)
     return fn(*args)
 
@@ -116,7 +116,16 @@ def iter_tasks(
     remote = ray_mod.remote(_call).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries,
                                            retry_exceptions=False)
     fn_ref = ray_mod.put(fn)
-    refs = [remote.remote(fn_ref, args, num_cpus) for args in args_list]
+    shared: dict[int, Any] = {}  # an argument object given to many tasks (a dataset) goes to the object store once
+
+    def ref(a: Any) -> Any:
+        if a is None or isinstance(a, (bool, int, float, str, bytes)):
+            return a
+        if id(a) not in shared:
+            shared[id(a)] = ray_mod.put(a)
+        return shared[id(a)]
+
+    refs = [remote.remote(fn_ref, num_cpus, *(ref(a) for a in args)) for args in args_list]
     index = {r: i for i, r in enumerate(refs)}
     pending = list(refs)
     try:

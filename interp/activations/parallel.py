@@ -28,15 +28,19 @@ PARTS = ".ray-parts"
 
 
 def _harvest_shard(spec: tuple[str, str, str, str, str], dataset: PromptDataset, hooks: list[str], positions: Selector,
-                   k: int, n_shards: int, kw: dict[str, Any]) -> dict[str, bytes]:
-    """One Ray task: shard k of the harvest, as the files of a one-shard part store."""
+                   k: int, n_shards: int, kw: dict[str, Any], with_dataset: bool) -> dict[str, bytes]:
+    """One Ray task: shard k of the harvest, as the files of a one-shard part store (its dataset.json only if
+    `with_dataset`: the merge takes it from one part, and it is as large as the whole dataset)."""
     from interp.activations.harvest import harvest
 
     model = worker_model(spec)
     tmp = Path(tempfile.mkdtemp(prefix=f"interp-harvest-shard{k}-"))
     try:
         harvest(model, dataset, hooks, positions, tmp / "part", shard=(k, n_shards), **kw)
-        return read_tree(tmp / "part")
+        files = read_tree(tmp / "part")
+        if not with_dataset:
+            del files["dataset.json"]
+        return files
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -89,14 +93,15 @@ def harvest_ray(
     shutil.rmtree(parts, ignore_errors=True)
     written: list[Path] = []
     try:
-        for n, (i, files) in enumerate(iter_tasks(_harvest_shard, [(spec, dataset, hooks, positions, k, n_shards, kw)
-                                                                   for k in todo],
+        for n, (i, files) in enumerate(iter_tasks(_harvest_shard, [(spec, dataset, hooks, positions, k, n_shards, kw,
+                                                                    j == 0) for j, k in enumerate(todo)],
                                                   ray=ray, num_cpus=num_cpus, num_gpus=num_gpus), start=1):
             write_tree(parts / str(todo[i]), files)
             written.append(parts / str(todo[i]))
             if progress is not None:
                 progress(len(done) + n, n_shards)
-        sources = sorted(written) + ([root] if done else [])
+        sources = [parts / str(todo[0])] if todo else []  # the part with dataset.json first: merge copies it
+        sources += [p for p in written if p not in sources] + ([root] if done else [])
         if not sources:  # nothing was missing: the store is complete already
             return ActivationStore.open(root)
         store = merge(sources, root)
