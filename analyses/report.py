@@ -675,13 +675,22 @@ def _kept_sections(out: Path, config: ReportConfig) -> dict[str, Section]:
         return {}
     # which sections run, whether PNGs are written and which seeds are rechecked do not change the other numbers
     loose = ("sections", "png", "seeds")
-    mine = {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k not in loose}  # as on disk
+    as_disk = lambda c: {k: v for k, v in json.loads(json.dumps(c.to_dict())).items() if k not in loose}
     theirs = old.get("config")
     if theirs is None:  # written before configs were recorded: the first zoo's report
         same = config.is_zoo and old.get("n_per_step") == config.n_per_step
-    else:
-        same = {k: v for k, v in theirs.items() if k not in loose} == mine
-    return {n: Section.from_dict(d) for n, d in zip(names, old["sections"])} if same else {}
+    else:  # fields added since that report was written take their defaults
+        try:
+            same = as_disk(ReportConfig.from_dict(theirs)) == as_disk(config)
+        except (TypeError, ValueError):
+            same = False
+    if not same:
+        import sys
+
+        print(f"report: {path} was written for another configuration; it is replaced by the sections run now",
+              file=sys.stderr)
+        return {}
+    return {n: Section.from_dict(d) for n, d in zip(names, old["sections"])}
 
 
 def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool = True,

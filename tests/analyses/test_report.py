@@ -168,3 +168,26 @@ def test_a_sections_run_updates_those_sections_and_keeps_the_others(tmp_path, mo
     assert [s["sentences"][0] for s in data["sections"]] == ["a measured 1", "b measured 20", "c measured 3"]
     rep.build_report(tmp_path, n_per_step=6, png=False, only=["c"], results=None)
     assert rep.read_json(tmp_path / "report.json")["section_names"] == ["c"]
+
+
+def test_sections_of_a_report_written_before_newer_config_fields_are_kept(tmp_path, monkeypatch):
+    """A report.json whose config predates fields added later (device, dtype, seeds) is the same report: a
+    `--sections` run updates its sections instead of dropping the others."""
+    import analyses.report as rep
+
+    def a_section(config, out):
+        """A (analyses.fake)."""
+        return rep.Section("A", ("a",), ())
+
+    def b_section(config, out):
+        """B (analyses.fake)."""
+        return rep.Section("B", (f"b {config.n_per_step}",), ())
+
+    monkeypatch.setattr(rep, "SECTIONS", (a_section, b_section))
+    rep.build_report(tmp_path, n_per_step=5, png=False, results=None)
+    data = rep.read_json(tmp_path / "report.json")
+    for k in ("device", "dtype", "seeds"):
+        del data["config"][k]
+    rep.write_json(tmp_path / "report.json", data)
+    rep.build_report(tmp_path, n_per_step=5, png=False, only=["b"], results=None)
+    assert rep.read_json(tmp_path / "report.json")["section_names"] == ["a", "b"]
