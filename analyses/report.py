@@ -206,17 +206,28 @@ def seeds_section(config: ReportConfig, out: Path) -> Section:
     return replication_section(config, out, seeds=config.seeds)
 
 
+ONE_RUN = ("Across seeds: not rechecked; the findings of this section come from one training run per member "
+           "(the seed replicas recheck the zoo, layer, probe and verbosity findings).")
+
+
 def with_seed_verdicts(sections: Sequence[tuple[str, Section]], out: Path) -> list[tuple[str, Section]]:
     """The sections with each headline sentence's seed verdict appended, when the seeds section ran (from
-    `<out>/replication.json`); a verdict from an earlier run is replaced, never repeated."""
+    `<out>/replication.json`), and a first sentence saying so in a section none of whose findings was
+    rechecked; a verdict from an earlier run is replaced, never repeated."""
     from analyses.replication.section import annotate, try_load
 
     ran = any(n == "seeds" and not s.skipped for n, s in sections)
     result = try_load(out) if ran else None
-    strip = lambda t: re.sub(r" Across seeds: .*$", "", t)
-    return [(n, s if n == "seeds" else dataclasses.replace(s, sentences=tuple(
-        annotate([strip(t) for t in s.sentences], result) if result is not None else map(strip, s.sentences))))
-        for n, s in sections]
+    out_sections = []
+    for n, s in sections:
+        if n != "seeds":
+            plain = [re.sub(r" Across seeds: .*$", "", t) for t in s.sentences if t != ONE_RUN]
+            said = annotate(plain, result) if result is not None else plain
+            if result is not None and not s.skipped and said == plain:
+                said = [ONE_RUN, *said]
+            s = dataclasses.replace(s, sentences=tuple(said))
+        out_sections.append((n, s))
+    return out_sections
 
 
 def zoo_eval_config(config: ReportConfig) -> ZooEvalConfig:

@@ -25,6 +25,11 @@ def headline_section(config, out):
     return rep.Section("Layers", ("Answer for rl vs base-s: it sits in layer 3.", "Unchecked sentence."), ())
 
 
+def other_section(config, out):
+    """A zoo section whose findings the replicas do not recheck (analyses.fake)."""
+    return rep.Section("Other", ("Something measured once.",), ())
+
+
 def test_seed_verdicts_are_appended_to_headlines_and_replaced_on_a_rerun(tmp_path, monkeypatch):
     gaps = {0: 0.96, 1: 0.71, 2: 0.30}
 
@@ -33,24 +38,27 @@ def test_seed_verdicts_are_appended_to_headlines_and_replaced_on_a_rerun(tmp_pat
         return rep.Section(rep.SEEDS_TITLE, tuple(sentences), tuple(figs), table)
 
     monkeypatch.setattr(repl, "replication_section", fake_replication)
-    monkeypatch.setattr(rep, "SECTIONS", (rep.seeds_section, headline_section))
+    monkeypatch.setattr(rep, "SECTIONS", (rep.seeds_section, headline_section, other_section))
     out = tmp_path / "figures"
     rep.build_report(out, png=False, results=None, config=rep.ReportConfig(png=False, seeds=(0, 1, 2)))
     data = json.loads((out / "report.json").read_text())
-    assert data["section_names"] == ["seeds", "headline"] and data["sections"][0]["title"] == rep.SEEDS_TITLE
+    assert data["section_names"] == ["seeds", "headline", "other"] and data["sections"][0]["title"] == rep.SEEDS_TITLE
     first, second = data["sections"][1]["sentences"]
     assert first.endswith("Across seeds: rl's behaviour sits in the top layer: 2 of 3 seeds (most seeds).")
     assert second == "Unchecked sentence."
+    assert data["sections"][2]["sentences"] == [rep.ONE_RUN, "Something measured once."]
     gaps[2] = 0.9  # a rerun of the seeds section alone: the verdict is replaced in the kept section
     rep.build_report(out, png=False, results=None, config=rep.ReportConfig(png=False, seeds=(0, 1, 2),
                                                                            sections=("seeds",)))
     first = json.loads((out / "report.json").read_text())["sections"][1]["sentences"][0]
     assert first.count("Across seeds") == 1 and first.endswith("3 of 3 seeds (every seed).")
+    assert json.loads((out / "report.json").read_text())["sections"][2]["sentences"].count(rep.ONE_RUN) == 1
     # without --seeds the section says how to get the verdicts, and no sentence claims one
     rep.build_report(out, png=False, results=None, config=rep.ReportConfig(png=False))
     data = json.loads((out / "report.json").read_text())
     assert "--seeds 0,1,2" in data["sections"][0]["skipped"]
     assert "Across seeds" not in data["sections"][1]["sentences"][0]
+    assert data["sections"][2]["sentences"] == ["Something measured once."]
 
 
 def test_seeds_are_checked():
