@@ -331,8 +331,9 @@ def layers_section(config: ReportConfig, out: Path) -> Section:
 
 
 def logit_lens_problem(model: Model, task: Task) -> str | None:
-    """Why the logit lens cannot read this task's answers on this model (None when it can): it reads one
-    token per answer candidate, so the task must list candidates whose first tokens differ."""
+    """Why the logit lens cannot read this task's answers on this model (None when it can): it reads the one
+    token that tells the task's answer candidates apart after their shared prefix, so the task must list
+    candidates with such a token."""
     from analyses.layer_changes.logit_lens import candidate_ids
 
     try:
@@ -486,6 +487,13 @@ def shift_section(out: Path, n_per_step: int, png: bool) -> Section:
     return Section(*section_parts(out, n_per_step, png))
 
 
+def shift_recovery_section(out: Path, n_per_step: int, png: bool) -> Section:
+    """How much shifted data in SFT restores sft's accuracy under shift (analyses.shift.recovery)."""
+    from analyses.shift.recovery import section_parts
+
+    return Section(*section_parts(out, n_per_step, png))
+
+
 def novelty_section(out: Path, n_per_step: int, png: bool) -> Section:
     """Accuracy over instance novelty at fixed steps and over steps at fixed novelty (analyses.novelty)."""
     from analyses.novelty.figures import section_parts
@@ -510,9 +518,9 @@ def dpo_teacher_section(out: Path, n_per_step: int, png: bool) -> Section:
 
 
 SECTIONS: tuple[Callable[..., Section], ...] = (
-    seeds_section, zoo_section, layers_section, latent_section, faithfulness_section, verbosity_section, reasoning_direction_section,
-    sae_section, routing_section, compute_section, calibration_section, rlsf_section, shift_section, novelty_section,
-    symbolic_section, dpo_teacher_section)
+    seeds_section, zoo_section, layers_section, latent_section, faithfulness_section, verbosity_section,
+    reasoning_direction_section, sae_section, routing_section, compute_section, calibration_section, rlsf_section,
+    shift_section, shift_recovery_section, novelty_section, symbolic_section, dpo_teacher_section)
 """Every section, in report order (a section written as `(out, n_per_step, png)` runs on the first zoo only)."""
 
 

@@ -53,7 +53,7 @@ def test_results_md_is_rendered_from_report_json_and_rerenders_identically(tmp_p
 
 
 TODAYS_SECTIONS = ("seeds", "zoo", "layers", "latent", "faithfulness", "verbosity", "reasoning_direction", "sae", "routing",
-                   "compute", "calibration", "rlsf", "shift", "novelty", "symbolic")
+                   "compute", "calibration", "rlsf", "shift", "shift_recovery", "novelty", "symbolic")
 
 
 def test_the_default_config_is_the_first_zoos_report_with_its_sections_and_cache_keys():
