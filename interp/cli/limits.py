@@ -49,6 +49,53 @@ def shift(
     _print(summary_sentences(result), out / "shift.json", as_json)
 
 
+def _shift_part(module: str, config_name: str, seeds: str, out: Path, stem: str, png: bool, as_json: bool) -> None:
+    """Run one mechanistic part of the shift analysis (its `run(config)`), write `<stem>.json` and its figure."""
+    import dataclasses
+    import importlib
+
+    from interp.io import write_json
+
+    try:
+        mod = importlib.import_module(f"analyses.shift.{module}")
+        cfg = getattr(mod, config_name)()
+        if seeds:
+            cfg = dataclasses.replace(cfg, seeds=tuple(int(x) for x in seeds.split(",") if x.strip()))
+        result = mod.run(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / f"{stem}.json", result.to_dict(), indent=None)
+        mod.figure(result, out, png=png)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as e:
+        fail(e)
+    _print(mod.sentences(result), out / f"{stem}.json", as_json)
+
+
+PartOut = Annotated[Path, typer.Option(help="folder for the JSON and the figure")]
+PartPng = Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")]
+PartJson = Annotated[bool, typer.Option("--json", help="print the summary sentences as one JSON object")]
+
+
+@analyze_app.command("shift-recovery")
+def shift_recovery(
+    seeds: Annotated[str, typer.Option(help="fine-tune seeds, comma-separated (default 0,1)")] = "",
+    out: PartOut = Path("figures/shift"), png: PartPng = True, as_json: PartJson = False,
+) -> None:
+    """SFT recovery: fine-tunes of sft with a share f of shifted data, accuracy under shift and in distribution."""
+    _shift_part("recovery", "RecoveryConfig", seeds, out, "shift_recovery", png, as_json)
+
+
+@analyze_app.command("shift-sae")
+def shift_sae(out: PartOut = Path("figures/shift"), png: PartPng = True, as_json: PartJson = False) -> None:
+    """SAE features in vs out of distribution, against an in-distribution control (which features stop firing)."""
+    _shift_part("sae_shift", "SAEShiftConfig", "", out, "shift_sae", png, as_json)
+
+
+@analyze_app.command("shift-chains")
+def shift_chains(out: PartOut = Path("figures/shift"), png: PartPng = True, as_json: PartJson = False) -> None:
+    """Chain patching under shift: does the answer still follow the written chain?"""
+    _shift_part("chain_patch", "ChainPatchConfig", "", out, "shift_chain_patch", png, as_json)
+
+
 @analyze_app.command("novelty")
 def novelty(
     models: Annotated[str, typer.Option(help=MODELS_HELP)] = "",
