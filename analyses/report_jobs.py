@@ -50,9 +50,11 @@ class Progress:
         return float(self.expected.get(name) or UNKNOWN_SECONDS)
 
     def scale(self) -> float:
-        """How much longer (or shorter) the finished sections took than expected (1 before any finished)."""
-        exp = sum(self._expect(n) for n in self.done)
-        return sum(self.done.values()) / exp if exp > 0 and self.done else 1.0
+        """How much longer (or shorter) the finished sections took than expected (1 before any finished);
+        sections done in under a second (skipped, or read from a cache) say nothing about the others."""
+        timed = {n: t for n, t in self.done.items() if t >= 1.0}
+        exp = sum(self._expect(n) for n in timed)
+        return sum(timed.values()) / exp if exp > 0 and timed else 1.0
 
     def seconds_left(self, names: Sequence[str] | None = None) -> float:
         now, k = time.time(), self.scale()

@@ -70,7 +70,9 @@ def test_progress_line_counts_sections_and_rescales_its_estimate():
     assert p.scale() == 2.0 and p.seconds_left() == 60  # max((40 + 60) / 2, 60)
     line = stream.getvalue().strip()
     assert line.startswith("report: 1/3 sections done (a 20 s)") and "about 1m00s left" in line
-    p.finish("b", 40.0)
+    p.finish("b", 0.2)  # skipped at once: it does not rescale the estimate
+    assert p.scale() == 2.0
+    p.done["b"] = 40.0
     p.finish("c", 60.0)
     assert "left" not in p.line("c") and "3/3 sections done" in p.line("c")
     assert expected_seconds(["x"], {}) == {"x": 120.0}  # unknown sections get a flat guess
