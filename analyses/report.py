@@ -199,6 +199,8 @@ def seeds_section(config: ReportConfig, out: Path) -> Section:
     """Every headline finding rechecked on the zoo's seed replicas, with its verdict (analyses.replication)."""
     from analyses.replication.section import replication_section
 
+    if not config.is_zoo:
+        raise SectionSkipped(SEEDS_TITLE, "seed replicas exist only for the first zoo (organism/<member>-seed<k>)")
     if not config.seeds:
         raise SectionSkipped(SEEDS_TITLE, "no seeds were given: `interp report --seeds 0,1,2` reruns the analyses "
                                           "behind each finding on every seed's replica of the zoo and gives each "
