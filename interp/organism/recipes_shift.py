@@ -23,9 +23,8 @@ import torch
 from interp.io import atomic_dir, library_versions, read_json, sha256_file, write_json
 from interp.organism.task import FormatMix, Problem, TaskConfig, sample_problems
 from interp.organism.training import (
-    completion_logprobs,
+    completion_nll,
     example_ids,
-    grouped_by_length,
     load_init,
     lr_at,
     step_rng,
@@ -109,12 +108,7 @@ def train_mixture(recipe: MixtureRecipe, out: str | Path, progress: bool = False
         batch = recipe.batch(step)
         n_shifted += sum(sh for _, _, sh in batch)
         ex = [example_ids(tok, p, f) for p, f, _ in batch]
-        n_tok = sum(len(s) - st for s, st in ex)
-        total = torch.zeros(())
-        for group in grouped_by_length(ex, lambda e: len(e[0])):
-            lps = completion_logprobs(model, [s for s, _ in group], [st for _, st in group], tok.pad_token_id)
-            total = total - sum(lp.sum() for lp in lps)
-        loss = total / n_tok
+        loss = completion_nll(model, ex, tok.pad_token_id)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)

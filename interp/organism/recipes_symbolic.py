@@ -33,8 +33,7 @@ from interp.organism.task import (
     sample_problems,
 )
 from interp.organism.training import (
-    completion_logprobs,
-    grouped_by_length,
+    completion_nll,
     load_init,
     lr_at,
     step_rng,
@@ -193,12 +192,7 @@ def train_symbolic(recipe: SymbolicRecipe = SymbolicRecipe(), out_dir: Path = EX
         for prompt, comp in recipe.batch(step):
             ids = [tok.bos_token_id, *tok.convert_tokens_to_ids(prompt)]
             ex.append((ids + tok.convert_tokens_to_ids(comp) + [tok.eos_token_id], len(ids)))
-        n_tok = sum(len(s) - st for s, st in ex)
-        total = torch.zeros(())
-        for group in grouped_by_length(ex, lambda e: len(e[0])):
-            lps = completion_logprobs(model, [s for s, _ in group], [st for _, st in group], tok.pad_token_id)
-            total = total - sum(lp.sum() for lp in lps)
-        loss = total / n_tok
+        loss = completion_nll(model, ex, tok.pad_token_id)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)

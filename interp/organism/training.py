@@ -175,13 +175,19 @@ def lm_loss(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, cfg: TrainCon
     rng = step_rng(cfg.seed, step)
     problems = sample_problems(int(rng.integers(2**31)), cfg.batch_size, cfg.task)
     examples = [example_ids(tok, p, cfg.mix.sample(rng)) for p in problems]
+    loss = completion_nll(model, examples, tok.pad_token_id)
+    return loss, {"loss": loss.item()}
+
+
+def completion_nll(model: LlamaForCausalLM, examples: list[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
+    """Mean negative log-probability per completion token of `(ids, completion start)` examples, the forwards
+    grouped by length: the SFT loss of every fine-tune of the organism."""
     n_tokens = sum(len(s) - start for s, start in examples)
     total = torch.zeros(())
     for group in grouped_by_length(examples, lambda e: len(e[0])):
-        lps = completion_logprobs(model, [s for s, _ in group], [st for _, st in group], tok.pad_token_id)
+        lps = completion_logprobs(model, [s for s, _ in group], [st for _, st in group], pad_id)
         total = total - sum(lp.sum() for lp in lps)
-    loss = total / n_tokens
-    return loss, {"loss": loss.item()}
+    return total / n_tokens
 
 
 def sample_and_grade(
