@@ -21,7 +21,7 @@ import json
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,6 +79,32 @@ def _select(dataset: PromptDataset, selector: Selector, tokenizer: Any, start: i
         picked = selector.select(dataset[i], i, tokenizer)
         out.append([(label_ids[lab], pos) for lab, pos in picked])
     return out
+
+
+def _shard_rows(dataset: PromptDataset, selector: Selector, tokenizer: Any, start: int, stop: int
+                ) -> tuple[list[list[tuple[int, int]]], torch.Tensor]:
+    """The shard's picks per example and its index columns [rows, 4] (example, position, label id, token),
+    known before any forward."""
+    picks = _select(dataset, selector, tokenizer, start, stop)
+    cols = torch.tensor([(i, pos, lab, dataset[i].ids[pos]) for i in range(start, stop)
+                         for lab, pos in picks[i - start]], dtype=torch.int64).reshape(-1, 4)
+    return picks, cols
+
+
+def _shard_batches(dataset: PromptDataset, picks: list[list[tuple[int, int]]], start: int, stop: int,
+                   batch_size: int, pad: int) -> Iterator[tuple[int, torch.Tensor, int, int]]:
+    """(first example, right-padded ids [batch, width] on the CPU, first row, row count) for each batch of the
+    shard that picks at least one position."""
+    at = 0
+    for b0 in range(start, stop, batch_size):
+        b1 = min(stop, b0 + batch_size)
+        n = sum(len(picks[i - start]) for i in range(b0, b1))
+        if n == 0:
+            continue
+        seqs = [dataset[i].ids for i in range(b0, b1)]
+        width = max(len(s) for s in seqs)
+        yield b0, torch.tensor([list(s) + [pad] * (width - len(s)) for s in seqs]), at, n
+        at += n
 
 
 class _Sink(dict):
@@ -385,33 +411,23 @@ def harvest(
     try:
         for k in todo:
             start, stop = k * shard_size, min(len(dataset), (k + 1) * shard_size)
-            picks = _select(dataset, positions, model.tokenizer, start, stop)
             # the shard's rows are known before any forward: fill preallocated tensors (no per-batch lists to join)
-            cols = torch.tensor([(i, pos, lab, dataset[i].ids[pos]) for i in range(start, stop)
-                                 for lab, pos in picks[i - start]], dtype=torch.int64).reshape(-1, 4)
+            picks, cols = _shard_rows(dataset, positions, model.tokenizer, start, stop)
             buffers = writer.take_buffers()
             buffers.ready(hooks, manifest["hooks"], len(cols), torch_dtype)
             bad = buffers.bad
             assert bad is not None
-            at, batches = 0, []
-            for b0 in range(start, stop, batch_size):
-                b1 = min(stop, b0 + batch_size)
-                n = sum(len(picks[i - start]) for i in range(b0, b1))
-                if n == 0:
-                    continue
-                seqs = [dataset[i].ids for i in range(b0, b1)]
-                width = max(len(s) for s in seqs)
-                ids = to_device(torch.tensor([list(s) + [pad] * (width - len(s)) for s in seqs]))
+            batches = []
+            for b0, ids, at, n in _shard_batches(dataset, picks, start, stop, batch_size, pad):
                 rows = cols[at:at + n]
-                acts = _forward_batch(model, hooks, ids, to_device(rows[:, 0] - b0), to_device(rows[:, 1].contiguous()),
-                                      to_cpu=not cuda)
+                acts = _forward_batch(model, hooks, to_device(ids), to_device(rows[:, 0] - b0),
+                                      to_device(rows[:, 1].contiguous()), to_cpu=not cuda)
                 for j, h in enumerate(hooks):
                     # flags from the activations as the model made them (before any cast to the store's dtype)
                     bad[j, at:at + n].copy_(_non_finite_rows(acts[h]), non_blocking=cuda)
                     # on CUDA cast on the device (fewer bytes to copy when the store is narrower), then copy async
                     buffers.acts[h][at:at + n].copy_(acts[h].to(torch_dtype) if cuda else acts[h], non_blocking=cuda)
                 batches.append((at, n))
-                at += n
                 writer.check()
             ready = None
             if cuda:

@@ -16,7 +16,15 @@ import numpy as np
 import torch
 
 from interp.activations.dataset import PromptDataset
-from interp.activations.harvest import _check_hooks, _forward_batch, _non_finite_rows, _raise_non_finite, _select
+from interp.activations.harvest import (
+    _check_hooks,
+    _forward_batch,
+    _non_finite_rows,
+    _raise_non_finite,
+    _select,
+    _shard_batches,
+    _shard_rows,
+)
 from interp.activations.store import INDEX_COLUMNS
 from interp.models import DTYPES
 from interp.positions import PositionsLike, as_selector
@@ -63,27 +71,18 @@ def iter_shards(model: Model, dataset: PromptDataset, hooks: str | Sequence[str]
     row_shape = {h: tuple(first[h].shape[1:]) for h in hooks}
     for k in range(n_shards):
         start, stop = k * shard_size, min(len(dataset), (k + 1) * shard_size)
-        picks = _select(dataset, selector, model.tokenizer, start, stop)
-        cols = torch.tensor([(i, pos, lab, dataset[i].ids[pos]) for i in range(start, stop)
-                             for lab, pos in picks[i - start]], dtype=torch.int64).reshape(-1, 4)
+        picks, cols = _shard_rows(dataset, selector, model.tokenizer, start, stop)
         parts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
         bad: list[torch.Tensor] = []
-        at, batches = 0, []
-        for b0 in range(start, stop, batch_size):
-            b1 = min(stop, b0 + batch_size)
-            n = sum(len(picks[i - start]) for i in range(b0, b1))
-            if n == 0:
-                continue
-            seqs = [dataset[i].ids for i in range(b0, b1)]
-            width = max(len(s) for s in seqs)
-            ids = torch.tensor([list(s) + [pad] * (width - len(s)) for s in seqs]).to(device)
+        batches = []
+        for b0, ids, at, n in _shard_batches(dataset, picks, start, stop, batch_size, pad):
             rows = cols[at:at + n]
-            acts = _forward_batch(model, hooks, ids, (rows[:, 0] - b0).to(device), rows[:, 1].contiguous().to(device))
+            acts = _forward_batch(model, hooks, ids.to(device), (rows[:, 0] - b0).to(device),
+                                  rows[:, 1].contiguous().to(device))
             bad.append(torch.stack([_non_finite_rows(acts[h]) for h in hooks]))
             for h in hooks:
                 parts[h].append(acts[h].to(torch_dtype))
             batches.append((at, n))
-            at += n
         if bad:
             _raise_non_finite(torch.cat(bad, dim=1), hooks, batches, cols, model, k)
         out = {h: torch.cat(parts[h]) if parts[h] else torch.zeros((0, *row_shape[h]), dtype=torch_dtype)
