@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import save_file
 
-from interp.activations.dataset import PromptDataset
+from interp.activations.dataset import Example, PromptDataset
 from interp.activations.store import (
     FORMAT_VERSION,
     ActivationStore,
@@ -70,7 +70,23 @@ def _check_hooks(model: Model, hooks: str | Sequence[str]) -> list[str]:
     return hooks
 
 
-def _select(dataset: PromptDataset, selector: Selector, tokenizer: Any, start: int, stop: int
+class _Span:
+    """One shard's examples indexed as in the whole dataset (`span[i]` is example i for start <= i < stop): what a
+    worker harvesting that shard needs of the dataset, and all it is sent."""
+
+    def __init__(self, examples: Sequence[Example], start: int) -> None:
+        self.examples, self.start = tuple(examples), start
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Example:
+        if not self.start <= i < self.start + len(self.examples):
+            raise IndexError(f"example {i} is not in this span [{self.start}, {self.start + len(self.examples)})")
+        return self.examples[i - self.start]
+
+
+def _select(dataset: PromptDataset | _Span, selector: Selector, tokenizer: Any, start: int, stop: int
             ) -> list[list[tuple[int, int]]]:
     """Per example in [start, stop): (label id, position) pairs."""
     label_ids = {lab: i for i, lab in enumerate(selector.labels())}
@@ -81,7 +97,7 @@ def _select(dataset: PromptDataset, selector: Selector, tokenizer: Any, start: i
     return out
 
 
-def _shard_rows(dataset: PromptDataset, selector: Selector, tokenizer: Any, start: int, stop: int
+def _shard_rows(dataset: PromptDataset | _Span, selector: Selector, tokenizer: Any, start: int, stop: int
                 ) -> tuple[list[list[tuple[int, int]]], torch.Tensor]:
     """The shard's picks per example and its index columns [rows, 4] (example, position, label id, token),
     known before any forward."""
@@ -91,7 +107,7 @@ def _shard_rows(dataset: PromptDataset, selector: Selector, tokenizer: Any, star
     return picks, cols
 
 
-def _shard_batches(dataset: PromptDataset, picks: list[list[tuple[int, int]]], start: int, stop: int,
+def _shard_batches(dataset: PromptDataset | _Span, picks: list[list[tuple[int, int]]], start: int, stop: int,
                    batch_size: int, pad: int) -> Iterator[tuple[int, torch.Tensor, int, int]]:
     """(first example, right-padded ids [batch, width] on the CPU, first row, row count) for each batch of the
     shard that picks at least one position."""
@@ -227,6 +243,55 @@ class _Shard:
     ready: Any = None  # a CUDA event recorded after the last copy, or None on CPU
 
 
+def _fill_shard(model: Any, dataset: PromptDataset | _Span, hooks: list[str], positions: Selector, k: int, start: int,
+                stop: int, batch_size: int, shapes: dict[str, list[int]], torch_dtype: torch.dtype, buffers: _Buffers,
+                check: Callable[[], None] = lambda: None) -> _Shard:
+    """Run shard k's forwards (examples [start, stop)) into `buffers`; `check()` runs after each batch (the writer's
+    error stops the harvest early). On CUDA the copies to the host are still in flight: wait on `ready`."""
+    device = model.device
+    cuda = device.type == "cuda"
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+
+    def to_device(t: torch.Tensor) -> torch.Tensor:  # on CUDA without a host sync (pinned, asynchronous)
+        return t.pin_memory().to(device, non_blocking=True) if cuda else t.to(device)
+
+    # the shard's rows are known before any forward: fill preallocated tensors (no per-batch lists to join)
+    picks, cols = _shard_rows(dataset, positions, model.tokenizer, start, stop)
+    buffers.ready(hooks, shapes, len(cols), torch_dtype)
+    bad = buffers.bad
+    assert bad is not None
+    batches = []
+    for b0, ids, at, n in _shard_batches(dataset, picks, start, stop, batch_size, pad):
+        rows = cols[at:at + n]
+        acts = _forward_batch(model, hooks, to_device(ids), to_device(rows[:, 0] - b0),
+                              to_device(rows[:, 1].contiguous()), to_cpu=not cuda)
+        for j, h in enumerate(hooks):
+            # flags from the activations as the model made them (before any cast to the store's dtype)
+            bad[j, at:at + n].copy_(_non_finite_rows(acts[h]), non_blocking=cuda)
+            # on CUDA cast on the device (fewer bytes to copy when the store is narrower), then copy async
+            buffers.acts[h][at:at + n].copy_(acts[h].to(torch_dtype) if cuda else acts[h], non_blocking=cuda)
+        batches.append((at, n))
+        check()
+    ready = None
+    if cuda:
+        ready = torch.cuda.Event()
+        ready.record()
+    return _Shard(k, start, stop, cols, batches, buffers, ready)
+
+
+def _shard_tensors(s: _Shard, hooks: Sequence[str], model: Any) -> dict[str, torch.Tensor]:
+    """The tensors of shard file `s` (activations per hook, then the index columns), after refusing NaN/inf.
+    Wait on `s.ready` first."""
+    rows = len(s.cols)
+    b = s.buffers
+    assert b.bad is not None
+    _raise_non_finite(b.bad[:, :rows], hooks, s.batches, s.cols, model, s.k)
+    tensors = {f"act:{h}": b.acts[h][:rows] for h in hooks}
+    tensors.update(example=s.cols[:, 0].contiguous(), position=s.cols[:, 1].contiguous(),
+                   label=s.cols[:, 2].to(torch.int32).contiguous(), token=s.cols[:, 3].contiguous())
+    return tensors
+
+
 class _ShardWriter:
     """The thread that checks and writes finished shards, in order, while the caller computes the next one.
 
@@ -289,12 +354,7 @@ class _ShardWriter:
         if s.ready is not None:
             s.ready.synchronize()
         rows = len(s.cols)
-        b = s.buffers
-        assert b.bad is not None
-        _raise_non_finite(b.bad[:, :rows], self.hooks, s.batches, s.cols, self.model, s.k)
-        tensors = {f"act:{h}": b.acts[h][:rows] for h in self.hooks}
-        tensors.update(example=s.cols[:, 0].contiguous(), position=s.cols[:, 1].contiguous(),
-                       label=s.cols[:, 2].to(torch.int32).contiguous(), token=s.cols[:, 3].contiguous())
+        tensors = _shard_tensors(s, self.hooks, self.model)
         path = self.root / "shards" / shard_name(s.k)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -310,6 +370,60 @@ class _ShardWriter:
         self.manifest["shards"][str(s.k)] = {"rows": rows, "examples": [s.start, s.stop], "sha256": digest}
         write_manifest(self.root, self.manifest)
         _release_free_memory()
+
+
+def _check_args(model: Any, dataset: PromptDataset, dtype: str, batch_size: int, shard_size: int) -> int:
+    """Refuse a harvest that cannot run; the shard size rounded down to whole batches (batches never cross a shard)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {list(DTYPES)}")
+    if batch_size < 1 or shard_size < 1:
+        raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}")
+    if dataset.max_len > model.n_ctx:
+        long = next(i for i, e in enumerate(dataset) if len(e.ids) > model.n_ctx)
+        raise ValueError(f"example {long} has {len(dataset[long].ids)} tokens, more than {model.name}'s context "
+                         f"length of {model.n_ctx}: shorten the prompts")
+    return max(batch_size, shard_size // batch_size * batch_size)
+
+
+def _new_manifest(model: Any, dataset: PromptDataset, dataset_hash: str, hooks: list[str], positions: Selector, *,
+                  dtype: str, batch_size: int, shard_size: int, seed: int, shard: tuple[int, int]) -> dict[str, Any]:
+    """The manifest of a harvest with no shard written yet, in its on-disk form (`shard_size` already rounded)."""
+    i_part, n_parts = shard
+    # probe the per-row shape of every hook on the first example (cheap, and validates the hooks)
+    first = _forward_batch(model, hooks, torch.tensor([dataset[0].ids], device=model.device),
+                           torch.tensor([0]), torch.tensor([0]))
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION, "model_name": model.name, "model_checksum": model.checksum,
+        "hooks": {h: list(first[h].shape[1:]) for h in hooks}, "positions": positions.to_dict(),
+        "labels": list(positions.labels()), "dtype": dtype, "dataset_hash": dataset_hash,
+        "n_examples": len(dataset), "batch_size": batch_size, "shard_size": shard_size,
+        "n_shards": (len(dataset) + shard_size - 1) // shard_size,
+        "seed": seed, "shard_of": [i_part, n_parts] if n_parts > 1 else None, "shards": {},
+        "bos_token_id": model.bos_token_id if model.prepend_bos else None, "libraries": library_versions(),
+    }
+    return json.loads(json.dumps(manifest))  # the form it has on disk (tuples become lists)
+
+
+def _open_store(root: Path, manifest: dict[str, Any], dataset: PromptDataset, overwrite: bool) -> dict[str, Any]:
+    """Start (or resume) the store at `root`: refuse one of another configuration unless `overwrite`, keep the shards
+    on disk of one with the same, write dataset.json (if missing) and the manifest. Returns the manifest."""
+    if (root / "manifest.json").is_file() and not overwrite:
+        old = read_json(root / "manifest.json")
+        diff = config_differences(old, manifest)
+        if diff:
+            raise StoreError(f"{root} holds a harvest with another configuration ({'; '.join(diff)}); "
+                             f"use another folder or overwrite=True")
+        manifest["shards"] = {k: v for k, v in old["shards"].items() if (root / "shards" / shard_name(int(k))).is_file()}
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "dataset.json").is_file() or overwrite:
+        dataset.save(root / "dataset.json")
+    write_manifest(root, manifest)
+    return manifest
+
+
+def _nothing_selected(dataset: PromptDataset, positions: Selector) -> StoreError:
+    return StoreError(f"no positions were selected in any of the {len(dataset)} examples by {positions}; "
+                      f"nothing was stored")
 
 
 def harvest(
@@ -352,53 +466,18 @@ def harvest(
                            num_cpus=num_cpus, num_gpus=num_gpus)
     hooks = _check_hooks(model, hooks)
     positions = as_selector(positions)
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {list(DTYPES)}")
-    if batch_size < 1 or shard_size < 1:
-        raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}")
     i_part, n_parts = shard
     if not (n_parts >= 1 and 0 <= i_part < n_parts):
         raise ValueError(f"shard must be (i, N) with 0 <= i < N, got {shard}")
-    if dataset.max_len > model.n_ctx:
-        long = next(i for i, e in enumerate(dataset) if len(e.ids) > model.n_ctx)
-        raise ValueError(f"example {long} has {len(dataset[long].ids)} tokens, more than {model.name}'s context "
-                         f"length of {model.n_ctx}: shorten the prompts")
-    shard_size = max(batch_size, shard_size // batch_size * batch_size)  # batches never cross a shard
-    n_shards = (len(dataset) + shard_size - 1) // shard_size
-    # probe the per-row shape of every hook on the first example (cheap, and validates the hooks)
-    first = _forward_batch(model, hooks, torch.tensor([dataset[0].ids], device=model.device),
-                           torch.tensor([0]), torch.tensor([0]))
-    manifest: dict[str, Any] = {
-        "format_version": FORMAT_VERSION, "model_name": model.name, "model_checksum": model.checksum,
-        "hooks": {h: list(first[h].shape[1:]) for h in hooks}, "positions": positions.to_dict(),
-        "labels": list(positions.labels()), "dtype": dtype, "dataset_hash": dataset.hash(),
-        "n_examples": len(dataset), "batch_size": batch_size, "shard_size": shard_size, "n_shards": n_shards,
-        "seed": seed, "shard_of": [i_part, n_parts] if n_parts > 1 else None, "shards": {},
-        "bos_token_id": model.bos_token_id if model.prepend_bos else None, "libraries": library_versions(),
-    }
-    manifest = json.loads(json.dumps(manifest))  # the form it has on disk (tuples become lists)
+    shard_size = _check_args(model, dataset, dtype, batch_size, shard_size)
+    manifest = _new_manifest(model, dataset, dataset.hash(), hooks, positions, dtype=dtype, batch_size=batch_size,
+                             shard_size=shard_size, seed=seed, shard=shard)
     root = Path(out)
-    if (root / "manifest.json").is_file() and not overwrite:
-        old = read_json(root / "manifest.json")
-        diff = config_differences(old, manifest)
-        if diff:
-            raise StoreError(f"{root} holds a harvest with another configuration ({'; '.join(diff)}); "
-                             f"use another folder or overwrite=True")
-        manifest["shards"] = {k: v for k, v in old["shards"].items() if (root / "shards" / shard_name(int(k))).is_file()}
-    root.mkdir(parents=True, exist_ok=True)
-    if not (root / "dataset.json").is_file() or overwrite:
-        dataset.save(root / "dataset.json")
-    write_manifest(root, manifest)
-    mine = [k for k in range(n_shards) if k % n_parts == i_part]
+    manifest = _open_store(root, manifest, dataset, overwrite)
+    mine = [k for k in range(manifest["n_shards"]) if k % n_parts == i_part]
     done = sum(str(k) in manifest["shards"] for k in mine)
     torch_dtype = DTYPES[dtype]
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    device = model.device
-    cuda = device.type == "cuda"
     todo = [k for k in mine if str(k) not in manifest["shards"]]
-
-    def to_device(t: torch.Tensor) -> torch.Tensor:  # on CUDA without a host sync (pinned, asynchronous)
-        return t.pin_memory().to(device, non_blocking=True) if cuda else t.to(device)
 
     def written() -> None:
         nonlocal done
@@ -406,43 +485,20 @@ def harvest(
         if progress is not None:
             progress(done, len(mine))
 
-    writer = _ShardWriter(root, manifest, hooks, model, pin=cuda, on_written=written)
+    writer = _ShardWriter(root, manifest, hooks, model, pin=model.device.type == "cuda", on_written=written)
 
     try:
         for k in todo:
             start, stop = k * shard_size, min(len(dataset), (k + 1) * shard_size)
-            # the shard's rows are known before any forward: fill preallocated tensors (no per-batch lists to join)
-            picks, cols = _shard_rows(dataset, positions, model.tokenizer, start, stop)
-            buffers = writer.take_buffers()
-            buffers.ready(hooks, manifest["hooks"], len(cols), torch_dtype)
-            bad = buffers.bad
-            assert bad is not None
-            batches = []
-            for b0, ids, at, n in _shard_batches(dataset, picks, start, stop, batch_size, pad):
-                rows = cols[at:at + n]
-                acts = _forward_batch(model, hooks, to_device(ids), to_device(rows[:, 0] - b0),
-                                      to_device(rows[:, 1].contiguous()), to_cpu=not cuda)
-                for j, h in enumerate(hooks):
-                    # flags from the activations as the model made them (before any cast to the store's dtype)
-                    bad[j, at:at + n].copy_(_non_finite_rows(acts[h]), non_blocking=cuda)
-                    # on CUDA cast on the device (fewer bytes to copy when the store is narrower), then copy async
-                    buffers.acts[h][at:at + n].copy_(acts[h].to(torch_dtype) if cuda else acts[h], non_blocking=cuda)
-                batches.append((at, n))
-                writer.check()
-            ready = None
-            if cuda:
-                ready = torch.cuda.Event()
-                ready.record()
-            writer.put(_Shard(k, start, stop, cols, batches, buffers, ready))
+            writer.put(_fill_shard(model, dataset, hooks, positions, k, start, stop, batch_size, manifest["hooks"],
+                                   torch_dtype, writer.take_buffers(), writer.check))
     except BaseException:
         writer.abort()  # no shard is left half-written: files appear by rename once complete
         raise
     writer.close()
     store = ActivationStore.open(root, allow_partial=n_parts > 1)
     if n_parts == 1 and store.n_rows == 0:
-        raise StoreError(f"no positions were selected in any of the {len(dataset)} examples by {positions}; "
-                         f"nothing was stored")
+        raise _nothing_selected(dataset, positions)
     return store
-
 
 __all__ = ["DTYPES", "NonFiniteActivationError", "harvest"]

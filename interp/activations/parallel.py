@@ -1,48 +1,62 @@
-"""A harvest split into one Ray task per shard, merged into the store a single process would write.
+"""A harvest split into one Ray task per shard, written into the store a single process would write.
 
-Each task reloads the model on its worker (once per worker process, checked against the caller's checksum),
-harvests its one shard (`harvest(..., shard=(k, n_shards))`) into a scratch folder on its node and returns
-the files as bytes; the caller writes each part as it arrives and `merge` joins them, so the store is
-byte-identical to `harvest` in one process and no shared filesystem is needed.
+The caller does once what is done once per harvest: it checks the arguments, hashes the dataset, builds the
+manifest (one forward on the first example gives each hook's row shape) and writes dataset.json. Each task
+gets only its shard's prompts (`_Span`, indexed as in the whole dataset) and the manifest's row shapes, runs
+that shard's forwards with the model its worker process loaded once (`worker_model`, checked against the
+caller's checksum), and returns the shard file as bytes with its sha256. The caller writes each file as it
+arrives (atomically) and records it in the manifest, so the store is byte-identical to `harvest` in one
+process, an interrupted run resumes like one, and no shared filesystem is needed.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
+import hashlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from safetensors.torch import save
 
 from interp.activations.dataset import PromptDataset
-from interp.activations.store import ActivationStore, StoreError, merge, shard_name
-from interp.cluster import RaySpec, iter_tasks, model_spec, read_tree, worker_model, write_tree
-from interp.io import read_json
+from interp.activations.harvest import (
+    _Buffers,
+    _check_args,
+    _check_hooks,
+    _fill_shard,
+    _new_manifest,
+    _nothing_selected,
+    _open_store,
+    _shard_tensors,
+    _Span,
+)
+from interp.activations.store import ActivationStore, shard_name, write_manifest
+from interp.cluster import RaySpec, iter_tasks, model_spec, worker_model
+from interp.models import DTYPES
 from interp.positions import PositionsLike, Selector, as_selector
 
 if TYPE_CHECKING:
     from interp.models import Model
 
-PARTS = ".ray-parts"
+
+def harvest_span(model: Model, span: _Span, k: int, hooks: list[str], positions: Selector,
+                 shapes: dict[str, list[int]], batch_size: int, dtype: str) -> tuple[int, bytes, str]:
+    """Shard k of a harvest whose examples [start, stop) are `span`: (rows, the shard file's bytes, their sha256),
+    the same bytes `harvest` writes to that shard. NaN/inf raises `NonFiniteActivationError` as harvest does."""
+    cuda = model.device.type == "cuda"
+    s = _fill_shard(model, span, hooks, positions, k, span.start, span.start + len(span), batch_size, shapes,
+                    DTYPES[dtype], _Buffers(pin=cuda))
+    if s.ready is not None:
+        s.ready.synchronize()
+    rows, data = len(s.cols), save(_shard_tensors(s, hooks, model))
+    return rows, data, hashlib.sha256(data).hexdigest()
 
 
-def _harvest_shard(spec: tuple[str, str, str, str, str], dataset: PromptDataset, hooks: list[str], positions: Selector,
-                   k: int, n_shards: int, kw: dict[str, Any], with_dataset: bool) -> dict[str, bytes]:
-    """One Ray task: shard k of the harvest, as the files of a one-shard part store (its dataset.json only if
-    `with_dataset`: the merge takes it from one part, and it is as large as the whole dataset)."""
-    from interp.activations.harvest import harvest
-
-    model = worker_model(spec)
-    tmp = Path(tempfile.mkdtemp(prefix=f"interp-harvest-shard{k}-"))
-    try:
-        harvest(model, dataset, hooks, positions, tmp / "part", shard=(k, n_shards), **kw)
-        files = read_tree(tmp / "part")
-        if not with_dataset:
-            del files["dataset.json"]
-        return files
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _harvest_shard(spec: tuple[str, str, str, str, str], span: _Span, k: int, hooks: list[str], positions: Selector,
+                   shapes: dict[str, list[int]], batch_size: int, dtype: str) -> tuple[int, bytes, str]:
+    """One Ray task: `harvest_span` with the model its worker loaded once."""
+    return harvest_span(worker_model(spec), span, k, hooks, positions, shapes, batch_size, dtype)
 
 
 def harvest_ray(
@@ -63,54 +77,36 @@ def harvest_ray(
     num_gpus: float = 0,
 ) -> ActivationStore:
     """`harvest` with every missing shard as a Ray task (`num_cpus`/`num_gpus` each); same store bytes."""
-    from interp.activations.harvest import _check_hooks
-
     hooks = _check_hooks(model, hooks)
     positions = as_selector(positions)
-    if batch_size < 1 or shard_size < 1:
-        raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}")
-    shard_size = max(batch_size, shard_size // batch_size * batch_size)  # as harvest rounds it
-    n_shards = (len(dataset) + shard_size - 1) // shard_size
+    shard_size = _check_args(model, dataset, dtype, batch_size, shard_size)
+    manifest = _new_manifest(model, dataset, dataset.hash(), hooks, positions, dtype=dtype, batch_size=batch_size,
+                             shard_size=shard_size, seed=seed, shard=(0, 1))
     root = Path(out)
-    done: set[int] = set()
-    if (root / "manifest.json").is_file() and not overwrite:
-        old = read_json(root / "manifest.json")
-        mine = {"model_checksum": model.checksum, "dataset_hash": dataset.hash(), "n_examples": len(dataset),
-                "batch_size": batch_size, "shard_size": shard_size, "n_shards": n_shards, "dtype": dtype,
-                "positions": positions.to_dict()}
-        mine = json.loads(json.dumps(mine))  # as on disk (tuples become lists)
-        diff = [f"{k}: {old.get(k)!r} vs {v!r}" for k, v in mine.items() if old.get(k) != v]
-        if list(old.get("hooks", {})) != hooks:
-            diff.append(f"hooks: {list(old.get('hooks', {}))} vs {hooks}")
-        if diff:
-            raise StoreError(f"{root} holds a harvest with another configuration ({'; '.join(diff)}); "
-                             f"use another folder or overwrite=True")
-        done = {int(k) for k in old["shards"] if (root / "shards" / shard_name(int(k))).is_file()}
-    todo = [k for k in range(n_shards) if k not in done]
-    kw = {"batch_size": batch_size, "shard_size": shard_size, "dtype": dtype, "seed": seed}
-    spec = model_spec(model)
-    parts = root / PARTS
-    shutil.rmtree(parts, ignore_errors=True)
-    written: list[Path] = []
-    try:
-        for n, (i, files) in enumerate(iter_tasks(_harvest_shard, [(spec, dataset, hooks, positions, k, n_shards, kw,
-                                                                    j == 0) for j, k in enumerate(todo)],
-                                                  ray=ray, num_cpus=num_cpus, num_gpus=num_gpus), start=1):
-            write_tree(parts / str(todo[i]), files)
-            written.append(parts / str(todo[i]))
-            if progress is not None:
-                progress(len(done) + n, n_shards)
-        sources = [parts / str(todo[0])] if todo else []  # the part with dataset.json first: merge copies it
-        sources += [p for p in written if p not in sources] + ([root] if done else [])
-        if not sources:  # nothing was missing: the store is complete already
-            return ActivationStore.open(root)
-        store = merge(sources, root)
-    finally:
-        shutil.rmtree(parts, ignore_errors=True)
+    manifest = _open_store(root, manifest, dataset, overwrite)
+    n_shards = manifest["n_shards"]
+    todo = [k for k in range(n_shards) if str(k) not in manifest["shards"]]
+    spec, shapes = model_spec(model), manifest["hooks"]
+    spans = [_Span(dataset.examples[k * shard_size:(k + 1) * shard_size], k * shard_size) for k in todo]
+    args = [(spec, span, k, hooks, positions, shapes, batch_size, dtype) for k, span in zip(todo, spans)]
+    (root / "shards").mkdir(parents=True, exist_ok=True)
+    for n, (i, (rows, data, digest)) in enumerate(iter_tasks(_harvest_shard, args, ray=ray, num_cpus=num_cpus,
+                                                             num_gpus=num_gpus), start=1):
+        k, span = todo[i], spans[i]
+        path = root / "shards" / shard_name(k)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        shards = {**manifest["shards"], str(k): {"rows": rows, "examples": [span.start, span.start + len(span)],
+                                                  "sha256": digest}}
+        manifest["shards"] = dict(sorted(shards.items(), key=lambda kv: int(kv[0])))  # as one process orders them
+        write_manifest(root, manifest)
+        if progress is not None:
+            progress(n_shards - len(todo) + n, n_shards)
+    store = ActivationStore.open(root)
     if store.n_rows == 0:
-        raise StoreError(f"no positions were selected in any of the {len(dataset)} examples by {positions}; "
-                         f"nothing was stored")
+        raise _nothing_selected(dataset, positions)
     return store
 
 
-__all__ = ["harvest_ray"]
+__all__ = ["harvest_ray", "harvest_span"]
