@@ -22,10 +22,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from analyses.replication.aggregate import Finding
-from analyses.replication.findings import TUNED, Measure, Metrics, evaluate, specs
+from analyses.replication.findings import HARD, ROUTED, TUNED, Measure, Metrics, evaluate, specs
 from interp.io import cache_dir, library_versions, read_json, write_json
 
-ANALYSES = ("zoo", "layers", "latent", "verbosity")
+ANALYSES = ("zoo", "layers", "latent", "verbosity", "faithfulness", "reasoning", "calibration", "routing")
 MEMBERS = ("base-s", *TUNED)  # the members with seed replicas
 SCALE = ("base-m", "base-l")  # one run each (seed 0), the scale axis of the zoo findings
 VERSION = 1  # part of the cache key: bump when the metrics extracted change
@@ -65,6 +65,11 @@ class ReplicationConfig:
     n_latent: int = 150  # probes, per step count 2-4
     n_verbosity: int = 25  # verbosity validation and test problems, per step count 1-4
     verbosity_gammas: tuple[float, ...] = (0.5, 0.625, 0.75)
+    n_faithfulness: int = 30  # text tests, per step count 3-4 (every member's own CoTs; base-s forced into one)
+    n_patch: int = 8  # step-level patching, CoTs per step count 3-4
+    n_calibration: int = 50  # free-generation calibration, per step count 1-4
+    n_routing: int = 25  # routing, evaluation and classifier-training problems each, per step count 1-4
+    n_reasoning: int = 25  # reasoning-mode direction, validation and test problems per step count 3-4
     skip_missing: bool = True
     cache_dir: str = field(default_factory=lambda: str(cache_dir("replication")))
 
@@ -75,7 +80,8 @@ class ReplicationConfig:
         bad = [a for a in self.analyses if a not in valid]
         if bad or not self.analyses:
             raise ValueError(f"unknown analyses {bad}; valid: {', '.join(valid)}")
-        for k in ("n_eval", "n_layers", "n_latent", "n_verbosity"):
+        for k in ("n_eval", "n_layers", "n_latent", "n_verbosity", "n_faithfulness", "n_patch", "n_calibration",
+                  "n_routing", "n_reasoning"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}")
 
@@ -162,10 +168,18 @@ def aggregate(metrics: Mapping[int, Metrics]) -> tuple[Finding, ...]:
 # ------------------------------------------------------------------------------------------ per seed
 
 def analysis_configs(config: ReplicationConfig, seed: int) -> dict[str, Any]:
-    """Each analysis' own config, pointed at the seed's members and sized by `config`."""
+    """Each analysis' own config, pointed at the seed's members and sized by `config`. Faithfulness tests 3-4-step
+    problems only; calibration measures free generation only; routing runs no steering variant (no finding
+    rests on it); the reasoning direction sweeps the last position only, on a coarser grid (the report's
+    off-zoo sweep, `PAIR_SWEEP`)."""
+    from analyses.calibration.analysis import CalibrationConfig
+    from analyses.faithfulness.analysis import FaithfulnessConfig
     from analyses.latent_reasoning import LatentConfig
     from analyses.layer_changes.analysis import LayerChangesConfig
+    from analyses.routing.analysis import RoutingConfig
     from analyses.verbosity.analysis import VerbosityConfig
+    from analyses.verbosity.figures import PAIR_SWEEP
+    from analyses.verbosity.reasoning import ReasoningConfig
     from analyses.zoo_eval import ZooEvalConfig
     from interp.organism.evaluate import EvalConfig
 
@@ -185,21 +199,36 @@ def analysis_configs(config: ReplicationConfig, seed: int) -> dict[str, Any]:
         out["verbosity"] = VerbosityConfig(model=name["sft"], base=name["base-s"], variants=("decision",),
                                            gammas=config.verbosity_gammas, n_val_per_step=config.n_verbosity,
                                            n_test_per_step=config.n_verbosity, timing_repeats=1, latency_problems=2)
+    if "faithfulness" in config.analyses:
+        out["faithfulness"] = FaithfulnessConfig(models=tuple(name.values()), forced_cot=(name["base-s"],), steps=HARD,
+                                                 n_per_step=config.n_faithfulness, n_patch=config.n_patch)
+    if "reasoning" in config.analyses:
+        out["reasoning"] = ReasoningConfig(base=name["base-s"], tuned=name["sft"], **PAIR_SWEEP,
+                                           n_val_per_step=config.n_reasoning, n_test_per_step=config.n_reasoning)
+    if "calibration" in config.analyses:
+        out["calibration"] = CalibrationConfig(models=tuple(name.values()), conditions=("free",),
+                                               n_per_step=config.n_calibration)
+    if "routing" in config.analyses:
+        out["routing"] = RoutingConfig(base=name["base-s"], tuned=tuple(name[t] for t in ROUTED),
+                                       n_per_step=config.n_routing, train_per_step=config.n_routing, steer=False)
     return out
 
 
 def analysis_members(key: str, seed: int) -> dict[str, str]:
     """Role -> model name of the members one analysis of one seed needs (all of them for the zoo evaluation
-    and the probes; base-s and the tuned member for a layer-changes pair; base-s and sft for verbosity)."""
+    and the probes; base-s and the tuned member for a layer-changes pair; base-s and sft for verbosity and the
+    reasoning direction; base-s, rl and sft for routing)."""
     r = roles(seed)
     if key == "zoo":
         return r
-    if key == "latent":
+    if key in ("latent", "faithfulness", "calibration"):
         return {m: r[m] for m in MEMBERS}
     if key.startswith("layers."):
         return {m: r[m] for m in ("base-s", key.removeprefix("layers."))}
-    if key == "verbosity":
+    if key in ("verbosity", "reasoning"):
         return {m: r[m] for m in ("base-s", "sft")}
+    if key == "routing":
+        return {m: r[m] for m in ("base-s", *ROUTED)}
     raise ValueError(f"unknown analysis {key!r}")
 
 
@@ -234,6 +263,22 @@ def run_one(key: str, cfg: Any, seed: int, progress: bool = True) -> Metrics:
         from analyses.verbosity.analysis import run_cached
 
         return fd.verbosity_metrics(run_cached(cfg, progress=progress))
+    if key == "faithfulness":
+        from analyses.faithfulness.analysis import run as faithfulness_run
+
+        return fd.faithfulness_metrics(faithfulness_run(cfg, progress=progress), r)
+    if key == "reasoning":
+        from analyses.verbosity.reasoning import run_cached as reasoning_run
+
+        return fd.reasoning_metrics(reasoning_run(cfg, progress=progress))
+    if key == "calibration":
+        from analyses.calibration.analysis import run_cached as calibration_run
+
+        return fd.calibration_metrics(calibration_run(cfg), r)
+    if key == "routing":
+        from analyses.routing.analysis import run_cached as routing_run
+
+        return fd.routing_metrics(routing_run(cfg), r)
     raise ValueError(f"unknown analysis {key!r}")
 
 

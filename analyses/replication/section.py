@@ -62,7 +62,24 @@ HEADLINES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"(base-s|rl|dpo): whether it will write a CoT", ("latent.{0}.cot_decision",)),
     (r"Chosen point", ("verbosity.compresses", "verbosity.pre_exists")),
     (r"Cosine between the directions", ("verbosity.pre_exists",)),
+    (r"(sft|rl|dpo) against base-s:", ("faithfulness.{0}.not_less_causal",)),
+    (r"Accuracy of the answer with none of the CoT", ("faithfulness.aoc_normalised",)),
+    (r"Step-level patching on", ("faithfulness.reads_last_value", "faithfulness.earlier_not_followed")),
+    (r"Routing only the first completion token to (rl|sft) ", ("routing.{0}.first_token",)),
+    (r"Token shift over (rl|sft)'s own generations", ("routing.{0}.token_shift",)),
+    (r"Free-generation ECE of (sft|rl|dpo) minus base-s", ("calibration.{0}.better",)),
+    (r"Fraction of the base-s -> sft accuracy gap recovered", ("reasoning.recovers_gap",)),
 )
+
+# The report's sections (analyses/report.py's section names) whose headline sentences `HEADLINES` maps to
+# findings, and the analyses of the replication that recheck them: a section listed here is not "one training
+# run" once the replication has measured its findings (`annotate` appends their verdicts).
+RECHECKED_SECTIONS: dict[str, tuple[str, ...]] = {
+    "zoo": ("zoo",), "layers": ("layers",), "latent": ("latent",), "faithfulness": ("faithfulness",),
+    "verbosity": ("verbosity",), "reasoning_direction": ("reasoning",), "routing": ("routing",),
+    "calibration": ("calibration",)}
+# For the report's sentence on sections no finding rechecks: what the replicas do recheck.
+RECHECKED = "the zoo, layer, probe, faithfulness, verbosity, reasoning-direction, routing and calibration findings"
 
 
 def load_result(out: str | Path = "figures") -> ReplicationResult:
@@ -171,7 +188,13 @@ def intro_sentences(result: ReplicationResult) -> list[str]:
            f"shipped zoo, seed k retrains {', '.join(MEMBERS)} with seed k, each post-trained member from its own "
            f"seed's base). Per seed: zoo evaluation on {c.n_eval} problems per step count, grafting and ablation on "
            f"{c.n_layers}, probes on {c.n_latent} per step count (2-4 steps), verbosity steering on {c.n_verbosity} "
-           f"validation and test problems per step count; fewer problems than the sections below, so these numbers "
+           f"validation and test problems per step count, faithfulness tests on {c.n_faithfulness} of each member's "
+           f"own chains per step count (3-4 steps; step patching on {c.n_patch}), free-generation calibration on "
+           f"{c.n_calibration} problems per step count, routing (base-s with rl and with sft, no steering variant) on "
+           f"{c.n_routing} evaluation and {c.n_routing} classifier-training problems per step count, the reasoning-mode "
+           f"direction on {c.n_reasoning} validation and test problems per step count (3-4 steps, a coarser sweep); "
+           f"fewer problems "
+           f"than the sections below, so these numbers "
            f"differ from theirs within their intervals. Each number is given per seed with its 95% bootstrap "
            f"interval over problems (the uncertainty about one checkpoint), then mean and sd over seeds (how much the "
            f"recipe's outcome moves with the seed). Verdicts: every seed, most seeds (more than half), some seeds, "
@@ -250,6 +273,6 @@ def findings_by_id(result: ReplicationResult) -> Mapping[str, Any]:
     return {f.id: f.to_dict() for f in result.findings}
 
 
-__all__ = ["HEADLINES", "JSON_NAME", "TITLE", "annotate", "figure", "findings_by_id", "findings_for",
+__all__ = ["HEADLINES", "JSON_NAME", "RECHECKED", "RECHECKED_SECTIONS", "TITLE", "annotate", "figure", "findings_by_id", "findings_for",
            "intro_sentences", "load_result", "replication_section", "table_html", "try_load", "verdict_suffix",
            "write"]

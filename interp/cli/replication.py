@@ -26,7 +26,9 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 def replication(
     seeds: Annotated[str, typer.Option(help="training seeds, comma-separated (0 = the shipped zoo, k = "
                                             "organism/<member>-seed<k>)")] = "0,1,2",
-    analyses: Annotated[str, typer.Option(help="comma-separated: zoo, layers, latent, verbosity")] = "zoo,layers,latent,verbosity",
+    analyses: Annotated[str, typer.Option(help="comma-separated: zoo, layers, latent, verbosity, faithfulness, "
+                                               "reasoning, calibration, routing")] = (
+        "zoo,layers,latent,verbosity,faithfulness,reasoning,calibration,routing"),
     strict: Annotated[bool, typer.Option(help="fail when a seed's members are not trained (default: leave the "
                                               "seed out and say so)")] = False,
     out: Annotated[Path, typer.Option(help="folder for replication.json and the figure")] = Path("figures/replication"),

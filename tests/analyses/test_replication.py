@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from analyses.replication.aggregate import (
@@ -184,6 +185,140 @@ def test_layer_metrics_read_the_graft_gap_weight_spread_and_criticality_order():
     assert evaluate(_spec("layers.rl.criticality"), {2: m}).holds == {2: False}  # the report says rl's order differs
 
 
+def _faith_model(name, aoc, follows_last, follows_earlier, patch_last, patch_earlier, aoc_norm=1.0):
+    """A ModelFaithfulness with 3- and 4-step scores (aoc etc. per step count) and 4-step patching."""
+    import dataclasses as dc
+
+    from analyses.faithfulness.analysis import ModelFaithfulness, Score, StepFaithfulness, StepPatching
+
+    sc = lambda v, w=0.05: Score(v, (v - w, v + w), 30)
+    by_steps = {}
+    for i, k in enumerate((3, 4)):
+        kw = {f.name: sc(0.5) for f in dc.fields(StepFaithfulness) if f.type in ("Score", Score)}
+        kw.update(aoc=sc(aoc[i]), aoc_normalised=sc(aoc_norm), mistake_follows_last=sc(follows_last),
+                  mistake_follows_earlier=sc(follows_earlier))
+        by_steps[k] = StepFaithfulness(k, 30, {"cot": 30, "direct": 0, "invalid": 0}, same_by_k=(sc(1.0),),
+                                       accuracy_by_k=(sc(1.0),), **kw)
+    total = lambda k: tuple(sc(patch_earlier, 0.1) for _ in range(k - 1)) + (sc(patch_last, 2.0),)
+    patching = {k: StepPatching(k, 8, (0, 1), ((0.0, 0.0),) * k, (((0.0, 0.0), (0.0, 0.0)),) * k, total(k))
+                for k in (3, 4)}
+    return ModelFaithfulness(name, "sum", name.startswith("organism/base-s"), by_steps, patching)
+
+
+def test_faithfulness_metrics_read_3_4_step_means_differences_and_member_extremes():
+    from analyses.faithfulness.analysis import FaithfulnessConfig, FaithfulnessResult
+    from analyses.replication.findings import faithfulness_metrics
+
+    roles = {"base-s": "organism/base-s-seed1", "sft": "organism/sft-seed1", "rl": "organism/rl-seed1",
+             "dpo": "organism/dpo-seed1"}
+    models = (_faith_model(roles["base-s"], (0.60, 0.70), 1.0, 0.0, 27.0, 0.02),
+              _faith_model(roles["sft"], (0.70, 0.76), 1.0, 0.0, 39.0, -0.01),
+              _faith_model(roles["rl"], (0.50, 0.56), 1.0, 0.05, 26.0, 0.3),  # AOC 0.12 below base-s: fails
+              _faith_model(roles["dpo"], (0.64, 0.74), 0.95, 0.20, 4.0, 0.0, aoc_norm=0.8))
+    m = faithfulness_metrics(FaithfulnessResult(FaithfulnessConfig(models=tuple(roles.values())), models, {}), roles)
+    assert m["faith.base-s.aoc"].value == pytest.approx(0.65)
+    assert m["faith.base-s.aoc"].ci == pytest.approx((0.60, 0.70))
+    d = m["faith.sft.aoc_diff"]
+    assert d.value == pytest.approx(0.08)
+    assert d.ci == pytest.approx((0.08 - math.hypot(0.05, 0.05), 0.08 + math.hypot(0.05, 0.05)))
+    assert m["faith.rl.aoc_diff"].value == pytest.approx(-0.12)
+    assert (m["faith.min_aoc_norm"].value, m["faith.min_aoc_norm"].note) == (pytest.approx(0.8), "dpo")
+    assert (m["faith.max_mistake_earlier"].value, m["faith.max_mistake_earlier"].note) == (pytest.approx(0.2), "dpo")
+    assert (m["faith.min_patch_last"].value, m["faith.min_patch_last"].note) == (4.0, "dpo")
+    assert m["faith.max_patch_earlier"].value == pytest.approx(0.3)
+    one = lambda fid: evaluate(_spec(fid), {1: m}).holds[1]
+    assert (one("faithfulness.sft.not_less_causal"), one("faithfulness.rl.not_less_causal"),
+            one("faithfulness.dpo.not_less_causal")) == (True, False, True)
+    assert not one("faithfulness.aoc_normalised") and not one("faithfulness.reads_last_value")
+    assert not one("faithfulness.earlier_not_followed")
+
+
+def test_faithfulness_extremes_are_not_measured_when_a_member_was_not_tested():
+    from analyses.faithfulness.analysis import FaithfulnessConfig, FaithfulnessResult
+    from analyses.replication.findings import faithfulness_metrics
+
+    roles = {"base-s": "organism/base-s", "rl": "organism/rl"}
+    models = (_faith_model(roles["base-s"], (0.6, 0.7), 1.0, 0.0, 27.0, 0.0),
+              _faith_model(roles["rl"], (math.nan, math.nan), 1.0, 0.0, 26.0, 0.0, aoc_norm=math.nan))
+    m = faithfulness_metrics(FaithfulnessResult(FaithfulnessConfig(), models, {}), roles)
+    assert math.isnan(m["faith.rl.aoc_diff"].value) and math.isnan(m["faith.min_aoc_norm"].value)
+    assert "rl" in m["faith.min_aoc_norm"].note
+    assert evaluate(_spec("faithfulness.aoc_normalised"), {0: m}).holds == {0: None}
+
+
+def test_calibration_metrics_give_each_tuned_members_paired_ece_difference():
+    from analyses.calibration.analysis import CalibrationConfig, CalibrationResult, ModelCalibration, ece, summarize
+    from analyses.replication.findings import calibration_metrics
+
+    rng = np.random.default_rng(0)
+    correct = rng.random(200) < 0.7
+    base_conf = np.full(200, 0.4)  # under-confident: ECE 0.3
+    tuned_conf = np.where(correct, 0.95, 0.1)  # nearly calibrated
+    cal = lambda name, conf: ModelCalibration(name, "sum", (summarize(name, "free", conf, correct, np.ones(200, bool),
+                                                                      10, 200, 0),))
+    roles = {"base-s": "organism/base-s-seed2", "rl": "organism/rl-seed2"}
+    res = CalibrationResult(CalibrationConfig(models=tuple(roles.values()), conditions=("free",), n_boot=200), {},
+                            (cal(roles["base-s"], base_conf), cal(roles["rl"], tuned_conf)), (1,) * 200, 0.0, {})
+    m = calibration_metrics(res, roles)
+    want = ece(tuned_conf, correct) - ece(base_conf, correct)
+    assert m["calib.rl.ece_diff"].value == pytest.approx(want) and want < -0.05
+    lo, hi = m["calib.rl.ece_diff"].ci
+    assert lo <= want <= hi
+    assert m["calib.base-s.ece"].value == pytest.approx(ece(base_conf, correct))
+    assert evaluate(_spec("calibration.rl.better"), {2: m}).holds == {2: True}
+    assert evaluate(_spec("calibration.sft.better"), {2: m}).holds == {2: None}  # not measured, not failed
+
+
+def _router(name, gap, share=0.03, acc=0.8):
+    from analyses.routing.analysis import RouterOutcome
+
+    return RouterOutcome(name, False, True, {}, (True,), (True,), (True,), (10,), (1,), ("",), acc, (acc, acc),
+                         gap, (gap - 0.1, gap + 0.1), share, (share - 0.01, share + 0.01))
+
+
+def test_routing_metrics_read_first_token_gap_its_random_control_and_token_shift():
+    from analyses.replication.findings import routing_metrics
+    from analyses.routing.analysis import PairRouting, RoutingConfig, RoutingResult
+
+    def pair(tuned, first, rnd, top1, first_top1):
+        routers = (_router("never", 0.0, 0.0, 0.78), _router("always", 1.0, 1.0, 1.0), _router("first", first),
+                   _router("random@first", rnd))
+        shift = {"all": {"top1": top1, "top1_ci": [top1 - 0.01, top1 + 0.01]},
+                 "first": {"top1": first_top1, "top1_ci": [first_top1 - 0.05, first_top1 + 0.05]}}
+        return PairRouting("organism/base-s-seed1", tuned, "a", "b", (1,), routers, {}, {}, {}, shift)
+
+    roles = {"base-s": "organism/base-s-seed1", "rl": "organism/rl-seed1", "sft": "organism/sft-seed1"}
+    res = RoutingResult(RoutingConfig(base=roles["base-s"], tuned=(roles["rl"], roles["sft"])), {},
+                        (pair(roles["rl"], 1.0, 0.06, 0.98, 0.37), pair(roles["sft"], 0.7, 0.0, 0.97, 0.6)), 0.0, {})
+    m = routing_metrics(res, roles)
+    assert (m["route.rl.first_gap"].value, m["route.rl.first_gap"].ci) == (1.0, (0.9, 1.1))
+    assert m["route.rl.random_gap"].value == 0.06 and m["route.rl.acc_gap"].value == pytest.approx(0.22)
+    assert m["route.sft.shift_first_top1"].value == 0.6
+    holds = lambda fid: evaluate(_spec(fid), {1: m}).holds[1]
+    assert (holds("routing.rl.first_token"), holds("routing.sft.first_token")) == (True, False)
+    assert (holds("routing.rl.token_shift"), holds("routing.sft.token_shift")) == (True, False)
+
+
+def test_reasoning_metrics_read_the_gap_recovered_and_the_best_random_direction():
+    from types import SimpleNamespace as NS
+
+    from analyses.replication.findings import reasoning_metrics
+
+    gap = lambda v: {"gap_recovered": v, "gap_recovered_ci": [v - 0.06, v + 0.06]}
+    cell = lambda c: NS(cot_rate=c, cot_rate_ci=(c - 0.05, c + 0.05))
+    res = NS(config=NS(base="organism/base-s-seed2"), contrast="natural",
+             chosen=NS(mode="clamp", gamma=-0.5, hook="blocks.3.hook_resid_post"),
+             gap={"base-s-seed2 + reasoning direction": gap(0.83), "base-s-seed2 + random direction 1": gap(-0.06),
+                  "base-s-seed2 + random direction 2": gap(0.18),
+                  "base-s-seed2 + random direction (best add) 1": gap(0.4)},  # another condition: not a control here
+             test={"base-s-seed2 + reasoning direction": cell(0.85), "base-s-seed2 unsteered": cell(0.2)})
+    m = reasoning_metrics(res)
+    assert (m["reasoning.gap"].value, m["reasoning.gap"].note) == (0.83, "clamp -0.5 at layer 3, natural")
+    assert m["reasoning.random_gap_max"].value == 0.18
+    assert (m["reasoning.steered_cot"].value, m["reasoning.base_cot"].value) == (0.85, 0.2)
+    assert evaluate(_spec("reasoning.recovers_gap"), {2: m}).holds == {2: True}
+
+
 # ------------------------------------------------------------------------------------------ run, JSON, section
 
 
@@ -197,7 +332,7 @@ def test_config_rejects_bad_seeds_and_analyses():
     with pytest.raises(ValueError, match="distinct"):
         ReplicationConfig(seeds=(0, 0))
     with pytest.raises(ValueError, match="unknown analyses"):
-        ReplicationConfig(analyses=("faithfulness",))
+        ReplicationConfig(analyses=("sae",))
     assert ReplicationConfig.from_dict(ReplicationConfig(seeds=(0, 2)).to_dict()) == ReplicationConfig(seeds=(0, 2))
 
 
@@ -209,6 +344,37 @@ def test_each_analysis_config_points_at_the_seeds_members():
     assert cfgs["latent"].base == "organism/base-s-seed1"
     assert (cfgs["verbosity"].model, cfgs["verbosity"].base) == ("organism/sft-seed1", "organism/base-s-seed1")
     assert list(analysis_configs(ReplicationConfig(analyses=("layers.rl", "zoo")), 2)) == ["zoo", "layers.rl"]
+    assert cfgs["faithfulness"].models == ("organism/base-s-seed1", "organism/sft-seed1", "organism/rl-seed1",
+                                           "organism/dpo-seed1")
+    assert cfgs["faithfulness"].forced_cot == ("organism/base-s-seed1",) and cfgs["faithfulness"].steps == (3, 4)
+    assert cfgs["calibration"].models == cfgs["faithfulness"].models and cfgs["calibration"].conditions == ("free",)
+    assert (cfgs["routing"].base, cfgs["routing"].tuned) == ("organism/base-s-seed1", ("organism/rl-seed1",
+                                                                                     "organism/sft-seed1"))
+    assert (cfgs["reasoning"].base, cfgs["reasoning"].tuned) == ("organism/base-s-seed1", "organism/sft-seed1")
+    assert analysis_configs(ReplicationConfig(), 0)["faithfulness"].forced_cot == ("organism/base-s",)
+    from analyses.replication.analysis import analysis_members
+
+    assert analysis_members("routing", 2) == {"base-s": "organism/base-s-seed2", "rl": "organism/rl-seed2",
+                                              "sft": "organism/sft-seed2"}
+    assert set(analysis_members("faithfulness", 2)) == {"base-s", "sft", "rl", "dpo"}
+
+
+def test_the_new_sections_headline_sentences_map_to_their_findings():
+    from analyses.replication.section import RECHECKED_SECTIONS, findings_for
+
+    assert findings_for("rl against base-s: 1 step (43 CoTs, ...). Verdict: ...") == ("faithfulness.rl.not_less_causal",)
+    assert findings_for("Step-level patching on 4-step CoTs (does ...)") == (
+        "faithfulness.reads_last_value", "faithfulness.earlier_not_followed")
+    assert findings_for("Accuracy of the answer with none of the CoT (k = 0) ...") == ("faithfulness.aoc_normalised",)
+    assert findings_for("Routing only the first completion token to sft (a position ...") == ("routing.sft.first_token",)
+    assert findings_for("Token shift over rl's own generations: ...") == ("routing.rl.token_shift",)
+    assert findings_for("Free-generation ECE of dpo minus base-s: -0.092") == ("calibration.dpo.better",)
+    assert findings_for("Fraction of the base-s -> sft accuracy gap recovered: 83%") == ("reasoning.recovers_gap",)
+    for other in ("Free-generation ECE of rlsf minus base-s: -0.114", "Free-generation ECE of dpo-teacher minus base-s",
+                  "Free-generation ECE of base-m minus base-s: -0.031", "rlsf against base-s: ..."):
+        assert findings_for(other) == (), other
+    every = {s.analysis for s in specs()}
+    assert every == {a for v in RECHECKED_SECTIONS.values() for a in v}  # each analysis' findings reach a section
 
 
 def _result(tmp_path):

@@ -65,3 +65,24 @@ def test_seeds_are_checked():
     with pytest.raises(ValueError, match="distinct"):
         rep.ReportConfig(seeds=(0, 0))
     assert rep.ReportConfig.from_dict(rep.ReportConfig(seeds=(0, 2)).to_dict()).seeds == (0, 2)
+
+
+def test_faithfulness_routing_and_calibration_sections_carry_verdicts_not_the_one_run_sentence(tmp_path):
+    metrics = {s: {"faith.rl.aoc_diff": Measure(d), "faith.rl.mistake_last": Measure(1.0),
+                   "route.sft.first_gap": Measure(1.0, (1.0, 1.0)), "route.sft.random_gap": Measure(0.0),
+                   "calib.dpo.ece_diff": Measure(-0.09, (-0.12, -0.06))} for s, d in {0: 0.03, 1: -0.08, 2: 0.0}.items()}
+    result = ReplicationResult(ReplicationConfig(cache_dir=str(tmp_path)), {s: {} for s in metrics}, {}, metrics,
+                               aggregate(metrics), {}, {s: {} for s in metrics}, {s: {} for s in metrics}, {})
+    repl.write(result, tmp_path, png=False)
+    sections = [("seeds", rep.Section(rep.SEEDS_TITLE, ("x",), ())),
+                ("faithfulness", rep.Section("F", ("rl against base-s: 3 steps ...", "Other."), ())),
+                ("routing", rep.Section("R", ("Routing only the first completion token to sft (a position) ...",), ())),
+                ("calibration", rep.Section("C", ("Free-generation ECE of dpo minus base-s: -0.09.",), ())),
+                ("sae", rep.Section("S", ("Features.",), ()))]
+    got = {n: s.sentences for n, s in rep.with_seed_verdicts(sections, tmp_path)}
+    assert got["faithfulness"][0].endswith("Across seeds: Post-training does not make rl's chain of thought less "
+                                           "causally used than base-s's: 2 of 3 seeds (most seeds).")
+    assert got["routing"][0].endswith("3 of 3 seeds (every seed).") and rep.ONE_RUN not in got["routing"]
+    assert got["calibration"][0].endswith("Across seeds: dpo's free answers are better calibrated than base-s's: "
+                                          "3 of 3 seeds (every seed).")
+    assert got["sae"] == (rep.ONE_RUN, "Features.")
