@@ -193,11 +193,9 @@ def intro_sentences(result: ReplicationResult) -> list[str]:
            f"{c.n_calibration} problems per step count, routing (base-s with rl and with sft, no steering variant) on "
            f"{c.n_routing} evaluation and {c.n_routing} classifier-training problems per step count, the reasoning-mode "
            f"direction on {c.n_reasoning} validation and test problems per step count (3-4 steps, a coarser sweep); "
-           f"fewer problems "
-           f"than the sections below, so these numbers "
-           f"differ from theirs within their intervals. Each number is given per seed with its 95% bootstrap "
-           f"interval over problems (the uncertainty about one checkpoint), then mean and sd over seeds (how much the "
-           f"recipe's outcome moves with the seed). Verdicts: every seed, most seeds (more than half), some seeds, "
+           f"fewer problems than the sections below, so these numbers differ from theirs within their intervals. "
+           f"Each number is given per seed with its 95% bootstrap interval over problems (the uncertainty about one "
+           f"checkpoint), then mean and sd over seeds (how much the recipe's outcome moves with the seed). Verdicts: every seed, most seeds (more than half), some seeds, "
            f"one seed, no seed.")]
     for seed, why in sorted(result.missing.items()):
         out.append(f"Seed {seed}: {why}.")
@@ -273,6 +271,6 @@ def findings_by_id(result: ReplicationResult) -> Mapping[str, Any]:
     return {f.id: f.to_dict() for f in result.findings}
 
 
-__all__ = ["HEADLINES", "JSON_NAME", "RECHECKED", "RECHECKED_SECTIONS", "TITLE", "annotate", "figure", "findings_by_id", "findings_for",
-           "intro_sentences", "load_result", "replication_section", "table_html", "try_load", "verdict_suffix",
+__all__ = ["HEADLINES", "JSON_NAME", "RECHECKED", "RECHECKED_SECTIONS", "TITLE", "annotate", "figure", "findings_by_id",
+           "findings_for", "intro_sentences", "load_result", "replication_section", "table_html", "try_load", "verdict_suffix",
            "write"]
