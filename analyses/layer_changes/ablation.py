@@ -21,11 +21,13 @@ from analyses.layer_changes.anatomy import (
     left_pad_positions,
     replace_block_output,
 )
-from analyses.layer_changes.behaviour import Behaviour
-from interp.generate import left_pad
+from analyses.layer_changes.behaviour import Behaviour, grade_behaviour, prompt_ids
+from interp.generate import context_length, generate_ids, left_pad
+from interp.organism.evaluate import EvalConfig
 
 if TYPE_CHECKING:
     from interp.models import Model
+    from interp.tasks import Item, Task
 
 MODES = ("zero", "mean")
 
@@ -105,18 +107,128 @@ class AblationCell:
         return cls(d["model"], d["layer"], d["mode"], Behaviour.from_dict(d["free"]), Behaviour.from_dict(d["forced_cot"]))
 
 
-def ablation_sweep(models: dict[str, Model], means: dict[str, torch.Tensor],
-                   measure: Callable[[Model], tuple[Behaviour, Behaviour]],
-                   progress: bool = False) -> tuple[AblationCell, ...]:
-    """Every layer of every model, zero and mean; `measure` returns (free, forced-CoT) behaviour."""
-    jobs = [(name, layer, mode) for name, m in models.items() for layer in range(len(decoder_layers(m.hf)))
-            for mode in MODES]
+Condition = tuple[int, str]  # (layer, mode) of one ablation
+
+
+def conditions_of(model: Model) -> list[Condition]:
+    """Every (layer, mode) ablation of a model, layer by layer (the sweep's order)."""
+    return [(layer, mode) for layer in range(len(decoder_layers(model.hf))) for mode in MODES]
+
+
+class _RowCursor:
+    """The HF model as `generate_ids` sees it, with one difference: before each `generate` call it tells
+    `on_rows` which rows of the full prompt list the call holds (consecutive rows, in order; a call that
+    fails, e.g. out of memory, is retried on the same rows). It checks each call's prompts against the list,
+    so a change in how `generate_ids` batches rows fails loudly instead of ablating the wrong rows."""
+
+    def __init__(self, hf: torch.nn.Module, prompts: Sequence[Sequence[int]], on_rows: Callable[[range], None]):
+        self._hf, self._prompts, self._on_rows, self._next = hf, prompts, on_rows, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._hf, name)
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        rows = range(self._next, self._next + input_ids.shape[0])
+        for r, ids, mask in zip(rows, input_ids.tolist(), attention_mask.tolist()):
+            if r >= len(self._prompts) or [t for t, k in zip(ids, mask) if k] != list(self._prompts[r]):
+                raise RuntimeError(f"row {r} of a batched ablation is not the prompt expected there: generate_ids "
+                                   f"no longer batches rows consecutively")
+        self._on_rows(rows)
+        out = self._hf.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        self._next = rows.stop
+        return out
+
+
+@contextlib.contextmanager
+def _row_hooks(model: Model, row_conditions: Sequence[Condition], means: torch.Tensor) -> Iterator[Callable[[range], None]]:
+    """One forward hook per layer that ablates, in every forward, only the rows whose condition names that layer
+    (with exactly the arithmetic of `ablated`); yields the setter that says which rows the next forwards hold."""
+    layers = decoder_layers(model.hf)
+    current: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (zero rows, mean rows) masks
+
+    def set_rows(rows: range) -> None:
+        current.clear()
+        for i in range(len(layers)):
+            zero = torch.tensor([row_conditions[r] == (i, "zero") for r in rows])
+            mean = torch.tensor([row_conditions[r] == (i, "mean") for r in rows])
+            if zero.any() or mean.any():
+                current[i] = (zero, mean)
+
+    def hook(i: int) -> Callable[..., object]:
+        def fn(mod: torch.nn.Module, args: tuple, kwargs: dict, out: object) -> object:
+            if i not in current:
+                return out
+            zero, mean = current[i]
+            h, o = block_input(args, kwargs), block_output(out)
+            if h.shape[0] != zero.shape[0]:
+                raise RuntimeError(f"a forward of {h.shape[0]} rows inside a batched ablation of {zero.shape[0]}")
+            zero, mean = zero.to(h.device)[:, None, None], mean.to(h.device)[:, None, None]
+            new = torch.where(zero, h, torch.where(mean, h + means[i].to(h.dtype), o))
+            return replace_block_output(out, new)
+        return fn
+
+    handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        yield set_rows
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def ablated_completions(model: Model, conditions: Sequence[Condition], means: torch.Tensor,
+                        prompts: Sequence[Sequence[int]], cfg: EvalConfig) -> list[list[list[int]]]:
+    """Completions of `prompts` under each ablation condition (per condition, per prompt), as `ablated` +
+    `generate_ids` give them one condition at a time. Greedy runs batch every condition together (the prompts
+    replicated once per condition, each row ablated at its own layer): on small models the per-forward cost
+    dominates, so one wide batch is far cheaper than one batch per condition. Sampled runs go one condition
+    at a time, so that each condition draws the same random stream as alone."""
+    for layer, mode in conditions:  # the same errors as `ablated`
+        with ablated(model, layer, mode, means[layer]):
+            pass
+    hf, tok, n = model.hf, model.tokenizer, len(prompts)
+    if cfg.temperature > 0:
+        out = []
+        for layer, mode in conditions:
+            with ablated(model, layer, mode, means[layer]):
+                out.append(generate_ids(hf, tok, [list(p) for p in prompts], cfg.max_new_tokens, cfg.temperature,
+                                        cfg.seed, cfg.batch_size))
+        return out
+    rows = [list(p) for _ in conditions for p in prompts]
+    row_conditions = [c for c in conditions for _ in prompts]
+    order = _by_allowance(rows, context_length(hf), cfg.max_new_tokens)
+    with _row_hooks(model, [row_conditions[i] for i in order], means) as set_rows:
+        sorted_rows = [rows[i] for i in order]
+        comps = generate_ids(_RowCursor(hf, sorted_rows, set_rows), tok, sorted_rows,  # type: ignore[arg-type]
+                             cfg.max_new_tokens, 0.0, cfg.seed, cfg.batch_size)
+    flat: list[list[int]] = [[] for _ in rows]
+    for i, c in zip(order, comps):
+        flat[i] = c
+    return [flat[k * n:(k + 1) * n] for k in range(len(conditions))]
+
+
+def _by_allowance(rows: Sequence[Sequence[int]], ctx: int, max_new_tokens: int) -> list[int]:
+    """Row order (stable) by decreasing number of new tokens `generate_ids` allows each row: it generates each
+    allowance group in one call, in that order, so sorted rows reach the model consecutively."""
+    allowance = [max(1, min(max_new_tokens, ctx - len(r))) for r in rows]
+    return sorted(range(len(rows)), key=lambda i: -allowance[i])
+
+
+def ablation_sweep(models: dict[str, Model], means: dict[str, torch.Tensor], task: Task, items: Sequence[Item],
+                   cfg: EvalConfig, encoder: Model | None = None, progress: bool = False) -> tuple[AblationCell, ...]:
+    """Every layer of every model, zero and mean: free-answer and forced-CoT behaviour on the task's items
+    (prompts encoded and completions graded through `encoder`, by default each model itself)."""
     cells = []
-    for name, layer, mode in tqdm(jobs, desc="ablating", disable=not progress):
-        with ablated(models[name], layer, mode, means[name][layer]) as m:
-            free, forced = measure(m)
-        cells.append(AblationCell(name, layer, mode, free, forced))
+    jobs = [(name, force) for name in models for force in (False, True)]
+    got: dict[tuple[str, bool], list[Behaviour]] = {}
+    for name, force in tqdm(jobs, desc="ablating", disable=not progress):
+        m, enc = models[name], encoder if encoder is not None else models[name]
+        comps = ablated_completions(m, conditions_of(m), means[name], prompt_ids(enc, task, items, force), cfg)
+        got[name, force] = [grade_behaviour(enc, task, items, c, cfg.n_boot, force) for c in comps]
+    for name, m in models.items():
+        for k, (layer, mode) in enumerate(conditions_of(m)):
+            cells.append(AblationCell(name, layer, mode, got[name, False][k], got[name, True][k]))
     return tuple(cells)
 
 
-__all__ = ["MODES", "AblationCell", "ablated", "ablation_sweep", "mean_block_deltas"]
+__all__ = ["MODES", "AblationCell", "Condition", "ablated", "ablated_completions", "ablation_sweep", "conditions_of",
+           "mean_block_deltas"]

@@ -262,10 +262,7 @@ def run(config: LayerChangesConfig = LayerChangesConfig(), progress: bool = True
         if "ablation" in config.parts and "ablation" not in skipped:
             own = {r: [p + c for p, c in zip(prompts, comps[r])] for r in models}
             means = {r: mean_block_deltas(m, own[r]) for r, m in models.items()}
-            ablations = ablation_sweep(models, means,
-                                       lambda m: (measure(model_generator(m, cfg), base, task, items, cfg),
-                                                  measure(model_generator(m, cfg), base, task, items, cfg, force_cot=True)),
-                                       progress)
+            ablations = ablation_sweep(models, means, task, items, cfg, encoder=base, progress=progress)
         if "eft" in config.parts and "large" in extra:
             efts = _eft(config, base, tuned, extra, task, items, baselines, progress)
     for m in (base, tuned, *extra.values()):  # every intervention restores the weights: prove it

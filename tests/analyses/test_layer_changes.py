@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from analyses.layer_changes import weights as weights_mod
-from analyses.layer_changes.ablation import ablated, mean_block_deltas
+from analyses.layer_changes.ablation import ablated, ablated_completions, conditions_of, mean_block_deltas
 from analyses.layer_changes.anatomy import (
     check_block,
     kind_of_param,
@@ -323,3 +323,22 @@ def test_bootstrap_cka_is_nan_where_a_resample_has_no_variance(method: str):
     got = bootstrap_cka([same, other], [same, other], boot, method=method)
     assert math.isnan(got[0]) and got[1] == pytest.approx(1.0, abs=1e-9)
     assert math.isnan(linear_cka(same, same))
+
+
+@pytest.mark.parametrize("batch_size", [7, 400])
+def test_batched_ablation_generates_what_one_condition_at_a_time_does(batch_size: int):
+    m = load("organism/base-s")
+    cfg = EvalConfig(steps=(1, 3), n_per_step=5, n_boot=50, batch_size=batch_size)
+    task = OrganismTask()
+    items = items_of(task, cfg)
+    prompts = prompt_ids(m, task, items, force_cot=True)[:-1] + prompt_ids(m, task, items[-1:])  # mixed lengths
+    means = mean_block_deltas(m, prompts)
+    conditions = conditions_of(m)
+    batched = ablated_completions(m, conditions, means, prompts, cfg)
+    for (layer, mode), got in zip(conditions, batched, strict=True):
+        with ablated(m, layer, mode, means[layer]):
+            alone = generate_ids(m.hf, m.tokenizer, prompts, cfg.max_new_tokens, 0.0, cfg.seed, batch_size)
+        assert got == alone, (layer, mode)
+    assert len({tuple(map(tuple, b)) for b in batched}) > 1  # the conditions differ: rows were ablated as their own
+    assert generate_ids(m.hf, m.tokenizer, prompts[:3], cfg.max_new_tokens) == \
+        generate_ids(load("organism/base-s").hf, m.tokenizer, prompts[:3], cfg.max_new_tokens)  # hooks removed
