@@ -454,8 +454,8 @@ def harvest(
     (`blocks.*.hook_resid_post`); `positions` is any `interp.positions` form (`"answer"`, `"last"`, `-1`, a
     selector). The manifest records the BOS id the model prepends (None if it prepends none), so SAE code
     leaves out exactly those rows. `ray` (True/"local", "auto", "host:port"; see `interp.cluster`) runs each
-    shard as a Ray task declaring `num_cpus`/`num_gpus` (the model is reloaded from its folder on the workers)
-    and merges them into the same bytes as a run in this process."""
+    shard as a Ray task declaring `num_cpus`/`num_gpus` (the model is loaded from its folder once per worker, each
+    task is sent only its shard's prompts) and writes the same bytes as a run in this process."""
     if ray not in (None, False, ""):
         if shard != (0, 1):
             raise ValueError("ray= runs every shard itself: leave shard at (0, 1)")
