@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from analyses.novelty.bookkeeping import Novelty, TrainingIndex, exact_key, member_draws
-from analyses.shift.analysis import ZOO, Score, measure
+from analyses.novelty.bookkeeping import Novelty, TrainingIndex, exact_key, member_chain, recipe_draws
+from analyses.shift.analysis import ZOO, Score, measure_many
 from analyses.shift.transforms import as_shown
 from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.organism.task import Problem, TaskConfig, sample_problems
@@ -169,9 +169,15 @@ class NoveltyResult:
 
 # --------------------------------------------------------------------------------------------- cells
 
-def select_cells(index: TrainingIndex, cfg: NoveltyConfig) -> list[tuple[int, bool, int, list[Problem]]]:
+Pool = dict[tuple[int, int], list[tuple[Problem, str]]]  # (steps, chunk) -> the chunk's problems and exact keys
+
+
+def select_cells(index: TrainingIndex, cfg: NoveltyConfig, pool: Pool | None = None
+                 ) -> list[tuple[int, bool, int, list[Problem]]]:
     """(steps, seen, candidates looked at, problems) per cell: the pool of each step count is drawn in seeded
-    chunks until both of its cells hold `n_per_cell` problems or `max_pool` candidates were seen."""
+    chunks until both of its cells hold `n_per_cell` problems or `max_pool` candidates were seen. The pool is the
+    same for every member: pass one `pool` dict to draw each chunk once for all of them."""
+    pool = {} if pool is None else pool
     out = []
     for k in sorted(set(cfg.seen_steps) | set(cfg.unseen_steps)):
         want = {True: k in cfg.seen_steps, False: k in cfg.unseen_steps}
@@ -179,9 +185,12 @@ def select_cells(index: TrainingIndex, cfg: NoveltyConfig) -> list[tuple[int, bo
         looked, chunk = 0, 0
         task = TaskConfig(min_steps=1, max_steps=max(4, k))
         while looked < cfg.max_pool and any(want[s] and len(got[s]) < cfg.n_per_cell for s in (True, False)):
-            for p in sample_problems(cfg.seed + 1000 * k + chunk, cfg.pool_chunk, task, n_steps=k):
+            if (k, chunk) not in pool:
+                pool[(k, chunk)] = [(p, exact_key(p)) for p in
+                                    sample_problems(cfg.seed + 1000 * k + chunk, cfg.pool_chunk, task, n_steps=k)]
+            for p, key in pool[(k, chunk)]:
                 looked += 1
-                s = index.exact[exact_key(p)] > 0
+                s = index.exact[key] > 0
                 if want[s] and len(got[s]) < cfg.n_per_cell:
                     got[s].append(p)
             chunk += 1
@@ -254,11 +263,15 @@ def effects(name: str, checksum: str, n_train: int, cells: list[Cell], cfg: Nove
     return MemberNovelty(name, checksum, n_train, tuple(cells), nov, slopes, prefix)
 
 
-def analyse_member(model: Any, index: TrainingIndex, cfg: NoveltyConfig) -> MemberNovelty:
-    """Cells for one loaded member against its training index, its greedy answers, and the effects."""
+def analyse_member(model: Any, index: TrainingIndex, cfg: NoveltyConfig, pool: Pool | None = None) -> MemberNovelty:
+    """Cells for one loaded member against its training index, its greedy answers (one generation for every
+    cell), and the effects."""
+    chosen = select_cells(index, cfg, pool)
+    conds = iter(measure_many(model, [(f"{k}-{seen}", [as_shown(p) for p in problems])
+                                      for k, seen, _, problems in chosen if problems], cfg.max_new_tokens))
     cells = []
-    for k, seen, looked, problems in select_cells(index, cfg):
-        cond = measure(model, [as_shown(p) for p in problems], f"{k}-{seen}", cfg.max_new_tokens) if problems else None
+    for k, seen, looked, problems in chosen:
+        cond = next(conds) if problems else None
         cells.append(Cell(k, seen, looked, tuple(p.prompt() for p in problems),
                           tuple(index.novelty(p) for p in problems),
                           cond.correct if cond else (), cond.cot if cond else ()))
@@ -266,11 +279,14 @@ def analyse_member(model: Any, index: TrainingIndex, cfg: NoveltyConfig) -> Memb
 
 
 def run(config: NoveltyConfig = NoveltyConfig(), progress: bool = True) -> NoveltyResult:
-    """Every member; training indexes are built once per distinct training history, results cached per member."""
+    """Every member; each recipe's training problems are regenerated and counted once (a member's index is the sum
+    of its recipes'), the test pool is drawn once, results cached per member."""
     from interp.models import load
+    from interp.organism.zoo import RECIPES
 
     out = []
-    indexes: dict[str, TrainingIndex] = {}
+    parts: dict[str, TrainingIndex] = {}
+    pool: Pool = {}
     for name in tqdm(config.models, desc="novelty", disable=not progress):
         model = load(name)
         path = Path(config.cache_dir) / f"{config.key(name, model.checksum)}-{name.replace('/', '_')}.json"
@@ -278,11 +294,11 @@ def run(config: NoveltyConfig = NoveltyConfig(), progress: bool = True) -> Novel
             m = MemberNovelty.from_dict(read_json(path))
             out.append(effects(m.name, m.checksum, m.n_training_problems, list(m.cells), config))
             continue
-        draws = member_draws(name)
-        dkey = hashlib.sha256(repr(draws).encode()).hexdigest()
-        if dkey not in indexes:
-            indexes[dkey] = TrainingIndex.build(draws)
-        res = analyse_member(model, indexes[dkey], config)
+        chain = member_chain(name)
+        for short in chain:
+            if short not in parts:
+                parts[short] = TrainingIndex.build(recipe_draws(RECIPES[short]))
+        res = analyse_member(model, TrainingIndex.merged([parts[s] for s in chain]), config, pool)
         write_json(path, res.to_dict(), indent=None)
         out.append(res)
     return NoveltyResult(config, tuple(out), library_versions(), config.seed)

@@ -30,24 +30,30 @@ def recipe_draws(cfg: TrainConfig) -> list[Draw]:
     raise ValueError(f"unknown training kind {cfg.kind!r}")
 
 
-def member_draws(name: str, recipes: dict[str, TrainConfig] | None = None) -> list[Draw]:
-    """A zoo member's draws and those of every model it was initialised from (`init` names a recipe)."""
+def member_chain(name: str, recipes: dict[str, TrainConfig] | None = None) -> list[str]:
+    """The recipes a zoo member's training ran, itself first, then the model it was initialised from, recursively."""
     from interp.organism.zoo import RECIPES, short_name
 
     recipes = RECIPES if recipes is None else recipes
     short: str | None = short_name(name)
     if short not in recipes:
         raise ValueError(f"no recipe for {name!r}; members with recipes: {', '.join(recipes)}")
-    out: list[Draw] = []
-    seen: set[str] = set()
-    while short is not None and short not in seen:
-        seen.add(short)
-        out += recipe_draws(recipes[short])
+    out: list[str] = []
+    while short is not None and short not in out:
+        out.append(short)
         init = recipes[short].init
         short = short_name(init) if init else None
         if short is not None and short not in recipes:
             raise ValueError(f"{name!r} starts from {init!r}, which has no recipe")
     return out
+
+
+def member_draws(name: str, recipes: dict[str, TrainConfig] | None = None) -> list[Draw]:
+    """A zoo member's draws and those of every model it was initialised from (`init` names a recipe)."""
+    from interp.organism.zoo import RECIPES
+
+    recipes = RECIPES if recipes is None else recipes
+    return [d for short in member_chain(name, recipes) for d in recipe_draws(recipes[short])]
 
 
 def exact_key(p: Problem) -> str:
@@ -95,6 +101,20 @@ class TrainingIndex:
             idx.add(generated[(seed, repr(task))][:n])
         return idx
 
+    @classmethod
+    def merged(cls, parts: Sequence[TrainingIndex]) -> TrainingIndex:
+        """The index of all the parts' problems together (counts add up): a member's index from the indexes of
+        the recipes it went through, so a recipe shared by several members (base-s under sft, rl and dpo) is
+        regenerated and counted once."""
+        idx = cls(Counter(), Counter(), Counter(), Counter(), 0)
+        for part in parts:
+            idx.exact.update(part.exact)
+            idx.prefixes.update(part.prefixes)
+            idx.op_sequences.update(part.op_sequences)
+            idx.triples.update(part.triples)
+            idx.n_problems += part.n_problems
+        return idx
+
     def add(self, problems: Iterable[Problem]) -> None:
         for p in problems:
             self.n_problems += 1
@@ -127,5 +147,5 @@ class Novelty:
         return dataclasses.asdict(self)
 
 
-__all__ = ["Draw", "Novelty", "TrainingIndex", "exact_key", "member_draws", "ops_key", "prefix_key", "recipe_draws",
-           "triple_key"]
+__all__ = ["Draw", "Novelty", "TrainingIndex", "exact_key", "member_chain", "member_draws", "ops_key", "prefix_key",
+           "recipe_draws", "triple_key"]

@@ -243,13 +243,40 @@ def measure(model: Any, problems: Sequence[ShiftedProblem], shift: str, max_new_
             batch_size: int = 256, n_examples: int = 3) -> Condition:
     """Greedy completions of `model` (an `interp.Model` over the organism tokenizer) to the shown prompts,
     graded against each problem's true chain."""
+    return measure_many(model, [(shift, problems)], max_new_tokens, batch_size, n_examples)[0]
+
+
+def measure_many(model: Any, conditions: Sequence[tuple[str, Sequence[ShiftedProblem]]], max_new_tokens: int = 96,
+                 batch_size: int = 256, n_examples: int = 3) -> list[Condition]:
+    """`measure` of several conditions at once: every prompt goes through one greedy generation, ordered by
+    prompt length so a batch holds problems of similar length (less padding, completions of similar length
+    end together), which on the organism's tiny models costs far less than a call per condition. Greedy
+    completions do not depend on which rows share a batch, so each condition comes out as `measure` gives it."""
     tok = model.tokenizer
-    ids = [[tok.bos_token_id, *tok.convert_tokens_to_ids(list(p.prompt))] for p in problems]
     unk = tok.unk_token_id
-    if unk is not None and any(unk in x for x in ids):
-        bad = next(p for p, x in zip(problems, ids) if unk in x)
-        raise ValueError(f"a shifted prompt has words the tokenizer does not know: {' '.join(bad.prompt)!r}")
-    outs = generate_ids(model.hf, tok, ids, max_new_tokens, batch_size=batch_size)
+    ids, owner = [], []
+    for c, (_, problems) in enumerate(conditions):
+        for p in problems:
+            x = [tok.bos_token_id, *tok.convert_tokens_to_ids(list(p.prompt))]
+            if unk is not None and unk in x:
+                raise ValueError(f"a shifted prompt has words the tokenizer does not know: {' '.join(p.prompt)!r}")
+            ids.append(x)
+            owner.append(c)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    done = generate_ids(model.hf, tok, [ids[i] for i in order], max_new_tokens, batch_size=batch_size)
+    outs: list[list[int]] = [[] for _ in ids]
+    for i, o in zip(order, done):
+        outs[i] = o
+    out, start = [], 0
+    for shift, problems in conditions:
+        out.append(_grade(tok, problems, outs[start:start + len(problems)], shift, n_examples))
+        start += len(problems)
+    return out
+
+
+def _grade(tok: Any, problems: Sequence[ShiftedProblem], outs: Sequence[Sequence[int]], shift: str,
+           n_examples: int) -> Condition:
+    """One condition's completions graded against each problem's true chain."""
     rows: dict[str, list[Any]] = {k: [] for k in ("correct", "cot", "invalid", "chain_correct", "inconsistent",
                                                   "steps_written", "distance", "answers")}
     examples = []
@@ -275,8 +302,8 @@ def measure(model: Any, problems: Sequence[ShiftedProblem], shift: str, max_new_
 
 def member_shift(model: Any, config: ShiftConfig, progress: bool = False) -> MemberShift:
     """Every shift condition on one loaded member."""
-    conds = [measure(model, config.problems(s), s.name, config.max_new_tokens, config.batch_size)
-             for s in tqdm(config.shifts, desc=f"shift {model.name}", disable=not progress)]
+    named = [(s.name, config.problems(s)) for s in tqdm(config.shifts, desc=f"shift {model.name}", disable=not progress)]
+    conds = measure_many(model, named, config.max_new_tokens, config.batch_size)
     return MemberShift(model.name, model.checksum, tuple(conds))
 
 
@@ -349,6 +376,7 @@ __all__ = [
     "ShiftResult",
     "drops",
     "measure",
+    "measure_many",
     "member_shift",
     "run",
 ]

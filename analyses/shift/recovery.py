@@ -25,7 +25,7 @@ import torch
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
-from analyses.shift.analysis import Condition, Score, ShiftConfig, measure
+from analyses.shift.analysis import Condition, Score, ShiftConfig, measure_many
 from analyses.shift.transforms import DEFAULT_SHIFTS, IN_DISTRIBUTION, Shift
 from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.organism.recipes_shift import MixtureRecipe, mixture_member
@@ -243,13 +243,13 @@ def measure_point(config: RecoveryConfig, shift: str, fraction: float, seed: int
     card = read_json(path / "card.json")
     battery = config.battery()
     cpu0 = time.process_time()
-    conds = tuple(measure(model, battery.problems(s), s.name, config.max_new_tokens, battery.batch_size)
-                  for s in config.eval_shifts(shift))
+    named = [(s.name, battery.problems(s)) for s in config.eval_shifts(shift)]
+    conds = tuple(measure_many(model, named, config.max_new_tokens, battery.batch_size))
     seen = {}
     if shift != CONTROL:
         trained = recipe.shifted_prompts()
-        for s in config.eval_shifts(shift)[1:]:
-            seen[s.name] = sum(" ".join(p.prompt) in trained for p in battery.problems(s))
+        for name, problems in named[1:]:
+            seen[name] = sum(" ".join(p.prompt) in trained for p in problems)
     point = RecoveryPoint(shift, fraction, seed, recipe.key(), model.checksum, int(card["shifted_examples"]),
                           int(card["examples"]), float(card["train_seconds"]), float(card["train_cpu_seconds"]),
                           round(time.process_time() - cpu0, 1), conds, seen)
@@ -267,8 +267,8 @@ def measure_init(config: RecoveryConfig) -> tuple[str, tuple[Condition, ...]]:
     path = Path(config.cache_dir) / "init" / f"{key}.json"
     if path.exists():
         return init.checksum, tuple(Condition.from_dict(c) for c in read_json(path)["conditions"])
-    conds = tuple(measure(init, battery.problems(s), s.name, config.max_new_tokens, battery.batch_size)
-                  for s in config.eval_shifts(CONTROL))
+    conds = tuple(measure_many(init, [(s.name, battery.problems(s)) for s in config.eval_shifts(CONTROL)],
+                               config.max_new_tokens, battery.batch_size))
     write_json(path, {"checksum": init.checksum, "conditions": [c.to_dict() for c in conds]}, indent=None)
     return init.checksum, conds
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from analyses.shift.analysis import ZOO, Condition, Score, measure
+from analyses.shift.analysis import ZOO, Condition, Score, measure_many
 from analyses.shift.transforms import ShiftedProblem, as_shown
 from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.organism.recipes_symbolic import (
@@ -249,7 +249,8 @@ def _recipe(d: dict[str, Any]) -> SymbolicRecipe:
 
 
 def analyse_member(model: Any, cfg: SymbolicConfig, shown: dict[str, list[ShiftedProblem]]) -> MemberSymbolic:
-    conds = {v: measure(model, ps, v, cfg.max_new_tokens) for v, ps in shown.items()}
+    """Every variant's greedy answers (one generation for all of them), the familiar-answer rate and the contrasts."""
+    conds = dict(zip(shown, measure_many(model, list(shown.items()), cfg.max_new_tokens)))
     swap = "swap + - (defined)"
     fam = familiar_rate(shown["plain"], shown[swap], conds[swap], cfg.n_boot, cfg.seed) if swap in conds \
         else Score(float("nan"), (float("nan"), float("nan")), 0)

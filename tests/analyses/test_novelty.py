@@ -54,6 +54,20 @@ def test_build_counts_overlapping_draws_once_each() -> None:
     assert idx.exact[bk.exact_key(first[0])] >= 2 and idx.exact[bk.exact_key(first[4])] >= 1
 
 
+def test_merged_index_of_recipes_is_the_index_of_all_their_draws() -> None:
+    task, longer = TaskConfig(), TaskConfig(min_steps=2, max_steps=4)
+    a, b = [(7, 40, task), (8, 30, task)], [(7, 20, task), (9, 25, longer)]  # b repeats a prefix of a's first draw
+    whole = bk.TrainingIndex.build(a + b)
+    merged = bk.TrainingIndex.merged([bk.TrainingIndex.build(a), bk.TrainingIndex.build(b)])
+    assert merged.n_problems == whole.n_problems == 115
+    for field in ("exact", "prefixes", "op_sequences", "triples"):
+        assert getattr(merged, field) == getattr(whole, field)
+    assert bk.member_chain("organism/sft") == ["sft", "base-s"]
+    from interp.organism.zoo import RECIPES
+
+    assert bk.member_draws("organism/sft") == [d for r in ("sft", "base-s") for d in bk.recipe_draws(RECIPES[r])]
+
+
 def test_recipe_draws_are_the_training_loops_draws(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[int, int]] = []
     real = training.sample_problems
@@ -98,6 +112,8 @@ def test_cells_hold_what_they_say() -> None:
         assert len(probs) == 5 and all(p.n_steps == k for p in probs) and looked >= 5
         assert all((idx.exact[bk.exact_key(p)] > 0) == seen for p in probs)
     assert cells == select_cells(idx, cfg)
+    pool: dict = {}  # a pool shared by members: drawn once, the same cells
+    assert select_cells(idx, cfg, pool) == cells and pool and select_cells(idx, cfg, pool) == cells
 
 
 def _cell(k: int, seen: bool, correct: list[int], prefix: list[int] | None = None) -> Cell:

@@ -4,13 +4,14 @@ the drop bookkeeping on constructed outcomes, and a tiny end-to-end run on base-
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
-from analyses.shift.analysis import Condition, MemberShift, ShiftConfig, drops, measure
+from analyses.shift.analysis import Condition, MemberShift, ShiftConfig, drops, measure, measure_many
 from analyses.shift.grading import chain_distance, edit_distance, grade_chain
 from analyses.shift.transforms import (
     DEFAULT_SHIFTS,
@@ -168,3 +169,16 @@ def test_measure_on_base_s_is_deterministic_and_counts_every_problem() -> None:
     assert rt.correct == a.correct and np.array_equal(np.isnan(rt.arr("distance")), np.isnan(a.arr("distance")))
     with pytest.raises(ValueError, match="does not know"):
         measure(model, [dataclasses.replace(probs[0], prompt=("Q", ":", "zz", "A", ":"))], "x")
+
+
+def test_measure_many_gives_each_condition_as_measure_does() -> None:
+    import interp
+
+    model = interp.load("organism/base-s")
+    named = [("in", shifted_problems(IN_DISTRIBUTION, 3, 5, seed=4)),
+             ("sep", shifted_problems(SHIFTS["separator ,"], 1, 4, seed=4)),
+             ("distr", shifted_problems(SHIFTS["2 distractors"], 2, 3, seed=4))]
+    many = measure_many(model, named, max_new_tokens=40, batch_size=4)  # batches cut across conditions
+    assert [c.shift for c in many] == ["in", "sep", "distr"]
+    for (name, probs), c in zip(named, many):
+        assert json.dumps(c.to_dict()) == json.dumps(measure(model, probs, name, max_new_tokens=40).to_dict())
