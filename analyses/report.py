@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from analyses.replication.section import RECHECKED
 from analyses.zoo_eval import ZooEvalResult
 from interp.io import library_versions, read_json, write_json
 from interp.plots import ensure_plotlyjs
@@ -208,8 +209,9 @@ def seeds_section(config: ReportConfig, out: Path) -> Section:
     return replication_section(config, out, seeds=config.seeds)
 
 
-ONE_RUN = ("Across seeds: not rechecked; the findings of this section come from one training run per member "
-           "(the seed replicas recheck the zoo, layer, probe and verbosity findings).")
+ONE_RUN_START = "Across seeds: not rechecked"
+ONE_RUN = (f"{ONE_RUN_START}; the findings of this section come from one training run per member "
+           f"(the seed replicas recheck {RECHECKED}).")
 
 
 def with_seed_verdicts(sections: Sequence[tuple[str, Section]], out: Path) -> list[tuple[str, Section]]:
@@ -223,7 +225,7 @@ def with_seed_verdicts(sections: Sequence[tuple[str, Section]], out: Path) -> li
     out_sections = []
     for n, s in sections:
         if n != "seeds":
-            plain = [re.sub(r" Across seeds: .*$", "", t) for t in s.sentences if t != ONE_RUN]
+            plain = [re.sub(r" Across seeds: .*$", "", t) for t in s.sentences if not t.startswith(ONE_RUN_START)]
             said = annotate(plain, result) if result is not None else plain
             if result is not None and not s.skipped and said == plain:
                 said = [ONE_RUN, *said]
