@@ -332,13 +332,13 @@ def test_batched_ablation_generates_what_one_condition_at_a_time_does(batch_size
     task = OrganismTask()
     items = items_of(task, cfg)
     prompts = prompt_ids(m, task, items, force_cot=True)[:-1] + prompt_ids(m, task, items[-1:])  # mixed lengths
+    clean = generate_ids(m.hf, m.tokenizer, prompts, cfg.max_new_tokens)
     means = mean_block_deltas(m, prompts)
     conditions = conditions_of(m)
-    batched = ablated_completions(m, conditions, means, prompts, cfg)
+    batched = ablated_completions(m, conditions, means, prompts, cfg)  # batches cross prompts and conditions
     for (layer, mode), got in zip(conditions, batched, strict=True):
         with ablated(m, layer, mode, means[layer]):
             alone = generate_ids(m.hf, m.tokenizer, prompts, cfg.max_new_tokens, 0.0, cfg.seed, batch_size)
         assert got == alone, (layer, mode)
     assert len({tuple(map(tuple, b)) for b in batched}) > 1  # the conditions differ: rows were ablated as their own
-    assert generate_ids(m.hf, m.tokenizer, prompts[:3], cfg.max_new_tokens) == \
-        generate_ids(load("organism/base-s").hf, m.tokenizer, prompts[:3], cfg.max_new_tokens)  # hooks removed
+    assert generate_ids(m.hf, m.tokenizer, prompts, cfg.max_new_tokens) == clean  # the hooks are gone
