@@ -4,7 +4,8 @@ TransformerLens hook names map to Hugging Face modules through the Bridge's comp
 (`interp.sites`): `hook_resid_pre` is decoder layer L's input, `hook_resid_post` its
 output, `hook_attn_out` / `hook_mlp_out` the attention / MLP module outputs. A pre-hook on the whole model
 reads each forward's attention mask and cache length, so positions are known per row in a left-padded
-batch, at prefill and at every cached decoding step.
+batch, at prefill and at every cached decoding step. An intervention with `rows` acts only on those rows of
+each forward's batch (one batched generation can hold many conditions); rows outside the batch are an error.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from interp.sites import Sites, first_output, replace_first_output, sites
-from interp.steering.interventions import Add, Intervention, Positions, Subtract
+from interp.steering.interventions import Add, Intervention, Positions, Subtract, row_mask
 
 if TYPE_CHECKING:
     from interp.models import Model
@@ -135,6 +136,7 @@ class Steering:
         self.state = _State()
         self._vectors: dict[tuple[int, torch.device, torch.dtype], tuple[Any, torch.Tensor, Any]] = {}
         self._finite: list[tuple[Intervention, torch.Tensor]] = []  # this forward's NaN/inf flags, read at its end
+        self._rows: dict[tuple[int, int, torch.device], torch.Tensor | None] = {}  # (iv, batch, device) -> [batch, 1]
         placed = []
         for iv in ivs:
             mod, side = hook_site(model, iv.at, s)
@@ -188,6 +190,7 @@ class Steering:
         else:
             st.past, st.seq = past, seq
         st.sel = {k: _select(st, w, x.device) for k, w in self._wheres}
+        self._check_rows(batch)
 
     def _on_bridge_forward(self, mod: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         """A TransformerBridge call (no KV cache, no generation): every row starts at position 0."""
@@ -200,6 +203,29 @@ class Steering:
         _prefill(self.state, int(x.shape[0]), int(x.shape[1]), mask if isinstance(mask, torch.Tensor) else None,
                  x.device, generating=False)
         self.state.sel = {k: _select(self.state, w, x.device) for k, w in self._wheres}
+        self._check_rows(int(x.shape[0]))
+
+    def _check_rows(self, batch: int) -> None:
+        """Every intervention's `rows` must lie inside this forward's batch (checked before any edit)."""
+        for iv in self.interventions:
+            if iv.rows is not None:
+                try:
+                    row_mask(iv.rows, batch)
+                except IndexError as e:
+                    raise SteeringError(f"intervention at {iv.at}: {e}") from None
+
+    def _rows_of(self, iv: Intervention, h: torch.Tensor) -> torch.Tensor | None:
+        """[batch, 1] bool of the rows `iv` acts on in this forward (None: all), one copy per batch size and device."""
+        if iv.rows is None:
+            return None
+        key = (id(iv), int(h.shape[0]), h.device)
+        if key not in self._rows:
+            try:
+                m = row_mask(iv.rows, int(h.shape[0]))
+            except IndexError as e:
+                raise SteeringError(f"intervention at {iv.at}: {e}") from None
+            self._rows[key] = m.to(h.device)[:, None]
+        return self._rows[key]
 
     def _bridge_hook(self, iv: Intervention) -> Any:
         def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
@@ -228,6 +254,9 @@ class Steering:
         if prep is None:  # one copy per device and dtype, not one per forward
             prep = self._vectors[key] = self._prepare(iv, h)
         shift, v, u = prep
+        rows = self._rows_of(iv, h)
+        if rows is not None:
+            sel = rows.expand(h.shape[0], h.shape[1]) if sel is None else sel & rows
         d = shift if shift is not None else iv.delta(h, v, u)
         out = h + d if sel is None else h + d * sel[..., None].to(h.dtype)
         if self.check_finite:  # flags stay on the device; read once per forward (no GPU sync per hook)

@@ -3,6 +3,7 @@ they are told, the same in a left-padded batch and in cached generation; vectors
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -354,3 +355,32 @@ def test_cli_direction_generate_and_bench(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     figures = json.loads(res.stdout.strip().splitlines()[-1])
     assert {"steered_tokens_per_s_ratio", "unsteered_tokens_per_s", "meets_target"} <= set(figures)
+
+
+def test_rows_steer_each_condition_on_its_own_rows_like_one_condition_at_a_time(llama: interp.Model) -> None:
+    """Three conditions (add, project out at another hook, none) on replicated prompts in one batched generation
+    give each row what its condition gives alone; rows outside the batch are named."""
+    conds = [[Add(vec(llama, "blocks.0.hook_resid_post", seed=7, scale=2.0), where="generated")],
+             [ProjectOut(vec(llama, "blocks.1.hook_mlp_out", seed=3), where="all")], []]
+    n = len(PROMPTS)
+    alone = []
+    for ivs in conds:
+        with steer(llama, ivs):
+            alone += llama.generate(PROMPTS, max_new_tokens=10)
+    rows = [range(n), slice(n, 2 * n)]
+    per_row = [dataclasses.replace(iv, rows=r) for ivs, r in zip(conds, rows) for iv in ivs]
+    with steer(llama, per_row):
+        batched = llama.generate(PROMPTS * len(conds), max_new_tokens=10)
+    assert batched == alone
+    assert alone[:n] != alone[2 * n:]  # the conditions differ, so the rows really were steered apart
+    with steer(llama, [dataclasses.replace(conds[0][0], rows=tuple(range(n)))]):  # a tuple of indices as well
+        assert llama.generate(PROMPTS + PROMPTS[:1], max_new_tokens=10)[:n] == alone[:n]
+    with pytest.raises(SteeringError, match=r"rows \[3\] fall outside a batch of 3 rows"), \
+            steer(llama, [dataclasses.replace(conds[0][0], rows=(0, 3))]):
+        llama.generate(PROMPTS, max_new_tokens=2)
+    with pytest.raises(SteeringError, match="fall outside a batch of 3"), \
+            steer(llama, [dataclasses.replace(conds[0][0], rows=slice(2, 5))]):
+        llama.hf(llama.to_tokens(PROMPTS[:1] * 3))  # a plain forward is checked too
+    with pytest.raises(ValueError, match="no negative"):
+        Add(conds[0][0].vector, rows=(-1,))
+    assert Add(conds[0][0].vector, rows=slice(0, 2)).describe()["rows"] == [0, 2, None]
