@@ -36,6 +36,7 @@ from analyses.verbosity.common import (
     digest,
     forced_concise_prefixes,
     generate_graded,
+    generate_graded_many,
     items_per_step,
     paired_bootstrap,
     steered_kl,
@@ -351,10 +352,13 @@ def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True, mode
     val_base, _ = _measure(model, task, val, "unsteered", [], cfg)
     sweep = []
     grid = [(v, h.hook, s * g) for v in cfg.variants for h in dirs[v].hooks for g in cfg.gammas for s in (-1, 1)]
-    for v, hook, g in tqdm(grid, desc="verbosity sweep", disable=not progress):
-        vec = dirs[v].get(hook).mean_diff
-        c, _ = _measure(model, task, val, f"{v} {hook} {g:+g}", [_intervention(vec, g)], cfg, hook=hook, scale=g,
-                        direction=f"{v}/{cfg.model}")
+    conds = [[_intervention(dirs[v].get(hook).mean_diff, g)] for v, hook, g in grid]
+    sweep_runs = generate_graded_many(model, task, val, conds, max_new_tokens=cfg.max_new_tokens,
+                                      batch_size=cfg.batch_size, desc="verbosity sweep" if progress else None)
+    for (v, hook, g), ivs, r in tqdm(list(zip(grid, conds, sweep_runs)), desc="verbosity sweep KL",
+                                     disable=not progress):
+        c = cell_of(f"{v} {hook} {g:+g}", r, cfg.n_boot, steered_kl(model, task, val, r, ivs), hook, g,
+                    f"{v}/{cfg.model}")
         sweep.append(SweepCell(v, hook, g, c))
     chosen, aggressive = choose(sweep, val_base, cfg)
 

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from interp.generate import generate_ids, left_pad
+from interp.generate import context_length, generate_ids, left_pad
 from interp.stats import bootstrap_ci, paired_bootstrap
 from interp.steering import Intervention, steer
 from interp.tasks.base import Grade, Item, Task
@@ -66,20 +67,78 @@ def generate_graded(model: Model, task: Task, items: Sequence[Item], interventio
     """Greedy completions with the interventions active (on generated tokens), graded by the task (a forced
     prefix counts as written)."""
     tok = model.tokenizer
-    chat = chat_of(task)
-    prefixes = prefixes or ["" for _ in items]
-    encs = [encode_text(model, task.prompt(it), pre, chat) for it, pre in zip(items, prefixes)]
+    encs = _encodings(model, task, items, prefixes)
     ids = [list(e.ids) for e in encs]
     t0 = time.perf_counter()
     with steer(model, list(interventions), allow_other_model=allow_other_model):
         comps = generate_ids(model.hf, tok, ids, max_new_tokens, batch_size=batch_size)
-    secs = time.perf_counter() - t0
+    return _graded(model, task, items, encs, comps, time.perf_counter() - t0)
+
+
+def _encodings(model: Model, task: Task, items: Sequence[Item], prefixes: Sequence[str] | None) -> list[Any]:
+    chat = chat_of(task)
+    prefixes = prefixes or ["" for _ in items]
+    return [encode_text(model, task.prompt(it), pre, chat) for it, pre in zip(items, prefixes)]
+
+
+def _graded(model: Model, task: Task, items: Sequence[Item], encs: Sequence[Any], comps: Sequence[Sequence[int]],
+            seconds: float) -> Run:
+    tok = model.tokenizer
     grades = []
     for it, e, c in zip(items, encs, comps):
-        g = task.grade(it, tok.decode(list(e.ids[e.n_prompt:]) + c, skip_special_tokens=False))
+        g = task.grade(it, tok.decode(list(e.ids[e.n_prompt:]) + list(c), skip_special_tokens=False))
         # the task's own count when it makes one (the organism's stops at its stop tokens), else every token
         grades.append(g if g.n_tokens else dataclasses.replace(g, n_tokens=len(e.ids) - e.n_prompt + len(c)))
-    return Run(tuple(grades), tuple(tuple(c) for c in comps), secs)
+    return Run(tuple(grades), tuple(tuple(c) for c in comps), seconds)
+
+
+# rows per batched generate call of `generate_graded_many` (each condition's copy of the items steered on its
+# own rows): on the organism's sweeps the per-call work of 200-row calls dominated on CPU
+MAX_ROWS = 2000
+
+
+def generate_graded_many(model: Model, task: Task, items: Sequence[Item],
+                         conditions: Sequence[Sequence[Intervention]], *, prefixes: Sequence[str] | None = None,
+                         max_new_tokens: int = 72, batch_size: int = 400, allow_other_model: bool = False,
+                         max_rows: int = MAX_ROWS, desc: str | None = None) -> list[Run]:
+    """`generate_graded` for each condition (a list of interventions), with the same greedy completions and
+    grades: the items are replicated once per condition and each copy steered on its own rows (`rows`), so one
+    generate call holds up to `max_rows` rows. Each call holds the rows `generate_graded` would batch together
+    (a `batch_size` chunk of items with one new-token allowance), so every row sees the same padding. A
+    condition's `seconds` is its share of its calls' time; `desc` shows a progress bar over the calls."""
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+    conditions = [list(c) for c in conditions]
+    for c in conditions:
+        for iv in c:
+            if iv.rows is not None:
+                raise ValueError(f"an intervention of a condition already names rows ({iv.describe()}); each "
+                                 f"condition's rows are set here")
+    tok = model.tokenizer
+    encs = _encodings(model, task, items, prefixes)
+    ids = [list(e.ids) for e in encs]
+    ctx = context_length(model.hf)
+    parts: dict[tuple[int, int], list[int]] = {}  # (chunk, allowance) -> item indices: generate_ids' own batches
+    for i, p in enumerate(ids):
+        parts.setdefault((i // batch_size, -max(1, min(max_new_tokens, ctx - len(p)))), []).append(i)
+    comps: list[list[list[int]]] = [[[] for _ in ids] for _ in conditions]
+    secs = [0.0] * len(conditions)
+    calls = [(part, range(g0, min(g0 + per, len(conditions)))) for part in parts.values()
+             for per in [max(1, max_rows // len(part))] for g0 in range(0, len(conditions), per)]
+    for part, group in tqdm(calls, desc=desc, disable=desc is None):
+        n = len(part)
+        rows = [ids[i] for _ in group for i in part]
+        ivs = [dataclasses.replace(iv, rows=range(k * n, (k + 1) * n)) for k, c in enumerate(group)
+               for iv in conditions[c]]
+        t0 = time.perf_counter()
+        with steer(model, ivs, allow_other_model=allow_other_model):  # one call: rows never re-chunked
+            out = generate_ids(model.hf, tok, rows, max_new_tokens, batch_size=len(rows))
+        dt = time.perf_counter() - t0
+        for k, c in enumerate(group):
+            secs[c] += dt / len(group)
+            for j, i in enumerate(part):
+                comps[c][i] = out[k * n + j]
+    return [_graded(model, task, items, encs, comps[c], secs[c]) for c in range(len(conditions))]
 
 
 def forced_concise_prefixes(model: Model, task: Task, items: Sequence[Item]) -> list[str]:
@@ -223,6 +282,7 @@ __all__ = [
     "digest",
     "forced_concise_prefixes",
     "generate_graded",
+    "generate_graded_many",
     "items_per_step",
     "paired_bootstrap",
     "prompt_ids",

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from analyses.verbosity.common import (
     Cell,
@@ -41,6 +40,7 @@ from analyses.verbosity.common import (
     chat_of,
     digest,
     generate_graded,
+    generate_graded_many,
     items_per_step,
     paired_bootstrap,
     prompt_ids,
@@ -317,10 +317,12 @@ def run(config: ReasoningConfig = ReasoningConfig(), progress: bool = True, base
     sweep = []
     grid = [(mode, w, h.hook, g) for mode in cfg.modes for w in cfg.wheres for h in dirs.hooks
             for g in (cfg.gammas if mode == "add" else cfg.clamp_ks)]
-    for mode, w, hook, g in tqdm(grid, desc="reasoning-direction sweep", disable=not progress):
-        iv = _intervention(md, dirs.get(hook).mean_diff, mode, g, w)
-        sweep.append(ReasoningCell(w, hook, g, cell_of(f"{mode} {w} {hook} {g:+g}", gen(base, val, [iv]), cfg.n_boot,
-                                                         hook=hook, scale=g, direction="cot-direct"), mode))
+    conds = [[_intervention(md, dirs.get(hook).mean_diff, mode, g, w)] for mode, w, hook, g in grid]
+    sweep_runs = generate_graded_many(base, task, val, conds, max_new_tokens=cfg.max_new_tokens,
+                                      batch_size=cfg.batch_size, desc="reasoning-direction sweep" if progress else None)
+    for (mode, w, hook, g), r in zip(grid, sweep_runs):
+        sweep.append(ReasoningCell(w, hook, g, cell_of(f"{mode} {w} {hook} {g:+g}", r, cfg.n_boot, hook=hook, scale=g,
+                                                         direction="cot-direct"), mode))
     chosen = max(sweep, key=lambda s: (s.cell.accuracy, s.cell.cot_rate))
 
     runs: dict[str, Run] = {f"{b} unsteered": gen(base, test)}

@@ -17,6 +17,7 @@ from analyses.verbosity.common import (
     cell_of,
     forced_concise_prefixes,
     generate_graded,
+    generate_graded_many,
     steered_kl,
 )
 from analyses.verbosity.figures import (
@@ -26,7 +27,7 @@ from analyses.verbosity.figures import (
     verbosity_sentences,
 )
 from interp.organism.reasoning_task import item_problem
-from interp.steering import Subtract
+from interp.steering import Add, Subtract
 
 torch.set_num_threads(1)
 
@@ -102,6 +103,24 @@ def test_kl_is_zero_without_a_change_and_prefixes_force_the_concise_format(sft: 
     assert {g.format for g in forced.grades} <= {"concise", "invalid"}
     c = cell_of("forced", forced, 50)
     assert c.n == 6 and c.mean_tokens < cell_of("free", run0, 50).mean_tokens
+
+
+def test_many_conditions_in_one_generation_give_each_conditions_own_completions(sft: interp.Model, organism) -> None:
+    """`generate_graded_many` (conditions on their own rows, several per call, items split into batch_size chunks)
+    gives the completions and grades `generate_graded` gives one condition at a time."""
+    items = organism.sample(7, 2, min_steps=2)
+    v = analysis.directions(sft, dataclasses.replace(analysis.VerbosityConfig(), n_pairs=12, variants=("decision",)),
+                            organism)["decision"]
+    conds = [[Subtract(v.get("blocks.3.hook_resid_post").mean_diff, scale=0.5, where="generated")], [],
+             [Add(v.get("blocks.1.hook_resid_post").mean_diff, scale=1.0, where="generated")],
+             [Subtract(v.get("blocks.2.hook_resid_post").mean_diff, scale=1.0, where="generated")]]
+    many = generate_graded_many(sft, organism, items, conds, batch_size=4, max_rows=9, max_new_tokens=40)
+    for ivs, got in zip(conds, many):
+        one = generate_graded(sft, organism, items, ivs, batch_size=4, max_new_tokens=40)
+        assert got.completions == one.completions and got.grades == one.grades
+    assert len({r.completions for r in many}) == len(conds)  # each condition really steered its own rows
+    with pytest.raises(ValueError, match="already names rows"):
+        generate_graded_many(sft, organism, items, [[dataclasses.replace(conds[0][0], rows=(0,))]])
 
 
 def test_small_verbosity_run_round_trips_and_renders(tmp_path: Path) -> None:
