@@ -37,10 +37,14 @@ def parse_ray_option(text: str | None) -> RaySpec:
     return text
 
 
-def start_local(ray_mod: Any, num_cpus: int | None = None, attempts: int = 3, **kw: Any) -> None:
+def start_local(ray_mod: Any, num_cpus: int | None = None, attempts: int = 3, worker_niceness: int = 0,
+                **kw: Any) -> None:
     """`ray.init(num_cpus=...)` of a local instance, tried again when its raylet misses Ray's fixed 30 s startup
-    window (it does on an overloaded machine)."""
+    window (it does on an overloaded machine). Its workers run at this process's priority plus `worker_niceness`:
+    Ray's default of +15 makes them yield to every other process on the machine, while here they do the work
+    this process would otherwise do itself."""
     kw.setdefault("include_dashboard", False)
+    kw.setdefault("_system_config", {}).setdefault("worker_niceness", worker_niceness)
     for attempt in range(attempts):
         try:
             ray_mod.init(num_cpus=num_cpus, **kw)

@@ -1,5 +1,5 @@
 """`interp bench ray` on the session's local Ray instance: a small harvest both ways, byte-identical, and the
-figures its JSON line carries."""
+figures its JSON line carries; the local instance's workers run at the caller's priority."""
 
 from __future__ import annotations
 
@@ -13,3 +13,4 @@ def test_bench_ray_compares_tokens_per_second_and_finds_identical_stores(ray_loc
     assert abs(fig["ratio"] - fig["ray_tokens_per_s"] / fig["single_tokens_per_s"]) < 1e-3
     assert fig["meets_target"] == (fig["ratio"] >= fig["target"]) and len(fig["loadavg_before"]) == 3
     assert any("byte-identical" in r.what for r in rows)
+    assert fig["worker_niceness"] == [fig["niceness"]]  # workers at the caller's priority, not Ray's +15

@@ -7,7 +7,9 @@ hashed and the manifest begun in this process (as one process does), task dispat
 shard's prompts), the shards' forwards and serialisation on the workers, their bytes coming back and
 written. The stores are then compared file by file (byte-identical). Tokens/s are wall-clock; CPU seconds
 (this process, plus the Ray workers' on this machine) show the cost of the split (also per task), and the
-load average before and after is recorded (on a shared machine wall-clock ratios move with the load).
+load average before and after is recorded (on a shared machine wall-clock ratios move with the load). The
+workers run at this process's niceness (`start_local`; Ray's own default, +15, would hand a loaded
+machine's CPU to every other process first and make the comparison unfair).
 """
 
 from __future__ import annotations
@@ -48,13 +50,14 @@ def _worker_cpu() -> dict[int, float]:
     return out
 
 
-def _warm(spec: tuple[str, str, str, str, str], seconds: float) -> int:
-    """Load the model in this worker, then hold the CPU slot a moment so the next warm-up lands on another worker."""
+def _warm(spec: tuple[str, str, str, str, str], seconds: float) -> tuple[int, int]:
+    """Load the model in this worker, then hold the CPU slot a moment so the next warm-up lands on another worker;
+    (pid, niceness)."""
     from interp.cluster import worker_model
 
     worker_model(spec)
     time.sleep(seconds)
-    return os.getpid()
+    return os.getpid(), os.nice(0)
 
 
 def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 4096, shards: int = 8, cpus: int = 2,
@@ -92,7 +95,8 @@ def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 4096, shards
     try:
         total_cpus = int(ray.cluster_resources().get("CPU", cpus))
         t0 = time.perf_counter()
-        pids = run_tasks(_warm, [(model_spec(model), 2.0)] * total_cpus, ray=True)
+        warm = run_tasks(_warm, [(model_spec(model), 2.0)] * total_cpus, ray=True)
+        pids, nice = {p for p, _ in warm}, sorted({n for _, n in warm})
         warm_s = time.perf_counter() - t0
         times: dict[str, float] = {"single": float("inf"), "ray": float("inf")}
         cpu: dict[str, float] = {"single": float("inf"), "ray": float("inf")}
@@ -131,7 +135,8 @@ def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 4096, shards
                      f"{per_task:+.3f} s per task)"),
             BenchRow("byte-identical stores", f"{identical} ({len(digests['ray'])} files)"),
             BenchRow("untimed: ray.init / worker warm-up (model load)", f"{init_s:.1f} s / {warm_s:.1f} s "
-                     f"({len(set(pids))} worker(s))"),
+                     f"({len(pids)} worker(s))"),
+            BenchRow("niceness: this process / Ray workers", f"{os.nice(0)} / {', '.join(map(str, nice))}"),
             BenchRow("load average before / after (1 min)", f"{load_before[0]:.2f} / {load_after[0]:.2f}")]
     figures = {"bench": "ray", "model": model_name, "hook": hook_name, "n_prompts": n_prompts, "tokens": n_tokens,
                "shards": n_shards, "ray_cpus": total_cpus, "repeats": repeats,
@@ -140,7 +145,8 @@ def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 4096, shards
                "single_cpu_s": round(cpu["single"], 3), "ray_cpu_s": round(cpu["ray"], 3),
                "cpu_overhead_ratio": round(cpu["ray"] / cpu["single"], 4), "cpu_overhead_per_task_s": round(per_task, 4),
                "target": TARGET, "meets_target": ratio >= TARGET, "byte_identical": identical,
-               "ray_init_s": round(init_s, 2), "warmup_s": round(warm_s, 2), "warm_workers": len(set(pids)),
+               "ray_init_s": round(init_s, 2), "warmup_s": round(warm_s, 2), "warm_workers": len(pids),
+               "niceness": os.nice(0), "worker_niceness": nice,
                "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after]}
     return rows, figures
 
