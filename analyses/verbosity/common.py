@@ -92,9 +92,11 @@ def _graded(model: Model, task: Task, items: Sequence[Item], encs: Sequence[Any]
     return Run(tuple(grades), tuple(tuple(c) for c in comps), seconds)
 
 
-# rows per batched generate call of `generate_graded_many` (each condition's copy of the items steered on its
-# own rows): on the organism's sweeps the per-call work of 200-row calls dominated on CPU
-MAX_ROWS = 2000
+# rows per batched generate call of `generate_graded_many`: on the organism's verbosity sweep (200 items a
+# condition, 1 CPU thread, load ~13 on 2 cores) 12 conditions took 14.5 s CPU one at a time, 14.4 s at 400 rows a
+# call, 13.2 s at 800 and 18.4 s at 2000 (cached decoding costs per row and step, not per call: a wide batch also
+# runs until its longest row ends)
+MAX_ROWS = 800
 
 
 def generate_graded_many(model: Model, task: Task, items: Sequence[Item],
