@@ -56,7 +56,7 @@ def missing_members(seed: int, members: Sequence[str] = MEMBERS) -> list[str]:
 class ReplicationConfig:
     """Which seeds, which analyses, and how many problems each analysis uses per step count (smaller than the
     report's, so that three seeds cost about a quarter of an hour of CPU; measured 2026-11-30, one torch thread,
-    CPU seconds per seed: faithfulness 18-21, reasoning 23-25, calibration 9-10, routing 33-40). `skip_missing`
+    CPU seconds per seed: faithfulness 18-21, reasoning 25-29, calibration 9-10, routing 33-40; about 90 in all). `skip_missing`
     leaves out (and records) the analyses of a seed whose members are not all trained yet instead of failing."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
