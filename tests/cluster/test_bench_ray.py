@@ -13,4 +13,5 @@ def test_bench_ray_compares_tokens_per_second_and_finds_identical_stores(ray_loc
     assert abs(fig["ratio"] - fig["ray_tokens_per_s"] / fig["single_tokens_per_s"]) < 1e-3
     assert fig["meets_target"] == (fig["ratio"] >= fig["target"]) and len(fig["loadavg_before"]) == 3
     assert any("byte-identical" in r.what for r in rows)
+    assert fig["ray_cores_used"] > 0 and abs(fig["single_cores_used"] - fig["single_cpu_s"] / fig["single_s"]) < 1e-2
     assert fig["worker_niceness"] == [fig["niceness"]]  # workers at the caller's priority, not Ray's +15

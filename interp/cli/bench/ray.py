@@ -9,7 +9,9 @@ written. The stores are then compared file by file (byte-identical). Tokens/s ar
 (this process, plus the Ray workers' on this machine) show the cost of the split (also per task), and the
 load average before and after is recorded (on a shared machine wall-clock ratios move with the load). The
 workers run at this process's niceness (`start_local`; Ray's own default, +15, would hand a loaded
-machine's CPU to every other process first and make the comparison unfair).
+machine's CPU to every other process first and make the comparison unfair). Cores used (CPU s / wall s) show
+whether the Ray side got its CPUs: with Linux' autogroup scheduling a session's processes share one slice of
+a loaded machine, so there the Ray side cannot outrun one process and only an idle machine measures the ratio.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 4096, shards
     single, par = n_tokens / times["single"], n_tokens / times["ray"]
     ratio = par / single
     per_task = (cpu["ray"] - cpu["single"]) / n_shards  # what the split costs in CPU, per shard task
+    cores = {w: cpu[w] / times[w] for w in times}  # < ~cpus on the Ray side: the machine did not give it its CPUs
     identical = digests["single"] == digests["ray"]
     rows = [BenchRow("model / hook", f"{model_name} / {hook_name} ({model.n_params:,} params)"),
             BenchRow("harvest", f"{n_prompts} prompts, {n_tokens:,} tokens, {n_rows:,} rows, {n_shards} shards"),
@@ -133,6 +136,7 @@ def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 4096, shards
             BenchRow("CPU seconds: one process / Ray driver + workers",
                      f"{cpu['single']:.2f} / {cpu['ray']:.2f} ({cpu['ray'] / cpu['single']:.2f}x; "
                      f"{per_task:+.3f} s per task)"),
+            BenchRow("cores used (CPU s / wall s): one process / Ray", f"{cores['single']:.2f} / {cores['ray']:.2f}"),
             BenchRow("byte-identical stores", f"{identical} ({len(digests['ray'])} files)"),
             BenchRow("untimed: ray.init / worker warm-up (model load)", f"{init_s:.1f} s / {warm_s:.1f} s "
                      f"({len(pids)} worker(s))"),
@@ -144,6 +148,7 @@ def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 4096, shards
                "single_s": round(times["single"], 3), "ray_s": round(times["ray"], 3), "ratio": round(ratio, 4),
                "single_cpu_s": round(cpu["single"], 3), "ray_cpu_s": round(cpu["ray"], 3),
                "cpu_overhead_ratio": round(cpu["ray"] / cpu["single"], 4), "cpu_overhead_per_task_s": round(per_task, 4),
+               "single_cores_used": round(cores["single"], 3), "ray_cores_used": round(cores["ray"], 3),
                "target": TARGET, "meets_target": ratio >= TARGET, "byte_identical": identical,
                "ray_init_s": round(init_s, 2), "warmup_s": round(warm_s, 2), "warm_workers": len(pids),
                "niceness": os.nice(0), "worker_niceness": nice,
