@@ -353,8 +353,11 @@ def run(config: VerbosityConfig = VerbosityConfig(), progress: bool = True, mode
     sweep = []
     grid = [(v, h.hook, s * g) for v in cfg.variants for h in dirs[v].hooks for g in cfg.gammas for s in (-1, 1)]
     conds = [[_intervention(dirs[v].get(hook).mean_diff, g)] for v, hook, g in grid]
-    sweep_runs = generate_graded_many(model, task, val, conds, max_new_tokens=cfg.max_new_tokens,
-                                      batch_size=cfg.batch_size, desc="verbosity sweep" if progress else None)
+    # one sign at a time, so a batched call holds cells of similar length (a call runs until its longest row ends)
+    order = sorted(range(len(grid)), key=lambda i: grid[i][2] > 0)
+    got = generate_graded_many(model, task, val, [conds[i] for i in order], max_new_tokens=cfg.max_new_tokens,
+                               batch_size=cfg.batch_size, desc="verbosity sweep" if progress else None)
+    sweep_runs = [got[order.index(i)] for i in range(len(grid))]
     for (v, hook, g), ivs, r in tqdm(list(zip(grid, conds, sweep_runs)), desc="verbosity sweep KL",
                                      disable=not progress):
         c = cell_of(f"{v} {hook} {g:+g}", r, cfg.n_boot, steered_kl(model, task, val, r, ivs), hook, g,
