@@ -51,6 +51,12 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
+def new_token_allowance(prompt_len: int, ctx: int, max_new_tokens: int) -> int:
+    """How many new tokens `generate_ids` lets a prompt of `prompt_len` tokens have (at least 1, within the
+    context); it generates the prompts of each allowance in their own call."""
+    return max(1, min(max_new_tokens, ctx - prompt_len))
+
+
 @torch.no_grad()
 def generate_ids(
     model: PreTrainedModel,
@@ -76,7 +82,7 @@ def generate_ids(
     def run_chunk(chunk: list[list[int]]) -> list[list[int]]:
         # rows near the context limit get fewer new tokens; group rows by their allowance so a
         # long prompt never shortens the completions of the short ones batched with it
-        allowance = [max(1, min(max_new_tokens, ctx - len(p))) for p in chunk]
+        allowance = [new_token_allowance(len(p), ctx, max_new_tokens) for p in chunk]
         results: dict[int, list[int]] = {}
         for new in sorted(set(allowance), reverse=True):
             rows = [i for i, a in enumerate(allowance) if a == new]
@@ -119,4 +125,4 @@ def generate(
     return [tokenizer.decode(o, skip_special_tokens=False) for o in outs]
 
 
-__all__ = ["context_length", "encode_prompts", "generate", "generate_ids", "left_pad"]
+__all__ = ["context_length", "encode_prompts", "generate", "generate_ids", "left_pad", "new_token_allowance"]

@@ -22,7 +22,7 @@ from analyses.layer_changes.anatomy import (
     replace_block_output,
 )
 from analyses.layer_changes.behaviour import Behaviour, grade_behaviour, prompt_ids
-from interp.generate import context_length, generate_ids, left_pad
+from interp.generate import context_length, generate_ids, left_pad, new_token_allowance
 from interp.organism.evaluate import EvalConfig
 
 if TYPE_CHECKING:
@@ -213,7 +213,7 @@ def ablated_completions(model: Model, conditions: Sequence[Condition], means: to
 def _by_allowance(rows: Sequence[Sequence[int]], ctx: int, max_new_tokens: int) -> list[int]:
     """Row order (stable) by decreasing number of new tokens `generate_ids` allows each row: it generates each
     allowance group in one call, in that order, so sorted rows reach the model consecutively."""
-    allowance = [max(1, min(max_new_tokens, ctx - len(r))) for r in rows]
+    allowance = [new_token_allowance(len(r), ctx, max_new_tokens) for r in rows]
     return sorted(range(len(rows)), key=lambda i: -allowance[i])
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from interp.generate import context_length, generate_ids, left_pad
+from interp.generate import context_length, generate_ids, left_pad, new_token_allowance
 from interp.stats import bootstrap_ci, paired_bootstrap
 from interp.steering import Intervention, steer
 from interp.tasks.base import Grade, Item, Task
@@ -122,7 +122,7 @@ def generate_graded_many(model: Model, task: Task, items: Sequence[Item],
     ctx = context_length(model.hf)
     parts: dict[tuple[int, int], list[int]] = {}  # (chunk, allowance) -> item indices: generate_ids' own batches
     for i, p in enumerate(ids):
-        parts.setdefault((i // batch_size, -max(1, min(max_new_tokens, ctx - len(p)))), []).append(i)
+        parts.setdefault((i // batch_size, -new_token_allowance(len(p), ctx, max_new_tokens)), []).append(i)
     comps: list[list[list[int]]] = [[[] for _ in ids] for _ in conditions]
     secs = [0.0] * len(conditions)
     calls = [(part, range(g0, min(g0 + per, len(conditions)))) for part in parts.values()

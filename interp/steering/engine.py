@@ -190,7 +190,7 @@ class Steering:
         else:
             st.past, st.seq = past, seq
         st.sel = {k: _select(st, w, x.device) for k, w in self._wheres}
-        self._check_rows(batch)
+        self._check_rows(batch, x.device)
 
     def _on_bridge_forward(self, mod: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         """A TransformerBridge call (no KV cache, no generation): every row starts at position 0."""
@@ -203,28 +203,25 @@ class Steering:
         _prefill(self.state, int(x.shape[0]), int(x.shape[1]), mask if isinstance(mask, torch.Tensor) else None,
                  x.device, generating=False)
         self.state.sel = {k: _select(self.state, w, x.device) for k, w in self._wheres}
-        self._check_rows(int(x.shape[0]))
+        self._check_rows(int(x.shape[0]), x.device)
 
-    def _check_rows(self, batch: int) -> None:
+    def _check_rows(self, batch: int, device: torch.device) -> None:
         """Every intervention's `rows` must lie inside this forward's batch (checked before any edit)."""
         for iv in self.interventions:
-            if iv.rows is not None:
-                try:
-                    row_mask(iv.rows, batch)
-                except IndexError as e:
-                    raise SteeringError(f"intervention at {iv.at}: {e}") from None
+            self._row_mask(iv, batch, device)
 
-    def _rows_of(self, iv: Intervention, h: torch.Tensor) -> torch.Tensor | None:
-        """[batch, 1] bool of the rows `iv` acts on in this forward (None: all), one copy per batch size and device."""
+    def _row_mask(self, iv: Intervention, batch: int, device: torch.device) -> torch.Tensor | None:
+        """[batch, 1] bool of the rows `iv` acts on in a forward of `batch` rows (None: all), one copy per batch
+        size and device; rows outside the batch are a SteeringError."""
         if iv.rows is None:
             return None
-        key = (id(iv), int(h.shape[0]), h.device)
+        key = (id(iv), batch, device)
         if key not in self._rows:
             try:
-                m = row_mask(iv.rows, int(h.shape[0]))
+                m = row_mask(iv.rows, batch)
             except IndexError as e:
                 raise SteeringError(f"intervention at {iv.at}: {e}") from None
-            self._rows[key] = m.to(h.device)[:, None]
+            self._rows[key] = m.to(device)[:, None]  # type: ignore[union-attr]
         return self._rows[key]
 
     def _bridge_hook(self, iv: Intervention) -> Any:
@@ -254,7 +251,7 @@ class Steering:
         if prep is None:  # one copy per device and dtype, not one per forward
             prep = self._vectors[key] = self._prepare(iv, h)
         shift, v, u = prep
-        rows = self._rows_of(iv, h)
+        rows = self._row_mask(iv, int(h.shape[0]), h.device)
         if rows is not None:
             sel = rows.expand(h.shape[0], h.shape[1]) if sel is None else sel & rows
         d = shift if shift is not None else iv.delta(h, v, u)
