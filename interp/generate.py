@@ -1,18 +1,34 @@
 """Batched generation on the shared Hugging Face weights (greedy or sampled), with input checks.
 
-Generation goes through HF `generate` with a KV cache: TransformerBridge's cached generation gave
-wrong tokens on the organism (DESIGN.md), and the tests compare this path with an uncached greedy loop.
-Interventions registered as forward hooks on the HF modules (which is what the Bridge's and nnsight's
-hooks are) stay active during generation.
+Generation is a cached decoding loop over the HF model's own forward (its KV cache, attention mask and
+positions, as HF `generate` feeds them): TransformerBridge's cached generation gave wrong tokens on the
+organism (DESIGN.md), and the tests compare this loop with HF `generate` and with an uncached greedy loop.
+Greedy decoding drops each row from the batch once it has written EOS, so a batch costs what its rows
+write rather than its longest row times its width; sampling keeps every row, so it draws the random
+stream HF `generate` draws. Interventions registered as forward hooks on the HF modules (which is what
+the Bridge's and nnsight's hooks are) stay active during generation; a hook that keeps per-row state is
+marked `row_aware` and reads `current_rows()` to know which rows a decoding step holds, and while any hook
+on the model is not marked, every row stays in the batch to the end.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
 import torch
+from torch.nn.modules import module as _torch_module
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from interp.batching import BatchLog, map_batches
 from interp.tokens import check_known_tokens
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def context_length(model: PreTrainedModel) -> int:
@@ -57,6 +73,134 @@ def new_token_allowance(prompt_len: int, ctx: int, max_new_tokens: int) -> int:
     return max(1, min(max_new_tokens, ctx - prompt_len))
 
 
+# ------------------------------------------------------------------------------------ rows of a forward
+
+@dataclass(frozen=True)
+class Rows:
+    """Which rows a forward inside `generate_ids` holds: `prompts[i]` is the index (in the prompt list given to
+    `generate_ids`) of row i of the batch as its prefill held it; `live` the batch rows this forward holds (None:
+    all of them; a greedy decoding step holds only the rows that have not written EOS yet)."""
+
+    prompts: torch.Tensor
+    live: torch.Tensor | None = None
+
+    @property
+    def batch(self) -> int:
+        """Rows of the batch at its prefill."""
+        return int(self.prompts.shape[0])
+
+    def of_forward(self) -> torch.Tensor:
+        """Index into the prompt list of each row of this forward."""
+        return self.prompts if self.live is None else self.prompts[self.live]
+
+
+_ROWS: contextvars.ContextVar[Rows | None] = contextvars.ContextVar("interp_generate_rows", default=None)
+
+
+def current_rows() -> Rows | None:
+    """The rows of the forward now running inside `generate_ids` (None outside it)."""
+    return _ROWS.get()
+
+
+@contextlib.contextmanager
+def _rows(rows: Rows) -> Iterator[None]:
+    token = _ROWS.set(rows)
+    try:
+        yield
+    finally:
+        _ROWS.reset(token)
+
+
+def row_aware(fn: F) -> F:
+    """Mark a forward hook as reading `current_rows()`, so `generate_ids` may drop finished rows while it is on
+    the model (a hook that keeps per-row state without it would pair rows with the wrong state)."""
+    try:
+        fn._interp_row_aware = True  # type: ignore[attr-defined]
+    except AttributeError:  # a bound method takes no attributes: mark a thin wrapper instead
+        method = fn
+
+        @functools.wraps(method)
+        def fn(*args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
+            return method(*args, **kwargs)
+
+        fn._interp_row_aware = True  # type: ignore[attr-defined]
+    return fn
+
+
+def _only_row_aware_hooks(model: torch.nn.Module) -> bool:
+    """True when every forward hook on the model (and every global one) is marked `row_aware`."""
+    globals_ = (_torch_module._global_forward_hooks, _torch_module._global_forward_pre_hooks)
+    if any(len(h) for h in globals_):
+        return False
+    for mod in model.modules():
+        for hooks in (mod._forward_hooks, mod._forward_pre_hooks):
+            if any(not getattr(h, "_interp_row_aware", False) for h in hooks.values()):
+                return False
+    return True
+
+
+@functools.cache
+def _cache_kwarg(cls: type) -> str:
+    """The forward's name for the KV cache (transformers 5 calls it `cache`, 4.x `past_key_values`)."""
+    params = inspect.signature(cls.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+# ------------------------------------------------------------------------------------------ decoding
+
+def _decode(model: PreTrainedModel, prompts: list[list[int]], index: list[int], new: int, eos: int, pad: int,
+            temperature: float, drop: bool) -> list[list[int]]:
+    """Up to `new` tokens after each prompt (left-padded into one batch), each row up to but excluding EOS."""
+    device = next(model.parameters()).device
+    ids, mask = left_pad(prompts, pad)
+    batch, width = ids.shape
+    full_mask = torch.ones(batch, width + new, dtype=torch.long)
+    full_mask[:, :width] = mask
+    ids, full_mask = ids.to(device), full_mask.to(device)
+    pos = full_mask[:, :width].cumsum(-1) - 1
+    pos = pos.masked_fill(full_mask[:, :width] == 0, 1)  # as HF generate places pad positions
+    rows = Rows(torch.tensor(index))
+    live = torch.arange(batch, device=device)
+    out: list[list[int]] = [[] for _ in range(batch)]
+    open_ = [True] * batch
+    key = _cache_kwarg(type(model))
+    with _rows(rows):
+        res = model(input_ids=ids, attention_mask=full_mask[:, :width], position_ids=pos, use_cache=True,
+                    logits_to_keep=1)
+    cache, last = res.past_key_values, pos[:, -1]
+    for step in range(new):
+        logits = res.logits[:, -1].float()
+        if temperature > 0:  # HF's sampler: logits / temperature, softmax, one multinomial draw per row
+            nxt = torch.multinomial(torch.softmax(logits / temperature, dim=-1), num_samples=1).squeeze(1)
+        else:
+            nxt = logits.argmax(-1)
+        kept = []
+        for j, (r, t) in enumerate(zip(live.tolist(), nxt.tolist())):
+            if open_[r]:
+                if t == eos:
+                    open_[r] = False
+                else:
+                    out[r].append(t)
+            if open_[r] or not drop:
+                kept.append(j)
+        if step == new - 1 or not any(open_):
+            break
+        if len(kept) < live.shape[0]:
+            k = torch.tensor(kept, device=device)
+            live, nxt, last = live[k], nxt[k], last[k]
+            cache.batch_select_indices(k)
+        elif not drop and not all(open_):  # finished rows read PAD, as in HF generate
+            nxt = nxt.masked_fill(~torch.tensor(open_, device=device), pad)
+        last = last + 1
+        at = width + step + 1
+        step_rows = Rows(rows.prompts, None if live.shape[0] == batch else live.cpu())
+        with _rows(step_rows):
+            res = model(input_ids=nxt[:, None], attention_mask=full_mask[live, :at], position_ids=last[:, None],
+                        use_cache=True, **{key: cache})
+        cache = res.past_key_values
+    return out
+
+
 @torch.no_grad()
 def generate_ids(
     model: PreTrainedModel,
@@ -78,33 +222,28 @@ def generate_ids(
     model.eval()
     out: list[list[int]] = []
     device = next(model.parameters()).device
+    drop = temperature == 0 and _only_row_aware_hooks(model)
 
-    def run_chunk(chunk: list[list[int]]) -> list[list[int]]:
+    def run_chunk(chunk: list[int]) -> list[list[int]]:
         # rows near the context limit get fewer new tokens; group rows by their allowance so a
         # long prompt never shortens the completions of the short ones batched with it
-        allowance = [new_token_allowance(len(p), ctx, max_new_tokens) for p in chunk]
+        allowance = [new_token_allowance(len(prompt_ids[i]), ctx, max_new_tokens) for i in chunk]
         results: dict[int, list[int]] = {}
         for new in sorted(set(allowance), reverse=True):
-            rows = [i for i, a in enumerate(allowance) if a == new]
-            ids, mask = left_pad([chunk[i] for i in rows], pad)
-            kwargs = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) \
-                if temperature > 0 else dict(do_sample=False)
-            seqs = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new,
-                eos_token_id=eos, pad_token_id=pad, **kwargs,
-            )
-            for i, row in zip(rows, seqs[:, ids.shape[1]:].tolist()):
-                results[i] = row[: row.index(eos)] if eos in row else row
-        return [results[i] for i in range(len(chunk))]
+            rows = [i for i, a in zip(chunk, allowance) if a == new]
+            got = _decode(model, [list(prompt_ids[i]) for i in rows], rows, new, eos, pad, temperature, drop)
+            results.update(zip(rows, got))
+        return [results[i] for i in chunk]
 
+    every = list(range(len(prompt_ids)))
     try:
         if temperature == 0:  # greedy: a batch that runs out of accelerator memory is halved and retried
-            out = map_batches(run_chunk, list(prompt_ids), batch_size, log)
+            out = map_batches(run_chunk, every, batch_size, log)
         else:  # sampled: fixed batches, so the random stream (and every sample) is the same run to run
             with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
                 torch.manual_seed(seed)
-                for start in range(0, len(prompt_ids), batch_size):
-                    out += run_chunk(list(prompt_ids[start:start + batch_size]))
+                for start in range(0, len(every), batch_size):
+                    out += run_chunk(every[start:start + batch_size])
     finally:
         model.train(was_training)
     return out
@@ -125,4 +264,5 @@ def generate(
     return [tokenizer.decode(o, skip_special_tokens=False) for o in outs]
 
 
-__all__ = ["context_length", "encode_prompts", "generate", "generate_ids", "left_pad", "new_token_allowance"]
+__all__ = ["Rows", "context_length", "current_rows", "encode_prompts", "generate", "generate_ids", "left_pad",
+           "new_token_allowance", "row_aware"]

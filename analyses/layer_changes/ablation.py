@@ -22,7 +22,7 @@ from analyses.layer_changes.anatomy import (
     replace_block_output,
 )
 from analyses.layer_changes.behaviour import Behaviour, grade_behaviour, prompt_ids
-from interp.generate import context_length, generate_ids, left_pad, new_token_allowance
+from interp.generate import current_rows, generate_ids, left_pad, row_aware
 from interp.organism.evaluate import EvalConfig
 
 if TYPE_CHECKING:
@@ -119,61 +119,33 @@ def conditions_of(model: Model) -> list[Condition]:
     return [(layer, mode) for layer in range(len(decoder_layers(model.hf))) for mode in MODES]
 
 
-class _RowCursor:
-    """The HF model as `generate_ids` sees it, with one difference: before each `generate` call it tells
-    `on_rows` which rows of the full prompt list the call holds (consecutive rows, in order; a call that
-    fails, e.g. out of memory, is retried on the same rows). It checks each call's prompts against the list,
-    so a change in how `generate_ids` batches rows fails loudly instead of ablating the wrong rows."""
-
-    def __init__(self, hf: torch.nn.Module, prompts: Sequence[Sequence[int]], on_rows: Callable[[range], None]):
-        self._hf, self._prompts, self._on_rows, self._next = hf, prompts, on_rows, 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._hf, name)
-
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        rows = range(self._next, self._next + input_ids.shape[0])
-        for r, ids, mask in zip(rows, input_ids.tolist(), attention_mask.tolist()):
-            if r >= len(self._prompts) or [t for t, k in zip(ids, mask) if k] != list(self._prompts[r]):
-                raise RuntimeError(f"row {r} of a batched ablation is not the prompt expected there: generate_ids "
-                                   f"no longer batches rows consecutively")
-        self._on_rows(rows)
-        out = self._hf.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        self._next = rows.stop
-        return out
-
-
 @contextlib.contextmanager
-def _row_hooks(model: Model, row_conditions: Sequence[Condition], means: torch.Tensor) -> Iterator[Callable[[range], None]]:
-    """One forward hook per layer that ablates, in every forward, only the rows whose condition names that layer
-    (with exactly the arithmetic of `ablated`); yields the setter that says which rows the next forwards hold."""
+def _row_hooks(model: Model, row_conditions: Sequence[Condition], means: torch.Tensor) -> Iterator[None]:
+    """One forward hook per layer that ablates, in every forward of `generate_ids`, only the rows whose condition
+    (row_conditions[i] for prompt i of its prompt list) names that layer, with exactly the arithmetic of `ablated`."""
     layers = decoder_layers(model.hf)
-    current: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (zero rows, mean rows) masks
-
-    def set_rows(rows: range) -> None:
-        current.clear()
-        for i in range(len(layers)):
-            zero = torch.tensor([row_conditions[r] == (i, "zero") for r in rows])
-            mean = torch.tensor([row_conditions[r] == (i, "mean") for r in rows])
-            if zero.any() or mean.any():
-                current[i] = (zero, mean)
+    zero = torch.tensor([[c == (i, "zero") for c in row_conditions] for i in range(len(layers))])  # [layer, prompt]
+    mean = torch.tensor([[c == (i, "mean") for c in row_conditions] for i in range(len(layers))])
 
     def hook(i: int) -> Callable[..., object]:
+        @row_aware
         def fn(mod: torch.nn.Module, args: tuple, kwargs: dict, out: object) -> object:
-            if i not in current:
+            rows = current_rows()
+            if rows is None:
+                raise RuntimeError("a batched ablation's hooks ran in a forward outside generate_ids")
+            at = rows.of_forward()
+            z, m = zero[i, at], mean[i, at]
+            if not (z.any() or m.any()):
                 return out
-            zero, mean = current[i]
             h, o = block_input(args, kwargs), block_output(out)
-            if h.shape[0] != zero.shape[0]:
-                raise RuntimeError(f"a forward of {h.shape[0]} rows inside a batched ablation of {zero.shape[0]}")
-            zero, mean = zero.to(h.device)[:, None, None], mean.to(h.device)[:, None, None]
-            new = torch.where(zero, h, torch.where(mean, h + means[i].to(h.dtype), o))
+            z, m = z.to(h.device)[:, None, None], m.to(h.device)[:, None, None]
+            new = torch.where(z, h, torch.where(m, h + means[i].to(h.dtype), o))
             return replace_block_output(out, new)
         return fn
 
     handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
     try:
-        yield set_rows
+        yield
     finally:
         for h in handles:
             h.remove()
@@ -184,8 +156,7 @@ def ablated_completions(model: Model, conditions: Sequence[Condition], means: to
     """Completions of `prompts` under each ablation condition (per condition, per prompt), as `ablated` +
     `generate_ids` give them one condition at a time. Greedy runs batch the conditions together (each prompt
     replicated once per condition, prompt by prompt, each row ablated at its own layer) in batches of
-    `WIDE_BATCH` eval batches: fewer, wider calls of rows with similar step counts (a batch runs until its
-    longest chain ends). Sampled runs go one condition at a time, so each draws the random stream it draws alone."""
+    `WIDE_BATCH` eval batches: fewer, wider calls. Sampled runs go one condition at a time, so each draws the random stream it draws alone."""
     for layer, mode in conditions:  # the same errors as `ablated`
         with ablated(model, layer, mode, means[layer]):
             pass
@@ -197,24 +168,10 @@ def ablated_completions(model: Model, conditions: Sequence[Condition], means: to
                 out.append(generate_ids(hf, tok, [list(p) for p in prompts], cfg.max_new_tokens, cfg.temperature,
                                         cfg.seed, cfg.batch_size))
         return out
-    rows = [list(p) for p in prompts for _ in conditions]  # prompt-major: a batch holds few step counts, so
-    row_conditions = [c for _ in prompts for c in conditions]  # it stops when its (similar) chains end
-    order = _by_allowance(rows, context_length(hf), cfg.max_new_tokens)
-    with _row_hooks(model, [row_conditions[i] for i in order], means) as set_rows:
-        sorted_rows = [rows[i] for i in order]
-        comps = generate_ids(_RowCursor(hf, sorted_rows, set_rows), tok, sorted_rows,  # type: ignore[arg-type]
-                             cfg.max_new_tokens, 0.0, cfg.seed, cfg.batch_size * WIDE_BATCH)
-    flat: list[list[int]] = [[] for _ in rows]
-    for i, c in zip(order, comps):
-        flat[i] = c
+    rows = [list(p) for p in prompts for _ in conditions]  # prompt-major: a batch holds few step counts
+    with _row_hooks(model, [c for _ in prompts for c in conditions], means):
+        flat = generate_ids(hf, tok, rows, cfg.max_new_tokens, 0.0, cfg.seed, cfg.batch_size * WIDE_BATCH)
     return [flat[k::len(conditions)] for k in range(len(conditions))]
-
-
-def _by_allowance(rows: Sequence[Sequence[int]], ctx: int, max_new_tokens: int) -> list[int]:
-    """Row order (stable) by decreasing number of new tokens `generate_ids` allows each row: it generates each
-    allowance group in one call, in that order, so sorted rows reach the model consecutively."""
-    allowance = [new_token_allowance(len(r), ctx, max_new_tokens) for r in rows]
-    return sorted(range(len(rows)), key=lambda i: -allowance[i])
 
 
 def ablation_sweep(models: dict[str, Model], means: dict[str, torch.Tensor], task: Task, items: Sequence[Item],

@@ -5,7 +5,8 @@ TransformerLens hook names map to Hugging Face modules through the Bridge's comp
 output, `hook_attn_out` / `hook_mlp_out` the attention / MLP module outputs. A pre-hook on the whole model
 reads each forward's attention mask and cache length, so positions are known per row in a left-padded
 batch, at prefill and at every cached decoding step. An intervention with `rows` acts only on those rows of
-each forward's batch (one batched generation can hold many conditions); rows outside the batch are an error.
+each batch as its prefill held it (one batched generation can hold many conditions; a decoding step that holds
+fewer rows, `interp.generate.current_rows`, keeps each row's own); rows outside the batch are an error.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from interp.generate import current_rows, row_aware
 from interp.sites import Sites, first_output, replace_first_output, sites
 from interp.steering.interventions import Add, Intervention, Positions, Subtract, row_mask
 
@@ -67,6 +69,7 @@ class _State:
         self.past = 0
         self.seq = 0
         self.generating = False
+        self.live: torch.Tensor | None = None  # rows of the prefill's batch in this forward (None: all)
         self.sel: dict[int, Any] = {}
 
 
@@ -103,7 +106,7 @@ def _select(st: _State, where: Any, device: torch.device) -> Any:
     mask = where.to(device)
     if mask.shape[0] != st.real.shape[0]:
         raise SteeringError(f"token mask has {mask.shape[0]} rows but the batch has {st.real.shape[0]}")
-    part = mask[:, start:start + seq]
+    part = mask[:, start:start + seq] if st.live is None else mask[st.live.to(device), start:start + seq]
     if part.shape[1] < seq:
         part = torch.cat([part, part.new_zeros(part.shape[0], seq - part.shape[1])], 1)
     return part
@@ -113,7 +116,7 @@ def _prefill(st: _State, batch: int, seq: int, mask: torch.Tensor | None, device
              generating: bool) -> None:
     """Geometry of a forward that starts a sequence (no KV cache yet): real tokens from the mask."""
     real = mask.bool() if mask is not None else torch.ones(batch, seq, dtype=torch.bool, device=device)
-    st.prompt_width, st.past, st.seq, st.generating = seq, 0, seq, generating
+    st.prompt_width, st.past, st.seq, st.generating, st.live = seq, 0, seq, generating, None
     st.real, st.lens = real, real.sum(-1)
     st.rel = real.long().cumsum(-1) - 1
 
@@ -144,9 +147,9 @@ class Steering:
             placed.append((iv, mod, side))
         if not ivs:
             return
-        self.handles.append(model.hf.register_forward_pre_hook(self._on_forward, with_kwargs=True))
+        self.handles.append(model.hf.register_forward_pre_hook(row_aware(self._on_forward), with_kwargs=True))
         if check_finite:
-            self.handles.append(model.hf.register_forward_hook(self._check_finite))
+            self.handles.append(model.hf.register_forward_hook(row_aware(self._check_finite)))
         self._wheres = list({_where_key(iv.where): iv.where for iv in ivs}.items())
         for iv, mod, side in placed:
             if side == "pre":
@@ -184,13 +187,16 @@ class Steering:
             mask = mask[:, -seq:]  # this call's tokens (HF masks cover past + current)
         st = self.state
         if past == 0:
-            _prefill(st, batch, seq, mask, x.device, generating=cache is not None)
-        elif st.real is None or st.real.shape[0] != batch:
-            raise SteeringError(f"a cached forward of {batch} rows continues no steered prompt of that batch size")
+            _prefill(st, batch, seq, mask, x.device, generating=cache is not None or current_rows() is not None)
         else:
-            st.past, st.seq = past, seq
+            rows = current_rows()
+            live = rows.live if rows is not None else None
+            full = batch if live is None else rows.batch  # type: ignore[union-attr]
+            if st.real is None or st.real.shape[0] != full or (live is not None and live.shape[0] != batch):
+                raise SteeringError(f"a cached forward of {batch} rows continues no steered prompt of that batch size")
+            st.past, st.seq, st.live = past, seq, live
         st.sel = {k: _select(st, w, x.device) for k, w in self._wheres}
-        self._check_rows(batch, x.device)
+        self._check_rows(x.device)
 
     def _on_bridge_forward(self, mod: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         """A TransformerBridge call (no KV cache, no generation): every row starts at position 0."""
@@ -203,18 +209,21 @@ class Steering:
         _prefill(self.state, int(x.shape[0]), int(x.shape[1]), mask if isinstance(mask, torch.Tensor) else None,
                  x.device, generating=False)
         self.state.sel = {k: _select(self.state, w, x.device) for k, w in self._wheres}
-        self._check_rows(int(x.shape[0]), x.device)
+        self._check_rows(x.device)
 
-    def _check_rows(self, batch: int, device: torch.device) -> None:
+    def _check_rows(self, device: torch.device) -> None:
         """Every intervention's `rows` must lie inside this forward's batch (checked before any edit)."""
         for iv in self.interventions:
-            self._row_mask(iv, batch, device)
+            self._row_mask(iv, device)
 
-    def _row_mask(self, iv: Intervention, batch: int, device: torch.device) -> torch.Tensor | None:
-        """[batch, 1] bool of the rows `iv` acts on in a forward of `batch` rows (None: all), one copy per batch
-        size and device; rows outside the batch are a SteeringError."""
+    def _row_mask(self, iv: Intervention, device: torch.device) -> torch.Tensor | None:
+        """[rows, 1] bool of the rows of this forward that `iv` acts on (None: all): its `rows` of the batch as the
+        prefill held it (one copy per batch size and device), then the rows this decoding step holds; rows
+        outside the batch are a SteeringError."""
         if iv.rows is None:
             return None
+        st = self.state
+        batch = int(st.real.shape[0])  # type: ignore[union-attr]
         key = (id(iv), batch, device)
         if key not in self._rows:
             try:
@@ -222,7 +231,8 @@ class Steering:
             except IndexError as e:
                 raise SteeringError(f"intervention at {iv.at}: {e}") from None
             self._rows[key] = m.to(device)[:, None]  # type: ignore[union-attr]
-        return self._rows[key]
+        m = self._rows[key]
+        return m if st.live is None else m[st.live.to(device)]  # type: ignore[index]
 
     def _bridge_hook(self, iv: Intervention) -> Any:
         def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
@@ -251,7 +261,7 @@ class Steering:
         if prep is None:  # one copy per device and dtype, not one per forward
             prep = self._vectors[key] = self._prepare(iv, h)
         shift, v, u = prep
-        rows = self._row_mask(iv, int(h.shape[0]), h.device)
+        rows = self._row_mask(iv, h.device)
         if rows is not None:
             sel = rows.expand(h.shape[0], h.shape[1]) if sel is None else sel & rows
         d = shift if shift is not None else iv.delta(h, v, u)
@@ -269,6 +279,7 @@ class Steering:
                                  f"for this model's activations; stopped")
 
     def _pre(self, iv: Intervention) -> Any:
+        @row_aware
         def fn(mod: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
             if args:
                 return (self._apply(iv, args[0]), *args[1:]), kwargs
@@ -277,6 +288,7 @@ class Steering:
         return fn
 
     def _post(self, iv: Intervention) -> Any:
+        @row_aware
         def fn(mod: torch.nn.Module, args: tuple, out: Any) -> Any:
             return replace_first_output(out, self._apply(iv, first_output(out)))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.generate import context_length, encode_prompts, generate, generate_ids, left_pad
+from interp.generate import context_length, current_rows, encode_prompts, generate, generate_ids, left_pad, row_aware
 from interp.organism.arch import ArchConfig, init_model
 from interp.organism.task import TaskConfig, sample_problems
 from interp.organism.tokenizer import build_tokenizer
@@ -73,6 +73,84 @@ def test_greedy_generation_stops_at_eos_like_uncached_loop(model, tok, prompts, 
     lengths = [len(g) for g in got]
     assert min(lengths) < MAX_NEW and max(lengths) == MAX_NEW  # both kinds of rows are in the batch
     assert all(tok.eos_token_id not in g for g in got)
+
+
+@pytest.fixture
+def row_aware_eos_bias(model, tok):
+    """The EOS bias as a hook marked row-aware (it treats every row alike), so greedy decoding may drop rows."""
+    bias = torch.zeros(len(tok))
+    bias[tok.eos_token_id] = EOS_BIAS
+    handle = model.lm_head.register_forward_hook(row_aware(lambda mod, inp, out: out + bias))
+    yield
+    handle.remove()
+
+
+def forward_rows(model):
+    """A row-aware pre-hook that records, for each forward, its batch size and the prompts it holds."""
+    seen: list[tuple[int, list[int] | None]] = []
+
+    @row_aware
+    def pre(mod, args, kwargs):
+        rows = current_rows()
+        seen.append((int(kwargs["input_ids"].shape[0]), None if rows is None else rows.of_forward().tolist()))
+
+    return seen, model.register_forward_pre_hook(pre, with_kwargs=True)
+
+
+def hf_generate(model, tok, prompts, max_new, **kw):
+    """Reference: HF `generate` on the same left-padded batch, completions cut at EOS."""
+    ids, mask = left_pad(prompts, tok.pad_token_id)
+    seqs = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, eos_token_id=tok.eos_token_id,
+                          pad_token_id=tok.pad_token_id, **kw)
+    rows = seqs[:, ids.shape[1]:].tolist()
+    return [r[: r.index(tok.eos_token_id)] if tok.eos_token_id in r else r for r in rows]
+
+
+def test_greedy_drops_finished_rows_and_equals_hf_generate_and_uncached_loop(model, tok, prompts, row_aware_eos_bias):
+    seen, handle = forward_rows(model)
+    try:
+        got = generate_ids(model, tok, prompts, max_new_tokens=MAX_NEW)
+    finally:
+        handle.remove()
+    assert got == hf_generate(model, tok, prompts, MAX_NEW, do_sample=False)
+    assert got == [uncached_greedy(model, p, MAX_NEW, tok.eos_token_id) for p in prompts]
+    sizes = [n for n, _ in seen]
+    assert sizes[0] == len(prompts) and sizes[-1] < sizes[0] and sizes == sorted(sizes, reverse=True)
+    for step, (n, held) in enumerate(seen):  # decoding step k holds exactly the prompts still writing after k tokens
+        assert held == [i for i, g in enumerate(got) if step == 0 or len(g) >= step]
+        assert n == len(held)
+
+
+def test_a_hook_not_marked_row_aware_keeps_every_row_with_the_same_tokens(model, tok, prompts, eos_bias):
+    seen, handle = forward_rows(model)
+    try:
+        got = generate_ids(model, tok, prompts, max_new_tokens=MAX_NEW)
+    finally:
+        handle.remove()
+    assert {n for n, _ in seen} == {len(prompts)}
+    assert min(len(g) for g in got) < MAX_NEW
+    assert got == hf_generate(model, tok, prompts, MAX_NEW, do_sample=False)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampling_draws_what_hf_generate_draws(model, tok, prompts, eos_bias, temperature):
+    got = generate_ids(model, tok, prompts, max_new_tokens=MAX_NEW, temperature=temperature, seed=4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(4)
+        want = hf_generate(model, tok, prompts, MAX_NEW, do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+    assert got == want
+    assert min(len(g) for g in got) < MAX_NEW  # rows that stopped early were in the batch
+
+
+def test_current_rows_is_none_outside_generation(model, tok, prompts):
+    seen, handle = forward_rows(model)
+    try:
+        ids, mask = left_pad(prompts[:3], tok.pad_token_id)
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=mask)
+    finally:
+        handle.remove()
+    assert seen == [(3, None)]
 
 
 def test_left_padding_does_not_change_greedy_results(model, tok, prompts, eos_bias):
