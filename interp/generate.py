@@ -25,6 +25,11 @@ import torch
 from torch.nn.modules import module as _torch_module
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+try:  # transformers 5 keeps one cache object per layer; 4.x has none (its caches stay as they are)
+    from transformers.cache_utils import DynamicLayer
+except ImportError:  # pragma: no cover - transformers 4.x
+    DynamicLayer = object  # type: ignore[assignment,misc]
+
 from interp.batching import BatchLog, map_batches
 from interp.tokens import check_known_tokens
 
@@ -148,6 +153,45 @@ def _cache_kwarg(cls: type) -> str:
 
 # ------------------------------------------------------------------------------------------ decoding
 
+# finished rows leave a greedy batch once they are at least 1/COMPACT_EVERY of it (each compaction copies the
+# KV cache; until then they are fed PAD, as HF generate feeds every finished row)
+COMPACT_EVERY = 8
+
+
+class _BufferLayer(DynamicLayer):
+    """A full-attention cache layer whose keys and values live in a buffer sized for the whole generation, so a
+    decoding step writes one position instead of copying the cache (HF's DynamicLayer concatenates)."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        n, q = self.keys.shape[-2], key_states.shape[-2]
+        if n + q > self._kbuf.shape[-2]:
+            raise RuntimeError(f"the KV buffer holds {self._kbuf.shape[-2]} positions; {n + q} asked")
+        self._kbuf[:, :, n:n + q] = key_states
+        self._vbuf[:, :, n:n + q] = value_states
+        self.keys, self.values = self._kbuf[:, :, :n + q], self._vbuf[:, :, :n + q]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        n = self.keys.shape[-2]
+        self._kbuf, self._vbuf = self._kbuf[indices], self._vbuf[indices]
+        self.keys, self.values = self._kbuf[:, :, :n], self._vbuf[:, :, :n]
+
+
+def _preallocate(cache: Any, capacity: int) -> None:
+    """Move each plain full-attention layer of a prefilled HF cache into a `capacity`-position buffer (layers of
+    other kinds, e.g. sliding-window ones, and caches without per-layer objects are left as they are)."""
+    for layer in getattr(cache, "layers", ()):
+        if type(layer) is not DynamicLayer or not getattr(layer, "is_initialized", False) or layer.keys.dim() != 4:
+            continue
+        b, h, n, _ = layer.keys.shape
+        kbuf = layer.keys.new_empty(b, h, capacity, layer.keys.shape[-1])
+        vbuf = layer.values.new_empty(b, h, capacity, layer.values.shape[-1])
+        kbuf[:, :, :n], vbuf[:, :, :n] = layer.keys, layer.values
+        layer.__class__ = _BufferLayer
+        layer._kbuf, layer._vbuf = kbuf, vbuf
+        layer.keys, layer.values = kbuf[:, :, :n], vbuf[:, :, :n]
+
 def _decode(model: PreTrainedModel, prompts: list[list[int]], index: list[int], new: int, eos: int, pad: int,
             temperature: float, drop: bool) -> list[list[int]]:
     """Up to `new` tokens after each prompt (left-padded into one batch), each row up to but excluding EOS."""
@@ -168,29 +212,30 @@ def _decode(model: PreTrainedModel, prompts: list[list[int]], index: list[int], 
         res = model(input_ids=ids, attention_mask=full_mask[:, :width], position_ids=pos, use_cache=True,
                     logits_to_keep=1)
     cache, last = res.past_key_values, pos[:, -1]
+    _preallocate(cache, width + new)
     for step in range(new):
         logits = res.logits[:, -1].float()
         if temperature > 0:  # HF's sampler: logits / temperature, softmax, one multinomial draw per row
             nxt = torch.multinomial(torch.softmax(logits / temperature, dim=-1), num_samples=1).squeeze(1)
         else:
             nxt = logits.argmax(-1)
-        kept = []
-        for j, (r, t) in enumerate(zip(live.tolist(), nxt.tolist())):
+        for r, t in zip(live.tolist(), nxt.tolist()):
             if open_[r]:
                 if t == eos:
                     open_[r] = False
                 else:
                     out[r].append(t)
-            if open_[r] or not drop:
-                kept.append(j)
         if step == new - 1 or not any(open_):
             break
-        if len(kept) < live.shape[0]:
+        kept = [j for j, r in enumerate(live.tolist()) if open_[r]]
+        if drop and len(live) - len(kept) >= max(1, len(live) // COMPACT_EVERY):
             k = torch.tensor(kept, device=device)
             live, nxt, last = live[k], nxt[k], last[k]
             cache.batch_select_indices(k)
-        elif not drop and not all(open_):  # finished rows read PAD, as in HF generate
-            nxt = nxt.masked_fill(~torch.tensor(open_, device=device), pad)
+        elif len(kept) < len(live):  # finished rows read PAD, as in HF generate
+            done = torch.ones(len(live), dtype=torch.bool)
+            done[kept] = False
+            nxt = nxt.masked_fill(done.to(device), pad)
         last = last + 1
         at = width + step + 1
         step_rows = Rows(rows.prompts, None if live.shape[0] == batch else live.cpu())

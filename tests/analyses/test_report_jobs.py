@@ -11,7 +11,7 @@ import time
 import pytest
 
 import analyses.report as rep
-from analyses.report_jobs import Progress, expected_seconds
+from analyses.report_jobs import TYPICAL_SECONDS, Progress, expected_seconds
 
 
 def slow_section(config, out):
@@ -76,3 +76,12 @@ def test_progress_line_counts_sections_and_rescales_its_estimate():
     p.finish("c", 60.0)
     assert "left" not in p.line("c") and "3/3 sections done" in p.line("c")
     assert expected_seconds(["x"], {}) == {"x": 120.0}  # unknown sections get a flat guess
+
+
+def test_expected_seconds_never_trust_a_time_read_from_the_cache():
+    typical = TYPICAL_SECONDS["verbosity"]
+    assert expected_seconds(["verbosity"], {"verbosity": 5.0}) == {"verbosity": typical}  # a cached run's time
+    assert expected_seconds(["verbosity"], {"verbosity": typical + 60}) == {"verbosity": typical + 60}
+    assert expected_seconds(["verbosity"], {}) == {"verbosity": typical}
+    order = sorted(TYPICAL_SECONDS, key=lambda n: -expected_seconds([n])[n])
+    assert order[0] == "verbosity"  # an empty cache starts the longest section first

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from interp import generate as generate_module
 from interp.generate import context_length, current_rows, encode_prompts, generate, generate_ids, left_pad, row_aware
 from interp.organism.arch import ArchConfig, init_model
 from interp.organism.task import TaskConfig, sample_problems
@@ -106,7 +107,10 @@ def hf_generate(model, tok, prompts, max_new, **kw):
     return [r[: r.index(tok.eos_token_id)] if tok.eos_token_id in r else r for r in rows]
 
 
-def test_greedy_drops_finished_rows_and_equals_hf_generate_and_uncached_loop(model, tok, prompts, row_aware_eos_bias):
+@pytest.mark.parametrize("compact_every", [generate_module.COMPACT_EVERY, 10**9])
+def test_greedy_drops_finished_rows_and_equals_hf_generate_and_uncached_loop(model, tok, prompts, row_aware_eos_bias,
+                                                                            monkeypatch, compact_every):
+    monkeypatch.setattr(generate_module, "COMPACT_EVERY", compact_every)  # 10**9: drop each row as it finishes
     seen, handle = forward_rows(model)
     try:
         got = generate_ids(model, tok, prompts, max_new_tokens=MAX_NEW)
@@ -116,9 +120,11 @@ def test_greedy_drops_finished_rows_and_equals_hf_generate_and_uncached_loop(mod
     assert got == [uncached_greedy(model, p, MAX_NEW, tok.eos_token_id) for p in prompts]
     sizes = [n for n, _ in seen]
     assert sizes[0] == len(prompts) and sizes[-1] < sizes[0] and sizes == sorted(sizes, reverse=True)
-    for step, (n, held) in enumerate(seen):  # decoding step k holds exactly the prompts still writing after k tokens
-        assert held == [i for i, g in enumerate(got) if step == 0 or len(g) >= step]
-        assert n == len(held)
+    for step, (n, held) in enumerate(seen):  # decoding step k holds the prompts still writing after k tokens
+        writing = [i for i, g in enumerate(got) if step == 0 or len(g) >= step]
+        assert n == len(held) and set(writing) <= set(held) and held == sorted(held)
+        if compact_every == 10**9:
+            assert held == writing
 
 
 def test_a_hook_not_marked_row_aware_keeps_every_row_with_the_same_tokens(model, tok, prompts, eos_bias):
