@@ -3,9 +3,9 @@
 Generation is a cached decoding loop over the HF model's own forward (its KV cache, attention mask and
 positions, as HF `generate` feeds them): TransformerBridge's cached generation gave wrong tokens on the
 organism (DESIGN.md), and the tests compare this loop with HF `generate` and with an uncached greedy loop.
-Greedy decoding drops each row from the batch once it has written EOS, so a batch costs what its rows
-write rather than its longest row times its width; sampling keeps every row, so it draws the random
-stream HF `generate` draws. Interventions registered as forward hooks on the HF modules (which is what
+Finished rows (those that wrote EOS) leave the batch, so a batch costs what its rows write rather than
+its longest row times its width; sampling still draws the random numbers of every row of the batch, so
+each sample is the one HF `generate` draws. Interventions registered as forward hooks on the HF modules (which is what
 the Bridge's and nnsight's hooks are) stay active during generation; a hook that keeps per-row state is
 marked `row_aware` and reads `current_rows()` to know which rows a decoding step holds, and while any hook
 on the model is not marked, every row stays in the batch to the end.
@@ -215,8 +215,13 @@ def _decode(model: PreTrainedModel, prompts: list[list[int]], index: list[int], 
     _preallocate(cache, width + new)
     for step in range(new):
         logits = res.logits[:, -1].float()
-        if temperature > 0:  # HF's sampler: logits / temperature, softmax, one multinomial draw per row
-            nxt = torch.multinomial(torch.softmax(logits / temperature, dim=-1), num_samples=1).squeeze(1)
+        if temperature > 0:
+            # HF's sampler: logits / temperature, softmax, one multinomial draw per row of the whole batch, which
+            # torch makes as argmax(p / q), q ~ Exp(1) drawn for every row; drawing q for the rows that left the
+            # batch too keeps the random stream, so every sample is the one HF generate draws
+            probs = torch.softmax(logits / temperature, dim=-1)
+            q = torch.empty(batch, probs.shape[-1], dtype=probs.dtype, device=device).exponential_(1)
+            nxt = (probs / (q if live.shape[0] == batch else q[live])).argmax(-1)
         else:
             nxt = logits.argmax(-1)
         for r, t in zip(live.tolist(), nxt.tolist()):
@@ -267,7 +272,7 @@ def generate_ids(
     model.eval()
     out: list[list[int]] = []
     device = next(model.parameters()).device
-    drop = temperature == 0 and _only_row_aware_hooks(model)
+    drop = _only_row_aware_hooks(model)
 
     def run_chunk(chunk: list[int]) -> list[list[int]]:
         # rows near the context limit get fewer new tokens; group rows by their allowance so a

@@ -139,8 +139,15 @@ def test_a_hook_not_marked_row_aware_keeps_every_row_with_the_same_tokens(model,
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_sampling_draws_what_hf_generate_draws(model, tok, prompts, eos_bias, temperature):
-    got = generate_ids(model, tok, prompts, max_new_tokens=MAX_NEW, temperature=temperature, seed=4)
+@pytest.mark.parametrize("bias", ["eos_bias", "row_aware_eos_bias"])  # rows kept to the end, or dropped
+def test_sampling_draws_what_hf_generate_draws(model, tok, prompts, request, bias, temperature):
+    request.getfixturevalue(bias)
+    seen, handle = forward_rows(model)
+    try:
+        got = generate_ids(model, tok, prompts, max_new_tokens=MAX_NEW, temperature=temperature, seed=4)
+    finally:
+        handle.remove()
+    assert (seen[-1][0] < len(prompts)) == (bias == "row_aware_eos_bias")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(4)
         want = hf_generate(model, tok, prompts, MAX_NEW, do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
