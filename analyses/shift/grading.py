@@ -126,14 +126,31 @@ def grade_chain(truth: Sequence[tuple[str, int]], answer: int, tokens: Sequence[
 
 
 def edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
-    """Levenshtein distance between two word sequences (insertions, deletions, substitutions cost 1)."""
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
+    """Levenshtein distance between two word sequences (insertions, deletions, substitutions cost 1), by
+    Hyyro's bit-parallel form of Myers' algorithm: one column of the DP table per word of `b`, as bits."""
+    if not a or not b:
+        return len(a) + len(b)
+    m = len(a)
+    peq: dict[str, int] = {}
+    for i, x in enumerate(a):
+        peq[x] = peq.get(x, 0) | (1 << i)
+    mask, top = (1 << m) - 1, 1 << (m - 1)
+    pv, mv, score = mask, 0, m  # vertical +1 / -1 deltas of the current column; its last cell
+    for y in b:
+        eq = peq.get(y, 0)
+        xv = eq | mv
+        xh = (((eq & pv) + pv) ^ pv) | eq
+        ph = mv | ~(xh | pv)
+        mh = pv & xh
+        if ph & top:
+            score += 1
+        elif mh & top:
+            score -= 1
+        ph = (ph << 1) | 1  # the first row grows by one per word of b
+        mh <<= 1
+        pv = (mh | ~(xv | ph)) & mask
+        mv = ph & xv & mask
+    return score
 
 
 def chain_distance(tokens: Sequence[str], references: dict[str, Sequence[str]]) -> float:

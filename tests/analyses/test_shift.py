@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from collections import Counter
 
 import numpy as np
@@ -123,6 +124,23 @@ def test_chain_grader_agrees_with_the_organism_grader_on_unshifted_answers() -> 
             words[int(rng.integers(len(words)))] = str(rng.choice(["3", "b", "so", ";", "+", "="]))
         mine, theirs = grade_chain(as_shown(p).truth, p.answer, words), grade(p, words)
         assert (mine.format, mine.answer, mine.correct) == (theirs.format, theirs.answer, theirs.correct), words
+
+
+def test_edit_distance_equals_the_dynamic_programme_on_random_word_sequences() -> None:
+    def table(a: list[str], b: list[str]) -> int:  # the textbook DP, row by row
+        prev = list(range(len(b) + 1))
+        for i, x in enumerate(a, 1):
+            cur = [i]
+            for j, y in enumerate(b, 1):
+                cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+            prev = cur
+        return prev[-1]
+
+    rng = random.Random(0)
+    for _ in range(2000):  # lengths 0-80 cross Python's machine-word boundary of the bit vectors
+        a = [rng.choice("abcde") for _ in range(rng.randint(0, 80))]
+        b = [rng.choice(["a", "b", "c", "f", "so"]) for _ in range(rng.randint(0, 80))]
+        assert edit_distance(a, b) == table(a, b)
 
 
 def test_edit_distance() -> None:
