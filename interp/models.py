@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,8 @@ class Model:
     _nn: Any = field(default=None, init=False)
     _checksum: tuple[Any, str] | None = field(default=None, init=False)
     _bridge_params_at_load: tuple[tuple[int, int], ...] = field(default=(), init=False)
+    # texts already encoded by `interp.tasks.encode_text` (analyses encode the same items for many conditions)
+    encodings: OrderedDict[Any, Any] = field(default_factory=OrderedDict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._bridge_params_at_load = _weights_state(self.bridge_params)

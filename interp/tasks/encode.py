@@ -61,8 +61,28 @@ def render_prompt(model: Model, prompt: str, chat: bool = False) -> tuple[str, i
     return text, at
 
 
+# encodings each model keeps (least recently used dropped first): an analysis encodes the same items again for
+# each of its conditions, and tokenizing is a fifth of the organism report's non-model time
+ENCODINGS_KEPT = 16_384
+
+
 def encode_text(model: Model, prompt: str, completion: str = "", chat: bool = False) -> Encoded:
-    """Ids of `prompt` (BOS by the model's rule, or the chat template) followed by ids of `completion`."""
+    """Ids of `prompt` (BOS by the model's rule, or the chat template) followed by ids of `completion`
+    (remembered per model, keyed by the texts and the tokenizer's size, so an added token is seen)."""
+    key = (prompt, completion, chat, len(model.tokenizer))
+    kept = model.encodings
+    hit = kept.get(key)
+    if hit is not None:
+        kept.move_to_end(key)
+        return hit  # type: ignore[no-any-return]
+    enc = _encode_text(model, prompt, completion, chat)
+    kept[key] = enc
+    if len(kept) > ENCODINGS_KEPT:
+        kept.popitem(last=False)
+    return enc
+
+
+def _encode_text(model: Model, prompt: str, completion: str, chat: bool) -> Encoded:
     tok = model.tokenizer
     model.check_text(prompt)  # each part on its own: they are tokenized on their own
     model.check_text(completion)
