@@ -79,9 +79,9 @@ def _clock(seconds: float) -> str:
 # Each section of the first zoo's report from an empty cache on 2 cores (2 workers, PNGs written; measured
 # 2026-11-30): the order sections start in (longest first) when no earlier report timed them more slowly.
 TYPICAL_SECONDS = {
-    "seeds": 1.0, "zoo": 46.0, "latent": 89.0, "faithfulness": 55.0, "layers": 212.0, "reasoning_direction": 70.0,
-    "sae": 129.0, "routing": 89.0, "verbosity": 424.0, "calibration": 54.0, "compute": 187.0, "rlsf": 39.0,
-    "shift": 173.0, "shift_recovery": 282.0, "novelty": 97.0, "symbolic": 80.0, "dpo_teacher": 53.0,
+    "seeds": 1.0, "zoo": 44.0, "latent": 78.0, "faithfulness": 48.0, "layers": 159.0, "reasoning_direction": 60.0,
+    "sae": 102.0, "routing": 79.0, "verbosity": 327.0, "calibration": 42.0, "compute": 110.0, "rlsf": 34.0,
+    "shift": 121.0, "shift_recovery": 216.0, "novelty": 71.0, "symbolic": 62.0, "dpo_teacher": 42.0,
 }
 
 
@@ -187,4 +187,4 @@ def run_sections(makes: Sequence[Callable[..., Any]], names: Sequence[str], conf
     return progress
 
 
-__all__ = ["Progress", "default_jobs", "expected_seconds", "run_in_worker", "run_on_node", "run_sections"]
+__all__ = ["TYPICAL_SECONDS", "Progress", "default_jobs", "expected_seconds", "run_in_worker", "run_on_node", "run_sections"]
