@@ -178,7 +178,7 @@ class _BufferLayer(DynamicLayer):
         self.keys, self.values = self._kbuf[:, :, :n], self._vbuf[:, :, :n]
 
 
-def _preallocate(cache: Any, capacity: int) -> None:
+def preallocate_kv(cache: Any, capacity: int) -> None:
     """Move each plain full-attention layer of a prefilled HF cache into a `capacity`-position buffer (layers of
     other kinds, e.g. sliding-window ones, and caches without per-layer objects are left as they are)."""
     for layer in getattr(cache, "layers", ()):
@@ -212,7 +212,7 @@ def _decode(model: PreTrainedModel, prompts: list[list[int]], index: list[int], 
         res = model(input_ids=ids, attention_mask=full_mask[:, :width], position_ids=pos, use_cache=True,
                     logits_to_keep=1)
     cache, last = res.past_key_values, pos[:, -1]
-    _preallocate(cache, width + new)
+    preallocate_kv(cache, width + new)
     for step in range(new):
         logits = res.logits[:, -1].float()
         if temperature > 0:
@@ -315,4 +315,4 @@ def generate(
 
 
 __all__ = ["Rows", "context_length", "current_rows", "encode_prompts", "generate", "generate_ids", "left_pad",
-           "new_token_allowance", "row_aware"]
+           "new_token_allowance", "preallocate_kv", "row_aware"]

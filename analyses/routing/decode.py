@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from transformers import DynamicCache
 
-from interp.generate import left_pad
+from interp.generate import COMPACT_EVERY, left_pad, preallocate_kv
 
 if TYPE_CHECKING:
     from interp.models import Model
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class StepView:
-    """What a router sees at one decoding step of a batch (rows that have finished are still present)."""
+    """What a router sees at one decoding step of a batch (rows that have finished may still be present, with
+    `active` False; `row_ids` names each row)."""
 
     t: int  # index of the token being chosen (0 = first completion token)
     base_logits: Float[torch.Tensor, "batch vocab"]
@@ -223,6 +224,8 @@ def lockstep(base: Model, tuned: Model, prompts: Sequence[Sequence[int]], router
         caches = DynamicCache(), DynamicCache()
         (bl, br), (tl, _) = (_forward(base, ids, mask, pos, caches[0], router.resid_layer),
                              _forward(tuned, ids, mask, pos, caches[1], None))
+        for c in caches:  # each step writes one position instead of copying the cache
+            preallocate_kv(c, ids.shape[1] + max_new_tokens)
         n = len(chunk)
         active = torch.ones(n, dtype=torch.bool, device=base.device)
         toks = torch.zeros((n, max_new_tokens), dtype=torch.long)
@@ -230,19 +233,25 @@ def lockstep(base: Model, tuned: Model, prompts: Sequence[Sequence[int]], router
         length = torch.full((n,), max_new_tokens)
         last = pos[:, -1]
         row_ids = torch.arange(s, s + n)
+        live = torch.arange(n)  # the chunk's rows in this step's batch: finished rows leave it in groups
         for t in range(max_new_tokens):
-            view = StepView(t, bl, tl, br, active, row_ids)
+            view = StepView(t, bl, tl, br, active, row_ids[live])
             nxt, routed = router.choose(view)
             if on_step is not None:
                 on_step(view, nxt, routed)
             nxt = torch.where(active, nxt, torch.full_like(nxt, pad))
-            toks[:, t], rout[:, t] = nxt.cpu(), (routed & active).cpu()
+            toks[live, t], rout[live, t] = nxt.cpu(), (routed & active).cpu()
             ended = active & (nxt == eos)
-            length[ended.cpu()] = t
+            length[live[ended.cpu()]] = t
             active = active & ~ended
             if not bool(active.any()) or t == max_new_tokens - 1:
                 break
-            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=mask.device)], -1)
+            keep = active.nonzero()[:, 0]
+            if len(live) - len(keep) >= max(1, len(live) // COMPACT_EVERY):
+                live, active, nxt, last, mask = live[keep.cpu()], active[keep], nxt[keep], last[keep], mask[keep]
+                for c in caches:
+                    c.batch_select_indices(keep)
+            mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=mask.device)], -1)
             last = last + 1
             step_ids, step_pos = nxt[:, None], last[:, None]
             (bl, br), (tl, _) = (_forward(base, step_ids, mask, step_pos, caches[0], router.resid_layer),
