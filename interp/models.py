@@ -337,8 +337,9 @@ class Model:
 
     def generate(self, prompts: str | Sequence[str], max_new_tokens: int = 64, temperature: float = 0.0,
                  seed: int = 0, batch_size: int = 256, prepend_bos: bool | None = None) -> list[str]:
-        """Completions (text after each prompt, up to EOS) from HF generate on `hf`, greedy by default, seeded
-        otherwise; prompts get BOS by the Bridge's rule; steering and other forward hooks stay active."""
+        """Completions (text after each prompt, up to EOS) of `hf` by `interp.generate.generate_ids` (the tokens HF
+        generate gives), greedy by default, seeded otherwise; prompts get BOS by the Bridge's rule; steering and
+        other forward hooks stay active."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         ids = []
         for i, p in enumerate(prompts):

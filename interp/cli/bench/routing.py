@@ -12,7 +12,7 @@ from interp.benchmark import BenchRow, best_wall_and_cpu
 def bench_routing(base: str = "organism/base-s", tuned: str = "organism/rl", task: str = "organism",
                   n: int = 200, repeats: int = 3, threads: int = 1, max_new_tokens: int = 72
                   ) -> tuple[list[BenchRow], dict[str, Any]]:
-    """Best-of-`repeats` wall and CPU time of HF greedy `generate` with the base alone and of the lock-step
+    """Best-of-`repeats` wall and CPU time of greedy `generate_ids` with the base alone and of the lock-step
     loop (both models, `never` router: the same tokens), on the same prompts; ratio = lock-step / one model."""
     import torch
 
@@ -25,7 +25,7 @@ def bench_routing(base: str = "organism/base-s", tuned: str = "organism/rl", tas
     steps = (1, 2, 3, 4)
     prompts = prompt_ids(b, tk, sample_items(tk, steps, max(1, n // len(steps)), seed=14_200_003))
     times = best_wall_and_cpu({
-        "one model (HF generate)": lambda: generate_ids(b.hf, b.tokenizer, prompts, max_new_tokens),
+        "one model (generate_ids)": lambda: generate_ids(b.hf, b.tokenizer, prompts, max_new_tokens),
         "lock-step base + tuned": lambda: lockstep(b, t, prompts, Never(), max_new_tokens),
     }, repeats)
     (w1, c1), (w2, c2) = times.values()
