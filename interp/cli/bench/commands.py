@@ -153,7 +153,7 @@ def bench_ray_cmd(
     shards: Annotated[int, typer.Option(help="shards, each one Ray task")] = 8,
     cpus: Annotated[int, typer.Option(help="CPUs of the local Ray instance (1 per task)")] = 2,
     batch_size: int = 32,
-    repeats: Annotated[int, typer.Option(help="timed repeats of each way (best of, interleaved)")] = 2,
+    repeats: Annotated[int, typer.Option(help="timed repeats of each way (best of, interleaved)")] = 3,
     ray: Annotated[str | None, typer.Option("--ray", help="an existing cluster's address (auto, host:port) "
                                                           "instead of a local instance")] = None,
 ) -> None:

@@ -63,7 +63,7 @@ def _warm(spec: tuple[str, str, str, str, str], seconds: float) -> tuple[int, in
 
 
 def bench_ray(model_name: str = "organism/base-l", n_prompts: int = 4096, shards: int = 8, cpus: int = 2,
-              batch_size: int = 32, hook: str = "last", repeats: int = 2, address: str | None = None,
+              batch_size: int = 32, hook: str = "last", repeats: int = 3, address: str | None = None,
               ) -> tuple[list[BenchRow], dict[str, Any]]:
     """Harvest `n_prompts` (every token, one hook) in `shards` shards: one single-threaded process vs Ray tasks
     (1 CPU each) on a local instance of `cpus` CPUs (or the cluster at `address`); best of `repeats`, interleaved."""
