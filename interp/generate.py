@@ -158,6 +158,11 @@ def _cache_kwarg(cls: type) -> str:
 COMPACT_EVERY = 8
 
 
+def time_to_compact(in_batch: int, kept: int) -> bool:
+    """Whether a decoding batch of `in_batch` rows, `kept` of them still writing, should drop its finished rows."""
+    return in_batch - kept >= max(1, in_batch // COMPACT_EVERY)
+
+
 class _BufferLayer(DynamicLayer):
     """A full-attention cache layer whose keys and values live in a buffer sized for the whole generation, so a
     decoding step writes one position instead of copying the cache (HF's DynamicLayer concatenates)."""
@@ -192,6 +197,7 @@ def preallocate_kv(cache: Any, capacity: int) -> None:
         layer._kbuf, layer._vbuf = kbuf, vbuf
         layer.keys, layer.values = kbuf[:, :, :n], vbuf[:, :, :n]
 
+
 def _decode(model: PreTrainedModel, prompts: list[list[int]], index: list[int], new: int, eos: int, pad: int,
             temperature: float, drop: bool) -> list[list[int]]:
     """Up to `new` tokens after each prompt (left-padded into one batch), each row up to but excluding EOS."""
@@ -224,7 +230,8 @@ def _decode(model: PreTrainedModel, prompts: list[list[int]], index: list[int], 
             nxt = (probs / (q if live.shape[0] == batch else q[live])).argmax(-1)
         else:
             nxt = logits.argmax(-1)
-        for r, t in zip(live.tolist(), nxt.tolist()):
+        in_batch = live.tolist()
+        for r, t in zip(in_batch, nxt.tolist()):
             if open_[r]:
                 if t == eos:
                     open_[r] = False
@@ -232,8 +239,8 @@ def _decode(model: PreTrainedModel, prompts: list[list[int]], index: list[int], 
                     out[r].append(t)
         if step == new - 1 or not any(open_):
             break
-        kept = [j for j, r in enumerate(live.tolist()) if open_[r]]
-        if drop and len(live) - len(kept) >= max(1, len(live) // COMPACT_EVERY):
+        kept = [j for j, r in enumerate(in_batch) if open_[r]]
+        if drop and time_to_compact(len(in_batch), len(kept)):
             k = torch.tensor(kept, device=device)
             live, nxt, last = live[k], nxt[k], last[k]
             cache.batch_select_indices(k)
@@ -315,4 +322,4 @@ def generate(
 
 
 __all__ = ["Rows", "context_length", "current_rows", "encode_prompts", "generate", "generate_ids", "left_pad",
-           "new_token_allowance", "preallocate_kv", "row_aware"]
+           "new_token_allowance", "preallocate_kv", "row_aware", "time_to_compact"]

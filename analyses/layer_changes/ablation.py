@@ -156,7 +156,8 @@ def ablated_completions(model: Model, conditions: Sequence[Condition], means: to
     """Completions of `prompts` under each ablation condition (per condition, per prompt), as `ablated` +
     `generate_ids` give them one condition at a time. Greedy runs batch the conditions together (each prompt
     replicated once per condition, prompt by prompt, each row ablated at its own layer) in batches of
-    `WIDE_BATCH` eval batches: fewer, wider calls. Sampled runs go one condition at a time, so each draws the random stream it draws alone."""
+    `WIDE_BATCH` eval batches: fewer, wider calls. Sampled runs go one condition at a time, so each draws the
+    random stream it draws alone."""
     for layer, mode in conditions:  # the same errors as `ablated`
         with ablated(model, layer, mode, means[layer]):
             pass

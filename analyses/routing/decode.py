@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from transformers import DynamicCache
 
-from interp.generate import COMPACT_EVERY, left_pad, preallocate_kv
+from interp.generate import left_pad, preallocate_kv, time_to_compact
 
 if TYPE_CHECKING:
     from interp.models import Model
@@ -247,7 +247,7 @@ def lockstep(base: Model, tuned: Model, prompts: Sequence[Sequence[int]], router
             if not bool(active.any()) or t == max_new_tokens - 1:
                 break
             keep = active.nonzero()[:, 0]
-            if len(live) - len(keep) >= max(1, len(live) // COMPACT_EVERY):
+            if time_to_compact(len(live), len(keep)):
                 live, active, nxt, last, mask = live[keep.cpu()], active[keep], nxt[keep], last[keep], mask[keep]
                 for c in caches:
                     c.batch_select_indices(keep)

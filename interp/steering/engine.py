@@ -69,7 +69,7 @@ class _State:
         self.past = 0
         self.seq = 0
         self.generating = False
-        self.live: torch.Tensor | None = None  # rows of the prefill's batch in this forward (None: all)
+        self.live: torch.Tensor | None = None  # rows of the prefill's batch in this forward, on its device (None: all)
         self.sel: dict[int, Any] = {}
 
 
@@ -106,7 +106,7 @@ def _select(st: _State, where: Any, device: torch.device) -> Any:
     mask = where.to(device)
     if mask.shape[0] != st.real.shape[0]:
         raise SteeringError(f"token mask has {mask.shape[0]} rows but the batch has {st.real.shape[0]}")
-    part = mask[:, start:start + seq] if st.live is None else mask[st.live.to(device), start:start + seq]
+    part = mask[:, start:start + seq] if st.live is None else mask[st.live, start:start + seq]
     if part.shape[1] < seq:
         part = torch.cat([part, part.new_zeros(part.shape[0], seq - part.shape[1])], 1)
     return part
@@ -194,7 +194,7 @@ class Steering:
             full = batch if live is None else rows.batch  # type: ignore[union-attr]
             if st.real is None or st.real.shape[0] != full or (live is not None and live.shape[0] != batch):
                 raise SteeringError(f"a cached forward of {batch} rows continues no steered prompt of that batch size")
-            st.past, st.seq, st.live = past, seq, live
+            st.past, st.seq, st.live = past, seq, None if live is None else live.to(x.device)
         st.sel = {k: _select(st, w, x.device) for k, w in self._wheres}
         self._check_rows(x.device)
 
@@ -232,7 +232,7 @@ class Steering:
                 raise SteeringError(f"intervention at {iv.at}: {e}") from None
             self._rows[key] = m.to(device)[:, None]  # type: ignore[union-attr]
         m = self._rows[key]
-        return m if st.live is None else m[st.live.to(device)]  # type: ignore[index]
+        return m if st.live is None else m[st.live]  # type: ignore[index]
 
     def _bridge_hook(self, iv: Intervention) -> Any:
         def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
