@@ -134,6 +134,8 @@ class Section:
     table_html: str = ""
     skipped: str = ""
     seconds: float = 0.0  # wall-clock time the section took (0 for sections read from an older report.json)
+    peak_rss_bytes: int = 0  # the peak resident memory of the process that ran it (0: not measured)
+    peak_gpu_bytes: int = 0  # the most memory torch allocated on the report's GPU while it ran (0: no GPU)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -141,7 +143,11 @@ class Section:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Section:
         return cls(d["title"], tuple(d["sentences"]), tuple(d["figures"]), d.get("table_html", ""),
-                   d.get("skipped", ""), d.get("seconds", 0.0))
+                   d.get("skipped", ""), d.get("seconds", 0.0), d.get("peak_rss_bytes", 0), d.get("peak_gpu_bytes", 0))
+
+
+COST_FIELDS = ("seconds", "peak_rss_bytes", "peak_gpu_bytes")
+"""Fields of a section that say what running it cost, not what it found (they differ from run to run)."""
 
 
 class SectionSkipped(Exception):
@@ -452,27 +458,73 @@ def sae_section(config: ReportConfig, out: Path) -> Section:
                    '<p><a href="sae_dashboard/index.html">feature dashboard (static HTML)</a></p>')
 
 
-def routing_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """Hybrid decoding of base-s with rl and sft: routers, random controls, token shift (analyses.routing)."""
+def _generation_length(cfg: Any, config: ReportConfig) -> Any:
+    """An analysis config with the report's generation length, when the report sets one."""
+    if config.max_new_tokens is None:
+        return cfg
+    return dataclasses.replace(cfg, max_new_tokens=config.max_new_tokens)
+
+
+def _models(names: Sequence[str]) -> dict[str, Model]:
+    """The report's loaded models by name (on its device, in its dtype)."""
+    return {n: loaded(n) for n in dict.fromkeys(names)}
+
+
+def routing_section(config: ReportConfig, out: Path) -> Section:
+    """Hybrid decoding of the base with each tuned model: routers, random controls, token shift (analyses.routing)."""
+    from analyses.routing.analysis import RoutingConfig
     from analyses.routing.figures import section_parts
 
-    return Section(*section_parts(out, n_per_step, png))
+    if config.is_zoo:
+        return Section(*section_parts(out, config.n_per_step, config.png))
+    n = min(config.n_per_step, 100)
+    cfg = _generation_length(RoutingConfig(base=config.base, tuned=config.tuned, task=config.task, n_per_step=n,
+                                           train_per_step=max(2, n)), config)
+    return Section(*section_parts(out, n, config.png, cfg, report_task(config), _models(cfg.tuned + (cfg.base,))))
 
 
-def compute_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """Accuracy vs generated tokens and parameters for the zoo (analyses.compute)."""
+def compute_section(config: ReportConfig, out: Path) -> Section:
+    """Accuracy vs generated tokens and parameters: sampling, budget forcing and scale (analyses.compute)."""
+    from analyses.compute.analysis import ComputeConfig
     from analyses.compute.figures import section_parts
 
-    return Section(*section_parts(out, n_per_step, png))
+    if config.is_zoo:
+        return Section(*section_parts(out, config.n_per_step, config.png))
+    n, cfg = min(config.n_per_step, 50), ComputeConfig()
+    if config.max_new_tokens is not None:  # the zoo's budgets, as shares of its generation length
+        cfg = ComputeConfig(budgets=tuple(sorted({max(1, round(b * config.max_new_tokens / cfg.max_new_tokens))
+                                                  for b in cfg.budgets})), max_new_tokens=config.max_new_tokens)
+    task = report_task(config)
+    cfg = dataclasses.replace(cfg, models=config.models, bases=(config.base, *config.scale),
+                              reference=config.tuned[0], task=config.task, n_per_step=n,
+                              forcing_models=None if task.chain_end else ())
+    title, sentences, figs, table = section_parts(out, n, config.png, cfg, task, _models(cfg.models))
+    if not task.chain_end:
+        sentences = (*sentences, (f"Budget forcing: not run (the task {config.task!r} names no text that closes a "
+                                  f"chain of thought, such as '</think>', to cut a chain at or extend it past)."))
+    return Section(title, sentences, figs, table)
 
 
-def calibration_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """Answer-span confidence, ECE and reliability per zoo member and condition (analyses.calibration)."""
+def calibration_section(config: ReportConfig, out: Path) -> Section:
+    """Answer-span confidence, ECE and reliability per model and condition (analyses.calibration)."""
+    from analyses.calibration.analysis import CONDITIONS, CalibrationConfig
     from analyses.calibration.figures import section_parts
 
-    return Section(*section_parts(out, n_per_step, png))
-
-
+    if config.is_zoo:
+        return Section(*section_parts(out, config.n_per_step, config.png))
+    n, task = min(config.n_per_step, 100), report_task(config)
+    item = task.sample(1, 0)[0]
+    why_not = {"direct": None if getattr(task, "answer_candidates", None) else "lists no answer candidates",
+               "cot": None if task.cot_prefix(item) else "has no prefix that starts a chain of thought"}
+    conditions = tuple(c for c in CONDITIONS if why_not.get(c) is None)
+    cfg = _generation_length(CalibrationConfig(models=config.models, task=config.task, conditions=conditions,
+                                               n_per_step=n), config)
+    title, sentences, figs, table = section_parts(out, n, config.png, cfg, task, _models(cfg.models))
+    forced = {"direct": "forced direct", "cot": "forced chain of thought"}
+    dropped = [f"{forced[c]} (the task {why})" for c, why in why_not.items() if why is not None]
+    if dropped:
+        sentences = (*sentences, f"Not measured: {'; '.join(dropped)}.")
+    return Section(title, sentences, figs, table)
 
 
 def rlsf_section(out: Path, n_per_step: int, png: bool) -> Section:
@@ -585,10 +637,13 @@ def section_times(sections: Sequence[Section]) -> str:
 
 
 def section_time(section: Section) -> str:
-    """'This section took 3 min 12 s.' (the time it took when this report ran it)."""
+    """'This section took 3 min 12 s; peak memory 1.8 GB resident, 12.3 GB on the GPU.' (what it cost when
+    this report ran it; memory where it was measured)."""
     m, s = divmod(round(section.seconds), 60)
     took = f"{m} min {s} s" if m else f"{s} s" if s >= 10 else f"{section.seconds:.1f} s"
-    return f"This section took {took}."
+    peaks = [f"{b / 1e9:.1f} GB {where}" for b, where in ((section.peak_rss_bytes, "resident"),
+                                                         (section.peak_gpu_bytes, "on the GPU")) if b]
+    return f"This section took {took}" + (f"; peak memory {', '.join(peaks)}." if peaks else ".")
 
 
 def _write(path: Path, text: str) -> None:
@@ -657,25 +712,29 @@ def section_title(make: Callable[..., Section]) -> str:
 
 
 def run_section(make: Callable[..., Section], config: ReportConfig, out: Path) -> Section:
-    """One section, timed. Off the zoo, a section written for the zoo only, one that raises `SectionSkipped`,
-    and one whose analysis refuses the pair or the task (a ValueError, whose message says why) come back as
-    skipped sections; on the zoo every error propagates, as it always has."""
-    t0 = time.time()
-    try:
-        if not takes_config(make):
-            if not config.is_zoo:
-                raise SectionSkipped(section_title(make), "this section is written for the first zoo only (organism "
-                                                          "models and task); it takes no pair or task")
-            section = make(out, config.n_per_step, config.png)
-        else:
-            section = make(config, out)
-    except SectionSkipped as e:
-        section = skipped_section(e.title, e.reason)
-    except (ValueError, NotImplementedError) as e:
-        if config.is_zoo:
-            raise
-        section = skipped_section(section_title(make), f"the analysis cannot run on this pair or task: {e}")
-    return dataclasses.replace(section, seconds=round(time.time() - t0, 1))
+    """One section, timed, with its peak memory. Off the zoo, a section written for the zoo only, one that
+    raises `SectionSkipped`, and one whose analysis refuses the pair or the task (a ValueError, whose message
+    says why) come back as skipped sections; on the zoo every error propagates, as it always has."""
+    from interp.benchmark import PeakMemory
+
+    t0, peak = time.time(), PeakMemory(config.device)
+    with peak:
+        try:
+            if not takes_config(make):
+                if not config.is_zoo:
+                    raise SectionSkipped(section_title(make), "this section is written for the first zoo only (organism "
+                                                              "models and task); it takes no pair or task")
+                section = make(out, config.n_per_step, config.png)
+            else:
+                section = make(config, out)
+        except SectionSkipped as e:
+            section = skipped_section(e.title, e.reason)
+        except (ValueError, NotImplementedError) as e:
+            if config.is_zoo:
+                raise
+            section = skipped_section(section_title(make), f"the analysis cannot run on this pair or task: {e}")
+    return dataclasses.replace(section, seconds=round(time.time() - t0, 1), peak_rss_bytes=peak.rss_bytes,
+                               peak_gpu_bytes=peak.gpu_bytes)
 
 
 def check_pairs(config: ReportConfig) -> None:
@@ -774,5 +833,5 @@ def _previous_seconds(out: Path) -> dict[str, float]:
         return {}
 
 
-__all__ = ["SECTIONS", "ReportConfig", "Section", "SectionSkipped", "build_report", "render_markdown", "render_only",
+__all__ = ["COST_FIELDS", "SECTIONS", "ReportConfig", "Section", "SectionSkipped", "build_report", "render_markdown", "render_only",
            "run_section", "section_name"]

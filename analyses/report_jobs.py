@@ -131,14 +131,15 @@ def run_on_node(make: Callable[..., Any], config_dict: dict[str, Any]) -> tuple[
 
 def run_sections(makes: Sequence[Callable[..., Any]], names: Sequence[str], config: Any, out: Path,
                  on_done: Callable[[str, Any], None], *, jobs: int = 1, ray: str | bool | None = None,
-                 expected: Mapping[str, float] | None = None, stream: TextIO | None = sys.stderr) -> Progress:
+                 expected: Mapping[str, float] | None = None, stream: TextIO | None = None) -> Progress:
     """Run each section and hand `(name, Section)` to `on_done` as it finishes (in finishing order). `jobs` 1
     runs them here, in report order; more runs them in that many processes (one torch thread each when the
     CPUs allow no more), longest expected first; `ray` runs them as Ray tasks on that cluster instead."""
     from analyses import report as rep
 
     expected = dict(expected or expected_seconds(names))
-    progress = Progress(expected, jobs=max(jobs, 1), stream=stream)
+    # the progress line goes to `stream`, else to sys.stderr as it is now (a notebook or a test may have swapped it)
+    progress = Progress(expected, jobs=max(jobs, 1), stream=stream or sys.stderr)
     by_name = dict(zip(names, makes))
     if ray:
         from interp.cluster import iter_tasks, write_tree

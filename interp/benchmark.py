@@ -1,4 +1,5 @@
-"""Shared pieces of `interp bench ...`: best-of timing, peak memory of a process, the printed output.
+"""Shared pieces of `interp bench ...` and the report: best-of timing, peak memory of a process or a block,
+the printed output.
 
 Every benchmark prints a readable table and then, as its last line, one JSON object of the ratios and
 figures it measured, so scripts can read them. Ratios are taken against a baseline measured in the same
@@ -33,6 +34,45 @@ def peak_rss_bytes() -> int:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def reset_peak_rss() -> bool:
+    """Start this process's peak resident memory afresh (VmHWM back to the current resident set, through
+    /proc/self/clear_refs); False where the platform does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+class PeakMemory:
+    """Peak memory while a block runs: this process's resident set and, for a CUDA device, the most memory
+    torch allocated on it. A figure that could not be measured (no peak reset here, no CUDA) stays 0.
+
+        with PeakMemory("cuda") as peak:
+            run()
+        peak.rss_bytes, peak.gpu_bytes
+    """
+
+    def __init__(self, device: Any = "cpu") -> None:
+        self.device, self.rss_bytes, self.gpu_bytes = str(device), 0, 0
+        self._rss = False
+
+    def __enter__(self) -> PeakMemory:
+        self._rss = reset_peak_rss()
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.rss_bytes = peak_rss_bytes() if self._rss else 0
+        if self.device.startswith("cuda"):
+            import torch
+
+            self.gpu_bytes = int(torch.cuda.max_memory_allocated(self.device))
 
 
 def best_wall_and_cpu(fns: Mapping[str, Callable[[], Any]], repeats: int = 3, warmup: bool = True
@@ -71,4 +111,5 @@ def print_bench(title: str, rows: Sequence[BenchRow], figures: Mapping[str, Any]
     print(json.dumps(dict(figures)), flush=True)
 
 
-__all__ = ["BenchRow", "best_times", "best_wall_and_cpu", "peak_rss_bytes", "print_bench"]
+__all__ = ["BenchRow", "PeakMemory", "best_times", "best_wall_and_cpu", "peak_rss_bytes", "print_bench",
+           "reset_peak_rss"]

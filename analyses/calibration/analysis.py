@@ -295,13 +295,16 @@ def run(config: CalibrationConfig = CalibrationConfig(), task: Task | None = Non
                              time.time() - t0, library_versions())
 
 
-def run_cached(config: CalibrationConfig = CalibrationConfig()) -> CalibrationResult:
-    """`run`, reusing a stored result when the config and every model's checksum are unchanged."""
+def run_cached(config: CalibrationConfig = CalibrationConfig(), task: Task | None = None,
+               models: Mapping[str, Model] | None = None) -> CalibrationResult:
+    """`run`, reusing a stored result when the config and every model's checksum are unchanged (`task` and
+    `models`, e.g. already loaded on a GPU, default to the config's names)."""
     import interp
 
-    models = {n: interp.load(n) for n in config.models}
+    given = dict(models or {})
+    models = {n: given.get(n) or interp.load(n) for n in config.models}
     key = {"config": config.key(), "models": [m.checksum for m in models.values()], "version": RESULT_VERSION}
-    return cached(config.cache_dir, key, lambda: run(config, models=models), CalibrationResult.to_dict,
+    return cached(config.cache_dir, key, lambda: run(config, task, models), CalibrationResult.to_dict,
                   CalibrationResult.from_dict)
 
 

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analyses.calibration.analysis import Calibration, CalibrationResult, ece_difference
+from analyses.calibration.analysis import Calibration, CalibrationConfig, CalibrationResult, ece_difference
 from analyses.calibration.rlsf import RLSFComparison
 from analyses.routing.common import short
 from interp.plots import save_figure, style
+
+if TYPE_CHECKING:
+    from interp.models import Model
+    from interp.tasks import Task
 
 COND_COLOR = {"direct": "#4C78A8", "cot": "#E45756", "free": "#54A24B"}
 COND_LABEL = {"direct": "forced direct", "cot": "forced CoT", "free": "free"}
@@ -87,15 +93,17 @@ def summary_sentences(result: CalibrationResult, base: str = "organism/base-s") 
     return out
 
 
-def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
-    """Run (or reuse) the analysis on the zoo; title, sentences and figure files for the report."""
+def section_parts(out: Path, n_per_step: int, png: bool, config: CalibrationConfig | None = None,
+                  task: Task | None = None, models: Mapping[str, Model] | None = None) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """Run (or reuse) the analysis on the zoo, or with `config` on its models and task (`task` and `models`
+    already loaded, e.g. on a GPU); title, sentences and figure files for the report."""
     import dataclasses
 
-    from analyses.calibration.analysis import CalibrationConfig, run_cached
+    from analyses.calibration.analysis import run_cached
     from interp.io import write_json
 
-    cfg = dataclasses.replace(CalibrationConfig(), n_per_step=min(n_per_step, 100))
-    result = run_cached(cfg)
+    cfg = config or dataclasses.replace(CalibrationConfig(), n_per_step=min(n_per_step, 100))
+    result = run_cached(cfg, task, models)
     write_json(Path(out) / "calibration.json", result.to_dict())
     paths = figures(result, out, png=png)
     return ("Confidence and calibration of the answer span", tuple(summary_sentences(result)),

@@ -495,18 +495,21 @@ def run(config: ComputeConfig = ComputeConfig(), task: Task | None = None,
                          comparisons(out, config), time.time() - t0, library_versions())
 
 
-def run_cached(config: ComputeConfig = ComputeConfig()) -> ComputeResult:
+def run_cached(config: ComputeConfig = ComputeConfig(), task: Task | None = None,
+               models: Mapping[str, Model] | None = None) -> ComputeResult:
     """`run`, reusing stored results when the config and every model's checksum are unchanged: the main
-    measurement and each model's budget forcing are stored apart (changing one does not redo the other)."""
+    measurement and each model's budget forcing are stored apart (changing one does not redo the other).
+    `task` and `models` (e.g. already loaded on a GPU) default to the config's names."""
     import interp
 
-    models = {n: interp.load(n) for n in config.models}
+    given = dict(models or {})
+    models = {n: given.get(n) or interp.load(n) for n in config.models}
     key = {"config": config.key(), "models": [m.checksum for m in models.values()], "version": RESULT_VERSION}
-    main = cached(config.cache_dir, key, lambda: run(config, models=models, forcing=False), ComputeResult.to_dict,
+    main = cached(config.cache_dir, key, lambda: run(config, task, models, forcing=False), ComputeResult.to_dict,
                   ComputeResult.from_dict)
     if not config.forced:
         return dataclasses.replace(main, config=config)
-    task = interp.task(config.task)
+    task = task if task is not None else interp.task(config.task)
     items = sample_items(task, config.steps, config.n_per_step, config.eval_seed)
     out = []
     for mc in main.models:

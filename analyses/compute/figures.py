@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analyses.compute.analysis import ComputeResult, ModelCompute, Point
+from analyses.compute.analysis import ComputeConfig, ComputeResult, ModelCompute, Point
 from analyses.routing.common import short
 from interp.plots import color_for, save_figure, style
+
+if TYPE_CHECKING:
+    from interp.models import Model
+    from interp.tasks import Task
 
 LABELS = {"majority": "majority vote", "best_logprob": "best-of-k, own mean log-prob",
           "best_oracle": "best-of-k, oracle (pass@k)", "chain": "one forced chain cut at a budget",
@@ -169,15 +175,17 @@ def forcing_sentences(result: ComputeResult) -> list[str]:
     return out
 
 
-def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
-    """Run (or reuse) the analysis on the zoo; title, sentences, figure files for the report."""
+def section_parts(out: Path, n_per_step: int, png: bool, config: ComputeConfig | None = None,
+                  task: Task | None = None, models: Mapping[str, Model] | None = None) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """Run (or reuse) the analysis on the zoo, or with `config` on its models and task (`task` and `models`
+    already loaded, e.g. on a GPU); title, sentences, figure files for the report."""
     import dataclasses
 
-    from analyses.compute.analysis import ComputeConfig, run_cached
+    from analyses.compute.analysis import run_cached
     from interp.io import write_json
 
-    cfg = dataclasses.replace(ComputeConfig(), n_per_step=min(n_per_step, 50))
-    result = run_cached(cfg)
+    cfg = config or dataclasses.replace(ComputeConfig(), n_per_step=min(n_per_step, 50))
+    result = run_cached(cfg, task, models)
     write_json(Path(out) / "compute.json", result.to_dict())
     paths = figures(result, out, png=png)
     return ("Compute-matched curves: sampling, budget and scale against post-training", tuple(summary_sentences(result)),

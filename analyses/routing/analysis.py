@@ -448,13 +448,16 @@ def run(config: RoutingConfig = RoutingConfig(), task: Task | None = None,
     return RoutingResult(config, task.describe(), pairs, time.time() - t0, library_versions())
 
 
-def run_cached(config: RoutingConfig = RoutingConfig()) -> RoutingResult:
-    """`run`, reusing a stored result when the config and every model's checksum are unchanged."""
+def run_cached(config: RoutingConfig = RoutingConfig(), task: Task | None = None,
+               models: Mapping[str, Model] | None = None) -> RoutingResult:
+    """`run`, reusing a stored result when the config and every model's checksum are unchanged (`task` and
+    `models`, e.g. already loaded on a GPU, default to the config's names)."""
     import interp
 
-    models = {n: interp.load(n) for n in dict.fromkeys((config.base, *config.tuned))}
+    given = dict(models or {})
+    models = {n: given.get(n) or interp.load(n) for n in dict.fromkeys((config.base, *config.tuned))}
     key = {"config": config.key(), "models": [m.checksum for m in models.values()], "version": RESULT_VERSION}
-    return cached(config.cache_dir, key, lambda: run(config, models=models), RoutingResult.to_dict,
+    return cached(config.cache_dir, key, lambda: run(config, task, models), RoutingResult.to_dict,
                   RoutingResult.from_dict)
 
 

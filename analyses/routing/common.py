@@ -24,9 +24,12 @@ R = TypeVar("R")
 
 
 def sample_items(task: Task, steps: Sequence[int], n_per_step: int, seed: int) -> list[Item]:
-    """`n_per_step` items for each step count (seed offset by the step count, so the sets are disjoint draws)."""
+    """`n_per_step` items for each step count (seed offset by the step count, so the sets are disjoint draws);
+    from a task that does not sample by steps (a JSONL file), `n_per_step * len(steps)` items from `seed`."""
     if n_per_step < 1:
         raise ValueError(f"n_per_step must be at least 1, got {n_per_step}")
+    if not task.has_steps:
+        return task.sample(n_per_step * len(steps), seed)
     return [it for k in steps for it in task.sample(n_per_step, seed=seed + 1009 * k, n_steps=k)]
 
 

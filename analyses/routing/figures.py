@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analyses.routing.analysis import PairRouting, RouterOutcome, RoutingResult
+from analyses.routing.analysis import PairRouting, RouterOutcome, RoutingConfig, RoutingResult
 from analyses.routing.common import short
 from interp.plots import save_figure, style
+
+if TYPE_CHECKING:
+    from interp.models import Model
+    from interp.tasks import Task
 
 LEAKY, CLEAN, STEER = "#E45756", "#4C78A8", "#54A24B"
 
@@ -129,15 +135,17 @@ def table_html(result: RoutingResult) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
-def section_parts(out: Path, n_per_step: int, png: bool) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
-    """Run (or reuse) the analysis on the zoo; title, sentences, figure files and table for the report."""
+def section_parts(out: Path, n_per_step: int, png: bool, config: RoutingConfig | None = None,
+                  task: Task | None = None, models: Mapping[str, Model] | None = None) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """Run (or reuse) the analysis on the zoo, or with `config` on its models and task (`task` and `models`
+    already loaded, e.g. on a GPU); title, sentences, figure files and table for the report."""
     import dataclasses
 
-    from analyses.routing.analysis import RoutingConfig, run_cached
+    from analyses.routing.analysis import run_cached
     from interp.io import write_json
 
-    cfg = dataclasses.replace(RoutingConfig(), n_per_step=min(n_per_step, 100))
-    result = run_cached(cfg)
+    cfg = config or dataclasses.replace(RoutingConfig(), n_per_step=min(n_per_step, 100))
+    result = run_cached(cfg, task, models)
     write_json(Path(out) / "routing.json", result.to_dict())
     paths = figures(result, out, png=png)
     return ("When, not how: hybrid decoding of base and post-trained models", tuple(summary_sentences(result)),

@@ -88,9 +88,12 @@ def test_the_default_config_is_the_first_zoos_report_with_its_sections_and_cache
 
 def test_zoo_sections_call_the_analyses_as_the_zoo_report_always_has(tmp_path, monkeypatch):
     """On the default config each section hands its analysis (out, n_per_step, png) and no pair or task."""
+    import analyses.calibration.figures as cf
+    import analyses.compute.figures as kf
     import analyses.faithfulness.figures as ff
     import analyses.layer_changes.section as ls
     import analyses.report as rep
+    import analyses.routing.figures as rf
     import analyses.verbosity.figures as vf
 
     seen = {}
@@ -105,11 +108,16 @@ def test_zoo_sections_call_the_analyses_as_the_zoo_report_always_has(tmp_path, m
     monkeypatch.setattr(ff, "section_parts", fake("faithfulness"))
     monkeypatch.setattr(vf, "verbosity_section_parts", fake("verbosity"))
     monkeypatch.setattr(vf, "reasoning_section_parts", fake("reasoning"))
+    for mod, name in ((rf, "routing"), (kf, "compute"), (cf, "calibration")):
+        monkeypatch.setattr(mod, "section_parts", lambda *a, name=name, **kw: (*fake(name)(*a, **kw), ""))
     config = rep.ReportConfig(n_per_step=150, png=False)
-    for make in (rep.layers_section, rep.faithfulness_section, rep.verbosity_section, rep.reasoning_direction_section):
+    for make in (rep.layers_section, rep.faithfulness_section, rep.verbosity_section, rep.reasoning_direction_section,
+                 rep.routing_section, rep.compute_section, rep.calibration_section):
         assert rep.run_section(make, config, tmp_path).skipped == ""
     assert seen == {"layers": (tmp_path, 150, False, (), {}), "faithfulness": (tmp_path, 100, False, (), {}),
-                    "verbosity": (tmp_path, 150, False, (), {}), "reasoning": (tmp_path, 150, False, (), {})}
+                    "verbosity": (tmp_path, 150, False, (), {}), "reasoning": (tmp_path, 150, False, (), {}),
+                    "routing": (tmp_path, 150, False, (), {}), "compute": (tmp_path, 150, False, (), {}),
+                    "calibration": (tmp_path, 150, False, (), {})}
 
 
 def test_sections_written_for_the_zoo_only_are_skipped_on_a_pair_with_a_title(tmp_path):
@@ -191,3 +199,36 @@ def test_sections_of_a_report_written_before_newer_config_fields_are_kept(tmp_pa
     rep.write_json(tmp_path / "report.json", data)
     rep.build_report(tmp_path, n_per_step=5, png=False, only=["b"], results=None)
     assert rep.read_json(tmp_path / "report.json")["section_names"] == ["a", "b"]
+
+
+def test_each_section_records_its_time_and_peak_memory(tmp_path):
+    """The process's peak resident memory is taken afresh for each section, so a section that holds 300 MB
+    shows it and the next, small one does not inherit it; the report's sentence names both figures."""
+    import numpy as np
+
+    import analyses.report as rep
+
+    def big_section(config, out):
+        """Holds 300 MB for a moment (analyses.fake)."""
+        block = np.ones(300 * 2**20 // 8)  # written, so resident
+        return rep.Section("big", (f"{block.sum():.0f}",), ())
+
+    def small_section(config, out):
+        """Holds nothing (analyses.fake)."""
+        return rep.Section("small", ("ok",), ())
+
+    from interp.benchmark import peak_rss_bytes
+
+    config = rep.ReportConfig(png=False)
+    before = peak_rss_bytes()
+    big = rep.run_section(big_section, config, tmp_path)
+    small = rep.run_section(small_section, config, tmp_path)
+    assert big.peak_rss_bytes > small.peak_rss_bytes + 250 * 2**20 and small.peak_rss_bytes > 0
+    assert small.peak_rss_bytes < max(before, big.peak_rss_bytes)
+    assert big.peak_gpu_bytes == small.peak_gpu_bytes == 0  # on the CPU: no GPU figure, and none shown
+    assert rep.Section.from_dict(big.to_dict()) == big
+    said = rep.section_time(big)
+    assert said.startswith("This section took ") and f"peak memory {big.peak_rss_bytes / 1e9:.1f} GB resident." in said
+    # a section from a report.json written before memory was measured says only its time
+    assert rep.section_time(rep.Section.from_dict({"title": "t", "sentences": [], "figures": [], "seconds": 3})) == (
+        "This section took 3.0 s.")

@@ -21,7 +21,7 @@ def plain_section(config, out):
 
 def _sections(path):
     data = json.loads((path / "report.json").read_text())
-    return data["section_names"], [{k: v for k, v in s.items() if k != "seconds"} for s in data["sections"]]
+    return data["section_names"], [{k: v for k, v in s.items() if k not in rep.COST_FIELDS} for s in data["sections"]]
 
 
 def test_report_sections_on_ray_match_one_process(ray_local, tmp_path, monkeypatch):

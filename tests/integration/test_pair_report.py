@@ -132,3 +132,33 @@ def test_a_report_written_elsewhere_keeps_its_results_md_beside_it(tmp_path, mon
     assert r.exit_code == 0, r.output
     assert "- measured" in (tmp_path / "RESULTS.md").read_text()
     assert (Path("RESULTS.md").read_text() if Path("RESULTS.md").is_file() else None) == project
+
+
+def test_routing_compute_and_calibration_run_on_any_pair(pair, tmp_path):
+    """The seed claims' sections (hybrid decoding, compute-matched curves, calibration) take the pair and the
+    task: on a JSONL task, which does not sample by step count, each draws n x 4 problems from the file."""
+    out = tmp_path / "report"
+    config = rep.ReportConfig.pair(str(pair["base"]), str(pair["tuned"]), f"jsonl:{pair['task']}", n_per_step=2,
+                                   png=False, max_new_tokens=8, sections=("routing", "compute", "calibration"))
+    rep.build_report(out, results=None, config=config)
+    data = json.loads((out / "report.json").read_text())
+    assert data["section_names"] == ["routing", "compute", "calibration"]
+    sections = {n: rep.Section.from_dict(d) for n, d in zip(data["section_names"], data["sections"])}
+    for name, s in sections.items():
+        assert not s.skipped, (name, s.skipped)
+        assert s.sentences and s.figures and all((out / f).is_file() for f in s.figures)
+    routing = json.loads((out / "routing.json").read_text())
+    assert routing["config"]["base"] == str(pair["base"]) and routing["config"]["tuned"] == [str(pair["tuned"])]
+    assert routing["config"]["max_new_tokens"] == 8 and len(routing["pairs"][0]["n_steps"]) == 2 * 4
+    compute = json.loads((out / "compute.json").read_text())
+    assert compute["config"]["models"] == [str(pair["base"]), str(pair["tuned"])]
+    assert compute["config"]["reference"] == str(pair["tuned"]) and compute["config"]["bases"] == [str(pair["base"])]
+    # the zoo's token budgets (4..72 of 72) as shares of the report's 8 tokens
+    assert compute["config"]["budgets"] == [1, 2, 3, 4, 6, 8] and compute["config"]["max_new_tokens"] == 8
+    # a plain JSONL task has no end-of-chain marker and no answer candidates: what needs them says it did not run
+    assert compute["config"]["forcing_models"] == [] and "Budget forcing: not run" in sections["compute"].sentences[-1]
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert [m["name"] for m in calibration["models"]] == [str(pair["base"]), str(pair["tuned"])]
+    assert calibration["config"]["conditions"] == ["cot", "free"]
+    assert sections["calibration"].sentences[-1] == ("Not measured: forced direct (the task lists no answer "
+                                                     "candidates).")
