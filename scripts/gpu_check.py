@@ -1,13 +1,19 @@
-"""One short check of the GPU path, run on a lent GPU machine (see the README's "GPU" notes).
+"""One prepared check of the GPU path, run on a lent GPU machine in one call (see docs/real-pairs.md).
 
-1. A random-init model of Qwen2.5-1.5B's shape (bf16, saved with the organism tokenizer so the organism's prompts
-   are valid; built by `interp.cli.bench.checkpoints`, the benchmarks' one builder) loaded through `interp.load` on CUDA: steered vs unsteered batched generation (`bench_steer`),
-   harvest of the last layer's residual stream vs a plain HF forward of the same batches, and exactness checks
-   (a zero vector changes no logit; projecting out leaves no component along the direction).
-2. The zoo's verbosity point on CUDA: sft's direction read again on the GPU and subtracted at every generated
-   token on the test split, to compare with the CPU numbers in figures/verbosity.json.
+Parts, most wanted first; each writes its numbers to $OUT/gpu_check.json as it finishes, and no part starts
+once `GPU_CHECK_BUDGET_S` (default 480) seconds have gone, so a run cut short still brings back what it measured:
 
-Writes one JSON object (and prints it as the last line). `GPU_CHECK_SMALL=1` runs a tiny shape on CPU (a dry run).
+1. `pair_report`: the pair report (`interp report --base --tuned --task organism-nl`) on a random-init base of
+   Qwen2.5-1.5B's shape carrying the natural-language organism's byte-level BPE and a tuned copy with known
+   noise per layer (`interp.cli.bench.layers.build_pair`), bf16 on CUDA: each section's time, peak GPU and
+   resident memory, or why it did not run; and the layers section's weight change against the injected one.
+2. `bench_harvest`: `interp bench harvest --device cuda` (the overlapped writer against a plain forward).
+3. `nl_report`: the natural-language organism's own pair (base vs sft) moved to the GPU: each section's cost
+   and its first sentence, to set beside the CPU report.
+4. `big_model`: steering and harvest speed and exactness on the 1.5B shape (`bench_steer`, no-op hooks).
+5. `zoo_verbosity`: the first zoo's verbosity point on CUDA against figures/verbosity.json.
+
+`GPU_CHECK_SMALL=1` runs tiny shapes on CPU (a dry run of every part); `GPU_CHECK_PARTS=a,b` runs only those.
 """
 
 from __future__ import annotations
@@ -26,6 +32,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SMALL = os.environ.get("GPU_CHECK_SMALL") == "1"
 DEVICE = "cpu" if SMALL else "cuda"
 OUT = Path(os.environ.get("OUT") or tempfile.mkdtemp())
+BUDGET_S = float(os.environ.get("GPU_CHECK_BUDGET_S", "480"))
+T0 = time.perf_counter()
+
+
+def seconds_left() -> float:
+    return BUDGET_S - (time.perf_counter() - T0)
+
+
+def save(res: dict) -> None:
+    """The numbers so far, where the device tool brings them back (written after every step)."""
+    (OUT / "gpu_check.json").write_text(json.dumps(res, indent=1))
 
 
 def sync() -> None:
@@ -158,24 +175,121 @@ def zoo_verbosity(res: dict) -> None:
     res["zoo_verbosity_on_device"] = out
 
 
+# the pair report's sections, cheapest first on the 1.5B shape (so a cut-short run measures the most of them)
+PAIR_SECTIONS = ("calibration", "zoo", "routing", "verbosity", "reasoning_direction", "latent", "faithfulness",
+                 "compute", "sae", "layers")
+
+
+def report_costs(res: dict, key: str, config, out: Path, reserve_s: float, sentences: int = 0) -> None:
+    """Run the report's sections one at a time into `out` (the report merges them), each with its time, peak
+    memory and skip reason; stop starting sections once fewer than `reserve_s` seconds of the budget are left."""
+    import dataclasses
+
+    from analyses.report import Section, build_report
+
+    costs = res[key]["sections"] = {}
+    for name in PAIR_SECTIONS:
+        if seconds_left() < reserve_s:
+            costs[name] = {"not_started": f"{seconds_left():.0f} s of the budget left"}
+            continue
+        t0 = time.perf_counter()
+        try:
+            build_report(out, config=dataclasses.replace(config, sections=(name,)), results=None, jobs=1)
+            data = json.loads((out / "report.json").read_text())
+            s = Section.from_dict(data["sections"][data["section_names"].index(name)])
+            costs[name] = {"seconds": s.seconds, "peak_gpu_gb": round(s.peak_gpu_bytes / 1e9, 2),
+                           "peak_rss_gb": round(s.peak_rss_bytes / 1e9, 2), "skipped": s.skipped[:300],
+                           "sentences": list(s.sentences[:sentences])}
+        except Exception as e:  # noqa: BLE001 (a failing section must not hide the others' numbers)
+            import traceback
+
+            traceback.print_exc()
+            costs[name] = {"error": f"{type(e).__name__}: {e}"[:500], "seconds": round(time.perf_counter() - t0, 1)}
+        save(res)
+
+
+def pair_report(res: dict) -> None:
+    """The pair report on a random-init Qwen2.5-1.5B-shaped pair with the natural-language tokenizer."""
+    from analyses.report import ReportConfig
+    from interp.cli.bench.checkpoints import SHAPES
+    from interp.cli.bench.layers import build_pair, injected_change
+
+    shape = SHAPES["qwen2-tiny" if SMALL else "qwen2-1.5b"][1]
+    folder = Path(tempfile.mkdtemp(prefix="gpu-pair-"))
+    t0 = time.perf_counter()
+    base, tuned = build_pair(folder, shape, tokenizer="organism-nl", device=DEVICE, model_max_length=512)
+    n_per_step, new_tokens = 2, 48  # random-init models never stop: every generation runs to new_tokens
+    res["pair_report"] = {"shape": "qwen2-tiny" if SMALL else "qwen2-1.5b", "dtype": "bfloat16",
+                          "build_seconds": round(time.perf_counter() - t0, 1), "n_per_step": n_per_step,
+                          "max_new_tokens": new_tokens}
+    save(res)
+    out = OUT / "pair_report"
+    config = ReportConfig.pair(str(base), str(tuned), "organism-nl", n_per_step=n_per_step, png=False,
+                               max_new_tokens=new_tokens, device=DEVICE, dtype="bfloat16")
+    report_costs(res, "pair_report", config, out, reserve_s=150)
+    layers = out / "layers_tuned.json"
+    if layers.is_file():  # the known answer: the noise build_pair put into each layer
+        per_layer = json.loads(layers.read_text())["weights"]["per_layer"]
+        n = len(per_layer)
+        err = max(abs(m - injected_change(i, n)) / injected_change(i, n) for i, m in enumerate(per_layer))
+        res["pair_report"]["layers_weight_change_max_relative_error_vs_injected"] = round(err, 5)
+    for f in out.glob("*.json"):  # keep the sections' JSON, not the figures
+        if f.name != "report.json":
+            f.unlink()
+
+
+def bench_harvest(res: dict) -> None:
+    """`interp bench harvest --device cuda`: the last line of its output is the JSON of its ratios."""
+    import subprocess
+
+    models = "organism/base-l,qwen2-tiny" if SMALL else "organism/base-l,qwen2-1.5b"
+    cmd = [sys.executable, "-m", "interp.cli", "bench", "harvest", "--device", DEVICE, "--models", models,
+           "--dtype", "bfloat16", "--gpt2-n", "64" if SMALL else "512", "--memory-n", "0", "--repeats", "3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30.0, seconds_left() - 60),
+                          check=False, cwd=Path(__file__).resolve().parents[1])
+    lines = proc.stdout.strip().splitlines()
+    res["bench_harvest"] = json.loads(lines[-1]) if proc.returncode == 0 and lines else {
+        "error": f"exit {proc.returncode}: {proc.stderr[-1500:]}"}
+
+
+def nl_report(res: dict) -> None:
+    """The natural-language organism's pair (base vs sft) on the GPU: each section's cost and first sentence."""
+    from analyses.report import ReportConfig
+
+    res["nl_report"] = {"pair": "organism-nl/base vs organism-nl/sft", "n_per_step": 20}
+    config = ReportConfig.pair("organism-nl/base", "organism-nl/sft", n_per_step=20, png=False, device=DEVICE)
+    report_costs(res, "nl_report", config, OUT / "nl_report", reserve_s=60, sentences=1)
+
+
 def main() -> None:
-    res: dict = {"device": DEVICE, "torch": torch.__version__}
+    res: dict = {"device": DEVICE, "torch": torch.__version__, "budget_s": BUDGET_S}
     if DEVICE == "cuda":
         res["gpu"] = torch.cuda.get_device_name(0)
     import transformers
 
     res["transformers"] = transformers.__version__
-    for name, fn in (("big_model", big_model), ("zoo_verbosity", zoo_verbosity)):
+    parts = {"pair_report": pair_report, "bench_harvest": bench_harvest, "nl_report": nl_report,
+             "big_model": big_model, "zoo_verbosity": zoo_verbosity}
+    chosen = os.environ.get("GPU_CHECK_PARTS", ",".join(parts)).split(",")
+    unknown = sorted(set(chosen) - set(parts))
+    if unknown:
+        raise SystemExit(f"unknown GPU_CHECK_PARTS {unknown}; the parts are {', '.join(parts)}")
+    for name in chosen:
+        if seconds_left() < 30:
+            res[f"{name}_not_started"] = f"{seconds_left():.0f} s of the {BUDGET_S:.0f} s budget left"
+            continue
         t0 = time.perf_counter()
         try:
-            fn(res)
-        except Exception as e:  # report and go on: one failing part must not hide the other's numbers  # noqa: BLE001
+            parts[name](res)
+        except Exception as e:  # report and go on: one failing part must not hide the others' numbers  # noqa: BLE001
             import traceback
 
             res[f"{name}_error"] = f"{type(e).__name__}: {e}"
             traceback.print_exc()
         res[f"{name}_seconds"] = round(time.perf_counter() - t0, 1)
-        (OUT / "gpu_check.json").write_text(json.dumps(res, indent=1))
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+        save(res)
     print(json.dumps(res))
 
 

@@ -58,6 +58,30 @@ def test_built_checkpoint_loads_and_reads_organism_prompts(tmp_path: Path):
     assert m.hf(ids).logits.dtype == torch.bfloat16
 
 
+def test_a_checkpoint_with_the_natural_language_tokenizer_reads_that_task_and_says_when_the_vocab_is_too_small(
+        tmp_path: Path):
+    """The GPU check's pair report runs the natural-language task on random-init Qwen2 checkpoints: they carry
+    the shipped byte-level BPE (with `<think>` as one token)."""
+    import interp
+    from interp.cli.bench.layers import build_pair
+
+    spec = CheckpointSpec.named("qwen2-tiny", tokenizer="organism-nl", model_max_length=256)
+    m = interp.load(build_checkpoint(tmp_path / "m", spec))
+    task = interp.task("organism-nl")
+    item = task.sample(1, 0)[0]
+    ids = m.to_tokens(task.prompt(item) + task.cot_prefix(item))[0].tolist()
+    assert len(m.tokenizer) < spec.shape["vocab_size"] and m.tokenizer.convert_tokens_to_ids("<think>") in ids
+    assert m.hf.config.eos_token_id == m.tokenizer.eos_token_id
+    with pytest.raises(ValueError, match="smaller than the organism-nl tokenizer's"):
+        random_model(CheckpointSpec.named("qwen2-tiny", tokenizer="organism-nl", shape={"vocab_size": 100}))
+    with pytest.raises(ValueError, match="tokenizer 'gpt2' is not one of"):
+        CheckpointSpec(tokenizer="gpt2")
+    base, tuned = build_pair(tmp_path / "pair", SHAPES["qwen2-tiny"][1], tokenizer="organism-nl")
+    pair = interp.load_pair(str(base), str(tuned))
+    vocab = pair.base.tokenizer.get_vocab()
+    assert "</think>" in vocab and vocab == pair.tuned.tokenizer.get_vocab() and pair.base.checksum != pair.tuned.checksum
+
+
 def test_bench_harvest_prints_a_table_then_one_json_line_with_the_ratio():
     torch.set_num_threads(1)
     r = CliRunner().invoke(app, ["bench", "harvest", "--models", "qwen2-tiny", "--gpt2-n", "8", "--batch-size", "4",

@@ -2,7 +2,8 @@
 
 A benchmark needs models of a known architecture and size without downloading anything: this builds one
 from a named shape (GPT-2 small, Qwen2-1.5B, ...) with the organism's WordLevel tokenizer, so organism
-prompts are valid input, and saves it with `save_pretrained` like any Hugging Face checkpoint.
+prompts are valid input (or the natural-language organism's byte-level BPE, for its task and the pair report),
+and saves it with `save_pretrained` like any Hugging Face checkpoint.
 """
 
 from __future__ import annotations
@@ -26,20 +27,25 @@ SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
                                  "tie_word_embeddings": True}),  # a dry run of the 1.5B path on CPU
 }
 ARCHITECTURES = ("gpt2", "llama", "qwen2")
+TOKENIZERS = ("organism", "organism-nl")  # the first zoo's WordLevel; the natural-language zoo's byte-level BPE
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
 class CheckpointSpec:
-    """What to build: architecture, config fields (the size), parameter dtype, init seed, tokenizer context."""
+    """What to build: architecture, config fields (the size), parameter dtype, init seed, tokenizer and its
+    context."""
 
     architecture: str = "gpt2"
     shape: Mapping[str, Any] = field(default_factory=dict, hash=False)
     dtype: str = "float32"
     seed: int = 0
     model_max_length: int = 1024
+    tokenizer: str = "organism"
 
     def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer {self.tokenizer!r} is not one of {TOKENIZERS}")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture {self.architecture!r} is not one of {ARCHITECTURES}")
         if self.dtype not in DTYPE_NAMES:
@@ -62,8 +68,16 @@ class CheckpointSpec:
         return cls(**{**d, "shape": dict(d.get("shape", {}))})
 
 
-def tokenizer(model_max_length: int = 1024) -> Any:
-    """The organism's WordLevel tokenizer: organism prompts are valid input to every benchmark model."""
+def tokenizer(model_max_length: int = 1024, name: str = "organism") -> Any:
+    """The organism's WordLevel tokenizer (organism prompts are valid input to every benchmark model), or with
+    `name="organism-nl"` the shipped byte-level BPE of the natural-language zoo."""
+    if name == "organism-nl":
+        from transformers import AutoTokenizer
+
+        from interp.organism_nl.zoo import member_path
+
+        return AutoTokenizer.from_pretrained(member_path("base"), local_files_only=True,
+                                             model_max_length=model_max_length)
     from interp.organism.tokenizer import build_tokenizer
 
     return build_tokenizer(model_max_length=model_max_length)
@@ -75,7 +89,11 @@ def config(spec: CheckpointSpec, tok: Any) -> Any:
 
     special = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
     cls = {"gpt2": GPT2Config, "llama": LlamaConfig, "qwen2": Qwen2Config}[spec.architecture]
-    return cls(**{**special, **spec.shape})
+    cfg = cls(**{**special, **spec.shape})
+    if cfg.vocab_size < len(tok):
+        raise ValueError(f"the shape's vocab_size {cfg.vocab_size} is smaller than the {spec.tokenizer} tokenizer's "
+                         f"{len(tok)} tokens: give shape={{'vocab_size': {len(tok)}}} or more")
+    return cfg
 
 
 def random_model(spec: CheckpointSpec, device: str = "cpu") -> tuple[Any, Any]:
@@ -84,7 +102,7 @@ def random_model(spec: CheckpointSpec, device: str = "cpu") -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    tok = tokenizer(spec.model_max_length)
+    tok = tokenizer(spec.model_max_length, spec.tokenizer)
     cfg = config(spec, tok)
     dev = torch.device(device)
     forked = [dev.index or 0] if dev.type == "cuda" else []
@@ -152,5 +170,5 @@ def perturb_checkpoint(src: str | Path, dst: str | Path, layer: int, scale: floa
     return Path(dst)
 
 
-__all__ = ["ARCHITECTURES", "QWEN2_1_5B", "SHAPES", "CheckpointSpec", "build_checkpoint", "config",
+__all__ = ["ARCHITECTURES", "QWEN2_1_5B", "SHAPES", "TOKENIZERS", "CheckpointSpec", "build_checkpoint", "config",
            "hooked_transformer", "perturb_checkpoint", "random_model", "tokenizer"]

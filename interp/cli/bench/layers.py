@@ -35,14 +35,17 @@ def injected_change(layer: int, n_layers: int) -> float:
 
 @torch.no_grad()
 def build_pair(folder: str | Path, shape: dict[str, Any] = QWEN2_1_5B, dtype: torch.dtype = torch.bfloat16,
-               seed: int = 0, max_shard_size: str = "1GB") -> tuple[Path, Path]:
-    """Write a random-init Qwen2 base and a tuned copy (base + injected noise per layer) as safetensors shards,
-    both built by the shared `checkpoints.random_model` (with the organism tokenizer)."""
+               seed: int = 0, max_shard_size: str = "1GB", tokenizer: str = "organism", device: str = "cpu",
+               model_max_length: int = 1024) -> tuple[Path, Path]:
+    """Write a random-init Qwen2 base and a tuned copy (base + injected noise per layer, `injected_change`) as
+    safetensors shards, both built by the shared `checkpoints.random_model` (with the organism tokenizer, or
+    `tokenizer="organism-nl"`), initialised on `device`; the noise is drawn on the CPU, the same on any device."""
     from analyses.layer_changes.anatomy import layer_of_param
 
     folder = Path(folder)
-    spec = CheckpointSpec("qwen2", shape, dtype=str(dtype).removeprefix("torch."), seed=seed)
-    model, tok = random_model(spec)
+    spec = CheckpointSpec("qwen2", shape, dtype=str(dtype).removeprefix("torch."), seed=seed, tokenizer=tokenizer,
+                          model_max_length=model_max_length)
+    model, tok = random_model(spec, device)
     base, tuned = folder / "base", folder / "tuned"
     model.save_pretrained(base, max_shard_size=max_shard_size)
     tok.save_pretrained(base)
@@ -52,7 +55,7 @@ def build_pair(folder: str | Path, shape: dict[str, Any] = QWEN2_1_5B, dtype: to
         layer = layer_of_param(name)
         eps = injected_change(layer, n) if layer is not None else 0.005
         rms = p.float().square().mean().sqrt()
-        p.add_((torch.randn(p.shape, dtype=torch.float32, generator=gen) * (eps * rms)).to(p.dtype))
+        p.add_((torch.randn(p.shape, dtype=torch.float32, generator=gen).to(p.device) * (eps * rms)).to(p.dtype))
     model.save_pretrained(tuned, max_shard_size=max_shard_size)
     tok.save_pretrained(tuned)
     del model
