@@ -340,7 +340,7 @@ def sae_for(store: ActivationStore, model: Model, sae_cfg: SAETrainConfig, cache
     path = cache / "saes" / f"{store.model_name.replace('/', '_')}-{key}"
     card = read_card(path) if (path / "cfg.json").is_file() else {}
     if not card.get("metrics", {}).get("ce_recovered"):
-        card = train_sae(store, sae_cfg, path, model=model).card
+        card = train_sae(store, sae_cfg, path, model=model, device=str(model.device)).card  # where the model runs
     sae, _ = load_sae(path, model=model, hook=sae_cfg.hook)
     return sae, Quality.from_dict(card["metrics"]), path
 

@@ -310,7 +310,7 @@ def logit_effects(sae: Any, model: Model, feature: int, k: int = 10) -> tuple[li
     w_u = model.hf.get_output_embeddings().weight.detach().float()  # [vocab, d_model]
     if w_u.shape[1] != int(sae.cfg.d_in):
         raise SAEError(f"the SAE's width {sae.cfg.d_in} is not the unembedding's d_model {w_u.shape[1]}")
-    eff = w_u @ sae.W_dec[feature].detach().float()
+    eff = (w_u @ sae.W_dec[feature].detach().float().to(w_u.device)).cpu()
     toks = model.tokenizer.convert_ids_to_tokens(list(range(len(eff))))
     order = torch.argsort(eff, descending=True).tolist()
     up = [(toks[i], float(eff[i])) for i in order[:k]]

@@ -29,18 +29,27 @@ if TYPE_CHECKING:
 DENSE_THRESHOLD = 0.1  # a feature firing on more than this share of rows counts as dense
 
 
+def sae_device(sae: Any) -> torch.device:
+    """Where the SAE's weights live. Activations go there and results come back to the activations' device,
+    so an SAE trained on a GPU reads CPU store rows and a CPU SAE splices into a model on a GPU."""
+    return sae.W_dec.device
+
+
 @torch.no_grad()
 def encode(sae: Any, x: Float[torch.Tensor, "rows d_in"], chunk: int = 8192) -> Float[torch.Tensor, "rows d_sae"]:
-    """Feature activations of rows, in chunks."""
+    """Feature activations of rows, in chunks (on the rows' device)."""
     check_width(sae, x.shape[-1])
-    return torch.cat([sae.encode(x[i:i + chunk].float()) for i in range(0, len(x), chunk)]) if len(x) else \
-        torch.zeros(0, int(sae.cfg.d_sae))
+    dev = sae_device(sae)
+    return torch.cat([sae.encode(x[i:i + chunk].to(dev).float()).to(x.device) for i in range(0, len(x), chunk)]) \
+        if len(x) else torch.zeros(0, int(sae.cfg.d_sae))
 
 
 @torch.no_grad()
 def reconstruct(sae: Any, x: Float[torch.Tensor, "rows d_in"], chunk: int = 8192) -> Float[torch.Tensor, "rows d_in"]:
     check_width(sae, x.shape[-1])
-    return torch.cat([sae.decode(sae.encode(x[i:i + chunk].float())) for i in range(0, len(x), chunk)])
+    dev = sae_device(sae)
+    return torch.cat([sae.decode(sae.encode(x[i:i + chunk].to(dev).float())).to(x.device)
+                      for i in range(0, len(x), chunk)])
 
 
 def check_width(sae: Any, d: int) -> None:
@@ -103,13 +112,14 @@ def reconstruction_quality(sae: Any, x: Float[torch.Tensor, "rows d"], groups: S
     mean = x.mean(0)
     err_parts, fired_parts = [], []
     fired_count = torch.zeros(int(sae.cfg.d_sae))
+    dev = sae_device(sae)
     for i in range(0, len(x), chunk):  # chunks: the [rows, d_sae] features never exist all at once
-        xc = x[i:i + chunk]
+        xc = x[i:i + chunk].to(dev)
         f = sae.encode(xc)
         fired = (f > 0).float()  # float sums run twice as fast as bool ones
-        fired_count += fired.sum(0)
-        fired_parts.append(fired.sum(-1))
-        err_parts.append((xc - sae.decode(f)).pow(2).sum(-1))
+        fired_count += fired.sum(0).cpu()
+        fired_parts.append(fired.sum(-1).cpu())
+        err_parts.append((xc - sae.decode(f)).pow(2).sum(-1).cpu())
     freq = fired_count / len(x)
     err = torch.cat(err_parts).double().numpy()
     dev = (x - mean).pow(2).sum(-1).double().numpy()
@@ -167,7 +177,8 @@ def sae_splice(sae: Any, keep: torch.Tensor | None = None) -> Callable[[torch.Te
     [batch, pos] (the BOS tokens, when they are left out), which pass through unchanged."""
     def fn(h: torch.Tensor) -> torch.Tensor:
         check_width(sae, h.shape[-1])
-        return _keep_where(sae.decode(sae.encode(h.float())).to(h.dtype), h, keep)
+        out = sae.decode(sae.encode(h.float().to(sae_device(sae)))).to(h.device, h.dtype)
+        return _keep_where(out, h, keep)
 
     return fn
 
@@ -327,6 +338,7 @@ __all__ = [
     "reconstruction_quality",
     "replace_at",
     "rows_quality",
+    "sae_device",
     "sae_splice",
     "zero_splice",
 ]

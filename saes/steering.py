@@ -20,6 +20,7 @@ from jaxtyping import Float
 from interp.steering import Intervention, SteeringVector
 from saes.config import SAEError
 from saes.features import check_feature
+from saes.metrics import sae_device
 
 if TYPE_CHECKING:
     from interp.models import Model
@@ -35,7 +36,7 @@ def feature_vector(sae: Any, features: int | Sequence[int], model: Model, hook: 
     if int(sae.cfg.d_in) != model.d_model:
         raise SAEError(f"the SAE's width {sae.cfg.d_in} does not match {model.name}'s d_model {model.d_model}")
     w = torch.tensor(list(weights) if weights is not None else [1.0] * len(feats), dtype=torch.float32)
-    vec = (w[:, None] * sae.W_dec[feats].detach().float()).sum(0)
+    vec = (w[:, None] * sae.W_dec[feats].detach().float().cpu()).sum(0)
     return SteeringVector(vec, hook, model.name, model.checksum, "sae_features", {"features": feats,
                                                                                   "weights": w.tolist()})
 
@@ -50,7 +51,7 @@ def random_feature_vectors(sae: Any, like: SteeringVector, exclude: Sequence[int
     out = []
     for _ in range(n):
         pick = [int(f) for f in rng.choice(pool, n_features, replace=False)]
-        v = sae.W_dec[pick].detach().float().sum(0)
+        v = sae.W_dec[pick].detach().float().cpu().sum(0)
         v = v * (like.norm / float(v.norm()))
         out.append(SteeringVector(v, like.hook, like.model_name, like.model_checksum, "random_sae_features",
                                   {"features": pick, "norm_of": like.provenance}))
@@ -73,8 +74,8 @@ class FeatureClamp(Intervention):
 
     def delta(self, h: Float[torch.Tensor, "batch pos d"], v: torch.Tensor | None = None,
               u: torch.Tensor | None = None) -> torch.Tensor:
-        f = self.sae.encode(h.float())[..., self.feature]
-        return ((self.value - f)[..., None] * self.sae.W_dec[self.feature].float()).to(h.dtype)
+        f = self.sae.encode(h.float().to(sae_device(self.sae)))[..., self.feature]
+        return ((self.value - f)[..., None] * self.sae.W_dec[self.feature].float()).to(h.device, h.dtype)
 
 
 def feature_clamp(sae: Any, feature: int, value: float, model: Model, hook: str, where: Any = "all") -> FeatureClamp:

@@ -177,12 +177,13 @@ def train_sae_streamed(model: Model, dataset: PromptDataset, cfg: SAETrainConfig
                        positions: PositionsLike = None, *, batch_size: int = 64, shard_size: int = 1024,
                        store_out: str | Path | None = None, resume: bool = True,
                        on_checkpoint: Callable[[int], None] | None = None, metrics: bool = True, ce: bool = False,
-                       max_memory_gb: float = 4.0) -> TrainedSAE:
+                       max_memory_gb: float = 4.0, device: str | None = None) -> TrainedSAE:
     """Train an SAE on `model`'s activations at `cfg.hook` over `dataset` (all tokens unless `positions` says
     otherwise), harvesting as training goes instead of first writing a store. The SAE equals `train_sae` on
     `harvest(model, dataset, [cfg.hook], positions, ..., batch_size=, shard_size=)`. With `store_out`, that store
     is also written (by a background harvest; returned complete). The card's metrics come from the rows it
-    streamed (CE recovered too when `ce`); `max_memory_gb` bounds the rows kept in memory without a store."""
+    streamed (CE recovered too when `ce`); `max_memory_gb` bounds the rows kept in memory without a store. The
+    SAE trains on `device`, by default the model's."""
     selector = as_selector(positions, AllTokens())
     labels = list(selector.labels())
     if cfg.label is not None and cfg.label not in labels:
@@ -219,7 +220,8 @@ def train_sae_streamed(model: Model, dataset: PromptDataset, cfg: SAETrainConfig
     meta = {"hook_name": cfg.hook, "model_name": model.name}
     try:
         provider = DataProvider(epoch_chunks(source, cfg.seed, cfg.chunk_rows), cfg)
-        fitted = fit(provider, cfg, int(model.d_model), meta, out, resume, identity, on_checkpoint)
+        fitted = fit(provider, cfg, int(model.d_model), meta, out, resume, identity, on_checkpoint,
+                     str(model.device) if device is None else device)
         store = tail.join() if tail is not None else None
     except BaseException:
         if tail is not None:

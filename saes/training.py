@@ -183,14 +183,14 @@ def check_store(store: ActivationStore, cfg: SAETrainConfig, bos_id: Any = _NO_B
 
 # ------------------------------------------------------------------------------------------ checkpoint
 
-def _trainer_cfg(cfg: SAETrainConfig) -> Any:
+def _trainer_cfg(cfg: SAETrainConfig, device: str = "cpu") -> Any:
     from sae_lens import LoggingConfig
     from sae_lens.config import SAETrainerConfig
 
     return SAETrainerConfig(
         total_training_samples=cfg.total_samples, train_batch_size_samples=cfg.batch_size, lr=cfg.lr,
         lr_end=cfg.lr * cfg.lr_end_fraction, lr_scheduler_name=cfg.lr_scheduler, lr_warm_up_steps=cfg.lr_warm_up_steps,
-        device="cpu", dead_feature_window=cfg.dead_feature_window, feature_sampling_window=10 ** 9,
+        device=device, dead_feature_window=cfg.dead_feature_window, feature_sampling_window=10 ** 9,
         n_checkpoints=cfg.n_checkpoints, checkpoint_path=None, save_final_checkpoint=False,
         logger=LoggingConfig(log_to_wandb=False),
     )
@@ -223,13 +223,13 @@ def save_checkpoint(trainer: Any, provider: DataProvider, cfg: SAETrainConfig, f
     """SAE weights, Adam moments and firing counters (safetensors) plus counters, schedules, the config and the
     identity of the rows (a store's, or a streamed run's dict) as JSON, written atomically (a crash mid-write
     leaves the previous checkpoint or none)."""
-    tensors = {f"sae.{k}": v for k, v in trainer.sae.state_dict().items()}
+    tensors = {f"sae.{k}": v.cpu() for k, v in trainer.sae.state_dict().items()}
     opt = trainer.optimizer.state_dict()
     for pid, st in opt["state"].items():
         for k, v in st.items():
-            tensors[f"opt.{pid}.{k}"] = v if isinstance(v, torch.Tensor) else torch.tensor(v)
-    tensors["trainer.act_freq_scores"] = trainer.act_freq_scores
-    tensors["trainer.n_forward_passes_since_fired"] = trainer.n_forward_passes_since_fired
+            tensors[f"opt.{pid}.{k}"] = v.cpu() if isinstance(v, torch.Tensor) else torch.tensor(v)
+    tensors["trainer.act_freq_scores"] = trainer.act_freq_scores.cpu()
+    tensors["trainer.n_forward_passes_since_fired"] = trainer.n_forward_passes_since_fired.cpu()
     tensors["provider.rng"] = provider._rng
     state = {
         "config": cfg.to_dict(), "store": _identity(store),
@@ -277,8 +277,9 @@ def load_checkpoint(trainer: Any, provider: DataProvider, cfg: SAETrainConfig, f
     trainer.lr_scheduler.load_state_dict(state["lr_scheduler"])
     for n, s in state["coefficient_schedulers"].items():
         trainer.coefficient_schedulers[n].load_state_dict(s)
-    trainer.act_freq_scores = t["trainer.act_freq_scores"]
-    trainer.n_forward_passes_since_fired = t["trainer.n_forward_passes_since_fired"]
+    dev = trainer.act_freq_scores.device  # the device the run trains on (the checkpoint is on the CPU)
+    trainer.act_freq_scores = t["trainer.act_freq_scores"].to(dev)
+    trainer.n_forward_passes_since_fired = t["trainer.n_forward_passes_since_fired"].to(dev)
     trainer.n_training_samples = state["n_training_samples"]
     trainer.n_training_steps = state["n_training_steps"]
     trainer.n_frac_active_samples = state["n_frac_active_samples"]
@@ -314,9 +315,11 @@ class Fitted:
 
 
 def fit(provider: DataProvider, cfg: SAETrainConfig, d_in: int, meta: dict[str, Any], out: Path, resume: bool,
-        identity: ActivationStore | dict[str, Any], on_checkpoint: Callable[[int], None] | None = None) -> Fitted:
-    """Run sae-lens' SAETrainer on `provider`'s batches, checkpointing to `<out>.checkpoint` (and resuming from it);
-    the SAE is initialised from `cfg.seed` alone, so the same rows and config give the same weights."""
+        identity: ActivationStore | dict[str, Any], on_checkpoint: Callable[[int], None] | None = None,
+        device: str = "cpu") -> Fitted:
+    """Run sae-lens' SAETrainer on `provider`'s batches on `device`, checkpointing to `<out>.checkpoint` (and
+    resuming from it, on any device); the SAE is initialised on the CPU from `cfg.seed` alone, so the same rows
+    and config give the same initial weights wherever it trains."""
     from sae_lens import TrainingSAE
     from sae_lens.training.sae_trainer import SAETrainer
 
@@ -333,7 +336,7 @@ def fit(provider: DataProvider, cfg: SAETrainConfig, d_in: int, meta: dict[str, 
         if on_checkpoint is not None:
             on_checkpoint(holder["trainer"].n_training_samples)
 
-    trainer = SAETrainer(_trainer_cfg(cfg), sae, provider, save_checkpoint_fn=on_save)
+    trainer = SAETrainer(_trainer_cfg(cfg, str(device)), sae, provider, save_checkpoint_fn=on_save)
     holder["trainer"] = trainer
     resumed_from = 0
     if ckpt.is_dir() and (ckpt / "state.json").is_file():
@@ -355,6 +358,7 @@ def base_card(fitted: Fitted, cfg: SAETrainConfig, d_in: int, model_name: str, m
         "model_checksum": model_checksum, "d_in": d_in, "d_sae": cfg.width(d_in), "architecture": cfg.architecture,
         "config": cfg.to_dict(),
         "training": {"samples": trainer.n_training_samples, "steps": trainer.n_training_steps,
+                     "device": str(trainer.cfg.device),
                      "resumed_from_samples": fitted.resumed_from, "seconds": round(fitted.seconds, 3),
                      "activations_per_s": round((trainer.n_training_samples - fitted.resumed_from)
                                                 / max(fitted.seconds, 1e-9), 1),
@@ -377,17 +381,18 @@ def save_trained(fitted: Fitted, card: dict[str, Any], out: Path) -> Any:
 
 
 def train_sae(store: ActivationStore | str | Path, cfg: SAETrainConfig, out: str | Path, resume: bool = True,
-              on_checkpoint: Callable[[int], None] | None = None, model: Model = None, metrics: bool = True
-              ) -> TrainedSAE:
-    """Train on the store's rows of `cfg.hook`; resume from `<out>.checkpoint` if a killed run left one. The card
-    gets the quality metrics (`saes.metrics.quality` on the store; CE recovered too when `model` is given)."""
+              on_checkpoint: Callable[[int], None] | None = None, model: Model = None, metrics: bool = True,
+              device: str = "cpu") -> TrainedSAE:
+    """Train on the store's rows of `cfg.hook` on `device` ("cuda" on a GPU machine); resume from
+    `<out>.checkpoint` if a killed run left one. The card gets the quality metrics (`saes.metrics.quality` on the
+    store; CE recovered too when `model` is given)."""
     store = store if isinstance(store, ActivationStore) else ActivationStore.open(store)
     same_model = model if model is not None and model.checksum == store.model_checksum else None
     bos = bos_token_id(store, same_model) if cfg.exclude_bos else None
     d_in = check_store(store, cfg, bos)
     out = Path(out)
     meta = {"hook_name": cfg.hook, "model_name": store.model_name}
-    fitted = fit(DataProvider(store, cfg, bos), cfg, d_in, meta, out, resume, store, on_checkpoint)
+    fitted = fit(DataProvider(store, cfg, bos), cfg, d_in, meta, out, resume, store, on_checkpoint, device)
     card = base_card(fitted, cfg, d_in, store.model_name, store.model_checksum) | {
         "source": "store", "store": str(store.root), "store_dataset_hash": store.manifest.get("dataset_hash"),
         "store_rows": _rows(store, cfg.hook, cfg.label, cfg.exclude_bos, bos), "excluded_token_id": bos}

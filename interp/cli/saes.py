@@ -79,6 +79,7 @@ def sae_train(
     seed: int = 0,
     model: Annotated[str | None, typer.Option(help="model for the CE metrics (default: the store's)")] = None,
     no_resume: Annotated[bool, typer.Option("--no-resume", help="discard a checkpoint left by a killed run")] = False,
+    device: Annotated[str, typer.Option(help="where the SAE trains: cpu, cuda, cuda:1, ...")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="print the card as JSON")] = False,
 ) -> None:
     """Train an SAE with sae-lens' SAETrainer on stored activations (resumes a killed run), then measure it."""
@@ -92,7 +93,7 @@ def sae_train(
                              batch_size=batch_size, lr=lr, lr_warm_up_steps=lr_warm_up_steps, seed=seed)
         m = _model(model, {}, st)
         with console.status(f"training on {st.n_rows:,} stored rows"):
-            trained = train_sae(st, cfg, out, resume=not no_resume, model=m)
+            trained = train_sae(st, cfg, out, resume=not no_resume, model=m, device=device)
         card = trained.card
         q = Quality.from_dict(card["metrics"])
     except SAE_ERRORS as e:
