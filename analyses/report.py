@@ -5,7 +5,8 @@ A `ReportConfig` names the models, the task and the sections; its default is the
 against sft, rl and dpo, with base-m and base-l as the scale axis, on the organism task), whose sections and
 cache keys are those the report has always used. Each analysis contributes a section (title, sentences with
 its numbers, figures); a section that cannot run on the pair or the task is written as a skipped section whose
-sentences say why, and the rest of the report still runs. Results are cached by model checksum and config, so
+sentences say why, and the rest of the report still runs (as it does past a section that fails on a pair: the
+error goes into the report and `build_report` raises `SectionsFailed` at the end). Results are cached by model checksum and config, so
 a second report reuses them. `report.json` holds the config and every section as written; `report.html` and
 `RESULTS.md` are rendered from it (`render_only` re-renders them without recomputing), so no number in
 RESULTS.md is copied by hand.
@@ -126,7 +127,8 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class Section:
-    """One part of the report; `skipped` is why it could not run (its sentences then say so too)."""
+    """One part of the report; `skipped` is why it could not run, `error` the traceback of a section that failed
+    on a pair (their sentences then say so too)."""
 
     title: str
     sentences: tuple[str, ...]
@@ -136,6 +138,7 @@ class Section:
     seconds: float = 0.0  # wall-clock time the section took (0 for sections read from an older report.json)
     peak_rss_bytes: int = 0  # the peak resident memory of the process that ran it (0: not measured)
     peak_gpu_bytes: int = 0  # the most memory torch allocated on the report's GPU while it ran (0: no GPU)
+    error: str = ""  # the traceback of a section that failed on a pair (the other sections still ran)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,11 +146,17 @@ class Section:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Section:
         return cls(d["title"], tuple(d["sentences"]), tuple(d["figures"]), d.get("table_html", ""),
-                   d.get("skipped", ""), d.get("seconds", 0.0), d.get("peak_rss_bytes", 0), d.get("peak_gpu_bytes", 0))
+                   d.get("skipped", ""), d.get("seconds", 0.0), d.get("peak_rss_bytes", 0), d.get("peak_gpu_bytes", 0),
+                   d.get("error", ""))
 
 
 COST_FIELDS = ("seconds", "peak_rss_bytes", "peak_gpu_bytes")
 """Fields of a section that say what running it cost, not what it found (they differ from run to run)."""
+
+
+class SectionsFailed(RuntimeError):
+    """Raised by `build_report` after a pair's report is written when some of its sections failed: each failed
+    section is in the report with its error, and the others ran."""
 
 
 class SectionSkipped(Exception):
@@ -161,6 +170,16 @@ class SectionSkipped(Exception):
 def skipped_section(title: str, reason: str) -> Section:
     """The section a report writes in place of one that could not run: its title, and one sentence saying why."""
     return Section(f"{title} (not run)", (f"Not run: {reason.rstrip('.')}.",), (), "", reason)
+
+
+def failed_section(title: str, error: BaseException) -> Section:
+    """The section a pair's report writes in place of one whose analysis raised: the error in one sentence,
+    the traceback in `error`."""
+    import traceback
+
+    said = f"{type(error).__name__}: {error}".strip().splitlines()[0][:300]
+    return Section(f"{title} (failed)", (f"Failed: {said.rstrip('.')}. The traceback is in report.json.",), (),
+                   error="".join(traceback.format_exception(error))[-4000:])
 
 
 # ------------------------------------------------------------------------------ models and task of a report
@@ -714,7 +733,8 @@ def section_title(make: Callable[..., Section]) -> str:
 def run_section(make: Callable[..., Section], config: ReportConfig, out: Path) -> Section:
     """One section, timed, with its peak memory. Off the zoo, a section written for the zoo only, one that
     raises `SectionSkipped`, and one whose analysis refuses the pair or the task (a ValueError, whose message
-    says why) come back as skipped sections; on the zoo every error propagates, as it always has."""
+    says why) come back as skipped sections, and any other error as a failed section (`build_report` raises
+    `SectionsFailed` once the rest has run); on the zoo every error propagates, as it always has."""
     from interp.benchmark import PeakMemory
 
     t0, peak = time.time(), PeakMemory(config.device)
@@ -733,6 +753,10 @@ def run_section(make: Callable[..., Section], config: ReportConfig, out: Path) -
             if config.is_zoo:
                 raise
             section = skipped_section(section_title(make), f"the analysis cannot run on this pair or task: {e}")
+        except Exception as e:  # on a pair, one broken section must not cost the others' hours of work
+            if config.is_zoo:
+                raise
+            section = failed_section(section_title(make), e)
     return dataclasses.replace(section, seconds=round(time.time() - t0, 1), peak_rss_bytes=peak.rss_bytes,
                                peak_gpu_bytes=peak.gpu_bytes)
 
@@ -811,7 +835,8 @@ def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool =
             "title": config.title(), "config": config.to_dict(), "n_per_step": config.n_per_step,
             "seconds": time.time() - t0, "jobs": "ray" if ray else jobs, "libraries": library_versions(),
             "section_names": [n for n, _ in merged], "sections": [x.to_dict() for _, x in merged],
-            "skipped": {x.title: x.skipped for _, x in merged if x.skipped}})
+            "skipped": {x.title: x.skipped for _, x in merged if x.skipped},
+            "failed": {x.title: x.sentences[0] for _, x in merged if x.error}})
 
     try:
         if not config.is_zoo:
@@ -821,7 +846,12 @@ def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool =
     finally:
         _LOADED.clear()
         _LOAD_ARGS.clear()
-    return render_only(out, results)
+    page = render_only(out, results)
+    failed = [f"{n} ({s.sentences[0].removeprefix('Failed: ')})" for n, s in done.items() if s.error]
+    if failed:
+        raise SectionsFailed(f"{len(failed)} of {len(done)} sections failed; the report is written with the others "
+                             f"({page}) and each error's traceback is in {out / 'report.json'}: {'; '.join(failed)}")
+    return page
 
 
 def _previous_seconds(out: Path) -> dict[str, float]:
@@ -833,5 +863,5 @@ def _previous_seconds(out: Path) -> dict[str, float]:
         return {}
 
 
-__all__ = ["COST_FIELDS", "SECTIONS", "ReportConfig", "Section", "SectionSkipped", "build_report", "render_markdown", "render_only",
+__all__ = ["COST_FIELDS", "SECTIONS", "ReportConfig", "Section", "SectionSkipped", "SectionsFailed", "build_report", "render_markdown", "render_only",
            "run_section", "section_name"]

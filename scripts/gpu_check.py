@@ -185,7 +185,7 @@ def report_costs(res: dict, key: str, config, out: Path, reserve_s: float, sente
     memory and skip reason; stop starting sections once fewer than `reserve_s` seconds of the budget are left."""
     import dataclasses
 
-    from analyses.report import Section, build_report
+    from analyses.report import Section, SectionsFailed, build_report
 
     costs = res[key]["sections"] = {}
     for name in PAIR_SECTIONS:
@@ -194,12 +194,15 @@ def report_costs(res: dict, key: str, config, out: Path, reserve_s: float, sente
             continue
         t0 = time.perf_counter()
         try:
-            build_report(out, config=dataclasses.replace(config, sections=(name,)), results=None, jobs=1)
+            try:
+                build_report(out, config=dataclasses.replace(config, sections=(name,)), results=None, jobs=1)
+            except SectionsFailed:
+                pass  # the section is in report.json with its traceback
             data = json.loads((out / "report.json").read_text())
             s = Section.from_dict(data["sections"][data["section_names"].index(name)])
             costs[name] = {"seconds": s.seconds, "peak_gpu_gb": round(s.peak_gpu_bytes / 1e9, 2),
                            "peak_rss_gb": round(s.peak_rss_bytes / 1e9, 2), "skipped": s.skipped[:300],
-                           "sentences": list(s.sentences[:sentences])}
+                           "sentences": list(s.sentences[:sentences]), "error": s.error[-2000:]}
         except Exception as e:  # noqa: BLE001 (a failing section must not hide the others' numbers)
             import traceback
 

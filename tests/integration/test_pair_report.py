@@ -162,3 +162,33 @@ def test_routing_compute_and_calibration_run_on_any_pair(pair, tmp_path):
     assert calibration["config"]["conditions"] == ["cot", "free"]
     assert sections["calibration"].sentences[-1] == ("Not measured: forced direct (the task lists no answer "
                                                      "candidates).")
+
+
+def test_a_section_that_fails_on_a_pair_is_written_with_its_error_and_the_others_still_run(pair, tmp_path,
+                                                                                         monkeypatch):
+    """Hours of a GPU report are not lost to one broken section: it is written as failed (its traceback in
+    report.json), the other sections run, and the command ends with an error naming it."""
+    def broken_section(config, out):
+        """A section whose analysis breaks (analyses.fake)."""
+        raise RuntimeError("Expected all tensors to be on the same device")
+
+    def fine_section(config, out):
+        """A section that works (analyses.fake)."""
+        return rep.Section("Fine", ("measured",), ())
+
+    monkeypatch.setattr(rep, "SECTIONS", (broken_section, fine_section))
+    out = tmp_path / "report"
+    r = runner.invoke(app, ["report", "--base", str(pair["base"]), "--tuned", str(pair["tuned"]), "--task",
+                            f"jsonl:{pair['task']}", "--n", "1", "--no-png", "--out", str(out), "--jobs", "1"])
+    assert r.exit_code != 0 and "1 of 2 sections failed" in _said(r) and "same device" in _said(r)
+    data = json.loads((out / "report.json").read_text())
+    broken, fine = (rep.Section.from_dict(d) for d in data["sections"])
+    assert broken.title == "A section whose analysis breaks (failed)" and not broken.skipped
+    assert broken.sentences == (("Failed: RuntimeError: Expected all tensors to be on the same device. The "
+                                "traceback is in report.json."),)
+    assert "Traceback" in broken.error and "broken_section" in broken.error and not fine.error
+    assert fine.sentences == ("measured",) and data["failed"] == {broken.title: broken.sentences[0]}
+    assert "Failed: RuntimeError" in (out / "RESULTS.md").read_text()
+    # the zoo's report still stops at the first error
+    with pytest.raises(RuntimeError, match="same device"):
+        rep.build_report(tmp_path / "zoo", results=None, config=rep.ReportConfig(png=False))
