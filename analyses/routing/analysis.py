@@ -326,8 +326,8 @@ def token_shift(base: Model, tuned: Model, prompts: Sequence[Sequence[int]], tra
         for i, (p, c) in enumerate(zip(prompts[s:s + batch_size], comps[s:s + batch_size])):
             pos = torch.arange(len(p) - 1, len(p) + len(c) - 1)
             lg = logits[i, pos]
-            tgt = lg.gather(-1, torch.tensor(c)[:, None])
-            ranks.append(((lg > tgt).sum(-1) + 1).numpy())
+            tgt = lg.gather(-1, torch.tensor(c, device=lg.device)[:, None])
+            ranks.append(((lg > tgt).sum(-1) + 1).cpu().numpy())
     vocab = {i: t for t, i in base.tokenizer.get_vocab().items()}
     kinds = {"value": lambda tok, j: tok.strip().isdigit(), "format": lambda tok, j: not tok.strip().isdigit(),
              "first": lambda tok, j: j == 0, "all": lambda tok, j: True}
