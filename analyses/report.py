@@ -25,7 +25,7 @@ import inspect
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -413,7 +413,7 @@ def faithfulness_section(config: ReportConfig, out: Path) -> Section:
     if config.is_zoo:
         return Section(*section_parts(out, n, config.png))
     return Section(*section_parts(out, n, config.png, models=[loaded(m) for m in (config.base, *config.tuned)],
-                                  task=report_task(config)))
+                                  task=report_task(config), max_new_tokens=config.max_new_tokens))
 
 
 def _first_tuned_note(config: ReportConfig) -> tuple[str, ...]:
@@ -431,7 +431,8 @@ def verbosity_section(config: ReportConfig, out: Path) -> Section:
     if config.is_zoo:
         return Section(*verbosity_section_parts(out, config.n_per_step, config.png))
     title, sentences, figs = verbosity_section_parts(out, config.n_per_step, config.png, base=loaded(config.base),
-                                                     tuned=loaded(config.tuned[0]), task=report_task(config))
+                                                     tuned=loaded(config.tuned[0]), task=report_task(config),
+                                                     max_new_tokens=config.max_new_tokens)
     return Section(title, (*_first_tuned_note(config), *sentences), figs)
 
 
@@ -442,13 +443,16 @@ def reasoning_direction_section(config: ReportConfig, out: Path) -> Section:
     if config.is_zoo:
         return Section(*reasoning_section_parts(out, config.n_per_step, config.png))
     title, sentences, figs = reasoning_section_parts(out, config.n_per_step, config.png, base=loaded(config.base),
-                                                     tuned=loaded(config.tuned[0]), task=report_task(config))
+                                                     tuned=loaded(config.tuned[0]), task=report_task(config),
+                                                     max_new_tokens=config.max_new_tokens)
     return Section(title, (*_first_tuned_note(config), *sentences), figs)
 
 
-def sae_config(config: ReportConfig, n_layers: int | None = None) -> SAEReasoningConfig:
+def sae_config(config: ReportConfig, n_layers: int | None = None, task_items: int | None = None
+               ) -> SAEReasoningConfig:
     """The SAE analysis' config (the zoo's: `SAEReasoningConfig()` with the report's n); off the zoo the SAE
-    reads the residual stream at the middle of the base (`n_layers // 2 - 1`, block 1 of a 4-layer model)."""
+    reads the residual stream at the middle of the base (`n_layers // 2 - 1`, block 1 of a 4-layer model), on at
+    most the `task_items` a task read from a file holds, generating up to the report's `max_new_tokens`."""
     from analyses import sae_reasoning as sr
 
     cfg = dataclasses.replace(sr.SAEReasoningConfig(), n_test_per_step=config.n_per_step,
@@ -456,7 +460,9 @@ def sae_config(config: ReportConfig, n_layers: int | None = None) -> SAEReasonin
     if not config.is_zoo:
         hook = f"blocks.{max(0, (n_layers or 4) // 2 - 1)}.hook_resid_post"
         cfg = dataclasses.replace(cfg, base=config.base, tuned=config.tuned, reference=config.tuned[0],
-                                  task=config.task, hook=hook, sae=dataclasses.replace(cfg.sae, hook=hook))
+                                  task=config.task, hook=hook, sae=dataclasses.replace(cfg.sae, hook=hook),
+                                  n_problems=min(cfg.n_problems, task_items or cfg.n_problems))
+        cfg = _generation_length(cfg, config)
     return cfg
 
 
@@ -467,9 +473,10 @@ def sae_section(config: ReportConfig, out: Path) -> Section:
     if config.is_zoo:
         result = sr.run_cached(sae_config(config), dashboard_dir=out / "sae_dashboard")
     else:
-        base = loaded(config.base)
-        result = sr.run_cached(sae_config(config, base.n_layers), dashboard_dir=out / "sae_dashboard", base=base,
-                               tuned=[loaded(n) for n in config.tuned], task=report_task(config))
+        base, task = loaded(config.base), report_task(config)
+        size = len(task) if isinstance(task, Sized) else None  # a task read from a file holds so many items
+        result = sr.run_cached(sae_config(config, base.n_layers, size), dashboard_dir=out / "sae_dashboard",
+                               base=base, tuned=[loaded(n) for n in config.tuned], task=task)
     write_json(out / "sae_reasoning.json", result.to_dict())
     paths = sr.figures(result, out, png=config.png)
     return Section("Sparse autoencoder features: reasoning features, transfer, steering",

@@ -81,6 +81,7 @@ class SAEReasoningConfig:
     cache_dir: str = field(default_factory=lambda: str(cache_dir("sae_reasoning")))
     contrast: str = "auto"  # natural (the model's own choice), forced (the text's format), auto: natural unless rare
     min_per_mode: int = 10  # auto: fewer problems than this where the base starts a CoT (or answers) -> forced
+    max_new_tokens: int = 72  # greedy generation: the base's own CoT choice and the steering evaluation
 
     def __post_init__(self) -> None:
         if self.contrast not in CONTRASTS:
@@ -107,7 +108,7 @@ class SAEReasoningConfig:
         d = {k: v for k, v in self.to_dict().items() if k != "cache_dir"}
         if d["task"] == "organism":  # the zoo's defaults keep their cached results
             del d["task"]
-        for k, default in (("contrast", "auto"), ("min_per_mode", 10)):  # (added later: same keys as before)
+        for k, default in (("contrast", "auto"), ("min_per_mode", 10), ("max_new_tokens", 72)):  # (added later)
             if d[k] == default:
                 del d[k]
         return d
@@ -302,7 +303,7 @@ def build_dataset(model: Model, cfg: SAEReasoningConfig, task: Task | None = Non
     items = dataset_items(cfg, task)
     rng = np.random.default_rng(cfg.problem_seed)
     fmts = [task.formats[int(i)] for i in rng.integers(0, len(task.formats), len(items))]
-    cot = cot_mode_labels(model, task, items)
+    cot = cot_mode_labels(model, task, items, max_new_tokens=cfg.max_new_tokens)
     forced = uses_forced(cfg, cot)
     if forced and not (set(fmts) & set(task.cot_formats) and set(fmts) - set(task.cot_formats)):
         raise ValueError(f"task {task.name!r} writes no chain-of-thought format beside a direct one "
@@ -368,7 +369,7 @@ def steering_experiment(model: Model, reference: Model, sae: Any, ranking: Reaso
     )
 
     task = task if task is not None else interp.task(cfg.task)
-    gen = lambda m, items, ivs=(): generate_graded(m, task, items, list(ivs))
+    gen = lambda m, items, ivs=(): generate_graded(m, task, items, list(ivs), max_new_tokens=cfg.max_new_tokens)
 
     cot_feats = [f.feature for f in ranking.top(cfg.n_steer_features, "mode_auroc") if f.mode_auroc > 0.5]
     if not cot_feats:

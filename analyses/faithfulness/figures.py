@@ -256,9 +256,10 @@ def table_html(result: FaithfulnessResult) -> str:
 
 
 def section_parts(out: Path, n_per_step: int, png: bool, models: Sequence[Model] | None = None,
-                  task: Task | None = None) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
-    """Run (or read from the cache) the analysis (the zoo by default, or the given models on the given task) and
-    return title, sentences, figures and table."""
+                  task: Task | None = None, max_new_tokens: int | None = None
+                  ) -> tuple[str, tuple[str, ...], tuple[str, ...], str]:
+    """Run (or read from the cache) the analysis (the zoo by default, or the given models on the given task,
+    generating up to `max_new_tokens` when given) and return title, sentences, figures and table."""
     import dataclasses
 
     from analyses.faithfulness.analysis import FaithfulnessConfig, run
@@ -269,6 +270,8 @@ def section_parts(out: Path, n_per_step: int, png: bool, models: Sequence[Model]
         cfg = dataclasses.replace(cfg, forced_cot=(models[0].name,))
     if task is not None and not task.has_steps:
         cfg = dataclasses.replace(cfg, steps=())
+    if max_new_tokens is not None:
+        cfg = dataclasses.replace(cfg, max_new_tokens=max_new_tokens)
     result = run(cfg, models=models, task=task)
     write_json(Path(out) / "faithfulness.json", result.to_dict())
     paths = figures(result, out, png=png)

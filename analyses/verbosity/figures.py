@@ -278,9 +278,10 @@ def reasoning_sentences(r: ReasoningResult) -> list[str]:
 
 
 def verbosity_section_parts(out: Path, n_per_step: int, png: bool, base: Model | None = None,
-                            tuned: Model | None = None, task: Task | None = None
+                            tuned: Model | None = None, task: Task | None = None, max_new_tokens: int | None = None
                             ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """Run (or read from the cache) ASC on the zoo's sft, or on `tuned` (with `base`) on `task`."""
+    """Run (or read from the cache) ASC on the zoo's sft, or on `tuned` (with `base`) on `task` (generating up to
+    `max_new_tokens` when given)."""
     import dataclasses
 
     from analyses.verbosity import analysis
@@ -289,6 +290,8 @@ def verbosity_section_parts(out: Path, n_per_step: int, png: bool, base: Model |
     cfg = dataclasses.replace(analysis.VerbosityConfig(), n_test_per_step=min(n_per_step, 50))
     if task is not None and task.name != "organism":  # only the last-token direction exists off the organism
         cfg = dataclasses.replace(cfg, variants=("last",), steps=cfg.steps if task.has_steps else ())
+    if max_new_tokens is not None:
+        cfg = dataclasses.replace(cfg, max_new_tokens=max_new_tokens)
     r = analysis.run_cached(cfg, model=tuned, base=base, task=task)
     write_json(out / "verbosity.json", r.to_dict())
     paths = verbosity_figures(r, out, png)
@@ -304,9 +307,10 @@ PAIR_SWEEP: dict[str, Any] = {"wheres": ("last",), "gammas": (0.5, 1.0, 2.0, 4.0
 
 
 def reasoning_section_parts(out: Path, n_per_step: int, png: bool, base: Model | None = None,
-                            tuned: Model | None = None, task: Task | None = None
+                            tuned: Model | None = None, task: Task | None = None, max_new_tokens: int | None = None
                             ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """Run (or read from the cache) the reasoning-mode direction of base-s, or of `base` against `tuned` on `task`."""
+    """Run (or read from the cache) the reasoning-mode direction of base-s, or of `base` against `tuned` on `task`
+    (generating up to `max_new_tokens` when given)."""
     import dataclasses
 
     from analyses.verbosity import reasoning
@@ -317,6 +321,8 @@ def reasoning_section_parts(out: Path, n_per_step: int, png: bool, base: Model |
         cfg = dataclasses.replace(cfg, **PAIR_SWEEP, n_val_per_step=min(cfg.n_val_per_step, max(n_per_step, 25)))
     if task is not None and not task.has_steps:
         cfg = dataclasses.replace(cfg, train_steps=(), eval_steps=())
+    if max_new_tokens is not None:
+        cfg = dataclasses.replace(cfg, max_new_tokens=max_new_tokens)
     r = reasoning.run_cached(cfg, base=base, tuned=tuned, task=task)
     write_json(out / "reasoning_direction.json", r.to_dict())
     paths = reasoning_figures(r, out, png)

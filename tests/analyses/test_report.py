@@ -84,6 +84,10 @@ def test_the_default_config_is_the_first_zoos_report_with_its_sections_and_cache
     assert (lat.base, lat.models, lat.task, lat.n_per_step, lat.max_new_tokens) == ("a/base", pair.models, "jsonl:x.jsonl", 6, 99)
     sae = rep.sae_config(pair, n_layers=28)
     assert sae.hook == sae.sae.hook == "blocks.13.hook_resid_post" and sae.tuned == ("a/tuned",) and sae.task == "jsonl:x.jsonl"
+    assert sae.max_new_tokens == 99 and sae.n_problems == sr.SAEReasoningConfig().n_problems
+    assert rep.sae_config(pair, n_layers=28, task_items=1319).n_problems == 1319  # GSM8K's test split holds 1,319
+    # the zoo's cached results keep their keys: a field added with its old value is left out of the key
+    assert "max_new_tokens" not in sr.SAEReasoningConfig().key() and "max_new_tokens" in sae.key()
 
 
 def test_zoo_sections_call_the_analyses_as_the_zoo_report_always_has(tmp_path, monkeypatch):

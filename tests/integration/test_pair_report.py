@@ -192,3 +192,52 @@ def test_a_section_that_fails_on_a_pair_is_written_with_its_error_and_the_others
     # the zoo's report still stops at the first error
     with pytest.raises(RuntimeError, match="same device"):
         rep.build_report(tmp_path / "zoo", results=None, config=rep.ReportConfig(png=False))
+
+
+def test_every_section_generates_at_most_the_reports_max_new_tokens(tmp_path, monkeypatch):
+    """`--max-new-tokens` reaches every section that generates (a real pair's chains need 1,000 tokens or more,
+    not the organism's 72): each analysis' config is read back from what the section hands it."""
+    import dataclasses
+
+    import analyses.faithfulness.analysis as fa
+    import analyses.verbosity.analysis as va
+    import analyses.verbosity.reasoning as vr
+
+    seen = {}
+
+    def fake_run(name):
+        def run(cfg, *args, **kw):
+            seen[name] = cfg.max_new_tokens
+            raise ValueError("stop here")  # a pair's report writes it as a skipped section
+        return run
+
+    monkeypatch.setattr(va, "run_cached", fake_run("verbosity"))
+    monkeypatch.setattr(vr, "run_cached", fake_run("reasoning_direction"))
+    monkeypatch.setattr(fa, "run", fake_run("faithfulness"))
+    config = dataclasses.replace(rep.ReportConfig.pair("organism-nl/base", "organism-nl/sft", n_per_step=2,
+                                                       png=False), max_new_tokens=321)
+    for make in (rep.verbosity_section, rep.reasoning_direction_section, rep.faithfulness_section):
+        assert "stop here" in rep.run_section(make, config, tmp_path).skipped
+    assert seen == {"verbosity": 321, "reasoning_direction": 321, "faithfulness": 321}
+
+
+def test_every_section_runs_on_a_qwen_shaped_pair_with_chat_template_and_thinking_tags(tmp_path):
+    """The whole pair report on tiny random-init Qwen2 checkpoints with a Qwen-style BPE (digits split, ChatML,
+    `<think>` tokens) on the shipped GSM8K-format file: no section fails, and each one that measures a pair
+    runs (routing may find nothing to learn from random models that always agree, and says so)."""
+    import interp
+    from tests.bpe import qwen_style
+
+    task = interp.task("jsonl:gsm_synth")
+    items = task.sample(200, 0)
+    tok = qwen_style([task.prompt(it) + task.completion(it, task.formats[-1]) for it in items], 600)
+    base = save_checkpoint(tmp_path / "base", tok, "qwen2", seed=0, n_layers=2)
+    tuned = save_checkpoint(tmp_path / "tuned", tok, "qwen2", seed=1, n_layers=2)
+    config = rep.ReportConfig.pair(str(base), str(tuned), "jsonl:gsm_synth", n_per_step=2, png=False,
+                                   max_new_tokens=16)
+    rep.build_report(tmp_path / "out", results=None, config=config)  # raises SectionsFailed if any section failed
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    ran = {n for n, s in zip(data["section_names"], data["sections"]) if not s["skipped"]}
+    zoo_only = {rep.section_name(m) for m in rep.SECTIONS if not rep.takes_config(m)} | {"seeds"}
+    assert ran | {"routing"} == set(data["section_names"]) - zoo_only, data["skipped"]
+    assert data["failed"] == {}
