@@ -37,7 +37,6 @@ from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
 from interp.activations import ActivationStore, AllTokens, PromptDataset, harvest
-from interp.generate import left_pad
 from interp.io import cache_dir, library_versions, read_json, write_json
 from interp.plots import color_for, save_figure, style
 from interp.steering import Add, Positions
@@ -272,13 +271,10 @@ def cot_mode_labels(model: Model, task: Task, items: Sequence[Item], batch_size:
         texts, _ = generate_completions(model, task, items, GenerationConfig(max_new_tokens=max_new_tokens,
                                                                              batch_size=batch_size, chat=_chat(task)))
         return [bool(task.grade(it, t).cot) for it, t in zip(items, texts)]
+    from analyses.latent_reasoning import will_write_cot
+
     prompts = [list(e.ids) for e in task_dataset(model, task, items, chat=_chat(task)).examples]
-    out: list[bool] = []
-    for i in range(0, len(prompts), batch_size):
-        x, mask = left_pad(prompts[i:i + batch_size], model.pad_token_id)
-        logits = model.hf(input_ids=x.to(model.device), attention_mask=mask.to(model.device)).logits[:, -1]
-        out += [int(t) not in firsts for t in logits.argmax(-1).tolist()]
-    return out
+    return will_write_cot(model, prompts, batch_size, answer_ids=sorted(firsts))
 
 
 def dataset_items(cfg: SAEReasoningConfig, task: Task) -> list[Item]:
