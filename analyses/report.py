@@ -6,8 +6,8 @@ against sft, rl and dpo, with base-m and base-l as the scale axis, on the organi
 cache keys are those the report has always used. Each analysis contributes a section (title, sentences with
 its numbers, figures); a section that cannot run on the pair or the task is written as a skipped section whose
 sentences say why, and the rest of the report still runs (as it does past a section that fails on a pair: the
-error goes into the report and `build_report` raises `SectionsFailed` at the end). Results are cached by model checksum and config, so
-a second report reuses them. `report.json` holds the config and every section as written; `report.html` and
+error goes into the report and `build_report` raises `SectionsFailed` at the end). Results are cached by model
+checksum and config, so a second report reuses them. `report.json` holds the config and every section as written; `report.html` and
 `RESULTS.md` are rendered from it (`render_only` re-renders them without recomputing), so no number in
 RESULTS.md is copied by hand.
 
