@@ -562,11 +562,22 @@ def rlsf_section(out: Path, n_per_step: int, png: bool) -> Section:
 
 
 
-def shift_section(out: Path, n_per_step: int, png: bool) -> Section:
-    """The shift battery on the zoo, with the step-1 probe under shift (analyses.shift)."""
-    from analyses.shift.figures import section_parts
+def shift_section(config: ReportConfig, out: Path) -> Section:
+    """Distribution shift: the zoo's shift battery, or on a pair each model under every shift the task offers
+    (analyses.shift)."""
+    if config.is_zoo:
+        from analyses.shift.figures import section_parts
 
-    return Section(*section_parts(out, n_per_step, png))
+        return Section(*section_parts(out, config.n_per_step, config.png))
+    from analyses.shift import pair
+
+    cfg = _generation_length(pair.PairShiftConfig(models=(config.base, *config.tuned), task=config.task,
+                                                  n=min(4 * config.n_per_step, 400)), config)
+    result = pair.run_cached(cfg, report_task(config), _models(cfg.models))
+    write_json(out / "shift_pair.json", result.to_dict())
+    paths = pair.figures(result, out, png=config.png)
+    return Section("Distribution shift: each model in distribution and under the task's shifts",
+                   tuple(pair.summary_sentences(result)), tuple(p[0].name for p in paths.values()))
 
 
 def shift_recovery_section(out: Path, n_per_step: int, png: bool) -> Section:

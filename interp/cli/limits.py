@@ -1,4 +1,4 @@
-"""`interp analyze shift|novelty|symbolic`: where reasoning breaks (distribution shift, instance novelty vs
+"""`interp analyze shift|shift-pair|novelty|symbolic`: where reasoning breaks (distribution shift, instance novelty vs
 complexity, semantics vs symbols). Heavy imports stay inside the commands (see interp/cli/__init__.py)."""
 
 from __future__ import annotations
@@ -94,6 +94,34 @@ def shift_sae(out: PartOut = Path("figures/shift"), png: PartPng = True, as_json
 def shift_chains(out: PartOut = Path("figures/shift"), png: PartPng = True, as_json: PartJson = False) -> None:
     """Chain patching under shift: does the answer still follow the written chain?"""
     _shift_part("chain_patch", "ChainPatchConfig", "", out, "shift_chain_patch", png, as_json)
+
+
+@analyze_app.command("shift-pair")
+def shift_pair(
+    base: Annotated[str, typer.Option(help="base model")] = "organism-nl/base",
+    tuned: Annotated[str, typer.Option(help="comma-separated post-trained models")] = "organism-nl/sft,organism-nl/rl",
+    task: Annotated[str, typer.Option(help="a task that offers shifts (organism, organism-nl)")] = "organism-nl",
+    n: Annotated[int, typer.Option(help="items per condition")] = 200,
+    max_new_tokens: Annotated[int, typer.Option(help="tokens generated per item")] = 96,
+    out: Annotated[Path, typer.Option(help="folder for shift_pair.json and the figure")] = Path("figures/shift_pair"),
+    png: Annotated[bool, typer.Option(help="also write PNGs (needs a Chrome)")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary sentences as one JSON object")] = False,
+) -> None:
+    """Any pair under the task's own shifts (longer chains, unseen names): accuracy, drop, and how post-training
+    changes the drop."""
+    from analyses.shift.pair import PairShiftConfig, figures, run_cached, summary_sentences
+    from interp.io import write_json
+
+    try:
+        cfg = PairShiftConfig(models=(base, *(t.strip() for t in tuned.split(",") if t.strip())), task=task, n=n,
+                              max_new_tokens=max_new_tokens)
+        result = run_cached(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "shift_pair.json", result.to_dict())
+        figures(result, out, png=png)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as e:
+        fail(e)
+    _print(summary_sentences(result), out / "shift_pair.json", as_json)
 
 
 @analyze_app.command("novelty")

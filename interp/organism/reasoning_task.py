@@ -14,8 +14,8 @@ from typing import Any
 from interp.organism.dataset import problem_meta
 from interp.organism.grader import grade as grade_problem
 from interp.organism.positions import positions
-from interp.organism.task import FORMATS, MOD, Problem, TaskConfig, sample_problems
-from interp.tasks.base import Grade, Item, Span, Task
+from interp.organism.task import FORMATS, MOD, RENAMED_VARIABLES, Problem, TaskConfig, sample_problems
+from interp.tasks.base import Grade, Item, Span, Task, TaskShift
 
 
 def problem_item(problem: Problem) -> Item:
@@ -43,6 +43,15 @@ class OrganismTask(Task):
 
     def __init__(self, config: TaskConfig | None = None) -> None:
         self.config = config or TaskConfig()
+
+    def shifts(self) -> tuple[TaskShift, ...]:
+        """Longer chains than the zoo was trained on, and the renamed variables of the shift battery."""
+        top = self.config.max_steps
+        return (TaskShift("length", f"{top + 1}-{top + 2} steps (trained on {self.config.min_steps}-{top})",
+                          steps=(top + 1, top + 2)),
+                TaskShift("variables", f"letters {RENAMED_VARIABLES[0]}-{RENAMED_VARIABLES[-1]} (trained on "
+                                       f"{self.config.variables[0]}-{self.config.variables[-1]})",
+                          {"variables": RENAMED_VARIABLES}))
 
     def sample(self, n: int, seed: int, n_steps: int | None = None, **knobs: Any) -> list[Item]:
         cfg = self.config.shifted(**knobs) if knobs else self.config

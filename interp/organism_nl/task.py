@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from interp.tasks.base import Grade, Item, Span, Task
+from interp.tasks.base import Grade, Item, Span, Task, TaskShift
 from interp.tasks.text import final_number, split_thinking
 from interp.tasks.text import steps as text_steps
 
@@ -269,6 +269,16 @@ class NLTask(Task):
     def continuation(self, item: Item) -> str:
         """s1's "Wait", on a new line of the thinking (where `</think>` would have been)."""
         return "Wait,"
+
+    def shifts(self) -> tuple[TaskShift, ...]:
+        """Longer chains than the zoo was trained on, and variable names it never saw."""
+        top = self.config.max_steps
+        unseen = "".join(c for c in "pqrstuvwxyz" if c not in self.config.variables)[:len(self.config.variables)]
+        return (TaskShift("length", f"{top + 1}-{top + 2} steps (trained on {self.config.min_steps}-{top})",
+                          steps=(top + 1, top + 2)),
+                TaskShift("variables", f"letters {unseen[0]}-{unseen[-1]} (trained on "
+                                       f"{self.config.variables[0]}-{self.config.variables[-1]})",
+                          {"variables": unseen}))
 
     def __init__(self, config: NLTaskConfig | None = None) -> None:
         self.config = config or NLTaskConfig()

@@ -6,8 +6,8 @@
     data = interp.tasks.task_dataset(model, task, items)          # ids + named positions + ground truth
 """
 
-from interp.tasks.base import Grade, Item, Span, Task, require_items
+from interp.tasks.base import Grade, Item, Span, Task, TaskShift, require_items
 from interp.tasks.encode import Encoded, SpanError, encode_item, encode_text, render_prompt, task_dataset
 
-__all__ = ["Encoded", "Grade", "Item", "Span", "SpanError", "Task", "encode_item", "encode_text", "render_prompt",
+__all__ = ["Encoded", "Grade", "Item", "Span", "SpanError", "Task", "TaskShift", "encode_item", "encode_text", "render_prompt",
            "require_items", "task_dataset"]

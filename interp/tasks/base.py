@@ -67,6 +67,22 @@ class Grade:
         return cls(**dict(d))
 
 
+@dataclass(frozen=True)
+class TaskShift:
+    """A distribution shift a task can draw items under: `sample(n, seed, n_steps=k, **knobs)` for each step
+    count in `steps` (None: the task's own mix of step counts). `description` says what changes, against what
+    the models were trained on."""
+
+    name: str
+    description: str
+    knobs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    steps: tuple[int, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "knobs": dict(self.knobs),
+                "steps": None if self.steps is None else list(self.steps)}
+
+
 class Task(ABC):
     """A family of problems the toolkit can evaluate, harvest, probe, patch and steer on.
 
@@ -120,6 +136,11 @@ class Task(ABC):
         """What identifies this task in a result's config (name and knobs)."""
         return {"name": self.name}
 
+    def shifts(self) -> tuple[TaskShift, ...]:
+        """The distribution shifts this task can draw items under (none by default: a task read from a file has
+        only its own items)."""
+        return ()
+
     def check_formats(self, fmt: str) -> None:
         if fmt not in self.formats:
             raise ValueError(f"task {self.name!r} has no format {fmt!r}; its formats are {', '.join(self.formats)}")
@@ -132,4 +153,4 @@ def require_items(items: Sequence[Item]) -> list[Item]:
     return items
 
 
-__all__ = ["Grade", "Item", "Span", "Task", "require_items"]
+__all__ = ["Grade", "Item", "Span", "Task", "TaskShift", "require_items"]

@@ -224,7 +224,8 @@ def test_every_section_generates_at_most_the_reports_max_new_tokens(tmp_path, mo
 def test_every_section_runs_on_a_qwen_shaped_pair_with_chat_template_and_thinking_tags(tmp_path):
     """The whole pair report on tiny random-init Qwen2 checkpoints with a Qwen-style BPE (digits split, ChatML,
     `<think>` tokens) on the shipped GSM8K-format file: no section fails, and each one that measures a pair
-    runs (routing may find nothing to learn from random models that always agree, and says so)."""
+    runs (routing may find nothing to learn from random models that always agree, and the file offers no
+    shift; both say so)."""
     import interp
     from tests.bpe import qwen_style
 
@@ -239,5 +240,8 @@ def test_every_section_runs_on_a_qwen_shaped_pair_with_chat_template_and_thinkin
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     ran = {n for n, s in zip(data["section_names"], data["sections"]) if not s["skipped"]}
     zoo_only = {rep.section_name(m) for m in rep.SECTIONS if not rep.takes_config(m)} | {"seeds"}
-    assert ran | {"routing"} == set(data["section_names"]) - zoo_only, data["skipped"]
+    assert ran | {"routing", "shift"} == set(data["section_names"]) - zoo_only, data["skipped"]
+    # a task read from a file has only its own items: the shift section says so
+    shift = data["sections"][data["section_names"].index("shift")]
+    assert "offers no distribution shift" in shift["skipped"]
     assert data["failed"] == {}
