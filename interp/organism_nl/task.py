@@ -64,16 +64,28 @@ def apply_op(x: int, op: str, y: int) -> int:
     raise ValueError(f"unknown operator {op!r}; valid operators are {', '.join(OPS)}")
 
 
+# How operations are named in a question (a shift knob: semantics vs symbols, after Tang et al. 2023): the word
+# for each operation and the definition that opens the question. "symbols": new words defined in context;
+# "swapped": plus and minus trade meanings by definition (the values follow the definition).
+WORDS: dict[str, tuple[dict[str, str], str]] = {
+    "plain": (OP_WORDS, ""),
+    "symbols": ({"+": "zap", "-": "dax", "*": "wug"}, "Here zap means plus, dax means minus and wug means times."),
+    "swapped": ({"+": "minus", "-": "plus", "*": "times"}, "Here plus means minus and minus means plus."),
+}
+
+
 @dataclass(frozen=True)
 class NLTaskConfig:
     """Distribution of problems (defaults: the zoo's training distribution). `phrasings` restricts the
-    verbose step phrasings (indices into `PHRASINGS`; a shift knob: train on some, test on others)."""
+    verbose step phrasings (indices into `PHRASINGS`; a shift knob: train on some, test on others); `words`
+    names the operations (`WORDS`: plain English, defined symbols, or plus and minus swapped by definition)."""
 
     min_steps: int = 1
     max_steps: int = 4
     ops: tuple[str, ...] = OPS
     variables: str = VARIABLES
     phrasings: tuple[int, ...] = tuple(range(len(PHRASINGS)))
+    words: str = "plain"
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.max_steps:
@@ -89,9 +101,14 @@ class NLTaskConfig:
         badp = [p for p in self.phrasings if not 0 <= p < len(PHRASINGS)]
         if badp or not self.phrasings:
             raise ValueError(f"phrasings must be a non-empty subset of 0..{len(PHRASINGS) - 1}, got {list(self.phrasings)}")
+        if self.words not in WORDS:
+            raise ValueError(f"words must be one of {list(WORDS)}, got {self.words!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["words"] == "plain":  # added later: the zoo's recipes and cached results keep their dicts
+            del d["words"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NLTaskConfig:
@@ -125,6 +142,15 @@ class Problem:
     start_var: str
     start_value: int
     steps: tuple[Step, ...]
+    words: str = "plain"  # how the question names the operations (`WORDS`); values follow the operations
+
+    def word(self, op: str) -> str:
+        return WORDS[self.words][0][op]
+
+    @property
+    def preamble(self) -> str:
+        """The definition that opens the question ('' for plain English)."""
+        return WORDS[self.words][1]
 
     @property
     def answer(self) -> int:
@@ -135,14 +161,15 @@ class Problem:
         return len(self.steps)
 
     def prompt(self) -> str:
-        parts = [f"Let {self.start_var} be {self.start_value}."]
-        parts += [f"Let {s.target} be {s.source} {OP_WORDS[s.op]} {s.operand}." for s in self.steps]
+        parts = [self.preamble] if self.preamble else []
+        parts += [f"Let {self.start_var} be {self.start_value}."]
+        parts += [f"Let {s.target} be {s.source} {self.word(s.op)} {s.operand}." for s in self.steps]
         parts.append(f"What is {self.steps[-1].target}?")
         return " ".join(parts)
 
     def step_line(self, i: int, phrasing: int) -> str:
         s = self.steps[i]
-        return PHRASINGS[phrasing].format(t=s.target, s=s.source, w=OP_WORDS[s.op], o=s.op, y=s.operand,
+        return PHRASINGS[phrasing].format(t=s.target, s=s.source, w=self.word(s.op), o=s.op, y=s.operand,
                                           x=s.source_value, v=s.value)
 
     def completion(self, fmt: str, phrasings: tuple[int, ...] | None = None) -> str:
@@ -162,12 +189,13 @@ class Problem:
         return " " + THINK_OPEN + "\n" + "\n".join(lines) + "\n" + THINK_CLOSE + answer
 
     def to_dict(self) -> dict[str, Any]:
-        return {"start_var": self.start_var, "start_value": self.start_value,
-                "steps": [dataclasses.asdict(s) for s in self.steps]}
+        d = {"start_var": self.start_var, "start_value": self.start_value,
+             "steps": [dataclasses.asdict(s) for s in self.steps]}
+        return d if self.words == "plain" else {**d, "words": self.words}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Problem:
-        return cls(d["start_var"], int(d["start_value"]), tuple(Step(**s) for s in d["steps"]))
+        return cls(d["start_var"], int(d["start_value"]), tuple(Step(**s) for s in d["steps"]), d.get("words", "plain"))
 
 
 def make_problem(rng: np.random.Generator, n_steps: int, cfg: NLTaskConfig) -> Problem:
@@ -179,7 +207,7 @@ def make_problem(rng: np.random.Generator, n_steps: int, cfg: NLTaskConfig) -> P
         new = apply_op(value, op, y)
         steps.append(Step(cfg.variables[i + 1], cfg.variables[i], op, y, value, new))
         value = new
-    return Problem(cfg.variables[0], start, tuple(steps))
+    return Problem(cfg.variables[0], start, tuple(steps), cfg.words)
 
 
 def sample_problems(seed: int, n: int, cfg: NLTaskConfig, n_steps: int | None = None) -> list[Problem]:
@@ -271,14 +299,19 @@ class NLTask(Task):
         return "Wait,"
 
     def shifts(self) -> tuple[TaskShift, ...]:
-        """Longer chains than the zoo was trained on, and variable names it never saw."""
+        """Longer chains than the zoo was trained on, variable names it never saw, and operations named by a
+        definition in the question (new symbols, or plus and minus swapped: semantics vs symbols)."""
         top = self.config.max_steps
         unseen = "".join(c for c in "pqrstuvwxyz" if c not in self.config.variables)[:len(self.config.variables)]
         return (TaskShift("length", f"{top + 1}-{top + 2} steps (trained on {self.config.min_steps}-{top})",
                           steps=(top + 1, top + 2)),
                 TaskShift("variables", f"letters {unseen[0]}-{unseen[-1]} (trained on "
                                        f"{self.config.variables[0]}-{self.config.variables[-1]})",
-                          {"variables": unseen}))
+                          {"variables": unseen}),
+                TaskShift("symbols", "operations named zap, dax and wug, defined at the start of the question",
+                          {"words": "symbols"}),
+                TaskShift("swapped", "plus and minus swapped by a definition at the start of the question",
+                          {"words": "swapped"}))
 
     def __init__(self, config: NLTaskConfig | None = None) -> None:
         self.config = config or NLTaskConfig()
@@ -317,8 +350,9 @@ class NLTask(Task):
         p = item_problem(item)
         prompt = self.prompt(item)
         out: dict[str, Span] = {"answer": (len(prompt) - 1, len(prompt))}
-        sentences = [m.span() for m in re.finditer(r"[^.?]+[.?]", prompt)]
-        first = prompt.find(" ", prompt.find(" be ") + 1) + 1
+        skip = len(p.preamble)  # a definition opening the question is no step
+        sentences = [(a + skip, b + skip) for a, b in (m.span() for m in re.finditer(r"[^.?]+[.?]", prompt[skip:]))]
+        first = prompt.find(" ", prompt.find(" be ", skip) + 1) + 1
         out["value.start"] = (first, first + len(str(p.start_value)))
         for i, (a, b) in enumerate(sentences[1:p.n_steps + 1], 1):
             m = list(_NUM.finditer(prompt, a, b))
@@ -365,6 +399,7 @@ __all__ = [
     "PHRASINGS",
     "THINK_CLOSE",
     "THINK_OPEN",
+    "WORDS",
     "NLTask",
     "NLTaskConfig",
     "Problem",

@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 def test_the_organisms_shift_to_longer_chains_and_unseen_names(name):
     task = interp.task(name)
     shifts = {s.name: s for s in task.shifts()}
-    assert set(shifts) == {"length", "variables"}
+    assert set(shifts) == {"length", "variables"} | ({"symbols", "swapped"} if name == "organism-nl" else set())
     longer = pair.condition_items(task, shifts["length"], 7, seed=3)
     assert len(longer) == 7 and sorted({it.meta["n_steps"] for it in longer}) == [5, 6]
     renamed = pair.condition_items(task, shifts["variables"], 5, seed=3)
@@ -33,6 +33,35 @@ def test_the_organisms_shift_to_longer_chains_and_unseen_names(name):
         fmt = task.cot_formats[0]
         assert task.grade(it, task.completion(it, fmt)).correct
     assert json.loads(json.dumps(shifts["variables"].to_dict()))["knobs"]["variables"]
+
+
+def test_the_natural_language_task_defines_its_operations_in_the_question():
+    """Semantics vs symbols as shifts: new words defined at the start, or plus and minus swapped by definition;
+    the values follow the definition, and the positions still find the prompt's numbers."""
+    from interp.organism_nl.task import item_problem
+
+    task = interp.task("organism-nl")
+    shifts = {s.name: s for s in task.shifts()}
+    items = task.sample(40, 1, **shifts["swapped"].knobs)
+    assert all(it.prompt.startswith("Here plus means minus and minus means plus. Let ") for it in items)
+    step = next(s for it in items for s in item_problem(it).steps if s.op == "+")
+    assert step.value == (step.source_value + step.operand) % 10  # the question writes this step as 'minus'
+    shown = next(it for it in items if any(s.op == "+" for s in item_problem(it).steps))
+    p = item_problem(shown)
+    i = next(k for k, s in enumerate(p.steps, 1) if s.op == "+")
+    assert f"Let {p.steps[i - 1].target} be {p.steps[i - 1].source} minus {p.steps[i - 1].operand}." in shown.prompt
+    for it in items[:10] + task.sample(10, 2, **shifts["symbols"].knobs):
+        c = task.completion(it, "think")
+        g, sp = task.grade(it, c), task.spans(it, c)
+        q = item_problem(it)
+        assert g.correct and g.steps_correct == q.n_steps
+        assert it.prompt[slice(*sp["value.start"])] == str(q.start_value)
+        assert [it.prompt[slice(*sp[f"operand.step{k}"])] for k in range(1, q.n_steps + 1)] == [
+            str(s.operand) for s in q.steps]
+    symbols = task.sample(3, 2, **shifts["symbols"].knobs)
+    assert all("zap means plus" in it.prompt and " plus " not in it.prompt.split("times.", 1)[1] for it in symbols)
+    # the plain task is what the zoo was trained on: its items and config dicts are unchanged by the knob
+    assert "words" not in task.config.to_dict() and "words" not in task.sample(1, 0)[0].data
 
 
 def test_a_task_read_from_a_file_offers_no_shift_and_the_analysis_says_so():
@@ -55,8 +84,9 @@ def test_the_natural_language_zoo_under_shift(tmp_path):
     """Real generations of the shipped members on 12 items per condition: the base and sft, cached on rerun."""
     cfg = pair.PairShiftConfig(models=("organism-nl/base", "organism-nl/sft"), n=12, cache_dir=str(tmp_path))
     result = pair.run_cached(cfg)
-    assert [c["name"] for c in result.conditions] == [pair.IN_DISTRIBUTION, "length", "variables"]
-    assert len(result.cells) == 2 * 3 and all(len(c.correct) == 12 for c in result.cells)
+    assert [c["name"] for c in result.conditions] == [pair.IN_DISTRIBUTION, "length", "variables", "symbols",
+                                                      "swapped"]
+    assert len(result.cells) == 2 * 5 and all(len(c.correct) == 12 for c in result.cells)
     sft_in = result.cell("organism-nl/sft", pair.IN_DISTRIBUTION)
     assert sft_in.accuracy() >= 0.9 and all(sft_in.cot)  # sft thinks and is right in distribution
     # the paired gap and the drop change are consistent with the cells they are computed from
@@ -66,7 +96,7 @@ def test_the_natural_language_zoo_under_shift(tmp_path):
               - (acc["organism-nl/base", "length"] - acc["organism-nl/base", pair.IN_DISTRIBUTION]))
     assert v == pytest.approx(expect) and ci[0] <= v <= ci[1]
     said = pair.summary_sentences(result)
-    assert len(said) == 1 + 2 + 2 and said[1].startswith("base: in distribution") and "paired" in said[3]
+    assert len(said) == 1 + 2 + 4 and said[1].startswith("base: in distribution") and "paired" in said[3]
     as_json = lambda r: json.loads(json.dumps(r.to_dict()))
     again = pair.run_cached(cfg)  # read back from the cache: the same numbers
     assert as_json(again) == as_json(result)
