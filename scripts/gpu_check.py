@@ -176,8 +176,8 @@ def zoo_verbosity(res: dict) -> None:
 
 
 # the pair report's sections, cheapest first on the 1.5B shape (so a cut-short run measures the most of them)
-PAIR_SECTIONS = ("calibration", "zoo", "routing", "verbosity", "reasoning_direction", "latent", "faithfulness",
-                 "compute", "sae", "layers")
+PAIR_SECTIONS = ("calibration", "zoo", "shift", "routing", "verbosity", "reasoning_direction", "latent",
+                 "faithfulness", "compute", "sae", "layers")
 
 
 def report_costs(res: dict, key: str, config, out: Path, reserve_s: float, sentences: int = 0) -> None:
