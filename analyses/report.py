@@ -610,6 +610,18 @@ def dpo_teacher_section(out: Path, n_per_step: int, png: bool) -> Section:
     return Section(*rlsf_section_parts(out, n_per_step, png, teacher=True))
 
 
+ZOO_ONLY: dict[str, str] = {
+    "rlsf": "it compares members the project trained by preference optimisation on its own samples",
+    "dpo_teacher": "it compares members the project trained by DPO on base-l's samples",
+    "shift_recovery": "it fine-tunes the zoo's sft on shifted data",
+    "novelty": "it replays each member's training sampler to tell seen problems from unseen ones",
+    "symbolic": ("it uses members trained with definitions; on a pair, the shift section measures semantics vs "
+                 "symbols where the task offers such shifts (the natural-language organism: defined symbols, "
+                 "plus and minus swapped)"),
+}
+"""Why each section written for the first zoo cannot run on another pair (said in the report)."""
+
+
 SECTIONS: tuple[Callable[..., Section], ...] = (
     seeds_section, zoo_section, layers_section, latent_section, faithfulness_section, verbosity_section,
     reasoning_direction_section, sae_section, routing_section, compute_section, calibration_section, rlsf_section,
@@ -760,8 +772,9 @@ def run_section(make: Callable[..., Section], config: ReportConfig, out: Path) -
         try:
             if not takes_config(make):
                 if not config.is_zoo:
+                    why = ZOO_ONLY.get(section_name(make), "it takes no pair or task")
                     raise SectionSkipped(section_title(make), "this section is written for the first zoo only (organism "
-                                                              "models and task); it takes no pair or task")
+                                                              f"models and task): {why}")
                 section = make(out, config.n_per_step, config.png)
             else:
                 section = make(config, out)

@@ -138,6 +138,11 @@ def test_sections_written_for_the_zoo_only_are_skipped_on_a_pair_with_a_title(tm
         assert "first zoo only" in s.skipped and s.title.endswith("(not run)") and s.figures == ()
         assert "analyses." not in s.title and s.sentences == (f"Not run: {s.skipped}.",)
     assert s.title == "Something measured on the organism zoo (not run)"
+    assert s.skipped.endswith("it takes no pair or task")  # a section with no reason of its own
+    # each of the report's zoo-only sections says why it cannot run on another pair
+    assert {rep.section_name(m) for m in rep.SECTIONS if not rep.takes_config(m)} == set(rep.ZOO_ONLY)
+    symbolic = rep.run_section(rep.symbolic_section, pair, tmp_path)
+    assert "the shift section measures semantics vs symbols" in symbolic.skipped
 
 
 def test_report_config_round_trips_and_refuses_what_cannot_be_a_report():
