@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The wheels the lent H200's image lacks (it has Python 3.12, torch, transformers, numpy, scikit-learn, typer,
 # rich, ...: device/KINDS.md), for scripts/gpu_check.py. Nothing can be fetched there, so they travel with the
-# call; the tree (~41 MB) plus every wheel (~55 MB) is over the device tool's 64 MiB a call, so they come in
+# call; the tree (~41 MB) plus every wheel (~60 MB) is over the device tool's 64 MiB a call, so they come in
 # three batches: .whl/a (wandb), .whl/b (transformers and the hub client this project was tested with, newer than
 # the image's) and .whl/c (the rest), installed into .site, an ignored folder the warm machine keeps between calls. The names are the packages our code imports that the image lacks
 # (read off sys.modules after importing every module of interp, analyses, probes and saes); the versions are the
