@@ -184,7 +184,7 @@ def failed_section(title: str, error: BaseException) -> Section:
 
 # ------------------------------------------------------------------------------ models and task of a report
 
-_LOADED: dict[str, Model] = {}  # models loaded once per report (cleared when build_report returns)
+_LOADED: dict[tuple[str, str, str], Model] = {}  # (name, device, dtype): models loaded once per report
 _LOAD_ARGS: dict[str, Any] = {}  # the report's device and dtype, set by build_report
 
 
@@ -192,9 +192,27 @@ def loaded(name: str) -> Model:
     """The model named `name`, loaded once for the whole report (on the report's device, in its dtype)."""
     from interp.models import load
 
-    if name not in _LOADED:
-        _LOADED[name] = load(name, **_LOAD_ARGS)
-    return _LOADED[name]
+    key = (name, str(_LOAD_ARGS.get("device", "cpu")), str(_LOAD_ARGS.get("dtype", "float32")))
+    if key not in _LOADED:
+        _LOADED[key] = load(name, **_LOAD_ARGS)
+    return _LOADED[key]
+
+
+def unload_models() -> None:
+    """Free the models the report loaded (`build_report` does unless asked to keep them)."""
+    _LOADED.clear()
+
+
+def _generation_length(cfg: Any, config: ReportConfig) -> Any:
+    """An analysis config with the report's generation length, when the report sets one."""
+    if config.max_new_tokens is None:
+        return cfg
+    return dataclasses.replace(cfg, max_new_tokens=config.max_new_tokens)
+
+
+def _models(names: Sequence[str]) -> dict[str, Model]:
+    """The report's loaded models by name (on its device, in its dtype)."""
+    return {n: loaded(n) for n in dict.fromkeys(names)}
 
 
 def report_task(config: ReportConfig) -> Task:
@@ -378,9 +396,8 @@ def latent_config(config: ReportConfig) -> LatentConfig:
 
     cfg = dataclasses.replace(lr.LatentConfig(), n_per_step=2 * config.n_per_step)
     if not config.is_zoo:
-        cfg = dataclasses.replace(cfg, base=config.base, models=config.models, task=config.task)
-        if config.max_new_tokens is not None:
-            cfg = dataclasses.replace(cfg, max_new_tokens=config.max_new_tokens)
+        cfg = _generation_length(dataclasses.replace(cfg, base=config.base, models=config.models, task=config.task),
+                                 config)
     return cfg
 
 
@@ -484,18 +501,6 @@ def sae_section(config: ReportConfig, out: Path) -> Section:
                    '<p><a href="sae_dashboard/index.html">feature dashboard (static HTML)</a></p>')
 
 
-def _generation_length(cfg: Any, config: ReportConfig) -> Any:
-    """An analysis config with the report's generation length, when the report sets one."""
-    if config.max_new_tokens is None:
-        return cfg
-    return dataclasses.replace(cfg, max_new_tokens=config.max_new_tokens)
-
-
-def _models(names: Sequence[str]) -> dict[str, Model]:
-    """The report's loaded models by name (on its device, in its dtype)."""
-    return {n: loaded(n) for n in dict.fromkeys(names)}
-
-
 def routing_section(config: ReportConfig, out: Path) -> Section:
     """Hybrid decoding of the base with each tuned model: routers, random controls, token shift (analyses.routing)."""
     from analyses.routing.analysis import RoutingConfig
@@ -506,7 +511,7 @@ def routing_section(config: ReportConfig, out: Path) -> Section:
     n = min(config.n_per_step, 100)
     cfg = _generation_length(RoutingConfig(base=config.base, tuned=config.tuned, task=config.task, n_per_step=n,
                                            train_per_step=max(2, n)), config)
-    return Section(*section_parts(out, n, config.png, cfg, report_task(config), _models(cfg.tuned + (cfg.base,))))
+    return Section(*section_parts(out, n, config.png, cfg, report_task(config), _models((cfg.base, *cfg.tuned))))
 
 
 def compute_section(config: ReportConfig, out: Path) -> Section:
@@ -832,11 +837,14 @@ def _kept_sections(out: Path, config: ReportConfig) -> dict[str, Section]:
 
 def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool = True,
                  only: Sequence[str] | None = None, results: str | Path | None = "RESULTS.md",
-                 config: ReportConfig | None = None, jobs: int = 1, ray: str | bool | None = None) -> Path:
+                 config: ReportConfig | None = None, jobs: int = 1, ray: str | bool | None = None,
+                 keep_models: bool = False) -> Path:
     """Run every section of `config` (default: the first zoo with `n_per_step`, `png` and `only`); write
     report.json (after each section, so a stopped report keeps what it measured), report.html and (unless
     `results` is None) RESULTS.md. `jobs` > 1 runs sections in that many processes and `ray` as Ray tasks
-    (`True` for a local instance, `"auto"` or an address for a cluster); the report is the same either way."""
+    (`True` for a local instance, `"auto"` or an address for a cluster); the report is the same either way.
+    `keep_models` leaves the models loaded for the next call (sections run one call at a time, as
+    scripts/gpu_check.py does; `unload_models` frees them)."""
     from analyses.report_jobs import expected_seconds, run_sections
 
     if config is None:
@@ -875,7 +883,8 @@ def build_report(out: str | Path = "figures", n_per_step: int = 200, png: bool =
         run_sections([m for _, m in chosen], [n for n, _ in chosen], config, out, write, jobs=jobs, ray=ray,
                      expected=expected_seconds([n for n, _ in chosen], _previous_seconds(out)))
     finally:
-        _LOADED.clear()
+        if not keep_models:
+            unload_models()
         _LOAD_ARGS.clear()
     page = render_only(out, results)
     failed = [f"{n} ({s.sentences[0].removeprefix('Failed: ')})" for n, s in done.items() if s.error]
@@ -895,4 +904,4 @@ def _previous_seconds(out: Path) -> dict[str, float]:
 
 
 __all__ = ["COST_FIELDS", "SECTIONS", "ReportConfig", "Section", "SectionSkipped", "SectionsFailed", "build_report", "render_markdown", "render_only",
-           "run_section", "section_name"]
+           "run_section", "section_name", "unload_models"]

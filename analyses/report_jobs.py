@@ -114,7 +114,7 @@ def run_in_worker(make: Callable[..., Any], config_dict: dict[str, Any], out: st
     try:
         return rep.run_section(make, config, Path(out)).to_dict()
     finally:
-        rep._LOADED.clear()
+        rep.unload_models()
 
 
 def run_on_node(make: Callable[..., Any], config_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:

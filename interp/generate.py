@@ -62,14 +62,16 @@ def encode_prompts(
     return out
 
 
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(seqs: list[list[int]], pad_id: int, device: torch.device | str = "cpu"
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and attention mask of rows padded on the left with `pad_id` (as generation wants them), on `device`."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
         ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
         mask[i, width - len(s):] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 def new_token_allowance(prompt_len: int, ctx: int, max_new_tokens: int) -> int:

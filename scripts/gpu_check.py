@@ -181,11 +181,12 @@ PAIR_SECTIONS = ("calibration", "zoo", "shift", "routing", "verbosity", "reasoni
 
 
 def report_costs(res: dict, key: str, config, out: Path, reserve_s: float, sentences: int = 0) -> None:
-    """Run the report's sections one at a time into `out` (the report merges them), each with its time, peak
-    memory and skip reason; stop starting sections once fewer than `reserve_s` seconds of the budget are left."""
+    """Run the report's sections one at a time into `out` (the report merges them; the models stay loaded
+    between them), each with its time, peak memory and skip reason; stop starting sections once fewer than
+    `reserve_s` seconds of the budget are left."""
     import dataclasses
 
-    from analyses.report import Section, SectionsFailed, build_report
+    from analyses.report import Section, SectionsFailed, build_report, unload_models
 
     costs = res[key]["sections"] = {}
     for name in PAIR_SECTIONS:
@@ -195,7 +196,8 @@ def report_costs(res: dict, key: str, config, out: Path, reserve_s: float, sente
         t0 = time.perf_counter()
         try:
             try:
-                build_report(out, config=dataclasses.replace(config, sections=(name,)), results=None, jobs=1)
+                build_report(out, config=dataclasses.replace(config, sections=(name,)), results=None, jobs=1,
+                             keep_models=True)
             except SectionsFailed:
                 pass  # the section is in report.json with its traceback
             data = json.loads((out / "report.json").read_text())
@@ -209,6 +211,7 @@ def report_costs(res: dict, key: str, config, out: Path, reserve_s: float, sente
             traceback.print_exc()
             costs[name] = {"error": f"{type(e).__name__}: {e}"[:500], "seconds": round(time.perf_counter() - t0, 1)}
         save(res)
+    unload_models()
 
 
 def pair_report(res: dict) -> None:

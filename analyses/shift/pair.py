@@ -74,6 +74,10 @@ class Cell:
     def accuracy(self) -> float:
         return float(np.mean(self.correct))
 
+    def accuracy_ci(self, n_boot: int) -> tuple[float, float]:
+        """95% bootstrap interval of the accuracy over items."""
+        return bootstrap_ci(np.asarray(self.correct, float), n_boot)
+
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "condition": self.condition, "correct": [int(c) for c in self.correct],
                 "cot": [int(c) for c in self.cot], "tokens": list(self.tokens)}
@@ -214,12 +218,12 @@ def summary_sentences(result: PairShiftResult) -> list[str]:
             f"in distribution.")]
     for m in cfg.models:
         ind = result.cell(m, IN_DISTRIBUTION)
-        parts = [(f"in distribution {_pct(ind.accuracy(), bootstrap_ci(np.asarray(ind.correct, float), cfg.n_boot))} "
+        parts = [(f"in distribution {_pct(ind.accuracy(), ind.accuracy_ci(cfg.n_boot))} "
                  f"(CoT rate {100 * np.mean(ind.cot):.0f}%)")]
         for c in shifts:
             cell = result.cell(m, c["name"])
             d, dci = drop_ci(cell.correct, ind.correct, cfg.n_boot)
-            parts.append(f"{c['name']} {_pct(cell.accuracy(), bootstrap_ci(np.asarray(cell.correct, float), cfg.n_boot))}"
+            parts.append(f"{c['name']} {_pct(cell.accuracy(), cell.accuracy_ci(cfg.n_boot))}"
                          f" ({_pts(d, dci)}; CoT rate {100 * np.mean(cell.cot):.0f}%)")
         out.append(f"{short(m)}: {'; '.join(parts)}.")
     for m in cfg.models[1:]:
@@ -246,7 +250,7 @@ def figures(result: PairShiftResult, out_dir: str | Path, png: bool = True) -> d
     for m in result.config.models:
         cells = [result.cell(m, n) for n in names]
         acc = [c.accuracy() for c in cells]
-        cis = [bootstrap_ci(np.asarray(c.correct, float), result.config.n_boot) for c in cells]
+        cis = [c.accuracy_ci(result.config.n_boot) for c in cells]
         fig.add_trace(go.Bar(x=names, y=acc, name=short(m), marker_color=color_for(m),
                              error_y={"type": "data", "symmetric": False, "array": [h - a for a, (_, h) in zip(acc, cis)],
                                       "arrayminus": [a - lo for a, (lo, _) in zip(acc, cis)]}))

@@ -153,7 +153,7 @@ def forced_concise_prefixes(model: Model, task: Task, items: Sequence[Item]) -> 
     tok = model.tokenizer
     problems = [item_problem(it) for it in items]
     heads = [f" {p.steps[0].target} =" for p in problems]
-    ids, mask = (t.to(model.device) for t in left_pad(prompt_ids(model, task, items, heads), model.pad_token_id))
+    ids, mask = left_pad(prompt_ids(model, task, items, heads), model.pad_token_id, model.device)
     cands = [model.to_single_token(c) for c in task.answer_candidates(items[0])]  # type: ignore[attr-defined]
     digits = torch.tensor(cands)
     with torch.no_grad():
@@ -172,7 +172,7 @@ def steered_kl(model: Model, task: Task, items: Sequence[Item], run: Run, interv
     total, count = 0.0, 0
     for s in range(0, len(prompts), batch_size):
         seqs = [p + list(c) for p, c in zip(prompts[s:s + batch_size], run.completions[s:s + batch_size])]
-        ids, mask = (t.to(model.device) for t in left_pad(seqs, model.pad_token_id))
+        ids, mask = left_pad(seqs, model.pad_token_id, model.device)
         width = ids.shape[1]
         gen = torch.zeros_like(mask, dtype=torch.bool)
         read = torch.zeros_like(mask, dtype=torch.bool)
@@ -207,7 +207,7 @@ def teacher_forced_steps(model: Model, task: Task, items: Sequence[Item], fmt: s
     for s in range(0, len(data.examples), batch_size):
         chunk = data.examples[s:s + batch_size]
         seqs = [list(e.ids) for e in chunk]
-        ids, mask = (t.to(model.device) for t in left_pad(seqs, model.pad_token_id))
+        ids, mask = left_pad(seqs, model.pad_token_id, model.device)
         logits = model.hf(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
         for r, (e, seq) in enumerate(zip(chunk, seqs)):
             off = ids.shape[1] - len(seq)
